@@ -1,0 +1,344 @@
+"""One typed configuration for the whole dataflow.
+
+Precedence, lowest first:
+
+1. the defaults below (the seed design's numbers),
+2. the presets named in ``FACEMOMENT_PRESET`` (comma separated, applied in order),
+3. a TOML file named by ``FACEMOMENT_CONFIG`` (its own ``preset = ...`` key counts as 2),
+4. environment variables: the public names in ``ENV_NAMES`` and, for every other
+   field, ``FACEMOMENT__<SECTION>__<FIELD>`` (e.g. ``FACEMOMENT__FUSION__COOLDOWN_SEC=3``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration value, file or preset that cannot be used."""
+
+
+@dataclass
+class SourceConfig:
+    # tcp://host:port (visualbase publisher), a video file, a recording, a camera
+    # index, or "sample" (the built-in sample video).
+    source: str = "tcp://127.0.0.1:5555"
+    stream_id: str = "cam0"
+    # Further streams as "stream_id=source" pairs, for several cameras in one flow.
+    extra: List[str] = field(default_factory=list)
+    # Sample file sources at this rate (None: every frame).
+    fps: Optional[float] = None
+    # ZMQ sources: after frames have started, end after this long without one.
+    idle_timeout_s: Optional[float] = None
+    # ZMQ sources: buffered frames between the socket and extraction.
+    buffer_frames: int = 8
+    # skip_oldest | skip_intermediate | keyframe_only
+    drop_strategy: str = "skip_oldest"
+    keyframe_interval: int = 3
+    # Replays and files: pace at recorded speed instead of as fast as possible.
+    realtime: bool = False
+    progress: bool = False
+
+
+@dataclass
+class ExtractConfig:
+    extractors: List[str] = field(default_factory=lambda: ["face", "quality"])
+    face_backend: str = "mediapipe"
+    max_faces: int = 2
+    min_detection_confidence: float = 0.5
+    # Per-frame extractor deadline in ms (the orchestrator's timeout); 0 disables.
+    deadline_ms: float = 150.0
+
+
+@dataclass
+class QualityConfig:
+    min_blur: float = 100.0
+    min_brightness: float = 50.0
+    max_brightness: float = 200.0
+    min_contrast: float = 40.0
+
+
+@dataclass
+class AlignConfig:
+    window_ms: float = 100.0
+    # How long (system time) the window waits for observations behind the newest.
+    allowed_lateness_ms: float = 200.0
+
+
+@dataclass
+class GateConfig:
+    open_duration_sec: float = 0.7
+    close_duration_sec: float = 0.3
+    min_faces: int = 1
+    max_faces: int = 2
+    min_confidence: float = 0.7
+    max_yaw: float = 25.0
+    max_pitch: float = 20.0
+    min_area_ratio: float = 0.01
+    max_center_distance: float = 0.4
+    require_quality: bool = True
+
+
+@dataclass
+class FusionConfig:
+    cooldown_sec: float = 2.0
+    consecutive_frames: int = 2
+    pre_sec: float = 2.0
+    post_sec: float = 2.0
+    label: str = "highlight"
+    ewma_alpha: float = 0.1
+    ewma_initial_var: float = 0.01
+    spike_z: float = 2.0
+    spike_min_expression: float = 0.5
+    spike_min_std: float = 0.05
+    head_turn_deg_per_sec: float = 30.0
+    head_turn_max_dt_sec: float = 0.5
+    camera_gaze_threshold: float = 0.5
+    camera_gaze_yaw_deg: float = 10.0
+    camera_gaze_pitch_deg: float = 15.0
+    passenger_yaw_deg: float = 15.0
+    min_gesture_confidence: float = 0.5
+    lookback_observations: int = 30
+    lookback_default: int = 3
+    wave_window_frames: int = 15
+    wave_min_samples: int = 5
+    wave_min_span_sec: float = 0.2
+    wave_min_amplitude: float = 0.05
+    wave_min_hz: float = 1.5
+    wave_max_hz: float = 5.0
+    reasons: List[str] = field(
+        default_factory=lambda: [
+            "expression_spike",
+            "head_turn",
+            "hand_wave",
+            "camera_gaze",
+            "passenger_interaction",
+            "gesture_vsign",
+            "gesture_thumbsup",
+            "gesture_ok",
+            "gesture_openpalm",
+        ]
+    )
+    gate: GateConfig = field(default_factory=GateConfig)
+
+
+@dataclass
+class OutputConfig:
+    output_dir: str = "out"
+    trig_address: Optional[str] = "tcp://127.0.0.1:5556"
+    trig_topic: str = "msg"
+    clips: bool = True
+    ring_buffer_sec: float = 120.0
+    ring_buffer_max_mb: float = 512.0
+    jpeg_quality: int = 90
+    # off | minimal | normal | verbose
+    trace: str = "normal"
+    # Where trace.jsonl goes (default: inside output_dir).
+    trace_path: Optional[str] = None
+    observations: bool = False
+    summary: bool = True
+
+
+@dataclass
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    preset: List[str] = field(default_factory=list)
+
+
+# Presets as partial configurations (section -> field -> value).
+PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "realtime": {
+        "align": {"window_ms": 100.0},
+        "extract": {"deadline_ms": 150.0},
+    },
+    "batch": {
+        "align": {"window_ms": 200.0, "allowed_lateness_ms": 5000.0},
+        "extract": {"deadline_ms": 1000.0},
+        "source": {"buffer_frames": 0},
+    },
+    "low_latency": {
+        "align": {"window_ms": 50.0, "allowed_lateness_ms": 80.0},
+        "extract": {"deadline_ms": 80.0},
+        "_remove_extractors": {"names": ["gesture"]},
+    },
+    "high_sensitivity": {
+        "fusion": {
+            "spike_z": 1.5,
+            "head_turn_deg_per_sec": 20.0,
+            "consecutive_frames": 1,
+            "cooldown_sec": 1.5,
+        },
+    },
+    "conservative": {
+        "fusion": {"spike_z": 2.5, "consecutive_frames": 3, "cooldown_sec": 3.0},
+        "fusion.gate": {"open_duration_sec": 1.0},
+    },
+}
+
+# The public environment names scripts rely on.
+ENV_NAMES: Dict[str, Tuple[str, str]] = {
+    "FACEMOMENT_SOURCE": ("source", "source"),
+    "FACEMOMENT_STREAM_ID": ("source", "stream_id"),
+    "FACEMOMENT_IDLE_TIMEOUT_S": ("source", "idle_timeout_s"),
+    "FACEMOMENT_TRIG_ADDRESS": ("output", "trig_address"),
+    "FACEMOMENT_OUTPUT_DIR": ("output", "output_dir"),
+    "FACEMOMENT_TRACE": ("output", "trace"),
+}
+
+TRACE_LEVELS = ("off", "minimal", "normal", "verbose")
+DROP_STRATEGIES = ("skip_oldest", "skip_intermediate", "keyframe_only")
+KNOWN_EXTRACTORS = ("face", "pose", "gesture", "quality")
+
+
+def _section(cfg: Config, path: str) -> Any:
+    obj: Any = cfg
+    for part in path.split("."):
+        if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
+            raise ConfigError(f"unknown configuration section {path!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn a TOML or environment value into the field's declared type."""
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is not None and type(None) in args:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, where)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin in (list, List):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            return [_coerce(v, args[0], where) for v in value]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot use {value!r} as {getattr(hint, '__name__', hint)}") from exc
+    return value
+
+
+def _set(cfg: Config, section: str, name: str, value: Any, where: str) -> None:
+    target = _section(cfg, section)
+    hints = get_type_hints(type(target))
+    if name not in hints or dataclasses.is_dataclass(getattr(target, name)):
+        raise ConfigError(f"{where}: unknown setting {section}.{name}")
+    setattr(target, name, _coerce(value, hints[name], where))
+
+
+def apply_preset(cfg: Config, name: str) -> None:
+    name = name.strip()
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    for section, values in PRESETS[name].items():
+        if section == "_remove_extractors":
+            cfg.extract.extractors = [e for e in cfg.extract.extractors if e not in values["names"]]
+            continue
+        for key, value in values.items():
+            _set(cfg, section, key, value, f"preset {name}")
+    if name not in cfg.preset:
+        cfg.preset.append(name)
+
+
+def _apply_mapping(cfg: Config, data: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            _apply_mapping(cfg, value, where, path)
+            continue
+        if not prefix:
+            if key == "preset":
+                continue  # handled before the rest of the file
+            raise ConfigError(f"{where}: setting {key!r} must sit inside a [section]")
+        _set(cfg, prefix, key, value, where)
+
+
+def validate(cfg: Config) -> Config:
+    if cfg.output.trace not in TRACE_LEVELS:
+        raise ConfigError(f"trace level {cfg.output.trace!r} is not one of {', '.join(TRACE_LEVELS)}")
+    if cfg.source.drop_strategy not in DROP_STRATEGIES:
+        raise ConfigError(f"drop strategy {cfg.source.drop_strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
+    unknown = [e for e in cfg.extract.extractors if e not in KNOWN_EXTRACTORS]
+    if unknown:
+        raise ConfigError(f"unknown extractors {unknown}; known: {', '.join(KNOWN_EXTRACTORS)}")
+    if cfg.align.window_ms <= 0:
+        raise ConfigError("align.window_ms must be positive")
+    if cfg.align.allowed_lateness_ms < 0:
+        raise ConfigError("align.allowed_lateness_ms must not be negative")
+    if cfg.fusion.consecutive_frames < 1:
+        raise ConfigError("fusion.consecutive_frames must be at least 1")
+    return cfg
+
+
+def load_config(
+    env: Optional[Mapping[str, str]] = None,
+    path: Optional[str | os.PathLike[str]] = None,
+    presets: Optional[List[str]] = None,
+) -> Config:
+    """Build the configuration from defaults, presets, a TOML file and the environment."""
+    env = os.environ if env is None else env
+    cfg = Config()
+    file_data: Dict[str, Any] = {}
+    path = path if path is not None else env.get("FACEMOMENT_CONFIG") or None
+    if path:
+        try:
+            file_data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+
+    names: List[str] = []
+    file_preset = file_data.get("preset")
+    if file_preset:
+        names += [file_preset] if isinstance(file_preset, str) else list(file_preset)
+    if env.get("FACEMOMENT_PRESET"):
+        names += env["FACEMOMENT_PRESET"].split(",")
+    names += presets or []
+    for name in names:
+        if name.strip():
+            apply_preset(cfg, name)
+
+    _apply_mapping(cfg, file_data, f"configuration file {path}")
+
+    for var, (section, name) in ENV_NAMES.items():
+        if var in env:
+            _set(cfg, section, name, env[var], var)
+    for var, value in env.items():
+        if var.startswith("FACEMOMENT__"):
+            parts = var[len("FACEMOMENT__"):].lower().split("__")
+            if len(parts) < 2:
+                raise ConfigError(f"{var}: expected FACEMOMENT__SECTION__FIELD")
+            _set(cfg, ".".join(parts[:-1]), parts[-1], value, var)
+    return validate(cfg)
+
+
+def as_dict(cfg: Config) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
