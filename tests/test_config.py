@@ -1,0 +1,98 @@
+"""Configuration: defaults from the seed, presets, file and environment precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from facemoment.config import PRESETS, Config, ConfigError, load_config
+
+
+def test_defaults_are_the_seed_numbers():
+    cfg = load_config(env={})
+    assert cfg.align.window_ms == 100.0
+    assert cfg.extract.deadline_ms == 150.0
+    assert cfg.fusion.cooldown_sec == 2.0 and cfg.fusion.consecutive_frames == 2
+    assert cfg.fusion.gate.open_duration_sec == 0.7 and cfg.fusion.gate.close_duration_sec == 0.3
+    assert cfg.fusion.ewma_alpha == 0.1 and cfg.fusion.spike_z == 2.0
+    assert cfg.source.source == "tcp://127.0.0.1:5555"
+    assert cfg.output.trig_address == "tcp://127.0.0.1:5556"
+
+
+@pytest.mark.parametrize(
+    "preset, window, deadline",
+    [("realtime", 100.0, 150.0), ("batch", 200.0, 1000.0), ("low_latency", 50.0, 80.0)],
+)
+def test_sync_presets(preset, window, deadline):
+    cfg = load_config(env={"FACEMOMENT_PRESET": preset})
+    assert cfg.align.window_ms == window
+    assert cfg.extract.deadline_ms == deadline
+    assert ("gesture" in cfg.extract.extractors) is False  # gesture not on by default either
+    assert cfg.preset == [preset]
+
+
+def test_low_latency_removes_gesture():
+    cfg = load_config(env={"FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality,gesture", "FACEMOMENT_PRESET": "low_latency"})
+    # Environment beats presets: an explicit extractor list is kept as given.
+    assert cfg.extract.extractors == ["face", "quality", "gesture"]
+    cfg = load_config(env={"FACEMOMENT_PRESET": "low_latency"}, presets=None)
+    assert "gesture" not in cfg.extract.extractors
+
+
+def test_sensitivity_presets():
+    hi = load_config(env={"FACEMOMENT_PRESET": "high_sensitivity"}).fusion
+    assert (hi.spike_z, hi.head_turn_deg_per_sec, hi.consecutive_frames, hi.cooldown_sec) == (1.5, 20.0, 1, 1.5)
+    co = load_config(env={"FACEMOMENT_PRESET": "conservative"}).fusion
+    assert (co.spike_z, co.consecutive_frames, co.cooldown_sec, co.gate.open_duration_sec) == (2.5, 3, 3.0, 1.0)
+
+
+def test_precedence_defaults_file_env(tmp_path):
+    path = tmp_path / "fm.toml"
+    path.write_text(
+        'preset = "batch"\n'
+        "[align]\nwindow_ms = 300\n"
+        "[fusion]\ncooldown_sec = 5.0\n"
+        "[fusion.gate]\nopen_duration_sec = 1.2\n"
+        '[output]\noutput_dir = "from_file"\n'
+    )
+    cfg = load_config(env={"FACEMOMENT_CONFIG": str(path)})
+    assert cfg.align.window_ms == 300  # file beats its preset
+    assert cfg.extract.deadline_ms == 1000.0  # preset from the file applies
+    assert cfg.fusion.gate.open_duration_sec == 1.2
+    assert cfg.output.output_dir == "from_file"
+    cfg = load_config(
+        env={
+            "FACEMOMENT_CONFIG": str(path),
+            "FACEMOMENT_OUTPUT_DIR": "from_env",
+            "FACEMOMENT__FUSION__COOLDOWN_SEC": "7",
+            "FACEMOMENT__FUSION__GATE__MAX_YAW": "30",
+            "FACEMOMENT_IDLE_TIMEOUT_S": "2.5",
+            "FACEMOMENT_TRIG_ADDRESS": "none",
+        }
+    )
+    assert cfg.output.output_dir == "from_env"
+    assert cfg.fusion.cooldown_sec == 7.0
+    assert cfg.fusion.gate.max_yaw == 30.0
+    assert cfg.source.idle_timeout_s == 2.5
+    assert cfg.output.trig_address is None
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"FACEMOMENT_PRESET": "turbo"}, "unknown preset"),
+        ({"FACEMOMENT_TRACE": "loud"}, "trace level"),
+        ({"FACEMOMENT__FUSION__COOLDOWN_SEC": "soon"}, "cannot use"),
+        ({"FACEMOMENT__FUSION__NOPE": "1"}, "unknown setting"),
+        ({"FACEMOMENT__EXTRACT__EXTRACTORS": "face,nose"}, "unknown extractors"),
+        ({"FACEMOMENT_CONFIG": "/nonexistent/fm.toml"}, "does not exist"),
+    ],
+)
+def test_bad_configuration_is_a_clear_error(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(env=env)
+
+
+def test_every_preset_applies_cleanly():
+    for name in PRESETS:
+        assert name in load_config(env={"FACEMOMENT_PRESET": name}).preset
+    assert isinstance(Config(), Config)
