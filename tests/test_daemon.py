@@ -1,0 +1,233 @@
+"""The frame daemon: byte layout on the wire, subscriber waiting, pacing, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from connectors.daemon import FramePublisher, Pacer, add_daemon_args, daemon_main, run_daemon
+
+FPS = 50.0
+N_FRAMES = 12
+SIZE = (32, 24)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("daemon") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+    for i in range(N_FRAMES):
+        image = np.full((SIZE[1], SIZE[0], 3), i * 20, np.uint8)
+        cv2.circle(image, (4 + 2 * i, 12), 3, (0, 0, 255), -1)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(video: Path) -> List[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    assert len(frames) == N_FRAMES
+    return frames
+
+
+@pytest.fixture()
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def raw_subscriber(context: zmq.Context, endpoint: str) -> zmq.Socket:
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 0)  # the test's own socket keeps everything
+    sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+    sub.connect(endpoint)
+    return sub
+
+
+class DaemonThread:
+    """run_daemon on a thread; the bound endpoint is reported through on_bound."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.bound = threading.Event()
+        self.endpoint = ""
+        self.summary: Any = None
+        self.error: Optional[BaseException] = None
+        self.lines: List[str] = []
+        self._kwargs = kwargs
+        self.thread = threading.Thread(target=self._run)
+
+    def _on_bound(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.bound.set()
+
+    def _run(self) -> None:
+        try:
+            self.summary = run_daemon(log=self.lines.append, on_bound=self._on_bound, **self._kwargs)
+        except BaseException as exc:
+            self.error = exc
+            self.bound.set()
+
+    def start(self) -> "DaemonThread":
+        self.thread.start()
+        assert self.bound.wait(10)
+        assert self.error is None, self.error
+        return self
+
+    def join(self) -> None:
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        assert self.error is None, self.error
+
+
+def receive(sub: zmq.Socket, count: int, timeout: float = 10.0) -> List[List[bytes]]:
+    messages = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < count and time.monotonic() < deadline:
+        if sub.poll(50):
+            messages.append(sub.recv_multipart())
+    return messages
+
+
+def test_daemon_messages_follow_the_documented_layout(
+    video: Path, reference: List[np.ndarray], context: zmq.Context
+) -> None:
+    daemon = DaemonThread(source=str(video), address="tcp://127.0.0.1:*", wait_subscribers=1, wait_timeout_s=10)
+    daemon.start()
+    sub = raw_subscriber(context, daemon.endpoint)
+    messages = receive(sub, N_FRAMES)
+    daemon.join()
+    assert len(messages) == N_FRAMES
+    for index, parts in enumerate(messages):
+        assert len(parts) == 3
+        assert parts[0] == b"frame"
+        assert len(parts[1]) == 25
+        frame_id, t_ns, width, height, channels = struct.unpack("!QQIIB", parts[1])
+        assert frame_id == index
+        assert t_ns == round(index * 1e9 / FPS)
+        assert (width, height, channels) == (SIZE[0], SIZE[1], 3)
+        assert parts[2] == reference[index].tobytes()
+    assert daemon.summary.frames_sent == N_FRAMES and daemon.summary.frames_dropped == 0
+    assert f"sent {N_FRAMES} frames" in daemon.lines[-1]
+
+
+def test_daemon_loops_and_stops_after_max_frames(video: Path, context: zmq.Context) -> None:
+    total = N_FRAMES + 5
+    daemon = DaemonThread(
+        source=str(video), address="tcp://127.0.0.1:*", loop=True, max_frames=total, wait_subscribers=1,
+        wait_timeout_s=10,
+    )
+    daemon.start()
+    sub = raw_subscriber(context, daemon.endpoint)
+    messages = receive(sub, total)
+    daemon.join()
+    headers = [struct.unpack("!QQIIB", parts[1]) for parts in messages]
+    assert [h[0] for h in headers] == list(range(total))
+    times = [h[1] for h in headers]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert messages[N_FRAMES][2] == messages[0][2]  # the file started over
+    assert daemon.summary.frames_sent == total
+    assert sub.poll(0) == 0  # nothing after max_frames
+
+
+def test_wait_for_subscribers_counts_real_subscriptions(context: zmq.Context) -> None:
+    with FramePublisher("tcp://127.0.0.1:*", wait_subscribers=2) as publisher:
+        assert publisher.wait_for_subscribers(timeout=0.05) is False
+        first = raw_subscriber(context, publisher.endpoint)
+        assert publisher.wait_for_subscribers(timeout=0.2) is False  # one of two
+        second = raw_subscriber(context, publisher.endpoint)
+        assert publisher.wait_for_subscribers(timeout=10) is True
+        assert publisher.subscribers == 2
+        # Both receive the very first frame: nothing lost to the slow joiner.
+        image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+        assert publisher.publish(0, 5, image)
+        for sub in (first, second):
+            (parts,) = receive(sub, 1)
+            assert struct.unpack("!QQIIB", parts[1]) == (0, 5, 4, 3, 1)
+            assert parts[2] == image.tobytes()
+
+
+def test_publish_drops_and_counts_when_the_queue_is_full(context: zmq.Context) -> None:
+    with FramePublisher("tcp://127.0.0.1:*", wait_subscribers=1) as publisher:
+        sub = raw_subscriber(context, publisher.endpoint)  # subscribes, never reads
+        assert publisher.wait_for_subscribers(timeout=10)
+        image = np.zeros((1000, 1000, 3), np.uint8)
+        results = []
+        for frame_id in range(300):
+            results.append(publisher.publish(frame_id, frame_id, image))
+            if results.count(False) >= 3:
+                break
+        assert results.count(False) >= 3, "the send queue never filled"
+        assert publisher.dropped == results.count(False)
+        assert publisher.sent == results.count(True)
+
+
+def test_publisher_binds_clearly_or_fails_clearly() -> None:
+    with FramePublisher("tcp://127.0.0.1:*") as publisher:
+        assert publisher.endpoint.startswith("tcp://127.0.0.1:")
+        with pytest.raises(ValueError, match="cannot bind"):
+            FramePublisher(publisher.endpoint)  # port taken
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_pacer_schedules_by_timestamps_without_drift() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, max_lag_ns=500_000_000)
+    ms = 1_000_000
+
+    def due_in(t_ns: int) -> int:
+        delay = pacer.delay_ns(t_ns)
+        clock.now += delay  # the caller waits that long
+        return delay
+
+    assert due_in(5_000 * ms) == 0  # the first frame starts the schedule
+    clock.now += 30 * ms  # sending took 30 ms: the next frame is due 70 ms later, not 100
+    assert due_in(5_100 * ms) == 70 * ms
+    assert due_in(5_200 * ms) == 100 * ms
+    clock.now += 150 * ms  # late: send at once, the schedule stays
+    assert due_in(5_300 * ms) == 0
+    assert due_in(5_400 * ms) == 50 * ms
+    clock.now += 2_000 * ms  # far behind: a new schedule starts instead of a burst
+    assert due_in(5_500 * ms) == 0
+    assert due_in(5_600 * ms) == 100 * ms
+    assert due_in(1_000 * ms) == 0  # timestamps went back: new schedule
+
+
+def parse(argv: List[str]) -> argparse.Namespace:
+    return add_daemon_args(argparse.ArgumentParser()).parse_args(argv)
+
+
+def test_cli_arguments_and_exit_codes(video: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = parse(["--source", str(video), "--address", "tcp://127.0.0.1:*", "--max-frames", "3", "--fps", "25"])
+    assert (args.fps, args.loop, args.wait_subscribers, args.max_frames) == (25.0, False, 0, 3)
+    assert parse(["--source", "0", "--loop", "--wait-subscribers", "2"]).wait_subscribers == 2
+    assert daemon_main(args) == 0
+    assert "sent 3 frames" in capsys.readouterr().out
+    assert daemon_main(parse(["--source", str(tmp_path / "missing.mp4")])) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse([])

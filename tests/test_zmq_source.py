@@ -1,0 +1,405 @@
+"""ZmqFrameSource: malformed input, gaps, restarts, drop strategies, ends, resume."""
+
+from __future__ import annotations
+
+import random
+import struct
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import bytewax.operators as op
+import numpy as np
+import pytest
+import zmq
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, run_main
+
+from connectors.zmq_source import FrameBuffer, ZmqFrameSource
+from facemoment.types import Frame
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
+def image_for(frame_id: int) -> np.ndarray:
+    return np.full((4, 6, 3), frame_id % 256, np.uint8)
+
+
+def spec_parts(frame_id: int, image: Optional[np.ndarray] = None) -> List[bytes]:
+    image = image_for(frame_id) if image is None else image
+    h, w = image.shape[:2]
+    c = 1 if image.ndim == 2 else image.shape[2]
+    return [b"frame", struct.pack("!QQIIB", frame_id, frame_id * 1_000_000, w, h, c), image.tobytes()]
+
+
+class TestPublisher:
+    """An XPUB bound by the test, so it can see the source's subscription arrive."""
+
+    __test__ = False
+
+    def __init__(self, context: zmq.Context, address: str = "tcp://127.0.0.1:*") -> None:
+        self.socket = context.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.socket.setsockopt(zmq.SNDHWM, 1000)
+        deadline = time.monotonic() + 10
+        while True:  # rebinding a just-closed port can take a moment
+            try:
+                self.socket.bind(address)
+                break
+            except zmq.ZMQError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self.endpoint = self.socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def wait_subscribed(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.socket.poll(50) and self.socket.recv() == b"\x01frame":
+                return
+        raise AssertionError("the source never subscribed")
+
+    def send(self, parts: List[bytes]) -> None:
+        self.socket.send_multipart(parts)
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+class FlowRun:
+    """Runs a ZmqFrameSource dataflow on this thread and a publishing script on another."""
+
+    def __init__(self, source: ZmqFrameSource) -> None:
+        self.source = source
+        self.out: List[Any] = []
+        self.errors: List[BaseException] = []
+
+    def records(self, record_type: str) -> List[Dict[str, Any]]:
+        return [x for x in self.out if isinstance(x, dict) and x["record_type"] == record_type]
+
+    def frames(self) -> List[Frame]:
+        return [x for x in self.out if isinstance(x, Frame)]
+
+    def send_and_wait(self, publisher: TestPublisher, parts: List[bytes]) -> None:
+        """Every message yields at least one item (a frame or a record): wait for it."""
+        before = len(self.out)
+        publisher.send(parts)
+        assert wait_until(lambda: len(self.out) > before), "message never came out of the dataflow"
+
+    def run(self, script: Callable[["FlowRun"], None]) -> None:
+        def guarded() -> None:
+            try:
+                script(self)
+            except BaseException as exc:
+                self.errors.append(exc)
+                if self.source.stop_event is not None:
+                    self.source.stop_event.set()
+
+        flow = Dataflow("zmq_source_test")
+        op.output("out", op.input("in", flow, self.source), TestingSink(self.out))
+        thread = threading.Thread(target=guarded)
+        thread.start()
+        try:
+            run_main(flow)
+        finally:
+            thread.join(30)
+        assert not self.errors, self.errors
+
+
+@pytest.fixture()
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def test_each_malformed_kind_is_counted_and_valid_frames_survive(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    header = lambda w, h, c: struct.pack("!QQIIB", 99, 0, w, h, c)  # noqa: E731
+    bad_messages = {
+        "part_count": [[b"frame", header(2, 2, 1)], [b"frame", header(2, 2, 1), b"\0" * 4, b"extra"]],
+        "topic": [[b"frameX", header(2, 2, 1), b"\0" * 4]],  # passes the b"frame" prefix filter
+        "short_header": [[b"frame", header(2, 2, 1)[:20], b"\0" * 4]],
+        "payload_size": [[b"frame", header(2, 2, 1), b"\0" * 3]],
+        "dimensions": [
+            [b"frame", header(0, 0, 1), b""],
+            [b"frame", header(20000, 20000, 3), b""],
+            [b"frame", header(2, 2, 2), b"\0" * 8],
+        ],
+    }
+    stop = threading.Event()
+    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop, buffer_frames=0))
+
+    def script(r: FlowRun) -> None:
+        pub.wait_subscribed()
+        frame_id = 0
+        r.send_and_wait(pub, spec_parts(frame_id))
+        for messages in bad_messages.values():
+            for message in messages:
+                r.send_and_wait(pub, message)
+                frame_id += 1
+                r.send_and_wait(pub, spec_parts(frame_id))
+        stop.set()
+
+    run.run(script)
+    pub.close()
+    frames = run.frames()
+    assert [f.frame_id for f in frames] == list(range(9))
+    assert all(np.array_equal(f.image, image_for(f.frame_id)) for f in frames)
+    malformed = run.records("malformed_message")
+    expected = {kind: len(messages) for kind, messages in bad_messages.items()}
+    assert len(malformed) == sum(expected.values())
+    final_counts = {r["kind"]: r["count"] for r in malformed}
+    assert final_counts == expected
+    assert all(r["stream"] == "cam0" and r["detail"] for r in malformed)
+    assert run.source.partitions["cam0"].stats.malformed == expected
+    assert not run.records("frame_drop")
+    (summary,) = run.records("source_summary")
+    assert summary["end_reason"] == "stop_event" and summary["malformed"] == expected
+
+
+def test_frame_id_gaps_are_reported_as_lost_on_the_wire(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    stop = threading.Event()
+    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop, buffer_frames=0))
+    ids = [0, 1, 2, 5, 6, 10]
+
+    def script(r: FlowRun) -> None:
+        pub.wait_subscribed()
+        for frame_id in ids:
+            r.send_and_wait(pub, spec_parts(frame_id))
+        stop.set()
+
+    run.run(script)
+    pub.close()
+    assert [f.frame_id for f in run.frames()] == ids
+    drops = run.records("frame_drop")
+    assert [(d["frame_id"], d["dropped_frame_ids"], d["reason"], d["where"]) for d in drops] == [
+        (5, [3, 4], "queue_full", "wire"),
+        (10, [7, 8, 9], "queue_full", "wire"),
+    ]
+    assert run.source.partitions["cam0"].stats.lost_on_wire == 5
+
+
+def test_a_restarted_publisher_is_rejoined(context: zmq.Context) -> None:
+    first = TestPublisher(context)
+    endpoint = first.endpoint
+    stop = threading.Event()
+    run = FlowRun(ZmqFrameSource(endpoint, stop_event=stop, buffer_frames=0))
+
+    def script(r: FlowRun) -> None:
+        first.wait_subscribed()
+        for frame_id in range(5):
+            r.send_and_wait(first, spec_parts(frame_id))
+        first.close()
+        second = TestPublisher(context, endpoint)  # same port: ZMQ reconnects the SUB
+        try:
+            second.wait_subscribed()
+            for frame_id in range(3):
+                r.send_and_wait(second, spec_parts(frame_id, np.full((2, 3), 200 + frame_id, np.uint8)))
+        finally:
+            second.close()
+        stop.set()
+
+    run.run(script)
+    frames = run.frames()
+    assert [f.frame_id for f in frames] == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert all(np.array_equal(f.image, np.full((2, 3), 200 + f.frame_id, np.uint8)) for f in frames[5:])
+    (restart,) = run.records("publisher_restart")
+    assert (restart["previous_frame_id"], restart["frame_id"]) == (4, 0)
+    assert not run.records("frame_drop")  # a restart is not a gap
+    # The restart record comes before the first frame of the new run.
+    position = {id(x): i for i, x in enumerate(run.out)}
+    assert position[id(restart)] < position[id(frames[5])]
+
+
+def test_idle_timeout_ends_the_dataflow_but_only_after_frames_started(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    idle = 0.2
+    run = FlowRun(ZmqFrameSource(pub.endpoint, idle_timeout_s=idle))
+
+    def script(r: FlowRun) -> None:
+        pub.wait_subscribed()
+        # Silence longer than the idle timeout before the first frame must not end the stream.
+        threading.Event().wait(3 * idle)
+        for frame_id in range(3):
+            r.send_and_wait(pub, spec_parts(frame_id))
+
+    run.run(script)  # returns only because the source ended by itself
+    pub.close()
+    assert [f.frame_id for f in run.frames()] == [0, 1, 2]
+    (summary,) = run.records("source_summary")
+    assert summary["end_reason"] == "idle_timeout"
+    assert summary["frames_received"] == summary["frames_emitted"] == 3
+    assert run.out[-1] is summary
+
+
+def test_stop_event_ends_the_dataflow(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    stop = threading.Event()
+    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop))
+
+    def script(r: FlowRun) -> None:
+        pub.wait_subscribed()
+        r.send_and_wait(pub, spec_parts(0))
+        stop.set()
+
+    run.run(script)
+    pub.close()
+    assert [f.frame_id for f in run.frames()] == [0]
+    assert run.records("source_summary")[0]["end_reason"] == "stop_event"
+
+
+def test_connect_timeout_ends_a_source_that_never_gets_a_frame(context: zmq.Context) -> None:
+    pub = TestPublisher(context)  # bound, but never sends
+    run = FlowRun(ZmqFrameSource(pub.endpoint, connect_timeout_s=0.2))
+    run.run(lambda r: None)
+    pub.close()
+    assert run.frames() == []
+    assert run.records("source_summary")[0]["end_reason"] == "connect_timeout"
+
+
+# ------------------------------------------------- partition level (no dataflow)
+
+
+def take_until(part: Any, condition: Callable[[List[Any]], bool], timeout: float = 10.0) -> List[Any]:
+    items: List[Any] = []
+    assert wait_until(lambda: items.extend(part.next_batch()) or condition(items), timeout), items
+    return items
+
+
+def test_backpressure_drops_are_reported_and_the_buffer_stays_bounded(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    source = ZmqFrameSource(pub.endpoint, buffer_frames=3, drop_strategy="skip_oldest")
+    part = source.build_part("in", "cam0", None)
+    try:
+        pub.wait_subscribed()
+        for frame_id in range(10):
+            pub.send(spec_parts(frame_id))
+            # Nobody calls next_batch, so the buffer must hold the newest 3 and drop the rest.
+            assert wait_until(lambda: part.stats.frames_received == frame_id + 1)
+        items = part.next_batch()
+        frames = [x for x in items if isinstance(x, Frame)]
+        (drop,) = [x for x in items if isinstance(x, dict)]
+        assert [f.frame_id for f in frames] == [7, 8, 9]
+        assert drop["record_type"] == "frame_drop" and drop["reason"] == "backpressure"
+        assert drop["dropped_frame_ids"] == list(range(7)) and drop["frame_id"] == 9
+        assert drop["queue_depth"] <= 3
+        assert part.stats.dropped_backpressure == 7 and part.stats.frames_emitted == 3
+    finally:
+        part.close()
+        pub.close()
+
+
+def test_resume_reports_frames_missed_while_down(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    source = ZmqFrameSource(pub.endpoint, buffer_frames=0)
+    part = source.build_part("in", "cam0", None)
+    try:
+        pub.wait_subscribed()
+        for frame_id in range(5):
+            pub.send(spec_parts(frame_id))
+        items = take_until(part, lambda got: sum(isinstance(x, Frame) for x in got) == 5)
+        assert [x.frame_id for x in items] == [0, 1, 2, 3, 4]
+        state = part.snapshot()
+        assert state["last_frame_id"] == 4 and state["counts"]["frames_received"] == 5
+    finally:
+        part.close()
+
+    resumed = source.build_part("in", "cam0", state)
+    try:
+        pub.wait_subscribed()
+        for frame_id in (8, 9):
+            pub.send(spec_parts(frame_id))
+        items = take_until(resumed, lambda got: sum(isinstance(x, Frame) for x in got) == 2)
+        (gap,) = [x for x in items if isinstance(x, dict)]
+        assert gap["reason"] == "queue_full" and gap["where"] == "while_down"
+        assert gap["dropped_frame_ids"] == [5, 6, 7]
+        assert resumed.stats.frames_received == 7  # counts continue from the snapshot
+        assert resumed.snapshot()["last_frame_id"] == 9
+    finally:
+        resumed.close()
+        pub.close()
+
+
+def test_close_releases_the_socket_and_thread(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    part = ZmqFrameSource(pub.endpoint).build_part("in", "cam0", None)
+    pub.wait_subscribed()
+    part.close()
+    assert not part._thread.is_alive()
+    # The SUB is gone: the publisher sees it unsubscribe.
+    assert pub.socket.poll(10_000) and pub.socket.recv() == b"\x00frame"
+    part.close()  # idempotent
+    pub.close()
+
+
+def test_constructor_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        ZmqFrameSource("localhost:5555")
+    with pytest.raises(ValueError):
+        ZmqFrameSource(drop_strategy="newest")
+    with pytest.raises(ValueError):
+        ZmqFrameSource(keyframe_interval=0)
+    with pytest.raises(ValueError):
+        ZmqFrameSource(idle_timeout_s=0)
+
+
+# --------------------------------------------------------- the buffer, directly
+
+
+class Item:
+    def __init__(self, frame_id: int) -> None:
+        self.frame_id = frame_id
+
+
+@pytest.mark.parametrize("strategy", ["skip_oldest", "skip_intermediate", "keyframe_only"])
+@pytest.mark.parametrize("capacity", [1, 2, 3, 8, 0])
+def test_every_offered_frame_is_emitted_or_reported(strategy: str, capacity: int) -> None:
+    rng = random.Random(f"{strategy}-{capacity}")
+    buffer = FrameBuffer(capacity, strategy, keyframe_interval=3)
+    emitted: List[int] = []
+    dropped: List[int] = []
+    for frame_id in range(400):
+        dropped += buffer.offer(Item(frame_id))
+        if capacity > 0:
+            assert len(buffer) <= capacity
+        if rng.random() < 0.2:
+            emitted += [x.frame_id for x in buffer.drain()]
+    emitted += [x.frame_id for x in buffer.drain()]
+    assert sorted(emitted + dropped) == list(range(400))
+    assert not set(emitted) & set(dropped)
+    assert emitted == sorted(emitted)  # order is kept
+    if strategy == "keyframe_only":
+        assert all(i % 3 == 0 for i in emitted)
+    if capacity == 0 and strategy != "keyframe_only":
+        assert dropped == []
+
+
+def test_skip_oldest_keeps_the_newest() -> None:
+    buffer = FrameBuffer(3, "skip_oldest")
+    drops = [buffer.offer(Item(i)) for i in range(5)]
+    assert drops == [[], [], [], [0], [1]]
+    assert [x.frame_id for x in buffer.drain()] == [2, 3, 4]
+
+
+def test_skip_intermediate_keeps_the_oldest_and_the_newest() -> None:
+    buffer = FrameBuffer(4, "skip_intermediate")
+    drops = [buffer.offer(Item(i)) for i in range(6)]
+    assert drops == [[], [], [], [], [1, 2, 3], []]
+    assert [x.frame_id for x in buffer.drain()] == [0, 4, 5]
+
+
+def test_keyframe_only_keeps_every_nth_id() -> None:
+    buffer = FrameBuffer(0, "keyframe_only", keyframe_interval=4)
+    drops = [i for f in range(10) for i in buffer.offer(Item(f))]
+    assert drops == [1, 2, 3, 5, 6, 7, 9]
+    assert [x.frame_id for x in buffer.drain()] == [0, 4, 8]
