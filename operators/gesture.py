@@ -1,0 +1,144 @@
+"""Hands and their gestures per frame: MediaPipe Hands + the rules in gesture_rules.
+
+The hands graph runs in static-image mode (palm detection on every frame, no
+tracking), so every frame is processed on its own and any worker can take any frame.
+
+Handedness: MediaPipe labels hands as if the image were mirrored (a selfie view).
+Camera frames are not mirrored, so by default the label is swapped to name the
+person's own hand; pass `mirrored_input=True` for mirrored sources.
+"""
+
+from __future__ import annotations
+
+import os
+
+# MediaPipe's C++ side reads these when it is first imported.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import threading  # noqa: E402
+import time  # noqa: E402
+from typing import Any, List  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from facemoment.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
+from facemoment.types import Frame, Hand, Observation  # noqa: E402
+from operators.extractors import error_observation, image_problem  # noqa: E402
+from operators.gesture_rules import NONE, score_gesture  # noqa: E402
+from operators.pose import to_rgb  # noqa: E402
+
+# Both the full (1) and the lite (0) hand landmark models ship in the mediapipe wheel.
+SHIPPED_MODEL_COMPLEXITIES = (0, 1)
+DEFAULT_MODEL_COMPLEXITY = 1
+MAX_HANDS = 4
+SWAPPED_HANDEDNESS = {"Left": "Right", "Right": "Left"}
+# Side of the blank image `load` runs once to set the graph up.
+WARM_UP_SIZE = 64
+
+
+class GestureExtractor:
+    name = "gesture"
+
+    def __init__(
+        self,
+        cfg: ExtractConfig,
+        fusion: FusionConfig,
+        model_complexity: int = DEFAULT_MODEL_COMPLEXITY,
+        max_hands: int = MAX_HANDS,
+        mirrored_input: bool = False,
+    ) -> None:
+        if model_complexity not in SHIPPED_MODEL_COMPLEXITIES:
+            raise ConfigError(
+                f"hands model_complexity {model_complexity!r} is not available; "
+                f"the mediapipe wheel ships {', '.join(map(str, SHIPPED_MODEL_COMPLEXITIES))}"
+            )
+        if max_hands < 1:
+            raise ConfigError(f"max_hands must be at least 1, got {max_hands}")
+        if not 0.0 <= cfg.min_detection_confidence <= 1.0:
+            raise ConfigError(
+                f"extract.min_detection_confidence must lie in 0-1, got {cfg.min_detection_confidence}"
+            )
+        self.cfg = cfg
+        self.min_gesture_confidence = fusion.min_gesture_confidence
+        self.model_complexity = model_complexity
+        self.max_hands = max_hands
+        self.mirrored_input = mirrored_input
+        self._lock = threading.RLock()  # the graph must not run concurrently
+        self._graph: Any = None
+
+    def load(self) -> None:
+        """Build the MediaPipe graph (done on first `extract` otherwise)."""
+        with self._lock:
+            if self._graph is not None:
+                return
+            from mediapipe.python.solutions import hands as mp_hands
+
+            self._graph = mp_hands.Hands(
+                static_image_mode=True,
+                max_num_hands=self.max_hands,
+                model_complexity=self.model_complexity,
+                min_detection_confidence=self.cfg.min_detection_confidence,
+            )
+            # The first run sets up the inference delegates (~0.1-0.5 s); paying it
+            # here keeps it out of the first frame's deadline.
+            self._graph.process(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._graph is not None:
+                self._graph.close()
+            self._graph = None
+
+    def extract(self, frame: Frame) -> Observation:
+        started = time.perf_counter_ns()
+        image = getattr(frame, "image", None)
+        problem = image_problem(image)
+        if problem is not None:
+            return error_observation(self.name, frame, problem, started)
+        try:
+            with self._lock:
+                self.load()
+                hands = self._hands(image)
+        except Exception as exc:  # a failing graph must not take the dataflow down
+            return error_observation(self.name, frame, f"gesture extraction failed: {exc}", started)
+        detected = any(
+            h.gesture != NONE and h.gesture_confidence >= self.min_gesture_confidence for h in hands
+        )
+        return Observation(
+            source=self.name,
+            stream_id=frame.stream_id,
+            frame_id=frame.frame_id,
+            t_ns=frame.t_src_ns,
+            hands=hands,
+            signals={"hand_count": float(len(hands)), "gesture_detected": 1.0 if detected else 0.0},
+            processing_ms=(time.perf_counter_ns() - started) / 1e6,
+        )
+
+    def _hands(self, image: np.ndarray) -> List[Hand]:
+        h, w = image.shape[:2]
+        result = self._graph.process(to_rgb(image))
+        hands: List[Hand] = []
+        for landmarks, handedness in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):
+            label = handedness.classification[0]
+            side = label.label if self.mirrored_input else SWAPPED_HANDEDNESS.get(label.label, label.label)
+            points = [(float(p.x), float(p.y), float(p.z)) for p in landmarks.landmark]
+            # The rules compare distances, so they get one unit on every axis (pixels;
+            # MediaPipe scales z like x).
+            pixels = np.asarray(points, dtype=np.float64) * np.array([w, h, w])
+            scored = score_gesture(pixels, float(label.score), self.min_gesture_confidence, side)
+            hands.append(
+                Hand(
+                    hand_id=0,
+                    confidence=float(label.score),
+                    handedness=side,
+                    landmarks=points,
+                    gesture=scored.gesture,
+                    gesture_confidence=scored.confidence,
+                )
+            )
+        # Ids follow the image left to right, as face ids do.
+        hands.sort(key=lambda hand: float(np.mean([p[0] for p in hand.landmarks])))
+        for index, hand in enumerate(hands):
+            hand.hand_id = index
+        return hands

@@ -1,0 +1,181 @@
+"""Body pose per frame: MediaPipe BlazePose mapped to the 17 COCO keypoints.
+
+The legacy BlazePose solution finds one person per image. It runs in static-image
+mode, so every frame is processed on its own and any worker can take any frame.
+
+Keypoints are (x, y, confidence) normalized to the frame; parts beyond the frame's
+edge (legs below a head-and-shoulders shot) keep their position outside 0-1 and get
+a low confidence. Left/right are the person's own sides, as in COCO: for a person
+facing the camera the left shoulder appears on the image's right.
+"""
+
+from __future__ import annotations
+
+import os
+
+# MediaPipe's C++ side reads these when it is first imported.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import threading  # noqa: E402
+import time  # noqa: E402
+from typing import Any, List, Optional, Sequence, Tuple  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from facemoment.config import ConfigError, ExtractConfig  # noqa: E402
+from facemoment.types import Frame, Observation, Pose  # noqa: E402
+from operators.extractors import error_observation, image_problem  # noqa: E402
+
+Keypoint = Tuple[float, float, float]
+
+# Only the full (complexity 1) landmark model ships in the mediapipe wheel; lite (0)
+# and heavy (2) would be downloaded on first use, which this deployment cannot do.
+SHIPPED_MODEL_COMPLEXITY = 1
+
+# COCO keypoint order -> BlazePose landmark index.
+COCO_NAMES = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+BLAZEPOSE_FOR_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+BLAZEPOSE_LANDMARKS = 33
+
+COCO = {name: index for index, name in enumerate(COCO_NAMES)}
+# (wrist, shoulder) per side, COCO indices.
+ARMS = ((COCO["left_wrist"], COCO["left_shoulder"]), (COCO["right_wrist"], COCO["right_shoulder"]))
+# moments.md: both keypoints of the arm must be at least this confident.
+HAND_RAISED_MIN_CONFIDENCE = 0.5
+# Side of the blank image `load` runs once to set the graph up.
+WARM_UP_SIZE = 64
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An RGB copy of a BGR, grey (h, w) or single-channel (h, w, 1) image."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    grey = image if image.ndim == 2 else image[:, :, 0]
+    return cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2RGB)
+
+
+def coco_keypoints(landmarks: Sequence[Any]) -> List[Keypoint]:
+    """17 COCO (x, y, visibility) from 33 BlazePose landmarks (objects with x, y, visibility)."""
+    if len(landmarks) < BLAZEPOSE_LANDMARKS:
+        raise ValueError(f"expected {BLAZEPOSE_LANDMARKS} pose landmarks, got {len(landmarks)}")
+    picked = [landmarks[i] for i in BLAZEPOSE_FOR_COCO]
+    return [(float(p.x), float(p.y), float(p.visibility)) for p in picked]
+
+
+def hand_raised(keypoints: Sequence[Keypoint], min_confidence: float = HAND_RAISED_MIN_CONFIDENCE) -> bool:
+    """A wrist above (smaller y than) its own shoulder, both confidently placed."""
+    for wrist, shoulder in ARMS:
+        _, wy, wc = keypoints[wrist]
+        _, sy, sc = keypoints[shoulder]
+        if wc >= min_confidence and sc >= min_confidence and wy < sy:
+            return True
+    return False
+
+
+def person_confidence(keypoints: Sequence[Keypoint]) -> float:
+    return float(np.mean([c for _, _, c in keypoints])) if keypoints else 0.0
+
+
+class PoseExtractor:
+    name = "pose"
+
+    def __init__(self, cfg: ExtractConfig, model_complexity: int = SHIPPED_MODEL_COMPLEXITY) -> None:
+        if model_complexity != SHIPPED_MODEL_COMPLEXITY:
+            raise ConfigError(
+                f"pose model_complexity {model_complexity!r} is not available offline: only "
+                f"{SHIPPED_MODEL_COMPLEXITY} (the full BlazePose model) ships with mediapipe; "
+                "the others would be downloaded at run time"
+            )
+        if not 0.0 <= cfg.min_detection_confidence <= 1.0:
+            raise ConfigError(
+                f"extract.min_detection_confidence must lie in 0-1, got {cfg.min_detection_confidence}"
+            )
+        self.cfg = cfg
+        self.model_complexity = model_complexity
+        self._lock = threading.RLock()  # the graph must not run concurrently
+        self._graph: Any = None
+
+    def load(self) -> None:
+        """Build the MediaPipe graph (done on first `extract` otherwise)."""
+        with self._lock:
+            if self._graph is not None:
+                return
+            from mediapipe.python.solutions import pose as mp_pose
+
+            # Static-image mode: a fresh detection on every call, no tracking or
+            # smoothing across frames.
+            self._graph = mp_pose.Pose(
+                static_image_mode=True,
+                model_complexity=self.model_complexity,
+                enable_segmentation=False,
+                min_detection_confidence=self.cfg.min_detection_confidence,
+            )
+            # The first run sets up the inference delegates (~0.1-0.5 s); paying it
+            # here keeps it out of the first frame's deadline.
+            self._graph.process(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._graph is not None:
+                self._graph.close()
+            self._graph = None
+
+    def extract(self, frame: Frame) -> Observation:
+        started = time.perf_counter_ns()
+        image = getattr(frame, "image", None)
+        problem = image_problem(image)
+        if problem is not None:
+            return error_observation(self.name, frame, problem, started)
+        try:
+            with self._lock:
+                self.load()
+                poses = self._poses(to_rgb(image))
+        except Exception as exc:  # a failing graph must not take the dataflow down
+            return error_observation(self.name, frame, f"pose extraction failed: {exc}", started)
+        return Observation(
+            source=self.name,
+            stream_id=frame.stream_id,
+            frame_id=frame.frame_id,
+            t_ns=frame.t_src_ns,
+            poses=poses,
+            signals={
+                "pose_count": float(len(poses)),
+                "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0,
+            },
+            processing_ms=(time.perf_counter_ns() - started) / 1e6,
+        )
+
+    def _poses(self, rgb: np.ndarray) -> List[Pose]:
+        result = self._graph.process(rgb)
+        landmarks: Optional[Any] = result.pose_landmarks
+        if landmarks is None:
+            return []
+        keypoints = coco_keypoints(landmarks.landmark)
+        return [
+            Pose(
+                person_id=0,
+                confidence=person_confidence(keypoints),
+                keypoints=keypoints,
+                hand_raised=hand_raised(keypoints),
+            )
+        ]
