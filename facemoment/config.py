@@ -48,7 +48,17 @@ class SourceConfig:
 @dataclass
 class ExtractConfig:
     extractors: List[str] = field(default_factory=lambda: ["face", "quality"])
+    # mediapipe (bundled, offline) | insightface (an InsightFace model pack)
     face_backend: str = "mediapipe"
+    insightface_pack: str = "buffalo_l"
+    # Directory holding model packs (default: $INSIGHTFACE_HOME/models or ~/.insightface/models).
+    insightface_root: Optional[str] = None
+    # mediapipe (bundled, offline) | yolo (YOLOv8-pose weights in pose_model)
+    pose_backend: str = "mediapipe"
+    pose_model: Optional[str] = None
+    # An HSEmotion-style ONNX classifier; replaces the geometric expression signal.
+    expression_model: Optional[str] = None
+    prefer_gpu: bool = True
     max_faces: int = 2
     min_detection_confidence: float = 0.5
     # Per-frame extractor deadline in ms (the orchestrator's timeout); 0 disables.
@@ -288,6 +298,12 @@ def validate(cfg: Config) -> Config:
     unknown = [e for e in cfg.extract.extractors if e not in KNOWN_EXTRACTORS]
     if unknown:
         raise ConfigError(f"unknown extractors {unknown}; known: {', '.join(KNOWN_EXTRACTORS)}")
+    if cfg.extract.face_backend not in ("mediapipe", "insightface"):
+        raise ConfigError(f"face backend {cfg.extract.face_backend!r} is not one of mediapipe, insightface")
+    if cfg.extract.pose_backend not in ("mediapipe", "yolo"):
+        raise ConfigError(f"pose backend {cfg.extract.pose_backend!r} is not one of mediapipe, yolo")
+    if cfg.extract.pose_backend == "yolo" and not cfg.extract.pose_model:
+        raise ConfigError("pose backend yolo needs extract.pose_model (FACEMOMENT__EXTRACT__POSE_MODEL=/path/yolov8n-pose.onnx)")
     if cfg.align.window_ms <= 0:
         raise ConfigError("align.window_ms must be positive")
     if cfg.align.allowed_lateness_ms < 0:

@@ -1,24 +1,21 @@
-"""Extractor registry, input checks shared by extractors, and a per-thread cache.
+"""Extractor registry and the input checks shared by extractors.
 
-MediaPipe graphs are not safe to share between threads and Bytewax workers are
-threads, so `get_extractor` hands every (thread, name) pair its own instance.
+MediaPipe graphs are not safe to share between threads: the orchestrator gives
+each extractor instance a thread of its own (operators/orchestrator.py).
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import threading
 import time
-from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
 from facemoment.config import Config, ConfigError
 from facemoment.types import Frame, Observation
 
-IMPLEMENTED = ("face", "quality")
-NOT_YET_AVAILABLE = ("pose", "gesture")
+IMPLEMENTED = ("face", "quality", "pose", "gesture")
 
 
 @runtime_checkable
@@ -74,59 +71,55 @@ def error_observation(source: str, frame: Any, message: str, started_ns: int) ->
     )
 
 
-def _config_section(name: str, cfg: Config) -> Any:
-    return cfg.quality if name == "quality" else cfg.extract
-
-
 def build_extractor(name: str, cfg: Config) -> Extractor:
-    """A new extractor for `name`, configured from `cfg`."""
-    # Imported here so that using only the quality extractor never loads MediaPipe.
+    """A new extractor for `name`, configured from `cfg`.
+
+    Production backends load their models here and raise a clear error naming the
+    missing file and the offline default; `check_backends` calls this at start-up
+    so such a failure stops the run before the first frame, never mid-stream.
+    """
+    ext = cfg.extract
+    # Imported here so that using only some extractors never loads the others' models.
     if name == "face":
+        if ext.face_backend == "insightface":
+            from operators.backend_extractors import InsightFaceExtractor
+
+            return InsightFaceExtractor(ext)
         from operators.face import FaceExtractor
 
-        return FaceExtractor(cfg.extract)
+        face = FaceExtractor(ext)
+        if ext.expression_model:
+            from operators.backend_extractors import ModelExpression
+
+            return ModelExpression(face, ext)
+        return face
     if name == "quality":
         from operators.quality import QualityExtractor
 
         return QualityExtractor(cfg.quality)
-    if name in NOT_YET_AVAILABLE:
-        raise ConfigError(f"extractor {name!r} is not available yet; available: {', '.join(IMPLEMENTED)}")
+    if name == "pose":
+        if ext.pose_backend == "yolo":
+            from operators.backend_extractors import YoloPoseExtractor
+
+            return YoloPoseExtractor(ext)
+        from operators.pose import PoseExtractor
+
+        return PoseExtractor(ext)
+    if name == "gesture":
+        from operators.gesture import GestureExtractor
+
+        return GestureExtractor(ext, cfg.fusion)
     raise ConfigError(f"unknown extractor {name!r}; available: {', '.join(IMPLEMENTED)}")
 
 
-_cache_lock = threading.Lock()
-# (thread ident, name) -> (extractor, copy of the config section it was built from)
-_cache: Dict[Tuple[int, str], Tuple[Extractor, Any]] = {}
-
-
-def get_extractor(name: str, cfg: Config) -> Extractor:
-    """The calling thread's own extractor for `name`, built on first use.
-
-    A cached instance built from a different configuration section is closed and
-    replaced, so a changed config never runs with stale settings.
-    """
-    key = (threading.get_ident(), name)
-    section = _config_section(name, cfg)
-    with _cache_lock:
-        cached = _cache.get(key)
-        if cached is not None and cached[1] == section:
-            return cached[0]
-        stale = cached[0] if cached is not None else None
+def check_backends(cfg: Config) -> None:
+    """Load every non-default backend once, so missing weights fail the start-up."""
+    ext = cfg.extract
+    needs = []
+    if "face" in ext.extractors and (ext.face_backend != "mediapipe" or ext.expression_model):
+        needs.append("face")
+    if "pose" in ext.extractors and ext.pose_backend != "mediapipe":
+        needs.append("pose")
+    for name in needs:
         extractor = build_extractor(name, cfg)
-        _cache[key] = (extractor, copy.deepcopy(section))
-    if stale is not None:
-        stale.close()
-    return extractor
-
-
-def close_extractors() -> int:
-    """Close every cached extractor of every thread; returns how many were closed.
-
-    Call it at shutdown, once no worker is extracting any more.
-    """
-    with _cache_lock:
-        extractors = [entry[0] for entry in _cache.values()]
-        _cache.clear()
-    for extractor in extractors:
         extractor.close()
-    return len(extractors)

@@ -15,7 +15,7 @@ from skimage.transform import PiecewiseAffineTransform, warp
 from facemoment.config import Config, ConfigError, ExtractConfig
 from facemoment.types import Frame
 from operators import face as face_mod
-from operators.extractors import Extractor, build_extractor, close_extractors, get_extractor
+from operators.extractors import Extractor, build_extractor, check_backends
 from operators.face import (
     FaceExtractor,
     MouthShape,
@@ -308,21 +308,19 @@ def test_unknown_backend_and_bad_max_faces_are_config_errors():
         FaceExtractor(ExtractConfig(max_faces=0))
 
 
-def test_registry_builds_face_extractor_once_per_thread():
+def test_registry_builds_the_configured_face_backend():
     cfg = Config()
     built = build_extractor("face", cfg)
     assert isinstance(built, FaceExtractor) and isinstance(built, Extractor)
     built.close()
-    try:
-        mine = get_extractor("face", cfg)
-        assert get_extractor("face", cfg) is mine
-        other = []
-        worker = threading.Thread(target=lambda: other.append(get_extractor("face", cfg)))
-        worker.start()
-        worker.join(timeout=30)
-        assert other and other[0] is not mine and isinstance(other[0], FaceExtractor)
-    finally:
-        close_extractors()
+
+
+def test_missing_insightface_pack_fails_at_start_up_naming_the_fallback(tmp_path):
+    cfg = Config()
+    cfg.extract.face_backend = "insightface"
+    cfg.extract.insightface_root = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="mediapipe"):
+        check_backends(cfg)
 
 
 # ---------------------------------------------------------------- geometry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 
 import cv2
 import numpy as np
@@ -11,7 +10,7 @@ from skimage import data
 
 from facemoment.config import Config, ConfigError, QualityConfig
 from facemoment.types import Frame
-from operators.extractors import Extractor, build_extractor, close_extractors, get_extractor, image_problem
+from operators.extractors import Extractor, build_extractor, image_problem
 from operators.quality import QualityExtractor
 
 DEFAULTS = QualityConfig()
@@ -137,48 +136,10 @@ def test_build_extractor_names():
     quality = build_extractor("quality", cfg)
     assert isinstance(quality, QualityExtractor) and isinstance(quality, Extractor)
     assert quality.cfg is cfg.quality
-    for name in ("pose", "gesture"):
-        with pytest.raises(ConfigError, match="not available yet"):
-            build_extractor(name, cfg)
+    from operators.gesture import GestureExtractor
+    from operators.pose import PoseExtractor
+
+    assert isinstance(build_extractor("pose", cfg), PoseExtractor)
+    assert isinstance(build_extractor("gesture", cfg), GestureExtractor)
     with pytest.raises(ConfigError, match="unknown extractor 'ocr'"):
         build_extractor("ocr", cfg)
-
-
-def test_get_extractor_gives_each_thread_its_own_instance():
-    cfg = Config()
-    try:
-        mine = get_extractor("quality", cfg)
-        assert get_extractor("quality", cfg) is mine
-        # Both threads alive at once, so their thread identities differ.
-        barrier = threading.Barrier(2, timeout=10)
-        results: dict = {}
-
-        def work(key: str) -> None:
-            first = get_extractor("quality", cfg)
-            results[key] = (first, get_extractor("quality", cfg))
-            barrier.wait()
-
-        threads = [threading.Thread(target=work, args=(k,)) for k in ("a", "b")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=10)
-        assert set(results) == {"a", "b"}
-        (a1, a2), (b1, b2) = results["a"], results["b"]
-        assert a1 is a2 and b1 is b2
-        assert len({id(mine), id(a1), id(b1)}) == 3
-    finally:
-        close_extractors()
-
-
-def test_get_extractor_rebuilds_after_config_change():
-    cfg = Config()
-    try:
-        first = get_extractor("quality", cfg)
-        cfg.quality.min_blur = 5.0
-        second = get_extractor("quality", cfg)
-        assert second is not first and second.cfg.min_blur == 5.0
-        assert close_extractors() >= 1
-        assert get_extractor("quality", cfg) is not second
-    finally:
-        close_extractors()

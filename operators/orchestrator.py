@@ -1,0 +1,236 @@
+"""Per-frame extraction with a deadline: the seed's ExtractorOrchestrator inside a
+Bytewax step.
+
+Each Bytewax worker owns one `Orchestrator`; it runs every extractor on a lane (a
+thread that owns that extractor's model, since MediaPipe graphs are bound to one
+thread). A batch of frames is submitted to all lanes at once, so extractors run in
+parallel with each other (MediaPipe and onnxruntime release the GIL) and with the
+next frames. A result that misses the frame's deadline is not waited for: the frame
+is fused without it and a `frame_drop` (reason `timeout`) record says so. A lane
+skips jobs that are already past their deadline when it reaches them, so one slow
+frame does not make every following frame late.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+from facemoment.config import Config
+from facemoment.types import Frame, Observation, TraceRecord
+from operators.align import FRAME_MARKER
+
+log = logging.getLogger(__name__)
+
+Item = Union[Observation, TraceRecord]
+
+
+class _Skipped(Exception):
+    """The lane reached the job after its deadline and did not run it."""
+
+
+@dataclass
+class _Job:
+    frame: Frame
+    deadline_ns: Optional[int]  # perf_counter_ns; None waits forever
+    future: Future = field(default_factory=Future)
+    started_ns: int = 0
+    timed_out: bool = False
+
+
+class Lane:
+    """One extractor on its own thread, jobs in submission order."""
+
+    def __init__(self, name: str, factory: Callable[[], object]):
+        self.name = name
+        self._factory = factory
+        self._jobs: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        # Results that arrived after their deadline, reported on the next batch.
+        self.late: List[_Job] = []
+        self._thread = threading.Thread(target=self._run, name=f"extract-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def submit(self, job: _Job) -> _Job:
+        with self._lock:
+            self._pending += 1
+        self._jobs.put(job)
+        return job
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        extractor = None
+        try:
+            extractor = self._factory()
+        except Exception as exc:  # reported per job below, the stream goes on
+            load_error = f"{type(exc).__name__}: {exc}"
+            log.error("%s extractor could not start: %s", self.name, load_error)
+        else:
+            load_error = None
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            try:
+                if job.deadline_ns is not None and time.perf_counter_ns() > job.deadline_ns:
+                    job.future.set_exception(_Skipped())
+                    continue
+                job.started_ns = time.perf_counter_ns()
+                if load_error is not None:
+                    raise RuntimeError(load_error)
+                job.future.set_result(extractor.extract(job.frame))  # type: ignore[union-attr]
+            except _Skipped:
+                pass
+            except Exception as exc:  # a bad frame must not stop the lane
+                job.future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    if job.timed_out and job.future.done() and job.future.exception() is None:
+                        self.late.append(job)
+        close = getattr(extractor, "close", None)
+        if close is not None:
+            close()
+
+
+class Orchestrator:
+    """Runs the configured extractors on batches of frames with a per-frame deadline."""
+
+    def __init__(self, cfg: Config, factory: Optional[Callable[[str, Config], object]] = None):
+        if factory is None:
+            from operators.extractors import build_extractor
+
+            factory = build_extractor
+        self.cfg = cfg
+        self.deadline_ns = int(cfg.extract.deadline_ms * 1e6) if cfg.extract.deadline_ms > 0 else None
+        self.trace = cfg.output.trace in ("normal", "verbose")
+        self.lanes: Dict[str, Lane] = {
+            name: Lane(name, (lambda n=name: factory(n, cfg))) for name in cfg.extract.extractors
+        }
+
+    def close(self) -> None:
+        for lane in self.lanes.values():
+            lane.close()
+
+    def run(self, frames: Sequence[Frame]) -> List[Item]:
+        out: List[Item] = []
+        submitted = []
+        for frame in frames:
+            start = time.perf_counter_ns()
+            deadline = start + self.deadline_ns if self.deadline_ns is not None else None
+            depths = {name: lane.depth for name, lane in self.lanes.items()}
+            jobs = {name: lane.submit(_Job(frame, deadline)) for name, lane in self.lanes.items()}
+            submitted.append((frame, start, deadline, depths, jobs))
+        for frame, start, deadline, depths, jobs in submitted:
+            ingest_ns = time.time_ns()
+            out.append(Observation(FRAME_MARKER, frame.stream_id, frame.frame_id, frame.t_src_ns, ingest_ns=ingest_ns))
+            missed: List[str] = []
+            for name, job in jobs.items():
+                obs = self._collect(name, job, deadline)
+                if obs is None:
+                    missed.append(name)
+                    continue
+                obs.ingest_ns = ingest_ns
+                out.append(obs)
+                if self.trace:
+                    out.append(self._timing(frame, name, obs.processing_ms, depths[name]))
+                    out.append(_frame_extract(obs))
+            elapsed_ms = (time.perf_counter_ns() - start) / 1e6
+            if missed:
+                out.append(
+                    {
+                        "record_type": "frame_drop",
+                        "frame_id": frame.frame_id,
+                        "stream": frame.stream_id,
+                        "dropped_frame_ids": [frame.frame_id],
+                        "reason": "timeout",
+                        "extractors": missed,
+                        "queue_depth": max(depths[n] for n in missed),
+                        "threshold_ms": self.cfg.extract.deadline_ms,
+                    }
+                )
+            if self.trace:
+                out.append(self._timing(frame, "orchestrator", elapsed_ms, max(depths.values(), default=0)))
+        if self.trace:
+            out.extend(self._late_reports())
+        return out
+
+    def _collect(self, name: str, job: _Job, deadline: Optional[int]) -> Optional[Observation]:
+        timeout = None if deadline is None else max(0.0, (deadline - time.perf_counter_ns()) / 1e9)
+        try:
+            obs = job.future.result(timeout=timeout)
+        except (FutureTimeout, _Skipped):
+            job.timed_out = True
+            return None
+        except Exception as exc:
+            frame = job.frame
+            return Observation(name, frame.stream_id, frame.frame_id, frame.t_src_ns, error=f"{type(exc).__name__}: {exc}")
+        if not obs.processing_ms and job.started_ns:
+            obs.processing_ms = (time.perf_counter_ns() - job.started_ns) / 1e6
+        return obs
+
+    def _timing(self, frame: Frame, component: str, processing_ms: float, depth: int) -> TraceRecord:
+        threshold = self.cfg.extract.deadline_ms if self.deadline_ns is not None else None
+        return {
+            "record_type": "timing",
+            "frame_id": frame.frame_id,
+            "stream": frame.stream_id,
+            "component": component,
+            "processing_ms": round(processing_ms, 3),
+            "queue_depth": depth,
+            "threshold_ms": threshold,
+            "is_slow": bool(threshold is not None and processing_ms > threshold),
+        }
+
+    def _late_reports(self) -> Iterable[TraceRecord]:
+        for name, lane in self.lanes.items():
+            with lane._lock:
+                late, lane.late = lane.late, []
+            for job in late:
+                obs = job.future.result()
+                record = self._timing(job.frame, name, obs.processing_ms, 0)
+                record["late"] = True
+                record["is_slow"] = True
+                yield record
+
+
+def _frame_extract(obs: Observation) -> TraceRecord:
+    return {
+        "record_type": "frame_extract",
+        "frame_id": obs.frame_id,
+        "stream": obs.stream_id,
+        "source": obs.source,
+        "face_count": len(obs.faces),
+        "pose_count": len(obs.poses),
+        "gesture_detected": any(h.gesture not in ("none", "") for h in obs.hands),
+        "signals": {k: round(float(v), 4) for k, v in obs.signals.items()},
+        "processing_ms": round(obs.processing_ms, 3),
+        "error": obs.error,
+    }
+
+
+_local = threading.local()
+
+
+def extract_batch(cfg: Config, frames: List[Frame]) -> List[Item]:
+    """The Bytewax step: one orchestrator per worker thread, built on first use."""
+    orchestrator = getattr(_local, "orchestrator", None)
+    if orchestrator is None or orchestrator.cfg is not cfg:
+        if orchestrator is not None:
+            orchestrator.close()
+        orchestrator = _local.orchestrator = Orchestrator(cfg)
+    return orchestrator.run(frames)

@@ -1,0 +1,126 @@
+"""The per-frame deadline: slow extractors are left behind, never waited for past it."""
+
+from __future__ import annotations
+
+import threading
+from typing import List
+
+import numpy as np
+
+from facemoment.config import Config
+from facemoment.types import Frame, Observation
+from operators.orchestrator import Orchestrator
+
+
+class _Fast:
+    name = "fast"
+
+    def extract(self, frame: Frame) -> Observation:
+        return Observation("fast", frame.stream_id, frame.frame_id, frame.t_src_ns, signals={"v": 1.0})
+
+    def close(self) -> None:
+        pass
+
+
+class _Blocking:
+    """Blocks on its first call until the test releases it."""
+
+    name = "slow"
+
+    def __init__(self, release: threading.Event, started: threading.Event, calls: List[int]):
+        self.release, self.started, self.calls = release, started, calls
+
+    def extract(self, frame: Frame) -> Observation:
+        self.calls.append(frame.frame_id)
+        self.started.set()
+        assert self.release.wait(30)
+        return Observation("slow", frame.stream_id, frame.frame_id, frame.t_src_ns)
+
+    def close(self) -> None:
+        pass
+
+
+def _setup(deadline_ms: float):
+    release, started, calls = threading.Event(), threading.Event(), []
+    cfg = Config()
+    cfg.extract.extractors = ["fast", "slow"]
+    cfg.extract.deadline_ms = deadline_ms
+
+    def factory(name, _cfg):
+        return _Fast() if name == "fast" else _Blocking(release, started, calls)
+
+    return Orchestrator(cfg, factory), release, started, calls
+
+
+def _frame(i: int) -> Frame:
+    return Frame("cam0", i, i * 33_333_333, np.zeros((4, 4, 3), np.uint8))
+
+
+def test_missed_deadline_fuses_without_the_slow_extractor_and_says_so():
+    orch, release, _started, calls = _setup(deadline_ms=50)
+    try:
+        out = orch.run([_frame(0)])
+        sources = [o.source for o in out if isinstance(o, Observation)]
+        assert sorted(sources) == ["fast", "frame"]
+        drops = [r for r in out if isinstance(r, dict) and r["record_type"] == "frame_drop"]
+        assert drops == [
+            {
+                "record_type": "frame_drop",
+                "frame_id": 0,
+                "stream": "cam0",
+                "dropped_frame_ids": [0],
+                "reason": "timeout",
+                "extractors": ["slow"],
+                "queue_depth": 0,
+                "threshold_ms": 50,
+            }
+        ]
+        timing = {r["component"]: r for r in out if isinstance(r, dict) and r["record_type"] == "timing"}
+        assert set(timing) == {"fast", "orchestrator"}
+        # Frames queued behind the blocked lane pass their deadline and are skipped
+        # unrun, so the lane catches up instead of falling further behind.
+        out = orch.run([_frame(1), _frame(2)])
+        assert sorted(o.frame_id for o in out if isinstance(o, Observation) and o.source == "slow") == []
+        release.set()
+        out = orch.run([_frame(3)])
+        assert [o.frame_id for o in out if isinstance(o, Observation) and o.source == "slow"] == [3]
+        late = [r for r in out if isinstance(r, dict) and r.get("late")]
+        assert [(r["frame_id"], r["component"], r["is_slow"]) for r in late] == [(0, "slow", True)]
+        assert calls == [0, 3]
+    finally:
+        release.set()
+        orch.close()
+
+
+def test_without_a_deadline_the_frame_waits_for_every_extractor():
+    orch, release, started, _calls = _setup(deadline_ms=0)
+    result: List = []
+    runner = threading.Thread(target=lambda: result.extend(orch.run([_frame(0)])))
+    try:
+        runner.start()
+        assert started.wait(30)
+        assert runner.is_alive()  # blocked on the slow extractor, not given up
+        release.set()
+        runner.join(30)
+        assert sorted(o.source for o in result if isinstance(o, Observation)) == ["fast", "frame", "slow"]
+        assert not [r for r in result if isinstance(r, dict) and r["record_type"] == "frame_drop"]
+    finally:
+        release.set()
+        orch.close()
+
+
+def test_extractor_that_cannot_start_reports_errors_not_crashes():
+    cfg = Config()
+    cfg.extract.extractors = ["broken"]
+
+    def factory(name, _cfg):
+        raise FileNotFoundError("model file /models/x.onnx is missing")
+
+    orch = Orchestrator(cfg, factory)
+    try:
+        out = orch.run([_frame(0), _frame(1)])
+        errors = [o for o in out if isinstance(o, Observation) and o.source == "broken"]
+        assert [o.frame_id for o in errors] == [0, 1]
+        assert all("x.onnx" in o.error for o in errors)
+    finally:
+        orch.close()
