@@ -110,21 +110,17 @@ class FrameGrouper:
             observations = {obs.source: obs for obs in group}
             missing = tuple(name for name in self.expected if name not in observations)
             ingest_ns = max((obs.ingest_ns for obs in group), default=0)
-            if self.trace:
-                for obs in group:
-                    if obs.source != FRAME_MARKER:
-                        yield timing_record(obs)
-                if missing:
-                    yield {
-                        "record_type": "sync_delay",
-                        "frame_id": first.frame_id,
-                        "stream": first.stream_id,
-                        "expected_ns": first.t_ns,
-                        "actual_ns": None,
-                        "delay_ms": round((now_ns - ingest_ns) / 1e6, 3) if ingest_ns else None,
-                        "waiting_for": list(missing),
-                        "late": False,
-                    }
+            if self.trace and missing:
+                yield {
+                    "record_type": "sync_delay",
+                    "frame_id": first.frame_id,
+                    "stream": first.stream_id,
+                    "expected_ns": first.t_ns,
+                    "actual_ns": None,
+                    "delay_ms": round((now_ns - ingest_ns) / 1e6, 3) if ingest_ns else None,
+                    "waiting_for": list(missing),
+                    "late": False,
+                }
             yield FrameObservations(
                 stream_id=first.stream_id,
                 frame_id=first.frame_id,
@@ -133,19 +129,6 @@ class FrameGrouper:
                 missing=missing,
                 ingest_ns=ingest_ns,
             )
-
-
-def timing_record(obs: Observation) -> TraceRecord:
-    return {
-        "record_type": "timing",
-        "frame_id": obs.frame_id,
-        "stream": obs.stream_id,
-        "component": obs.source,
-        "processing_ms": round(obs.processing_ms, 3),
-        "queue_depth": None,
-        "threshold_ms": None,
-        "is_slow": False,
-    }
 
 
 def late_record(late: Tuple[int, Observation]) -> TraceRecord:
