@@ -1,0 +1,168 @@
+"""triggers.jsonl: one JSON object per trigger, appended and flushed per batch.
+
+One partition (one writer). Resuming never duplicates a line: the keys already in
+the file are read back at build, and triggers replayed after the snapshot whose
+lines made it to disk before the crash are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set
+
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from connectors.trig_pub import trigger_message
+from facemoment.types import Trigger
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "triggers.jsonl"
+_PART = "triggers_jsonl"
+_TAIL_CHUNK = 4096
+
+
+def trigger_record(trigger: Trigger, written_at: Optional[datetime] = None) -> Dict[str, Any]:
+    """The JSON object for one trigger; wall-clock time only under `written_at`."""
+    try:
+        message: Optional[str] = trigger_message(trigger)
+    except ValueError as exc:
+        log.error("trigger %s has no TRIG text: %s", trigger.key, exc)
+        message = None
+    when = written_at or datetime.now(timezone.utc).astimezone()
+    return {
+        "label": trigger.label,
+        "t_start_ns": int(trigger.t_start_ns),
+        "t_end_ns": int(trigger.t_end_ns),
+        "faces": int(trigger.face_count),
+        "score": float(trigger.score),
+        "reason": trigger.reason,
+        "stream": trigger.stream_id,
+        "event_t_ns": int(trigger.event_t_ns),
+        "frame_id": int(trigger.frame_id),
+        "t_ns": int(trigger.t_ns),
+        "key": trigger.key,
+        "message": message,
+        "written_at": when.isoformat(timespec="milliseconds"),
+    }
+
+
+def _record_key(record: Dict[str, Any]) -> Optional[str]:
+    if isinstance(record.get("key"), str):
+        return record["key"]
+    if all(k in record for k in ("stream", "event_t_ns", "reason")):
+        return f"{record['stream']}:{record['event_t_ns']}:{record['reason']}"
+    return None
+
+
+def drop_partial_last_line(path: Path) -> int:
+    """Cut an unterminated last line (a write torn by a crash); returns bytes dropped."""
+    if not path.exists():
+        return 0
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - _TAIL_CHUNK)
+            f.seek(start)
+            chunk = f.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                return 0
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            end = start
+        else:
+            keep = 0
+        f.truncate(keep)
+    dropped = size - keep
+    if dropped:
+        log.warning("%s: dropped an incomplete last line (%d bytes)", path, dropped)
+    return dropped
+
+
+def read_keys(path: Path) -> Set[str]:
+    """Trigger keys already in a triggers.jsonl file (unreadable lines are counted and skipped)."""
+    keys: Set[str] = set()
+    if not path.exists():
+        return keys
+    bad = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                key = _record_key(json.loads(line))
+            except (ValueError, AttributeError):
+                key = None
+            if key is None:
+                bad += 1
+            else:
+                keys.add(key)
+    if bad:
+        log.warning("%s: %d lines are not trigger records", path, bad)
+    return keys
+
+
+class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
+    def __init__(self, path: Path, resume_state: Optional[int]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        drop_partial_last_line(path)
+        self._written: Set[str] = set()
+        if resume_state is not None:
+            size = path.stat().st_size if path.exists() else 0
+            if size < resume_state:
+                log.warning(
+                    "%s holds %d bytes but %d were committed before the restart; was it edited?",
+                    path, size, resume_state,
+                )
+            self._written = read_keys(path)
+        # Binary append: tell() is the exact byte count committed.
+        self._f = open(path, "ab")
+        self.skipped_count = 0
+
+    def write_batch(self, values: List[Trigger]) -> None:
+        lines = []
+        for trigger in values:
+            key = trigger.key
+            if key in self._written:
+                self.skipped_count += 1
+                continue
+            self._written.add(key)
+            lines.append(json.dumps(trigger_record(trigger), ensure_ascii=False) + "\n")
+        if not lines:
+            return
+        self._f.write("".join(lines).encode("utf-8"))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def snapshot(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
+    """Append `(stream_id, Trigger)` items to `output_dir/triggers.jsonl`."""
+
+    def __init__(self, output_dir: str | os.PathLike[str]):
+        self._path = Path(output_dir) / FILE_NAME
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def list_parts(self) -> List[str]:
+        return [_PART]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _TriggersJsonlPartition:
+        return _TriggersJsonlPartition(self._path, resume_state)

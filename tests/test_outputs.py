@@ -1,0 +1,344 @@
+"""TRIG over ZMQ PUB and triggers.jsonl: content, de-duplication, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import bytewax.operators as op
+import pytest
+import zmq
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSource, run_main
+from zmq.utils.monitor import recv_monitor_message
+
+from connectors import trig_pub
+from connectors.trig_pub import TrigBindError, TrigPubSink, trigger_message
+from connectors.triggers_jsonl import FILE_NAME, TriggersJsonlSink, drop_partial_last_line, read_keys
+from facemoment.types import Trigger
+
+RECV_TIMEOUT_S = 5.0
+SEND_HWM_MULTIPLE = trig_pub.SEND_HWM  # more TRIGs than the queue holds
+
+
+def make_trigger(
+    event_s: float, reason: str = "expression_spike", stream: str = "cam0", score: float = 0.85
+) -> Trigger:
+    event_ns = int(event_s * 1e9)
+    return Trigger(
+        stream_id=stream,
+        frame_id=int(event_s * 30) + 3,
+        t_ns=event_ns + 100_000_000,
+        event_t_ns=event_ns,
+        reason=reason,
+        score=score,
+        pre_sec=2.0,
+        post_sec=2.0,
+        face_count=2,
+    )
+
+
+# ------------------------------------------------------------------ TRIG text
+
+
+def test_trigger_message_is_the_visualbase_trig_line():
+    t = make_trigger(5.0)
+    assert trigger_message(t) == (
+        "TRIG label=highlight t_start_ns=3000000000 t_end_ns=7000000000 faces=2 score=0.850 reason=expression_spike"
+    )
+
+
+def test_local_formatter_matches_the_wire_module():
+    t = make_trigger(12.345, reason="camera_gaze", score=0.91234)
+    assert trig_pub._local_format(t) == trigger_message(t)
+    assert "score=0.912 " in trig_pub._local_format(t)
+
+
+# ------------------------------------------------------------------ TRIG PUB
+
+
+class Subscriber:
+    """A raw SUB socket connected to the sink's endpoint, synchronised without sleeps."""
+
+    def __init__(self, endpoint: str, topic: bytes = b"msg"):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+        monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+        self.sock.connect(endpoint)
+        deadline = time.monotonic() + RECV_TIMEOUT_S
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"SUB never connected to {endpoint}"
+                if monitor.poll(int(remaining * 1000)):
+                    if recv_monitor_message(monitor)["event"] == zmq.EVENT_CONNECTED:
+                        break
+        finally:
+            self.sock.disable_monitor()
+            monitor.close(linger=0)
+
+    def recv(self, timeout_s: float = RECV_TIMEOUT_S):
+        if not self.sock.poll(int(timeout_s * 1000)):
+            return None
+        return self.sock.recv_multipart()
+
+    def close(self):
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+def synchronise(part, sub: Subscriber) -> int:
+    """Send probe triggers until one arrives: the subscription has reached the PUB."""
+    deadline = time.monotonic() + RECV_TIMEOUT_S
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        part.write_batch([make_trigger(1000 + n, reason="probe")])
+        msg = sub.recv(timeout_s=0.05)
+        if msg is not None:
+            # Drain probes still in flight, so the next message is the test's own.
+            while (msg := sub.recv(timeout_s=0.05)) is not None:
+                assert b"reason=probe" in msg[1]
+            return n
+    raise AssertionError("no probe message reached the subscriber")
+
+
+@pytest.fixture
+def pub_part():
+    part = TrigPubSink("tcp://127.0.0.1:*", b"msg").build_part("trig", "trig_pub", None)
+    yield part
+    part.close()
+
+
+def test_pub_sends_trig_text_a_raw_sub_receives(pub_part):
+    sub = Subscriber(pub_part.endpoint)
+    try:
+        synchronise(pub_part, sub)
+        triggers = [make_trigger(3.0), make_trigger(9.5, reason="head_turn", score=0.5)]
+        pub_part.write_batch(triggers)
+        got = [sub.recv(), sub.recv()]
+        assert got == [[b"msg", trigger_message(t).encode()] for t in triggers]
+        assert got[0][1].decode().startswith("TRIG label=highlight t_start_ns=1000000000 t_end_ns=5000000000 ")
+    finally:
+        sub.close()
+
+
+def test_pub_does_not_send_a_trigger_twice(pub_part):
+    sub = Subscriber(pub_part.endpoint)
+    try:
+        synchronise(pub_part, sub)
+        first = make_trigger(3.0)
+        pub_part.write_batch([first])
+        assert sub.recv()[1] == trigger_message(first).encode()
+        sentinel = make_trigger(30.0, reason="camera_gaze")
+        pub_part.write_batch([first, sentinel])
+        # PUB keeps order: had the duplicate gone out, it would arrive before the sentinel.
+        assert sub.recv()[1] == trigger_message(sentinel).encode()
+        assert pub_part.skipped_count == 1
+    finally:
+        sub.close()
+
+
+def test_pub_first_trigger_reaches_a_subscriber_that_joins_after_the_bind():
+    """No sync by the test: the sink itself waits for the first subscription."""
+    sink = TrigPubSink("tcp://127.0.0.1:*", b"msg", subscriber_wait_s=RECV_TIMEOUT_S)
+    part = sink.build_part("trig", "trig_pub", None)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"msg")
+    try:
+        sub.connect(part.endpoint)
+        first = make_trigger(3.0)
+        part.write_batch([first])
+        assert part.subscriptions >= 1
+        assert sub.poll(int(RECV_TIMEOUT_S * 1000)), "the first TRIG was lost"
+        assert sub.recv_multipart() == [b"msg", trigger_message(first).encode()]
+    finally:
+        sub.close()
+        ctx.term()
+        part.close()
+
+
+def test_pub_without_subscribers_publishes_to_nobody_without_blocking():
+    part = TrigPubSink("tcp://127.0.0.1:*", subscriber_wait_s=0.05).build_part("trig", "trig_pub", None)
+    try:
+        part.write_batch([make_trigger(s) for s in range(3 * SEND_HWM_MULTIPLE)])
+        assert part.sent_count == 3 * SEND_HWM_MULTIPLE and part.subscriptions == 0
+    finally:
+        part.close()
+
+
+def test_pub_resume_state_skips_triggers_already_sent():
+    sink = TrigPubSink("tcp://127.0.0.1:*", b"msg", subscriber_wait_s=0)
+    part = sink.build_part("trig", "trig_pub", None)
+    a, b = make_trigger(3.0), make_trigger(8.0)
+    part.write_batch([a, b])
+    state = part.snapshot()
+    part.close()
+    assert state == [a.key, b.key]
+    resumed = sink.build_part("trig", "trig_pub", state)
+    try:
+        c = make_trigger(13.0)
+        resumed.write_batch([b, c])
+        assert (resumed.sent_count, resumed.skipped_count) == (1, 1)
+        assert resumed.snapshot() == [a.key, b.key, c.key]
+    finally:
+        resumed.close()
+
+
+def test_pub_remembers_a_bounded_number_of_keys(monkeypatch):
+    monkeypatch.setattr(trig_pub, "RECENT_KEYS", 3)
+    part = TrigPubSink("tcp://127.0.0.1:*", subscriber_wait_s=0).build_part("trig", "trig_pub", None)
+    try:
+        part.write_batch([make_trigger(s) for s in range(5)])
+        assert part.snapshot() == [make_trigger(s).key for s in (2, 3, 4)]
+    finally:
+        part.close()
+
+
+def test_pub_bind_failure_names_the_address_and_the_setting():
+    ctx = zmq.Context()
+    holder = ctx.socket(zmq.PUB)
+    holder.setsockopt(zmq.LINGER, 0)
+    holder.bind("tcp://127.0.0.1:*")
+    endpoint = holder.getsockopt_string(zmq.LAST_ENDPOINT)
+    try:
+        with pytest.raises(TrigBindError) as info:
+            TrigPubSink(endpoint).build_part("trig", "trig_pub", None)
+        assert endpoint in str(info.value)
+        assert "FACEMOMENT_TRIG_ADDRESS" in str(info.value)
+        with pytest.raises(TrigBindError, match="FACEMOMENT_TRIG_ADDRESS"):
+            TrigPubSink(endpoint).check_address()
+    finally:
+        holder.close()
+        ctx.term()
+
+
+def test_pub_in_a_dataflow_sends_every_trigger(tmp_path):
+    """The sink in a real run, with a SUB that connects before the flow binds.
+
+    ipc, not tcp: a SUB reconnecting to a not-yet-bound loopback port can connect to
+    itself and take the port. The sink's own wait for the first subscription is
+    the synchronisation.
+    """
+    endpoint = f"ipc://{tmp_path}/trig.sock"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RECONNECT_IVL, 10)
+    sub.setsockopt(zmq.SUBSCRIBE, b"msg")
+    sub.connect(endpoint)
+    wanted = [make_trigger(s) for s in (3.0, 8.0, 13.0)]
+    flow = Dataflow("trig_pub_test")
+    items = op.input("in", flow, TestingSource([("cam0", t) for t in wanted], batch_size=1))
+    op.output("out", items, TrigPubSink(endpoint, b"msg", subscriber_wait_s=RECV_TIMEOUT_S))
+    received = []
+    try:
+        run_main(flow)
+        while len(received) < len(wanted) and sub.poll(int(RECV_TIMEOUT_S * 1000)):
+            received.append(sub.recv_multipart())
+    finally:
+        sub.close()
+        ctx.term()
+    assert received == [[b"msg", trigger_message(t).encode()] for t in wanted]
+
+
+# ------------------------------------------------------------------ triggers.jsonl
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_jsonl_in_a_dataflow_writes_one_record_per_trigger(tmp_path):
+    triggers = [make_trigger(3.0), make_trigger(8.25, reason="head_turn", stream="cam1", score=0.4)]
+    flow = Dataflow("jsonl_test")
+    items = op.input("in", flow, TestingSource([(t.stream_id, t) for t in triggers]))
+    op.output("out", items, TriggersJsonlSink(tmp_path / "out"))
+    run_main(flow)
+    records = lines(tmp_path / "out" / FILE_NAME)
+    assert len(records) == 2
+    for rec, t in zip(records, triggers, strict=True):
+        assert rec["label"] == t.label
+        assert (rec["t_start_ns"], rec["t_end_ns"]) == (t.t_start_ns, t.t_end_ns)
+        assert rec["faces"] == t.face_count and rec["score"] == t.score and rec["reason"] == t.reason
+        assert rec["stream"] == t.stream_id and rec["event_t_ns"] == t.event_t_ns
+        assert rec["frame_id"] == t.frame_id and rec["t_ns"] == t.t_ns
+        assert rec["message"] == trigger_message(t)
+        assert datetime.fromisoformat(rec["written_at"]).tzinfo is not None
+    assert records[1]["t_start_ns"] == 6_250_000_000
+
+
+def test_jsonl_flushes_every_batch(tmp_path):
+    part = TriggersJsonlSink(tmp_path).build_part("jsonl", "triggers_jsonl", None)
+    try:
+        part.write_batch([make_trigger(3.0)])
+        # Read through another handle while the partition is still open.
+        assert len(lines(tmp_path / FILE_NAME)) == 1
+        assert part.snapshot() == (tmp_path / FILE_NAME).stat().st_size
+    finally:
+        part.close()
+
+
+def test_jsonl_resume_does_not_duplicate_triggers_written_after_the_snapshot(tmp_path):
+    sink = TriggersJsonlSink(tmp_path)
+    a, b, c, d = (make_trigger(s) for s in (3.0, 8.0, 13.0, 18.0))
+    part = sink.build_part("jsonl", "triggers_jsonl", None)
+    part.write_batch([a, b])
+    state = part.snapshot()
+    part.write_batch([c])  # written, but the crash comes before the next snapshot
+    part.close()
+    resumed = sink.build_part("jsonl", "triggers_jsonl", state)
+    try:
+        resumed.write_batch([c, d])  # Bytewax replays c after the snapshot
+        assert resumed.skipped_count == 1
+    finally:
+        resumed.close()
+    keys = [r["key"] for r in lines(tmp_path / FILE_NAME)]
+    assert keys == [a.key, b.key, c.key, d.key]
+
+
+def test_jsonl_drops_a_line_torn_by_a_crash(tmp_path):
+    sink = TriggersJsonlSink(tmp_path)
+    part = sink.build_part("jsonl", "triggers_jsonl", None)
+    part.write_batch([make_trigger(3.0)])
+    state = part.snapshot()
+    part.close()
+    with open(tmp_path / FILE_NAME, "ab") as f:
+        f.write(b'{"label": "highlight", "t_sta')
+    assert drop_partial_last_line(tmp_path / FILE_NAME) > 0
+    with open(tmp_path / FILE_NAME, "ab") as f:
+        f.write(b'{"label": "highlight", "t_sta')
+    resumed = sink.build_part("jsonl", "triggers_jsonl", state)
+    resumed.write_batch([make_trigger(8.0)])
+    resumed.close()
+    records = lines(tmp_path / FILE_NAME)  # every line parses again
+    assert [r["event_t_ns"] for r in records] == [3_000_000_000, 8_000_000_000]
+    assert read_keys(tmp_path / FILE_NAME) == {make_trigger(3.0).key, make_trigger(8.0).key}
+
+
+def test_jsonl_recovers_through_a_real_abort_and_resume(tmp_path):
+    db = tmp_path / "recovery"
+    db.mkdir()
+    init_db_dir(db, 1)
+    triggers = [make_trigger(s) for s in (3.0, 8.0, 13.0, 18.0)]
+    inp = [(t.stream_id, t) for t in triggers[:2]] + [TestingSource.ABORT()] + [(t.stream_id, t) for t in triggers[2:]]
+
+    def build():
+        flow = Dataflow("jsonl_recovery")
+        items = op.input("in", flow, TestingSource(inp, batch_size=1))
+        op.output("out", items, TriggersJsonlSink(tmp_path / "out"))
+        return flow
+
+    cfg = RecoveryConfig(db)
+    run_main(build(), epoch_interval=timedelta(0), recovery_config=cfg)  # stops at the ABORT
+    assert [r["key"] for r in lines(tmp_path / "out" / FILE_NAME)] == [t.key for t in triggers[:2]]
+    run_main(build(), epoch_interval=timedelta(0), recovery_config=cfg)
+    keys = [r["key"] for r in lines(tmp_path / "out" / FILE_NAME)]
+    assert keys == [t.key for t in triggers]
