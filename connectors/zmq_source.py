@@ -33,7 +33,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Deque, Dict, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Union
 
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -384,6 +384,7 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         keyframe_interval: int = 3,
         stop_event: Optional[threading.Event] = None,
         connect_timeout_s: Optional[float] = None,
+        before_connect: Optional[Callable[[], None]] = None,
     ) -> None:
         if "://" not in address:
             raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
@@ -402,6 +403,9 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         self.keyframe_interval = keyframe_interval
         self.stop_event = stop_event
         self.connect_timeout_s = connect_timeout_s
+        # Runs on the partition's worker before subscribing, e.g. to load models so
+        # the first frames are not lost while they load.
+        self.before_connect = before_connect
         self.partitions: Dict[str, _ZmqFramePartition] = {}
 
     def list_parts(self) -> List[str]:
@@ -410,6 +414,8 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[Dict[str, Any]]
     ) -> _ZmqFramePartition:
+        if self.before_connect is not None:
+            self.before_connect()
         part = _ZmqFramePartition(self, for_part, resume_state)
         self.partitions[for_part] = part
         return part

@@ -296,6 +296,11 @@ class FaceExtractor:
                 refine_landmarks=False,
                 min_detection_confidence=MESH_MIN_DETECTION_CONFIDENCE,
             )
+            # The first run sets up the inference delegates; pay it here, not on
+            # the first frame's deadline.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            self._detector.process(blank)
+            self._mesh.process(blank)
 
     def close(self) -> None:
         with self._lock:

@@ -52,6 +52,7 @@ class Lane:
         self._jobs: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
+        self.ready = threading.Event()
         # Results that arrived after their deadline, reported on the next batch.
         self.late: List[_Job] = []
         self._thread = threading.Thread(target=self._run, name=f"extract-{name}", daemon=True)
@@ -76,11 +77,17 @@ class Lane:
         extractor = None
         try:
             extractor = self._factory()
+            # Build the model graphs now: the first frame's deadline is for the
+            # frame, not for loading models.
+            load = getattr(extractor, "load", None)
+            if load is not None:
+                load()
         except Exception as exc:  # reported per job below, the stream goes on
             load_error = f"{type(exc).__name__}: {exc}"
             log.error("%s extractor could not start: %s", self.name, load_error)
         else:
             load_error = None
+        self.ready.set()
         while True:
             job = self._jobs.get()
             if job is None:
@@ -121,6 +128,8 @@ class Orchestrator:
         self.lanes: Dict[str, Lane] = {
             name: Lane(name, (lambda n=name: factory(n, cfg))) for name in cfg.extract.extractors
         }
+        for lane in self.lanes.values():
+            lane.ready.wait()
 
     def close(self) -> None:
         for lane in self.lanes.values():
@@ -226,11 +235,16 @@ def _frame_extract(obs: Observation) -> TraceRecord:
 _local = threading.local()
 
 
-def extract_batch(cfg: Config, frames: List[Frame]) -> List[Item]:
-    """The Bytewax step: one orchestrator per worker thread, built on first use."""
+def worker_orchestrator(cfg: Config) -> Orchestrator:
+    """This worker thread's orchestrator, built (models loaded) on first use."""
     orchestrator = getattr(_local, "orchestrator", None)
     if orchestrator is None or orchestrator.cfg is not cfg:
         if orchestrator is not None:
             orchestrator.close()
         orchestrator = _local.orchestrator = Orchestrator(cfg)
-    return orchestrator.run(frames)
+    return orchestrator
+
+
+def extract_batch(cfg: Config, frames: List[Frame]) -> List[Item]:
+    """The Bytewax step: the worker's orchestrator on a batch of frames."""
+    return worker_orchestrator(cfg).run(frames)

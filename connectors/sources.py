@@ -1,0 +1,92 @@
+"""Which Bytewax source serves which `FACEMOMENT_SOURCE` value."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List
+
+from bytewax.inputs import Source
+
+from facemoment import shutdown
+from facemoment.config import Config, ConfigError
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    stream_id: str
+    source: str
+    kind: str  # zmq | file | sample | camera | url
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind in ("zmq", "camera", "url")
+
+    def path(self) -> Path:
+        if self.kind == "sample":
+            from facemoment.sample import ensure_sample_video
+
+            return ensure_sample_video()
+        return Path(self.source)
+
+    def clip_descriptor(self) -> Dict[str, Any]:
+        if self.is_live:
+            return {"live": True}
+        return {"path": str(self.path())}
+
+
+def classify(source: str) -> str:
+    if source.startswith(("tcp://", "ipc://", "inproc://")):
+        return "zmq"
+    if source == "sample":
+        return "sample"
+    if source.isdigit():
+        return "camera"
+    if "://" in source:
+        return "url"
+    return "file"
+
+
+def stream_specs(cfg: Config) -> List[StreamSpec]:
+    """The configured streams: the main one plus `source.extra` ("id=source") entries."""
+    specs = [StreamSpec(cfg.source.stream_id, cfg.source.source, classify(cfg.source.source))]
+    for entry in cfg.source.extra:
+        stream_id, sep, source = entry.partition("=")
+        if not sep or not stream_id.strip() or not source.strip():
+            raise ConfigError(f"extra source {entry!r}: expected STREAM_ID=SOURCE")
+        specs.append(StreamSpec(stream_id.strip(), source.strip(), classify(source.strip())))
+    ids = [s.stream_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"stream ids must be unique, got {ids}")
+    for spec in specs:
+        if spec.kind == "file" and not Path(spec.source).exists():
+            raise ConfigError(f"source {spec.source!r} is neither a tcp:// address, a camera index nor an existing file")
+    return specs
+
+
+def build_source(spec: StreamSpec, cfg: Config) -> Source:
+    src = cfg.source
+    if spec.kind == "zmq":
+        from connectors.zmq_source import ZmqFrameSource
+        from operators.orchestrator import worker_orchestrator
+
+        return ZmqFrameSource(
+            spec.source,
+            spec.stream_id,
+            idle_timeout_s=src.idle_timeout_s,
+            buffer_frames=src.buffer_frames,
+            drop_strategy=src.drop_strategy,
+            keyframe_interval=src.keyframe_interval,
+            stop_event=shutdown.STOP,
+            # Load the models before subscribing, so a live stream's first frames
+            # are not dropped while they load.
+            before_connect=functools.partial(worker_orchestrator, cfg),
+        )
+    if spec.kind in ("file", "sample"):
+        from connectors.video_source import VideoFileSource
+
+        return VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress)
+    from connectors.capture_source import CaptureSource
+
+    return CaptureSource(spec.source, spec.stream_id, buffer_frames=max(1, src.buffer_frames), stop_event=shutdown.STOP)

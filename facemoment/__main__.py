@@ -1,0 +1,5 @@
+import sys
+
+from facemoment.cli import main
+
+sys.exit(main())

@@ -1,0 +1,229 @@
+"""`facemoment` command line: the dataflow, the frame daemon, the demo and tools."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from facemoment.config import ConfigError, load_config
+
+log = logging.getLogger("facemoment")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
+    """Run `python -m bytewax.run dataflows.facemoment` in this process's environment plus overrides."""
+    from bytewax.run import cli_main
+
+    from dataflows.facemoment import build_flow
+    from facemoment import shutdown
+    from facemoment.summary import print_summary_at_exit
+
+    env = dict(os.environ)
+    env.update(env_overrides)
+    cfg = load_config(env)
+    if cfg.output.trig_address:
+        from connectors.trig_pub import check_trig_address
+
+        check_trig_address(cfg.output.trig_address)  # a busy port fails now, not at the first trigger
+    shutdown.install_sigint_handler()
+    if cfg.output.summary:
+        print_summary_at_exit(cfg)
+    cli_main(build_flow(cfg), workers_per_process=workers)
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    video = Path(args.video)
+    if args.video != "sample" and not video.exists():
+        print(f"facemoment process: {video} does not exist", file=sys.stderr)
+        return 2
+    overrides = {
+        "FACEMOMENT_SOURCE": str(video),
+        "FACEMOMENT__SOURCE__PROGRESS": "true",
+        "FACEMOMENT_TRACE": args.trace,
+        # A file has no TRIG consumer by default; --trig-address opts in.
+        "FACEMOMENT_TRIG_ADDRESS": args.trig_address or "none",
+    }
+    if args.output_dir:
+        overrides["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
+    if args.output:
+        overrides["FACEMOMENT__OUTPUT__TRACE_PATH"] = args.output
+    if args.preset:
+        overrides["FACEMOMENT_PRESET"] = args.preset
+    if args.fps:
+        overrides["FACEMOMENT__SOURCE__FPS"] = str(args.fps)
+    return _run_flow(overrides, args.workers)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = {}
+    if args.source:
+        overrides["FACEMOMENT_SOURCE"] = args.source
+    if args.output_dir:
+        overrides["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
+    return _run_flow(overrides, args.workers)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from facemoment.sample import ensure_sample_video, write_sample_video
+
+    if args.output:
+        write_sample_video(Path(args.output))
+        print(args.output)
+    else:
+        print(ensure_sample_video())
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from connectors.daemon import daemon_main
+
+    return daemon_main(args) or 0
+
+
+def _listen_trig(address: str, stop: threading.Event, received: List[str]) -> None:
+    """Print TRIG messages as visualbase would receive them."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"msg")
+    sub.connect(address)
+    try:
+        while not stop.is_set():
+            if sub.poll(200):
+                _topic, text = sub.recv_multipart()
+                message = text.decode()
+                received.append(message)
+                print(f"[visualbase side] received {message}", flush=True)
+    finally:
+        sub.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The embedded default end to end: daemon → ZMQ → dataflow → TRIG + clips."""
+    from connectors.daemon import run_daemon
+    from facemoment.sample import ensure_sample_video
+
+    out_dir = Path(args.output_dir)
+    if out_dir.exists() and args.clean:
+        shutil.rmtree(out_dir)
+    video = ensure_sample_video()
+    print(f"sample video: {video}", flush=True)
+    frames_address = f"tcp://127.0.0.1:{args.frames_port}"
+    trig_address = f"tcp://127.0.0.1:{args.trig_port}"
+    env = dict(os.environ)
+    env.update(
+        {
+            "FACEMOMENT_SOURCE": frames_address,
+            "FACEMOMENT_TRIG_ADDRESS": trig_address,
+            "FACEMOMENT_OUTPUT_DIR": str(out_dir),
+            "FACEMOMENT_IDLE_TIMEOUT_S": str(args.idle_timeout),
+            "FACEMOMENT_STREAM_ID": "cam0",
+        }
+    )
+    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.facemoment", "-w", str(args.workers)]
+    print("starting: " + " ".join(cmd), flush=True)
+    flow = subprocess.Popen(cmd, env=env)
+    stop = threading.Event()
+    received: List[str] = []
+    listener = threading.Thread(target=_listen_trig, args=(trig_address, stop, received), daemon=True)
+    listener.start()
+    try:
+        # The daemon waits for the dataflow to subscribe, so no frame is lost to ZMQ's slow joiner.
+        run_daemon(
+            "sample",
+            f"tcp://*:{args.frames_port}" if args.bind_all else f"tcp://127.0.0.1:{args.frames_port}",
+            wait_subscribers=1,
+            wait_timeout_s=args.start_timeout,
+        )
+        code = flow.wait()
+    except KeyboardInterrupt:
+        flow.terminate()
+        code = flow.wait()
+    finally:
+        stop.set()
+        listener.join(timeout=2)
+    print(f"TRIG messages received on {trig_address}: {len(received)}", flush=True)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facemoment", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="run the dataflow on a video file")
+    p.add_argument("video", help="a video file, a recording, or 'sample' for the built-in sample")
+    p.add_argument("--trace", default="normal", choices=["off", "minimal", "normal", "verbose"])
+    p.add_argument("-o", "--output", help="trace file (default OUTPUT_DIR/trace.jsonl)")
+    p.add_argument("--output-dir", help="where triggers.jsonl, clips/ and trace.jsonl go")
+    p.add_argument("--preset", help="comma-separated presets, e.g. batch,conservative")
+    p.add_argument("--fps", type=float, help="sample the file at this rate")
+    p.add_argument("--trig-address", help="also publish TRIG messages on this ZMQ address")
+    p.add_argument("-w", "--workers", type=int, default=1)
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("run", help="run the dataflow as configured by the environment")
+    p.add_argument("--source")
+    p.add_argument("--output-dir")
+    p.add_argument("-w", "--workers", type=int, default=1)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("daemon", help="publish frames in the visualbase wire format")
+    from connectors.daemon import add_daemon_args
+
+    add_daemon_args(p)
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("demo", help="the built-in sample end to end through ZMQ")
+    p.add_argument("--output-dir", default="out")
+    p.add_argument("--frames-port", type=int, default=5555)
+    p.add_argument("--trig-port", type=int, default=5556)
+    p.add_argument("--idle-timeout", type=float, default=2.0)
+    p.add_argument("--start-timeout", type=float, default=120.0)
+    p.add_argument("-w", "--workers", type=int, default=1)
+    p.add_argument("--bind-all", action="store_true", help="publish frames on all interfaces")
+    p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sample", help="write the built-in sample video")
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    from connectors.trig_pub import TrigBindError
+    from operators.backends.runtime import ModelLoadError, ModelNotFoundError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"facemoment: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (TrigBindError, ModelNotFoundError, ModelLoadError) as exc:
+        print(f"facemoment: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

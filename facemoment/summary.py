@@ -1,0 +1,64 @@
+"""The short summary printed when a run ends, read back from its outputs."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List
+
+from facemoment.config import Config
+
+
+def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def summarize(out_dir: Path, trace_path: Path) -> str:
+    triggers = _read_jsonl(out_dir / "triggers.jsonl")
+    clips = _read_jsonl(out_dir / "clips" / "clips.jsonl")
+    trace = _read_jsonl(trace_path)
+    reasons = Counter(t.get("reason") for t in triggers)
+    sources = [r for r in trace if r.get("record_type") == "source_summary"]
+    drops = Counter()
+    for r in trace:
+        if r.get("record_type") == "frame_drop":
+            drops[r.get("reason")] += len(r.get("dropped_frame_ids") or [])
+    ok_clips = [c for c in clips if c.get("status") == "ok"]
+    lines = ["", "FaceMoment run summary", "----------------------"]
+    for s in sources:
+        detail = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("record_type",))
+        lines.append(f"source: {detail}")
+    lines.append(f"triggers: {len(triggers)}" + (f" ({', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else ""))
+    for t in triggers:
+        lines.append(f"  {t.get('message')}")
+    lines.append(f"clips: {len(ok_clips)} written, {len(clips) - len(ok_clips)} failed -> {out_dir / 'clips'}")
+    if drops:
+        lines.append("dropped frames: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+    lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")
+    return "\n".join(lines)
+
+
+def print_summary_at_exit(cfg: Config) -> None:
+    """Print the summary when the process ends, if this process wrote the outputs."""
+    started = time.time()
+    out_dir = Path(cfg.output.output_dir)
+    trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
+
+    def _print() -> None:
+        marker = out_dir / "triggers.jsonl"
+        if marker.exists() and marker.stat().st_mtime >= started - 1:
+            print(summarize(out_dir, trace_path), file=sys.stderr, flush=True)
+
+    atexit.register(_print)

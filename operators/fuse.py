@@ -1,0 +1,61 @@
+"""The fusion step as Bytewax sees it: a stateful mapper keyed by stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+from facemoment.config import Config
+from facemoment.types import FrameObservations, TraceRecord, Trigger
+from operators.fusion import FusionState
+
+FPS_SUMMARY_EVERY_NS = 5_000_000_000
+
+
+@dataclass
+class StreamState:
+    """Everything fusion keeps for one stream; snapshotted for recovery."""
+
+    fusion: FusionState
+    frames: int = 0
+    triggers: int = 0
+    first_t_ns: Optional[int] = None
+    last_summary_ns: int = 0
+
+
+class Fuser:
+    """`stateful_flat_map` mapper: one StreamState per stream key."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    def __call__(
+        self, state: Optional[StreamState], fo: FrameObservations
+    ) -> Tuple[StreamState, List[Union[Trigger, TraceRecord]]]:
+        if state is None:
+            state = StreamState(FusionState(self.cfg.fusion, self.cfg.output.trace))
+        if state.first_t_ns is None:
+            state.first_t_ns = state.last_summary_ns = fo.t_ns
+        trigger, records = state.fusion.process(fo)
+        out: List[Union[Trigger, TraceRecord]] = list(records)
+        state.frames += 1
+        if trigger is not None:
+            state.triggers += 1
+            out.append(trigger)
+        if fo.t_ns - state.last_summary_ns >= FPS_SUMMARY_EVERY_NS:
+            out.append(self._fps_summary(state, fo))
+            state.last_summary_ns = fo.t_ns
+        return state, out
+
+    @staticmethod
+    def _fps_summary(state: StreamState, fo: FrameObservations) -> TraceRecord:
+        span_s = (fo.t_ns - (state.first_t_ns or fo.t_ns)) / 1e9
+        return {
+            "record_type": "fps_summary",
+            "stream": fo.stream_id,
+            "frame_id": fo.frame_id,
+            "t_ns": fo.t_ns,
+            "frames_fused": state.frames,
+            "event_fps": round(state.frames / span_s, 2) if span_s > 0 else None,
+            "triggers": state.triggers,
+        }

@@ -1,0 +1,116 @@
+"""The whole path on the built-in sample: daemon → ZMQ → dataflow → TRIG, triggers.jsonl, clips."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+
+import cv2
+import pytest
+import zmq
+
+from connectors.daemon import run_daemon
+from facemoment.config import FusionConfig
+from facemoment.sample import sample_timeline, t_face_centred_ns, t_face_gone_ns
+
+from conftest import PYTHON, REPO, free_port
+
+# The documented TRIG grammar, written independently of facemoment.wire.
+TRIG_RE = re.compile(
+    r"^TRIG label=(?P<label>\S+) t_start_ns=(?P<t_start_ns>\d+) t_end_ns=(?P<t_end_ns>\d+) "
+    r"faces=(?P<faces>\d+) score=(?P<score>\d+\.\d{3}) reason=(?P<reason>[a-z_]+)$"
+)
+
+
+def _clip_seconds(path) -> float:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        frames = 0
+        while cap.read()[0]:
+            frames += 1
+        return frames / cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+
+
+def _collect_trig(address: str, stop: threading.Event, into: list) -> None:
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"msg")
+    sub.connect(address)
+    try:
+        while not stop.is_set():
+            if sub.poll(100):
+                into.append(sub.recv_multipart())
+    finally:
+        sub.close()
+
+
+@pytest.mark.slow
+def test_sample_through_zmq_gives_triggers_only_while_the_face_is_centred(flow_env, tmp_path):
+    frames_port, trig_port = free_port(), free_port()
+    trig_address = f"tcp://127.0.0.1:{trig_port}"
+    flow_env.update(
+        {
+            "FACEMOMENT_SOURCE": f"tcp://127.0.0.1:{frames_port}",
+            "FACEMOMENT_TRIG_ADDRESS": trig_address,
+            "FACEMOMENT_IDLE_TIMEOUT_S": "2",
+        }
+    )
+    received: list = []
+    stop = threading.Event()
+    listener = threading.Thread(target=_collect_trig, args=(trig_address, stop, received))
+    listener.start()
+    flow = subprocess.Popen(
+        [PYTHON, "-m", "bytewax.run", "dataflows.facemoment"],
+        cwd=REPO,
+        env=flow_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        summary = run_daemon(
+            "sample", f"tcp://127.0.0.1:{frames_port}", wait_subscribers=1, wait_timeout_s=120, log=lambda _m: None
+        )
+        output, _ = flow.communicate(timeout=180)
+    finally:
+        if flow.poll() is None:
+            flow.kill()
+        stop.set()
+        listener.join(10)
+    assert flow.returncode == 0, output
+    assert summary.frames_sent + summary.frames_dropped == sample_timeline().frame_count
+
+    out = tmp_path / "out"
+    triggers = [json.loads(line) for line in (out / "triggers.jsonl").read_text().splitlines()]
+    assert triggers, output
+    centred, gone = t_face_centred_ns(), t_face_gone_ns()
+    gate_open_ns = int(FusionConfig().gate.open_duration_sec * 1e9)
+    for trig in triggers:
+        # Fired while the face is present and centred, never while it is absent.
+        assert centred + gate_open_ns <= trig["t_ns"] < gone, trig
+        frame = sample_timeline().frames[trig["frame_id"]]
+        assert frame.face_inside and frame.face_center_distance <= 0.4
+    assert min(t["t_ns"] for t in triggers) >= centred + gate_open_ns
+
+    # The TRIG messages visualbase would receive: topic msg, text per the documented grammar.
+    texts = [text.decode() for topic, text in received if topic == b"msg"]
+    parsed = [TRIG_RE.match(t) for t in texts]
+    assert all(parsed), texts
+    assert [(int(m["t_start_ns"]), int(m["t_end_ns"]), m["reason"]) for m in parsed] == [
+        (t["t_start_ns"], t["t_end_ns"], t["reason"]) for t in triggers
+    ]
+    assert [t["message"] for t in triggers] == texts
+
+    # Clips from the live ring buffer: pre + post seconds long.
+    fusion = FusionConfig()
+    clips = sorted((out / "clips").glob("*.mp4"))
+    assert len(clips) == len(triggers)
+    for clip in clips:
+        assert abs(_clip_seconds(clip) - (fusion.pre_sec + fusion.post_sec)) <= 0.2, clip.name
+        assert re.match(r"^\d{8}_\d{6}_highlight_\d\.\d\d_t\d+\.mp4$", clip.name)
+    assert "FaceMoment run summary" in output
