@@ -13,6 +13,8 @@ and the first send waits, bounded, for a subscriber to arrive.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections import deque
 from typing import Deque, List, Optional
 
@@ -106,6 +108,12 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
             raise _bind_error(address, exc) from exc
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         log.info("TRIG publisher bound at %s", self.endpoint)
+        self._outbox: "queue.SimpleQueue[Optional[str]]" = queue.SimpleQueue()
+        self._handled = threading.Condition()
+        self._queued_count = 0
+        self._handled_count = 0
+        self._sender = threading.Thread(target=self._send_loop, name="trig-pub", daemon=True)
+        self._sender.start()
 
     def _remember(self, key: str) -> None:
         if len(self._sent) == self._sent.maxlen:
@@ -130,7 +138,9 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
             log.warning("no TRIG subscriber at %s yet: TRIG messages are published to nobody", self.endpoint)
 
     def write_batch(self, values: List[Trigger]) -> None:
-        self._await_first_subscriber()
+        # Formatting and de-duplication happen here; the socket work (including the
+        # one-time wait for a first subscriber) happens on the sender thread, so the
+        # dataflow never stalls on it.
         for trigger in values:
             key = trigger.key
             if key in self._sent_set:
@@ -142,21 +152,39 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
                 self.error_count += 1
                 log.error("TRIG not sent for %s: %s", key, exc)
                 continue
+            self._remember(key)
+            self._queued_count += 1
+            self._outbox.put(text)
+
+    def _send_loop(self) -> None:
+        while True:
+            text = self._outbox.get()
+            if text is None:
+                break
+            self._await_first_subscriber()
             try:
                 # A PUB never blocks; NOBLOCK only turns "no route" oddities into errors.
                 self._sock.send_multipart([self._topic, text.encode("utf-8")], flags=zmq.NOBLOCK)
+                self.sent_count += 1
+                log.info("sent %s", text)
             except zmq.Again:
                 self.error_count += 1
                 log.warning("TRIG dropped (publisher queue full): %s", text)
-                continue
-            self._remember(key)
-            self.sent_count += 1
-            log.info("sent %s", text)
+            with self._handled:
+                self._handled_count += 1
+                self._handled.notify_all()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every queued TRIG has been handed to the socket."""
+        with self._handled:
+            return self._handled.wait_for(lambda: self._handled_count >= self._queued_count, timeout_s)
 
     def snapshot(self) -> List[str]:
         return list(self._sent)
 
     def close(self) -> None:
+        self._outbox.put(None)
+        self._sender.join(timeout=self._subscriber_wait_s + 10)
         self._sock.close()
         self._ctx.term()
 

@@ -156,9 +156,9 @@ def test_pub_first_trigger_reaches_a_subscriber_that_joins_after_the_bind():
         sub.connect(part.endpoint)
         first = make_trigger(3.0)
         part.write_batch([first])
-        assert part.subscriptions >= 1
         assert sub.poll(int(RECV_TIMEOUT_S * 1000)), "the first TRIG was lost"
         assert sub.recv_multipart() == [b"msg", trigger_message(first).encode()]
+        assert part.subscriptions >= 1
     finally:
         sub.close()
         ctx.term()
@@ -169,6 +169,7 @@ def test_pub_without_subscribers_publishes_to_nobody_without_blocking():
     part = TrigPubSink("tcp://127.0.0.1:*", subscriber_wait_s=0.05).build_part("trig", "trig_pub", None)
     try:
         part.write_batch([make_trigger(s) for s in range(3 * SEND_HWM_MULTIPLE)])
+        assert part.flush()
         assert part.sent_count == 3 * SEND_HWM_MULTIPLE and part.subscriptions == 0
     finally:
         part.close()
@@ -186,6 +187,7 @@ def test_pub_resume_state_skips_triggers_already_sent():
     try:
         c = make_trigger(13.0)
         resumed.write_batch([b, c])
+        assert resumed.flush()
         assert (resumed.sent_count, resumed.skipped_count) == (1, 1)
         assert resumed.snapshot() == [a.key, b.key, c.key]
     finally:
@@ -342,3 +344,15 @@ def test_jsonl_recovers_through_a_real_abort_and_resume(tmp_path):
     run_main(build(), epoch_interval=timedelta(0), recovery_config=cfg)
     keys = [r["key"] for r in lines(tmp_path / "out" / FILE_NAME)]
     assert keys == [t.key for t in triggers]
+
+
+def test_pub_waiting_for_a_first_subscriber_does_not_block_the_dataflow():
+    part = TrigPubSink("tcp://127.0.0.1:*", subscriber_wait_s=2.0).build_part("trig", "trig_pub", None)
+    try:
+        part.write_batch([make_trigger(3.0)])
+        # write_batch returned while the sender thread is still waiting for a subscriber.
+        assert part.sent_count == 0
+        assert part.flush(timeout_s=10)
+        assert part.sent_count == 1 and part.subscriptions == 0
+    finally:
+        part.close()
