@@ -47,7 +47,7 @@ class SourceConfig:
 
 @dataclass
 class ExtractConfig:
-    extractors: List[str] = field(default_factory=lambda: ["face", "quality"])
+    extractors: List[str] = field(default_factory=lambda: ["face", "pose", "gesture", "quality"])
     # mediapipe (bundled, offline) | insightface (an InsightFace model pack)
     face_backend: str = "mediapipe"
     insightface_pack: str = "buffalo_l"

@@ -26,11 +26,12 @@ def test_sync_presets(preset, window, deadline):
     cfg = load_config(env={"FACEMOMENT_PRESET": preset})
     assert cfg.align.window_ms == window
     assert cfg.extract.deadline_ms == deadline
-    assert ("gesture" in cfg.extract.extractors) is False  # gesture not on by default either
+    assert ("gesture" in cfg.extract.extractors) is (preset != "low_latency")
     assert cfg.preset == [preset]
 
 
 def test_low_latency_removes_gesture():
+    assert load_config(env={}).extract.extractors == ["face", "pose", "gesture", "quality"]
     cfg = load_config(env={"FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality,gesture", "FACEMOMENT_PRESET": "low_latency"})
     # Environment beats presets: an explicit extractor list is kept as given.
     assert cfg.extract.extractors == ["face", "quality", "gesture"]
