@@ -14,10 +14,11 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
 from bytewax.operators.windowing import collect_window
 
 from connectors.clips import ClipSink, encode_frame
@@ -27,9 +28,9 @@ from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment import shutdown
 from facemoment.config import Config, load_config
 from facemoment.summary import print_summary_at_exit
-from facemoment.trace import TraceSink
+from facemoment.trace import JsonlSink, TraceSink, observation_record
 from facemoment.types import Frame, FrameObservations, Observation, TraceRecord, Trigger
-from operators.align import FrameGrouper, late_record, make_clock, make_windower
+from operators.align import FRAME_MARKER, FrameGrouper, late_record, make_clock, make_windower
 from operators.extractors import check_backends
 from operators.orchestrator import extract_batch
 from operators.fuse import Fuser
@@ -45,29 +46,60 @@ def _is_trigger(item: Union[Trigger, TraceRecord]) -> bool:
     return isinstance(item, Trigger)
 
 
+def _unkey(kv: Tuple[str, TraceRecord]) -> TraceRecord:
+    return kv[1]
+
+
 def build_flow(cfg: Config) -> Dataflow:
     """The whole pipeline for one configuration (tests build it with their own)."""
     check_backends(cfg)  # missing model weights stop the start-up, not the stream
     flow = Dataflow("facemoment")
-    out_dir = Path(cfg.output.output_dir)
-    specs: List[StreamSpec] = stream_specs(cfg)
+    specs = stream_specs(cfg)
+    records: List[Stream[TraceRecord]] = []
 
-    # --- A: frames in, one input per stream --------------------------------------
+    frames_by_stream = frames_in(flow, specs, cfg, records)
+    frames = op.merge("frames", *frames_by_stream.values())
+    observations = extract(frames, cfg, records)
+    triggers = align_and_fuse(observations, cfg, records)
+    outputs(triggers, observations, cfg, records, specs, frames_by_stream)
+    return flow
+
+
+def build_observation_flow(cfg: Config, source: Source) -> Dataflow:
+    """Observations straight in (scripted scenarios, recorded OBS): align, fuse, out."""
+    flow = Dataflow("facemoment_observations")
+    records: List[Stream[TraceRecord]] = []
+    observations = op.input("observations_in", flow, source)
+    triggers = align_and_fuse(observations, cfg, records)
+    outputs(triggers, observations, cfg, records)
+    return flow
+
+
+# --- A: frames in, one input per stream -----------------------------------------
+def frames_in(
+    flow: Dataflow, specs: List[StreamSpec], cfg: Config, records: List[Stream[TraceRecord]]
+) -> Dict[str, Stream[Frame]]:
     frames_by_stream: Dict[str, Stream[Frame]] = {}
-    source_records: List[Stream[TraceRecord]] = []
     for spec in specs:
         items = op.input(f"frames_{spec.stream_id}", flow, build_source(spec, cfg))
         split = op.branch(f"split_source_{spec.stream_id}", items, _is_frame)
         frames_by_stream[spec.stream_id] = split.trues
-        source_records.append(split.falses)
-    frames = op.merge("frames", *frames_by_stream.values())
+        records.append(split.falses)
+    return frames_by_stream
 
-    # --- B*: stateless per-frame extraction, extractors in parallel, deadline ----
+
+# --- B*: stateless per-frame extraction, extractors in parallel, with a deadline --
+def extract(frames: Stream[Frame], cfg: Config, records: List[Stream[TraceRecord]]) -> Stream[Observation]:
     extracted = op.flat_map_batch("extract", frames, functools.partial(extract_batch, cfg))
-    split_extracted = op.branch("split_extracted", extracted, lambda x: isinstance(x, Observation))
-    observations = split_extracted.trues
+    split = op.branch("split_extracted", extracted, lambda x: isinstance(x, Observation))
+    records.append(split.falses)
+    return split.trues
 
-    # --- align: observations of a stream collected by event time -----------------
+
+# --- align by event time, then C: fusion with temporal state keyed per stream ---
+def align_and_fuse(
+    observations: Stream[Observation], cfg: Config, records: List[Stream[TraceRecord]]
+) -> Stream[Tuple[str, Trigger]]:
     by_stream = op.key_on("key_stream", observations, lambda obs: obs.stream_id)
     windows = collect_window(
         "align",
@@ -81,27 +113,38 @@ def build_flow(cfg: Config) -> Dataflow:
         FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace),
     )
     aligned = op.branch("split_aligned", grouped, lambda kv: isinstance(kv[1], FrameObservations))
-    late = op.map_value("late_obs", windows.late, late_record)
+    records.append(op.map("unkey_grouped", aligned.falses, _unkey))
+    records.append(op.map("late_obs", windows.late, lambda kv: late_record(kv[1])))
 
-    # --- C: fusion, temporal state keyed per stream -------------------------------
     fused = op.stateful_flat_map("fuse", aligned.trues, Fuser(cfg))
     decided = op.branch("split_fused", fused, lambda kv: _is_trigger(kv[1]))
-    triggers: Stream[Tuple[str, Trigger]] = decided.trues
+    records.append(op.map("unkey_fused", decided.falses, _unkey))
+    return decided.trues
 
-    # --- out: TRIG, triggers.jsonl, clips, trace ----------------------------------
+
+# --- out: TRIG, triggers.jsonl, clips, observations, trace -----------------------
+def outputs(
+    triggers: Stream[Tuple[str, Trigger]],
+    observations: Stream[Observation],
+    cfg: Config,
+    records: List[Stream[TraceRecord]],
+    specs: Optional[List[StreamSpec]] = None,
+    frames_by_stream: Optional[Dict[str, Stream[Frame]]] = None,
+) -> None:
+    out_dir = Path(cfg.output.output_dir)
     if cfg.output.trig_address:
         op.output("trig_pub", triggers, TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode()))
     op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir))
-    if cfg.output.clips:
+    if cfg.output.clips and specs:
         clip_items = [triggers]
-        live = [s.stream_id for s in specs if s.is_live]
-        for stream_id in live:
-            encoded = op.map(
-                f"encode_{stream_id}",
-                frames_by_stream[stream_id],
-                functools.partial(encode_frame, quality=cfg.output.jpeg_quality),
-            )
-            clip_items.append(op.key_on(f"key_encoded_{stream_id}", encoded, lambda e: e.stream_id))
+        for spec in specs:
+            if spec.is_live and frames_by_stream is not None:
+                encoded = op.map(
+                    f"encode_{spec.stream_id}",
+                    frames_by_stream[spec.stream_id],
+                    functools.partial(encode_frame, quality=cfg.output.jpeg_quality),
+                )
+                clip_items.append(op.key_on(f"key_encoded_{spec.stream_id}", encoded, lambda e: e.stream_id))
         op.output(
             "clips",
             op.merge("clip_items", *clip_items),
@@ -112,18 +155,19 @@ def build_flow(cfg: Config) -> Dataflow:
                 ring_buffer_max_mb=cfg.output.ring_buffer_max_mb,
             ),
         )
-    if cfg.output.trace != "off":
-        records = op.merge(
-            "trace_records",
-            *source_records,
-            split_extracted.falses,
-            op.map("unkey_grouped", aligned.falses, lambda kv: kv[1]),
-            op.map("unkey_late", late, lambda kv: kv[1]),
-            op.map("unkey_fused", decided.falses, lambda kv: kv[1]),
+    if cfg.output.observations:
+        op.output(
+            "observations_jsonl",
+            op.key_on("key_observations", op.map("observation_records", observations, observation_record), lambda _r: "observations"),
+            JsonlSink(out_dir / "observations.jsonl", keep=lambda r: r["source"] != FRAME_MARKER),
         )
+    if cfg.output.trace != "off":
         trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
-        op.output("trace", op.key_on("key_trace", records, lambda _r: "trace"), TraceSink(trace_path, cfg.output.trace))
-    return flow
+        op.output(
+            "trace",
+            op.key_on("key_trace", op.merge("trace_records", *records), lambda _r: "trace"),
+            TraceSink(trace_path, cfg.output.trace),
+        )
 
 
 def _module_flow() -> Dataflow:

@@ -6,15 +6,18 @@ key. Each record type has the lowest level at which it is written.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from facemoment.types import TraceRecord
+from facemoment.types import Observation, TraceRecord
+from facemoment.wire import format_obs
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,8 @@ def wanted(record: TraceRecord, level: int) -> bool:
     return level > 0 and RECORD_LEVELS.get(record.get("record_type", ""), 2) <= level
 
 
-class _TracePartition(StatefulSinkPartition[TraceRecord, int]):
-    def __init__(self, path: Path, level: int, resume_bytes: Optional[int]):
+class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):
+    def __init__(self, path: Path, keep: Callable[[TraceRecord], bool], resume_bytes: Optional[int]):
         path.parent.mkdir(parents=True, exist_ok=True)
         # On resume, drop whatever was written after the snapshot so records the
         # replay writes again are not doubled.
@@ -60,13 +63,13 @@ class _TracePartition(StatefulSinkPartition[TraceRecord, int]):
             with open(path, "r+b") as f:
                 f.truncate(resume_bytes)
         self._file = open(path, "ab" if resume_bytes is not None else "wb")
-        self._level = level
+        self._keep = keep
 
     def write_batch(self, values: List[TraceRecord]) -> None:
         lines = [
             json.dumps(record, separators=(",", ":"), default=_jsonable).encode() + b"\n"
             for record in values
-            if wanted(record, self._level)
+            if self._keep(record)
         ]
         if lines:
             self._file.write(b"".join(lines))
@@ -87,22 +90,43 @@ def _jsonable(value):
     return str(value)
 
 
-class TraceSink(FixedPartitionedSink[TraceRecord, int]):
-    """Writes trace records at or below `level` to one JSONL file.
+def _keep_all(_record: TraceRecord) -> bool:
+    return True
 
-    One partition, so one worker in the whole cluster owns the file.
-    """
 
-    def __init__(self, path: str | os.PathLike[str], level: str = "normal"):
+class JsonlSink(FixedPartitionedSink[TraceRecord, int]):
+    """Appends JSON records to one file; one partition, so one worker owns it."""
+
+    def __init__(self, path: str | os.PathLike[str], keep: Callable[[TraceRecord], bool] = _keep_all):
         self.path = Path(path)
-        self.level = level_value(level)
+        self.keep = keep
 
     def list_parts(self) -> List[str]:
-        return ["trace"]
+        return [self.path.name]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _TracePartition:
-        return _TracePartition(self.path, self.level, resume_state)
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _JsonlPartition:
+        return _JsonlPartition(self.path, self.keep, resume_state)
 
 
-def keyed(record: TraceRecord) -> Tuple[str, TraceRecord]:
-    return ("trace", record)
+class TraceSink(JsonlSink):
+    """Writes trace records at or below `level` to trace.jsonl."""
+
+    def __init__(self, path: str | os.PathLike[str], level: str = "normal"):
+        super().__init__(path, functools.partial(wanted, level=level_value(level)))
+
+
+def observation_record(obs: Observation) -> TraceRecord:
+    """One extractor result as observations.jsonl stores it: the OBS text and the full values."""
+    data = dataclasses.asdict(obs)
+    return {
+        "record_type": "observation",
+        "stream": obs.stream_id,
+        "frame_id": obs.frame_id,
+        "t_ns": obs.t_ns,
+        "source": obs.source,
+        "obs": format_obs(obs),
+        "data": data,
+    }
