@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
@@ -28,6 +29,7 @@ class Fuser:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        self.timing = cfg.output.trace in ("normal", "verbose")
 
     def __call__(
         self, state: Optional[StreamState], fo: FrameObservations
@@ -36,8 +38,22 @@ class Fuser:
             state = StreamState(FusionState(self.cfg.fusion, self.cfg.output.trace))
         if state.first_t_ns is None:
             state.first_t_ns = state.last_summary_ns = fo.t_ns
+        start = time.perf_counter_ns()
         trigger, records = state.fusion.process(fo)
         out: List[Union[Trigger, TraceRecord]] = list(records)
+        if self.timing:
+            out.append(
+                {
+                    "record_type": "timing",
+                    "frame_id": fo.frame_id,
+                    "stream": fo.stream_id,
+                    "component": "fusion_process",
+                    "processing_ms": round((time.perf_counter_ns() - start) / 1e6, 4),
+                    "queue_depth": None,
+                    "threshold_ms": None,
+                    "is_slow": False,
+                }
+            )
         state.frames += 1
         if trigger is not None:
             state.triggers += 1

@@ -134,3 +134,27 @@ def test_waiting_for_frames_does_not_spin_a_core():
     assert stock > 0.5, f"expected the stock EventClock to spin, it used {stock:.2f} CPU s/s"
     assert ours < 0.2, f"waiting used {ours:.2f} CPU s/s"
     assert ours * 4 < stock
+
+
+def test_observation_after_its_window_closed_is_reported_late_and_the_frame_fused_without_it():
+    items = [_obs(src, i) for i in range(60) for src in ("frame", "face", "quality") if (i, src) != (5, "quality")]
+    items.append(_obs("quality", 5))  # arrives ~1.8 s of event time after its window
+    flow = Dataflow("late_test")
+    obs = op.input("in", flow, TestingSource(items))
+    keyed = op.key_on("key", obs, lambda o: o.stream_id)
+    win = collect_window("align", keyed, make_clock(200), make_windower(100))
+    grouped = op.flat_map_value("group", win.down, FrameGrouper(["face", "quality"], 100))
+    out: List = []
+    late: List = []
+    op.output("grouped", grouped, TestingSink(out))
+    op.output("late", op.map_value("late_rec", win.late, late_record), TestingSink(late))
+    run_main(flow)
+    frames = {fo.frame_id: fo for _k, fo in out if isinstance(fo, FrameObservations)}
+    assert sorted(frames) == list(range(60))
+    assert frames[5].missing == ("quality",)
+    assert all(fo.missing == () for i, fo in frames.items() if i != 5)
+    missing_records = [r for _k, r in out if isinstance(r, dict)]
+    assert [(r["frame_id"], r["waiting_for"], r["late"]) for r in missing_records] == [(5, ["quality"], False)]
+    assert [(r["frame_id"], r["waiting_for"], r["late"], r["record_type"]) for _k, r in late] == [
+        (5, ["quality"], True, "sync_delay")
+    ]

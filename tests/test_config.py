@@ -20,7 +20,7 @@ def test_defaults_are_the_seed_numbers():
 
 @pytest.mark.parametrize(
     "preset, window, deadline",
-    [("realtime", 100.0, 150.0), ("batch", 200.0, 1000.0), ("low_latency", 50.0, 80.0)],
+    [("realtime", 100.0, 150.0), ("batch", 200.0, 0.0), ("low_latency", 50.0, 80.0)],
 )
 def test_sync_presets(preset, window, deadline):
     cfg = load_config(env={"FACEMOMENT_PRESET": preset})
@@ -57,7 +57,8 @@ def test_precedence_defaults_file_env(tmp_path):
     )
     cfg = load_config(env={"FACEMOMENT_CONFIG": str(path)})
     assert cfg.align.window_ms == 300  # file beats its preset
-    assert cfg.extract.deadline_ms == 1000.0  # preset from the file applies
+    assert cfg.extract.deadline_ms == 0.0  # preset from the file applies: batch waits for every extractor
+    assert cfg.source.buffer_frames == 0
     assert cfg.fusion.gate.open_duration_sec == 1.2
     assert cfg.output.output_dir == "from_file"
     cfg = load_config(
