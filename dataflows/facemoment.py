@@ -114,7 +114,7 @@ def align_and_fuse(
     )
     aligned = op.branch("split_aligned", grouped, lambda kv: isinstance(kv[1], FrameObservations))
     records.append(op.map("unkey_grouped", aligned.falses, _unkey))
-    records.append(op.map("late_obs", windows.late, lambda kv: late_record(kv[1])))
+    records.append(op.map("late_obs", windows.late, lambda kv: late_record(kv[1], cfg.align.window_ms)))
 
     fused = op.stateful_flat_map("fuse", aligned.trues, Fuser(cfg))
     decided = op.branch("split_fused", fused, lambda kv: _is_trigger(kv[1]))
@@ -153,6 +153,7 @@ def outputs(
                 {s.stream_id: s.clip_descriptor() for s in specs},
                 ring_buffer_sec=cfg.output.ring_buffer_sec,
                 ring_buffer_max_mb=cfg.output.ring_buffer_max_mb,
+                fps=cfg.source.fps or 30.0,
             ),
         )
     if cfg.output.observations:

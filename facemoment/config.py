@@ -40,8 +40,6 @@ class SourceConfig:
     # skip_oldest | skip_intermediate | keyframe_only
     drop_strategy: str = "skip_oldest"
     keyframe_interval: int = 3
-    # Replays and files: pace at recorded speed instead of as fast as possible.
-    realtime: bool = False
     progress: bool = False
 
 

@@ -30,7 +30,6 @@ RECORD_LEVELS: Dict[str, int] = {
     "publisher_restart": 1,
     "source_summary": 1,
     "fps_summary": 1,
-    "clip": 1,
     "timing": 2,
     "frame_drop": 2,
     "sync_delay": 2,
@@ -38,7 +37,6 @@ RECORD_LEVELS: Dict[str, int] = {
     "gate_change": 2,
     "frame_extract": 2,
     "out_of_order": 2,
-    "extract_error": 2,
     "gate_condition": 3,
 }
 

@@ -111,13 +111,15 @@ class FrameGrouper:
             missing = tuple(name for name in self.expected if name not in observations)
             ingest_ns = max((obs.ingest_ns for obs in group), default=0)
             if self.trace and missing:
+                # Wall-clock times: due one window after the frame entered, never arrived.
+                expected_ns = ingest_ns + self.window_ns if ingest_ns else None
                 yield {
                     "record_type": "sync_delay",
                     "frame_id": first.frame_id,
                     "stream": first.stream_id,
-                    "expected_ns": first.t_ns,
+                    "expected_ns": expected_ns,
                     "actual_ns": None,
-                    "delay_ms": round((now_ns - ingest_ns) / 1e6, 3) if ingest_ns else None,
+                    "delay_ms": round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
                     "waiting_for": list(missing),
                     "late": False,
                 }
@@ -131,17 +133,22 @@ class FrameGrouper:
             )
 
 
-def late_record(late: Tuple[int, Observation]) -> TraceRecord:
-    """An observation that arrived after its window had closed."""
+def late_record(late: Tuple[int, Observation], window_ms: float = 100.0) -> TraceRecord:
+    """An observation that arrived after its window had closed.
+
+    `expected_ns` and `actual_ns` are wall-clock: due one window after its frame
+    entered the dataflow, and when it actually reached alignment.
+    """
     _window_id, obs = late
     now_ns = time.time_ns()
+    expected_ns = obs.ingest_ns + int(window_ms * 1e6) if obs.ingest_ns else None
     return {
         "record_type": "sync_delay",
         "frame_id": obs.frame_id,
         "stream": obs.stream_id,
-        "expected_ns": obs.t_ns,
+        "expected_ns": expected_ns,
         "actual_ns": now_ns,
-        "delay_ms": round((now_ns - obs.ingest_ns) / 1e6, 3) if obs.ingest_ns else None,
+        "delay_ms": round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
         "waiting_for": [obs.source],
         "late": True,
     }
