@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 
 from bytewax.inputs import Source
 
-from facemoment import shutdown
+from facemoment import cluster, shutdown
 from facemoment.config import Config, ConfigError
 
 
@@ -67,6 +67,7 @@ def stream_specs(cfg: Config) -> List[StreamSpec]:
 
 def build_source(spec: StreamSpec, cfg: Config) -> Source:
     src = cfg.source
+    shares = src.shares or cluster.total_workers()
     if spec.kind == "zmq":
         from connectors.zmq_source import ZmqFrameSource
         from operators.orchestrator import worker_orchestrator
@@ -82,11 +83,12 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
             # Load the models before subscribing, so a live stream's first frames
             # are not dropped while they load.
             before_connect=functools.partial(worker_orchestrator, cfg),
+            shares=shares,
         )
     if spec.kind in ("file", "sample"):
         from connectors.video_source import VideoFileSource
 
-        return VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress)
+        return VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress, shares=shares)
     from connectors.capture_source import CaptureSource
 
     return CaptureSource(spec.source, spec.stream_id, buffer_frames=max(1, src.buffer_frames), stop_event=shutdown.STOP)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frames import FrameReader, open_frames
+from connectors.shares import in_share, parse_share, share_parts
 from facemoment.types import Frame
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ class _VideoFilePartition(StatefulSourcePartition[Frame, int]):
         progress: bool,
         batch_size: int,
         start_frame_id: int,
+        share: Tuple[int, int] = (0, 1),
     ) -> None:
         self._stream_id = stream_id
+        self._share = share
         self._batch_size = batch_size
         self._next_id = start_frame_id
         self._ended = False
@@ -46,7 +49,7 @@ class _VideoFilePartition(StatefulSourcePartition[Frame, int]):
             self._ended = True
             return
         self._next_id = self._reader.next_frame_id
-        if progress:
+        if progress and share[0] == 0:
             self._bar = _progress_bar(self._reader, stream_id, start_frame_id)
 
     def next_batch(self) -> List[Frame]:
@@ -60,10 +63,11 @@ class _VideoFilePartition(StatefulSourcePartition[Frame, int]):
                 self._ended = True
                 break
             frame_id, t_ns, image = item
-            batch.append(Frame(self._stream_id, frame_id, t_ns, image))
             self._next_id = frame_id + 1
-        if self._bar is not None and batch:
-            self._bar.update(len(batch))
+            if self._bar is not None:
+                self._bar.update(1)
+            if in_share(frame_id, *self._share):
+                batch.append(Frame(self._stream_id, frame_id, t_ns, image))
         if not batch:
             self._finish()
             raise StopIteration
@@ -109,6 +113,8 @@ class VideoFileSource(FixedPartitionedSource[Frame, int]):
     :arg fps: sample the file down to this rate (None: every frame).
     :arg progress: show a tqdm bar on stderr.
     :arg batch_size: frames per batch handed to Bytewax.
+    :arg shares: split the file into this many partitions by frame id (one per
+        worker), each decoding the file and keeping its own frames.
     """
 
     def __init__(
@@ -118,6 +124,7 @@ class VideoFileSource(FixedPartitionedSource[Frame, int]):
         fps: Optional[float] = None,
         progress: bool = False,
         batch_size: int = 4,
+        shares: int = 1,
     ) -> None:
         text = str(path)
         if text != "sample":
@@ -134,16 +141,19 @@ class VideoFileSource(FixedPartitionedSource[Frame, int]):
         self.fps = fps
         self.progress = progress
         self.batch_size = batch_size
+        self.shares = max(1, shares)
 
     def list_parts(self) -> List[str]:
-        return [self.stream_id]
+        return share_parts(self.stream_id, self.shares)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _VideoFilePartition:
+        stream_id, index, count = parse_share(for_part)
         return _VideoFilePartition(
             self.path,
-            for_part,
+            stream_id,
             self.fps,
             self.progress,
             self.batch_size,
             start_frame_id=int(resume_state or 0),
+            share=(index, count),
         )

@@ -33,13 +33,14 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Deque, Dict, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.types import Frame, TraceRecord
-from facemoment.wire import FRAME_TOPIC, WireError, unpack_frame
+from connectors.shares import in_share, parse_share, share_parts
+from facemoment.wire import FRAME_TOPIC, HEADER, WireError, unpack_frame
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,30 @@ class FrameBuffer:
         return items
 
 
+def _other_share_id(parts: List[Any], index: int, count: int) -> Optional[int]:
+    """The frame id of a well-formed message for another share, else None."""
+    if len(parts) != 3:
+        return None
+    header = parts[1].bytes if hasattr(parts[1], "bytes") else parts[1]
+    if len(header) != HEADER.size:
+        return None
+    frame_id = HEADER.unpack(header)[0]
+    return None if in_share(frame_id, index, count) else frame_id
+
+
 class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
-    def __init__(self, source: "ZmqFrameSource", stream_id: str, resume_state: Optional[Dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        source: "ZmqFrameSource",
+        stream_id: str,
+        resume_state: Optional[Dict[str, Any]],
+        share: Tuple[int, int] = (0, 1),
+    ) -> None:
         self._address = source.address
         self._stream_id = stream_id
+        # Every share sees every message; it keeps its own frame ids and reports
+        # lost ids of its own share. Share 0 alone reports stream-wide events.
+        self._share_index, self._share_count = share
         self._idle_timeout_s = source.idle_timeout_s
         self._connect_timeout_s = source.connect_timeout_s
         self._stop_event = source.stop_event
@@ -191,9 +212,20 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             sock.close(linger=0)
 
     def _handle(self, parts: List[Any]) -> None:
+        if self._share_count > 1:
+            other = _other_share_id(parts, self._share_index, self._share_count)
+            if other is not None:
+                with self._lock:
+                    self._got_frame = True
+                    self._last_receive = time.monotonic()
+                    self._check_sequence(other)
+                    self._last_seen_id = other
+                return
         try:
             frame_id, t_src_ns, image = unpack_frame(parts, copy=True)  # owned: zmq buffers get reused
         except WireError as exc:
+            if self._share_index != 0:
+                return
             with self._lock:
                 count = self._stats.malformed.get(exc.kind, 0) + 1
                 self._stats.malformed[exc.kind] = count
@@ -227,6 +259,8 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             return
         if frame_id <= last:
             self._stats.publisher_restarts += 1
+            if self._share_index != 0:
+                return
             self._record(
                 {
                     "record_type": "publisher_restart",
@@ -237,13 +271,16 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
                 }
             )
         elif frame_id > last + 1:
-            missing = frame_id - last - 1
+            lost = [i for i in range(last + 1, frame_id) if in_share(i, self._share_index, self._share_count)]
+            if not lost:
+                return
+            missing = len(lost)
             self._stats.lost_on_wire += missing
             self._record(
                 {
                     "record_type": "frame_drop",
                     "frame_id": frame_id,
-                    "dropped_frame_ids": list(range(last + 1, min(frame_id, last + 1 + MAX_LISTED_IDS))),
+                    "dropped_frame_ids": lost[:MAX_LISTED_IDS],
                     "dropped_count": missing,
                     "reason": "queue_full",
                     "where": "while_down" if resumed else "wire",
@@ -385,6 +422,7 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         stop_event: Optional[threading.Event] = None,
         connect_timeout_s: Optional[float] = None,
         before_connect: Optional[Callable[[], None]] = None,
+        shares: int = 1,
     ) -> None:
         if "://" not in address:
             raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
@@ -406,16 +444,18 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         # Runs on the partition's worker before subscribing, e.g. to load models so
         # the first frames are not lost while they load.
         self.before_connect = before_connect
+        self.shares = max(1, shares)
         self.partitions: Dict[str, _ZmqFramePartition] = {}
 
     def list_parts(self) -> List[str]:
-        return [self.stream_id]
+        return share_parts(self.stream_id, self.shares)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[Dict[str, Any]]
     ) -> _ZmqFramePartition:
         if self.before_connect is not None:
             self.before_connect()
-        part = _ZmqFramePartition(self, for_part, resume_state)
+        stream_id, index, count = parse_share(for_part)
+        part = _ZmqFramePartition(self, stream_id, resume_state, (index, count))
         self.partitions[for_part] = part
         return part

@@ -10,6 +10,7 @@ trace out.
 from __future__ import annotations
 
 import atexit
+import copy
 import functools
 import logging
 import os
@@ -25,9 +26,10 @@ from connectors.clips import ClipSink, encode_frame
 from connectors.sources import StreamSpec, build_source, stream_specs
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment import shutdown
+from facemoment import cluster, metrics, shutdown
 from facemoment.config import Config, load_config
 from facemoment.summary import print_summary_at_exit
+from facemoment.sync_view import SyncView
 from facemoment.trace import JsonlSink, TraceSink, observation_record
 from facemoment.types import Frame, FrameObservations, Observation, TraceRecord, Trigger
 from operators.align import FRAME_MARKER, FrameGrouper, late_record, make_clock, make_windower
@@ -50,18 +52,29 @@ def _unkey(kv: Tuple[str, TraceRecord]) -> TraceRecord:
     return kv[1]
 
 
-def build_flow(cfg: Config) -> Dataflow:
+def _live_status(view: Optional[SyncView], _step_id: str, record: TraceRecord) -> None:
+    metrics.observe_record(record)
+    if view is not None:
+        view.feed((record,))
+
+
+def build_flow(cfg: Config, sync_view: Optional[SyncView] = None) -> Dataflow:
     """The whole pipeline for one configuration (tests build it with their own)."""
     check_backends(cfg)  # missing model weights stop the start-up, not the stream
     flow = Dataflow("facemoment")
     specs = stream_specs(cfg)
+    if cfg.extract.deadline_ms and not any(spec.is_live for spec in specs):
+        # Files are read only as fast as extraction goes: nothing queues up, so a
+        # deadline would only throw results away.
+        cfg = copy.deepcopy(cfg)
+        cfg.extract.deadline_ms = 0.0
     records: List[Stream[TraceRecord]] = []
 
     frames_by_stream = frames_in(flow, specs, cfg, records)
     frames = op.merge("frames", *frames_by_stream.values())
     observations = extract(frames, cfg, records)
-    triggers = align_and_fuse(observations, cfg, records)
-    outputs(triggers, observations, cfg, records, specs, frames_by_stream)
+    triggers = align_and_fuse(observations, cfg, records, live=any(spec.is_live for spec in specs))
+    outputs(triggers, observations, cfg, records, specs, frames_by_stream, sync_view)
     return flow
 
 
@@ -85,6 +98,8 @@ def frames_in(
         split = op.branch(f"split_source_{spec.stream_id}", items, _is_frame)
         frames_by_stream[spec.stream_id] = split.trues
         records.append(split.falses)
+        if cfg.output.metrics_port:
+            op.inspect(f"metrics_in_{spec.stream_id}", split.trues, lambda _s, f: metrics.frame_in(f.stream_id))
     return frames_by_stream
 
 
@@ -98,13 +113,13 @@ def extract(frames: Stream[Frame], cfg: Config, records: List[Stream[TraceRecord
 
 # --- align by event time, then C: fusion with temporal state keyed per stream ---
 def align_and_fuse(
-    observations: Stream[Observation], cfg: Config, records: List[Stream[TraceRecord]]
+    observations: Stream[Observation], cfg: Config, records: List[Stream[TraceRecord]], live: bool = True
 ) -> Stream[Tuple[str, Trigger]]:
     by_stream = op.key_on("key_stream", observations, lambda obs: obs.stream_id)
     windows = collect_window(
         "align",
         by_stream,
-        make_clock(cfg.align.allowed_lateness_ms),
+        make_clock(cfg.align.allowed_lateness_ms, live),
         make_windower(cfg.align.window_ms),
     )
     grouped = op.flat_map_value(
@@ -130,6 +145,7 @@ def outputs(
     records: List[Stream[TraceRecord]],
     specs: Optional[List[StreamSpec]] = None,
     frames_by_stream: Optional[Dict[str, Stream[Frame]]] = None,
+    sync_view: Optional[SyncView] = None,
 ) -> None:
     out_dir = Path(cfg.output.output_dir)
     if cfg.output.trig_address:
@@ -162,11 +178,14 @@ def outputs(
             op.key_on("key_observations", op.map("observation_records", observations, observation_record), lambda _r: "observations"),
             JsonlSink(out_dir / "observations.jsonl", keep=lambda r: r["source"] != FRAME_MARKER),
         )
+    all_records = op.merge("trace_records", *records)
+    if cfg.output.metrics_port or sync_view is not None:
+        op.inspect("live_status", all_records, functools.partial(_live_status, sync_view))
     if cfg.output.trace != "off":
         trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
         op.output(
             "trace",
-            op.key_on("key_trace", op.merge("trace_records", *records), lambda _r: "trace"),
+            op.key_on("key_trace", all_records, lambda _r: "trace"),
             TraceSink(trace_path, cfg.output.trace),
         )
 
@@ -177,7 +196,19 @@ def _module_flow() -> Dataflow:
     shutdown.install_sigint_handler()
     if cfg.output.summary:
         print_summary_at_exit(cfg)
-    return build_flow(cfg)
+    return build_flow(cfg, start_live_status(cfg))
+
+
+def start_live_status(cfg: Config) -> Optional[SyncView]:
+    """Prometheus metrics and the terminal sync panel, when configured."""
+    if cfg.output.metrics_port:
+        metrics.start_metrics_server(cfg.output.metrics_port + cluster.process_index(), cfg.output.metrics_addr)
+    if not cfg.output.sync_view:
+        return None
+    view = SyncView(cfg.align.window_ms, cfg.align.allowed_lateness_ms, cfg.extract.extractors)
+    view.start()
+    atexit.register(view.stop)
+    return view
 
 
 flow = _module_flow()

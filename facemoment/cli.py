@@ -34,6 +34,7 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
 
     env = dict(os.environ)
     env.update(env_overrides)
+    env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
     cfg = load_config(env)
     if cfg.output.trig_address:
         from connectors.trig_pub import check_trig_address
@@ -201,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind-all", action="store_true", help="publish frames on all interfaces")
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
     p.set_defaults(func=cmd_demo)
+
+    from facemoment.report import add_report_args
+    from facemoment.trace_tools import add_trace_args
+
+    add_trace_args(sub)
+    add_report_args(sub)
 
     p = sub.add_parser("sample", help="write the built-in sample video")
     p.add_argument("-o", "--output")

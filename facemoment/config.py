@@ -31,6 +31,9 @@ class SourceConfig:
     stream_id: str = "cam0"
     # Further streams as "stream_id=source" pairs, for several cameras in one flow.
     extra: List[str] = field(default_factory=list)
+    # Partitions per stream, split by frame id, so every worker extracts its own
+    # frames without receiving pixels from another (0: one per worker of the run).
+    shares: int = 0
     # Sample file sources at this rate (None: every frame).
     fps: Optional[float] = None
     # ZMQ sources: after frames have started, end after this long without one.
@@ -150,6 +153,11 @@ class OutputConfig:
     trace_path: Optional[str] = None
     observations: bool = False
     summary: bool = True
+    # Prometheus metrics on this port (off when unset).
+    metrics_port: Optional[int] = None
+    metrics_addr: str = "127.0.0.1"
+    # The live sync-status panel on the terminal (verbose diagnostics; off by default).
+    sync_view: bool = False
 
 
 @dataclass

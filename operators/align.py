@@ -51,8 +51,8 @@ class _SourceTimeClockLogic(_EventClockLogic):
 
     def to_system_utc(self, timestamp: datetime) -> Optional[datetime]:
         state = self.state
-        if state.watermark_base <= UTC_MIN:
-            return None  # nothing seen yet: new items will wake us
+        if state.watermark_base <= UTC_MIN or self.now_getter is _frozen_now:
+            return None  # nothing to wait for in system time: new items or EOF wake us
         try:
             return state.system_time_of_max_event + (timestamp - state.watermark_base)
         except OverflowError:
@@ -77,10 +77,28 @@ class SourceTimeClock(EventClock):
         )
 
 
-def make_clock(allowed_lateness_ms: float) -> SourceTimeClock:
+def _frozen_now() -> datetime:
+    return EPOCH
+
+
+def make_clock(allowed_lateness_ms: float, live: bool = True) -> SourceTimeClock:
+    """The alignment clock.
+
+    Live streams: the watermark also advances with system time, so windows close
+    when frames stop arriving. Files and replays: only event time moves it (system
+    time stands still), because they are read as fast as extraction goes — slower
+    or faster than real time — and the end of the input closes the last windows.
+    The lateness is then event time, so results do not depend on machine speed.
+    """
+    if live:
+        return SourceTimeClock(
+            ts_getter=observation_time,
+            wait_for_system_duration=timedelta(milliseconds=allowed_lateness_ms),
+        )
     return SourceTimeClock(
         ts_getter=observation_time,
         wait_for_system_duration=timedelta(milliseconds=allowed_lateness_ms),
+        now_getter=_frozen_now,
     )
 
 

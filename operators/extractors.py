@@ -42,6 +42,21 @@ def quiet_native_logs() -> None:
 quiet_native_logs()
 
 
+def single_threaded_opencv() -> None:
+    """Keep OpenCV's own thread pool out of the way.
+
+    Extraction is already parallel (a thread per extractor, a worker per share);
+    OpenCV's pool on top of that busy-waits for cores it cannot get, and on two
+    cores that costs more system time than the work itself.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+single_threaded_opencv()
+
+
 def image_problem(image: Any) -> Optional[str]:
     """Why `image` cannot be processed, or None when it is a usable uint8 grey/BGR image."""
     if image is None:

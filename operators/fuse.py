@@ -65,7 +65,8 @@ class Fuser:
 
     @staticmethod
     def _fps_summary(state: StreamState, fo: FrameObservations) -> TraceRecord:
-        span_s = (fo.t_ns - (state.first_t_ns or fo.t_ns)) / 1e9
+        first = fo.t_ns if state.first_t_ns is None else state.first_t_ns
+        span_s = (fo.t_ns - first) / 1e9
         return {
             "record_type": "fps_summary",
             "stream": fo.stream_id,

@@ -232,19 +232,26 @@ def _frame_extract(obs: Observation) -> TraceRecord:
     }
 
 
-_local = threading.local()
+_shared_lock = threading.Lock()
+_shared: Optional[Orchestrator] = None
 
 
 def worker_orchestrator(cfg: Config) -> Orchestrator:
-    """This worker thread's orchestrator, built (models loaded) on first use."""
-    orchestrator = getattr(_local, "orchestrator", None)
-    if orchestrator is None or orchestrator.cfg is not cfg:
-        if orchestrator is not None:
-            orchestrator.close()
-        orchestrator = _local.orchestrator = Orchestrator(cfg)
-    return orchestrator
+    """The process's orchestrator, built (models loaded) on first use.
+
+    Worker threads of one process share it: one model instance per extractor per
+    process. More instances than cores buys nothing, and MediaPipe's inference
+    threads of surplus graphs spend their time waiting for cores in the kernel.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.cfg is not cfg:
+            if _shared is not None:
+                _shared.close()
+            _shared = Orchestrator(cfg)
+        return _shared
 
 
 def extract_batch(cfg: Config, frames: List[Frame]) -> List[Item]:
-    """The Bytewax step: the worker's orchestrator on a batch of frames."""
+    """The Bytewax step: the process's orchestrator on this worker's batch of frames."""
     return worker_orchestrator(cfg).run(frames)
