@@ -31,14 +31,23 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port in 20000-32000")
 
 
+def _flow_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEMOMENT", "BYTEWAX"))}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 @pytest.fixture
 def flow_env(tmp_path):
     """Environment for running `python -m bytewax.run dataflows.facemoment` in a subprocess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEMOMENT")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = _flow_env()
     env["FACEMOMENT_OUTPUT_DIR"] = str(tmp_path / "out")
-    env["FACEMOMENT_CACHE_DIR"] = os.environ.get("FACEMOMENT_CACHE_DIR", str(Path.home() / ".cache" / "facemoment"))
     return env
+
+
+@pytest.fixture(scope="module")
+def module_flow_env():
+    return _flow_env()
 
 
 PYTHON = sys.executable
