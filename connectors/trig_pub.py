@@ -13,9 +13,11 @@ and the first send waits, bounded, for a subscriber to arrive.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Deque, List, Optional
 
 import zmq
@@ -86,12 +88,22 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
         topic: bytes,
         resume_state: Optional[List[str]],
         subscriber_wait_s: float = SUBSCRIBER_WAIT_S,
+        ledger: Optional[Path] = None,
     ):
         self._topic = topic
         self._subscriber_wait_s = subscriber_wait_s
         self._waited = False
         self.subscriptions = 0
-        self._sent: Deque[str] = deque(resume_state or (), maxlen=RECENT_KEYS)
+        # The ledger records each key before its TRIG is sent, so a restart that
+        # replays past the last snapshot does not send it again.
+        self._ledger = None
+        known = list(resume_state or ())
+        if ledger is not None:
+            ledger.parent.mkdir(parents=True, exist_ok=True)
+            if ledger.exists():
+                known += [line for line in ledger.read_text().splitlines() if line]
+            self._ledger = open(ledger, "a")
+        self._sent: Deque[str] = deque(known, maxlen=RECENT_KEYS)
         self._sent_set = set(self._sent)
         self.sent_count = 0
         self.skipped_count = 0
@@ -153,6 +165,9 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
                 log.error("TRIG not sent for %s: %s", key, exc)
                 continue
             self._remember(key)
+            if self._ledger is not None:
+                self._ledger.write(key + "\n")
+                self._ledger.flush()
             self._queued_count += 1
             self._outbox.put(text)
 
@@ -183,6 +198,8 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
         return list(self._sent)
 
     def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
         self._outbox.put(None)
         self._sender.join(timeout=self._subscriber_wait_s + 10)
         self._sock.close()
@@ -201,12 +218,14 @@ class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
         address: str = DEFAULT_ADDRESS,
         topic: bytes = b"msg",
         subscriber_wait_s: float = SUBSCRIBER_WAIT_S,
+        ledger: Optional[str | os.PathLike[str]] = None,
     ):
         if not address:
             raise ValueError("TRIG address must not be empty (FACEMOMENT_TRIG_ADDRESS)")
         self._address = address
         self._topic = topic
         self._subscriber_wait_s = subscriber_wait_s
+        self._ledger = Path(ledger) if ledger is not None else None
 
     def check_address(self) -> None:
         """Fail fast if the address is taken (the partition binds only at the first trigger)."""
@@ -222,7 +241,7 @@ class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[List[str]]
     ) -> _TrigPubPartition:
-        return _TrigPubPartition(self._address, self._topic, resume_state, self._subscriber_wait_s)
+        return _TrigPubPartition(self._address, self._topic, resume_state, self._subscriber_wait_s, self._ledger)
 
 
 __all__ = ["TrigPubSink", "TrigBindError", "check_trig_address", "trigger_message", "DEFAULT_ADDRESS"]

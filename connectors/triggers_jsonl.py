@@ -110,10 +110,16 @@ def read_keys(path: Path) -> Set[str]:
 
 
 class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
-    def __init__(self, path: Path, resume_state: Optional[int]):
+    def __init__(self, path: Path, resume_state: Optional[int], keep_existing: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_state is None and not keep_existing and path.exists():
+            path.unlink()  # a new run starts a new file
         drop_partial_last_line(path)
         self._written: Set[str] = set()
+        if resume_state is None and keep_existing:
+            # Under recovery, a restart before the first snapshot replays from the
+            # start: lines already written must not be written twice.
+            self._written = read_keys(path)
         if resume_state is not None:
             size = path.stat().st_size if path.exists() else 0
             if size < resume_state:
@@ -151,8 +157,9 @@ class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
 class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
     """Append `(stream_id, Trigger)` items to `output_dir/triggers.jsonl`."""
 
-    def __init__(self, output_dir: str | os.PathLike[str]):
+    def __init__(self, output_dir: str | os.PathLike[str], keep_existing: bool = True):
         self._path = Path(output_dir) / FILE_NAME
+        self._keep_existing = keep_existing
 
     @property
     def path(self) -> Path:
@@ -165,4 +172,4 @@ class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _TriggersJsonlPartition:
-        return _TriggersJsonlPartition(self._path, resume_state)
+        return _TriggersJsonlPartition(self._path, resume_state, self._keep_existing)

@@ -148,9 +148,13 @@ def outputs(
     sync_view: Optional[SyncView] = None,
 ) -> None:
     out_dir = Path(cfg.output.output_dir)
+    keep = cfg.output.keep_existing
+    if keep is None:
+        keep = cluster.recovery_directory() is not None  # a resumed run continues its outputs
     if cfg.output.trig_address:
-        op.output("trig_pub", triggers, TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode()))
-    op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir))
+        ledger = out_dir / "trig_sent.keys" if keep else None
+        op.output("trig_pub", triggers, TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger))
+    op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep))
     if cfg.output.clips and specs:
         clip_items = [triggers]
         for spec in specs:

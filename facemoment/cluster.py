@@ -50,3 +50,12 @@ def process_index(argv: Optional[List[str]] = None, env: Optional[dict] = None) 
         return 0
     value = _option(args, "-i", "--process-id") or env.get("BYTEWAX_PROCESS_ID") or "0"
     return int(value)
+
+
+def recovery_directory(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> Optional[str]:
+    """The Bytewax recovery directory of this run, if recovery is on."""
+    env = os.environ if env is None else env
+    args = _bytewax_run_args(argv)
+    if args is None:
+        return None
+    return _option(args, "-r", "--recovery-directory") or env.get("BYTEWAX_RECOVERY_DIRECTORY") or None

@@ -153,6 +153,9 @@ class OutputConfig:
     trace_path: Optional[str] = None
     observations: bool = False
     summary: bool = True
+    # Keep (and de-duplicate against) outputs already in output_dir instead of
+    # starting them anew; unset: keep them when Bytewax recovery is on.
+    keep_existing: Optional[bool] = None
     # Prometheus metrics on this port (off when unset).
     metrics_port: Optional[int] = None
     metrics_addr: str = "127.0.0.1"
