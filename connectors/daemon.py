@@ -109,9 +109,11 @@ class FramePublisher:
         self.sent += 1
         return True
 
-    def close(self) -> None:
+    def close(self, flush_ms: int = 1000) -> None:
+        # Sends never wait (linger 0 while running); at a clean end the last frames
+        # already queued get up to `flush_ms` to reach the subscribers.
         if not self._socket.closed:
-            self._socket.close(linger=0)
+            self._socket.close(linger=flush_ms)
         if not self._context.closed:
             self._context.term()
 

@@ -22,10 +22,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from connectors.recording import RecordingFrameReader
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +285,13 @@ def _classify(source: str) -> Tuple[object, Optional[Path], bool]:
     return str(path), path, False
 
 
-def open_frames(source: str, fps: Optional[float] = None, loop: bool = False, start_frame_id: int = 0) -> FrameReader:
-    """Open a file path, a camera index ("0"), an rtsp/http URL or "sample"."""
+def open_frames(
+    source: str, fps: Optional[float] = None, loop: bool = False, start_frame_id: int = 0
+) -> "FrameReader | RecordingFrameReader":
+    """Open a file path, a recording, a camera index ("0"), an rtsp/http URL or "sample"."""
+    from connectors.recording import RecordingFrameReader, is_recording
+
+    if is_recording(source):
+        # Recorded ids and timestamps, gaps included (no renumbering, no fps sampling).
+        return RecordingFrameReader(source, fps=fps, loop=loop, start_frame_id=start_frame_id)
     return FrameReader(source, fps=fps, loop=loop, start_frame_id=start_frame_id)

@@ -17,7 +17,7 @@ from facemoment.config import Config, ConfigError
 class StreamSpec:
     stream_id: str
     source: str
-    kind: str  # zmq | file | sample | camera | url
+    kind: str  # zmq | file | recording | sample | camera | url
 
     @property
     def is_live(self) -> bool:
@@ -30,8 +30,13 @@ class StreamSpec:
             return ensure_sample_video()
         return Path(self.source)
 
+    @property
+    def clips_from_frames(self) -> bool:
+        """Clips come from the stream's own frames (ffmpeg cannot cut a recording)."""
+        return self.is_live or self.kind == "recording"
+
     def clip_descriptor(self) -> Dict[str, Any]:
-        if self.is_live:
+        if self.clips_from_frames:
             return {"live": True}
         return {"path": str(self.path())}
 
@@ -45,6 +50,10 @@ def classify(source: str) -> str:
         return "camera"
     if "://" in source:
         return "url"
+    from connectors.recording import is_recording
+
+    if is_recording(source):
+        return "recording"
     return "file"
 
 
@@ -85,6 +94,10 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
             before_connect=functools.partial(worker_orchestrator, cfg),
             shares=shares,
         )
+    if spec.kind == "recording":
+        from connectors.replay_source import ReplaySource
+
+        return ReplaySource(spec.source, spec.stream_id, realtime=src.realtime, shares=shares)
     if spec.kind in ("file", "sample"):
         from connectors.video_source import VideoFileSource
 

@@ -203,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
     p.set_defaults(func=cmd_demo)
 
+    from facemoment.record import add_record_args
     from facemoment.report import add_report_args
     from facemoment.trace_tools import add_trace_args
+
+    add_record_args(sub)
 
     add_trace_args(sub)
     add_report_args(sub)

@@ -31,6 +31,8 @@ class SourceConfig:
     stream_id: str = "cam0"
     # Further streams as "stream_id=source" pairs, for several cameras in one flow.
     extra: List[str] = field(default_factory=list)
+    # Recordings: replay paced at the recorded speed instead of as fast as possible.
+    realtime: bool = False
     # Partitions per stream, split by frame id, so every worker extracts its own
     # frames without receiving pixels from another (0: one per worker of the run).
     shares: int = 0

@@ -29,6 +29,7 @@ RECORD_LEVELS: Dict[str, int] = {
     "malformed_message": 1,
     "publisher_restart": 1,
     "source_summary": 1,
+    "source_error": 1,
     "fps_summary": 1,
     "timing": 2,
     "frame_drop": 2,
