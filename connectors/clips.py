@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Uni
 from zlib import adler32
 
 import cv2
+import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from facemoment import media
@@ -76,13 +77,18 @@ def encode_frame(frame: Frame, quality: int = 90) -> EncodedFrame:
 
 @dataclass(frozen=True)
 class ClipSource:
-    """Where a stream's clips come from: a video file, or (path None) live frames."""
+    """Where a stream's clips come from: a video file, a recording, or (no path) live frames."""
 
     path: Optional[str] = None
+    recording: bool = False
 
     @property
     def is_file(self) -> bool:
-        return self.path is not None
+        return self.path is not None and not self.recording
+
+    @property
+    def is_recording(self) -> bool:
+        return self.path is not None and self.recording
 
 
 def clip_source(descriptor: Any) -> ClipSource:
@@ -92,6 +98,8 @@ def clip_source(descriptor: Any) -> ClipSource:
     if descriptor is None:
         return ClipSource()
     if isinstance(descriptor, Mapping):
+        if descriptor.get("recording"):
+            return ClipSource(str(descriptor["recording"]), recording=True)
         path = descriptor.get("path")
         return ClipSource(str(path) if path else None)
     if isinstance(descriptor, os.PathLike):
@@ -189,6 +197,32 @@ class FrameRing:
             if idx >= 0:
                 out.append(self._frames[idx])
         return out
+
+
+def recorded_frames(path: str, stream_id: str, t_start_ns: int, t_end_ns: int, fps: float) -> List[EncodedFrame]:
+    """A recording's frames for [t_start, t_end] at a constant `fps` (slots as in FrameRing)."""
+    from connectors.recording import ENCODINGS, RecordingReader, load_index
+
+    period_ns = int(1e9 / fps)
+    ring = FrameRing(max_age_ns=2**62, max_bytes=2**62)
+    with RecordingReader(path) as reader:
+        index = load_index(reader)
+        times = index.t_ns
+        first = max(0, int(np.searchsorted(times, t_start_ns - period_ns, side="left")) - 1)
+        if first >= len(index):
+            return []
+        for record in reader.records(index.offset_at(first)):
+            if record.t_src_ns > t_end_ns + period_ns:
+                break
+            if record.encoding == ENCODINGS["jpeg"]:
+                jpeg = bytes(record.payload)
+            else:
+                ok, buf = cv2.imencode(".jpg", record.image(), [cv2.IMWRITE_JPEG_QUALITY, 90])
+                if not ok:
+                    raise media.MediaError(f"cannot re-encode frame {record.frame_id} of {path}")
+                jpeg = buf.tobytes()
+            ring.add(EncodedFrame(stream_id, record.frame_id, record.t_src_ns, jpeg, record.width, record.height))
+    return ring.clip_frames(t_start_ns, t_end_ns, fps)
 
 
 # ---------------------------------------------------------------------- manifest
@@ -379,6 +413,8 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
             self._submit(trigger, _fail(f"no clip source is configured for stream {trigger.stream_id!r}"))
         elif self.source.is_file:
             self._submit(trigger, self._cut_from_file(trigger))
+        elif self.source.is_recording:
+            self._submit(trigger, self._from_recording(trigger))
         else:
             self._pending.append(trigger)
             newest = self.ring.newest_t_ns
@@ -409,6 +445,19 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
 
         def produce(tmp: Path) -> None:
             media.encode_jpeg_sequence(jpegs, tmp, fps)
+
+        return produce
+
+    def _from_recording(self, trigger: Trigger) -> Callable[[Path], None]:
+        # A recording keeps every frame: clips come from the file, so they can be
+        # cut again after a restart, like clips of a video file.
+        path, stream_id, fps = str(self.source.path), self.stream_id, self.fps
+
+        def produce(tmp: Path) -> None:
+            frames = recorded_frames(path, stream_id, trigger.t_start_ns, trigger.t_end_ns, fps)
+            if not frames:
+                raise media.MediaError(f"{path} has no frames in [{trigger.t_start_ns}, {trigger.t_end_ns}] ns")
+            media.encode_jpeg_sequence([f.jpeg for f in frames], tmp, fps)
 
         return produce
 

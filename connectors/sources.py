@@ -30,14 +30,11 @@ class StreamSpec:
             return ensure_sample_video()
         return Path(self.source)
 
-    @property
-    def clips_from_frames(self) -> bool:
-        """Clips come from the stream's own frames (ffmpeg cannot cut a recording)."""
-        return self.is_live or self.kind == "recording"
-
     def clip_descriptor(self) -> Dict[str, Any]:
-        if self.clips_from_frames:
+        if self.is_live:
             return {"live": True}
+        if self.kind == "recording":
+            return {"recording": str(self.path())}
         return {"path": str(self.path())}
 
 

@@ -158,7 +158,7 @@ def outputs(
     if cfg.output.clips and specs:
         clip_items = [triggers]
         for spec in specs:
-            if spec.clips_from_frames and frames_by_stream is not None:
+            if spec.is_live and frames_by_stream is not None:
                 encoded = op.map(
                     f"encode_{spec.stream_id}",
                     frames_by_stream[spec.stream_id],

@@ -12,7 +12,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from facemoment.sample import ensure_sample_video
+from connectors.recording import RecordingWriter
+from facemoment.sample import ensure_sample_video, render_frame, sample_timeline
 
 from conftest import PYTHON, REPO
 
@@ -22,11 +23,21 @@ KILL_POINTS = 5
 SEED = 20261126
 
 
-def _env(base: Dict[str, str], out: Path) -> Dict[str, str]:
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rec") / "sample.fmrec"
+    writer = RecordingWriter(path, {"address": "test"})
+    for frame in sample_timeline().frames:
+        writer.append_image(frame.index, frame.t_ns, render_frame(frame.index))
+    writer.close()
+    return path
+
+
+def _env(base: Dict[str, str], out: Path, source: Path = None) -> Dict[str, str]:
     env = dict(base)
     env.update(
         {
-            "FACEMOMENT_SOURCE": str(ensure_sample_video()),
+            "FACEMOMENT_SOURCE": str(source or ensure_sample_video()),
             "FACEMOMENT_OUTPUT_DIR": str(out),
             "FACEMOMENT_PRESET": "batch",
             "FACEMOMENT_TRIG_ADDRESS": "none",
@@ -79,10 +90,13 @@ def uninterrupted(tmp_path_factory, module_flow_env):
     return sorted(triggers)
 
 
-@pytest.mark.parametrize("point", range(KILL_POINTS))
-def test_sigkill_and_resume_gives_the_uninterrupted_result(point, uninterrupted, module_flow_env, tmp_path):
-    kill_after_frame = random.Random(SEED + point).randrange(20, 340)
-    env = _env(module_flow_env, tmp_path / "out")
+@pytest.mark.parametrize(
+    "source, point", [("video", p) for p in range(KILL_POINTS)] + [("recording", p) for p in range(2)]
+)
+def test_sigkill_and_resume_gives_the_uninterrupted_result(source, point, uninterrupted, recording, module_flow_env, tmp_path):
+    # Seeded kill points: after frame k has been extracted, k drawn per (source, point).
+    kill_after_frame = random.Random(f"{SEED}:{source}:{point}").randrange(20, 340)
+    env = _env(module_flow_env, tmp_path / "out", recording if source == "recording" else None)
     _init_recovery(tmp_path / "rec")
     proc = _start(env, tmp_path / "rec")
     deadline = time.monotonic() + 240
