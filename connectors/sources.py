@@ -89,6 +89,7 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
             # Load the models before subscribing, so a live stream's first frames
             # are not dropped while they load.
             before_connect=functools.partial(worker_orchestrator, cfg),
+            prefetcher=functools.partial(worker_orchestrator, cfg),
             shares=shares,
         )
     if spec.kind == "recording":

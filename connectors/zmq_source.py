@@ -152,6 +152,7 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         # Every share sees every message; it keeps its own frame ids and reports
         # lost ids of its own share. Share 0 alone reports stream-wide events.
         self._share_index, self._share_count = share
+        self._prefetcher = source.prefetcher() if source.prefetcher is not None else None
         self._idle_timeout_s = source.idle_timeout_s
         self._connect_timeout_s = source.connect_timeout_s
         self._stop_event = source.stop_event
@@ -251,6 +252,12 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
                 self._pending_drops.extend(dropped)
                 self._stats.dropped_backpressure += len(dropped)
                 self._drop_depth = max(self._drop_depth, len(self._buffer))
+        if self._prefetcher is not None:
+            for lost in dropped:
+                if lost != frame_id:
+                    self._prefetcher.discard(self._stream_id, lost)
+            if frame_id not in dropped:
+                self._prefetcher.prefetch(frame)
 
     def _check_sequence(self, frame_id: int) -> None:
         last = self._last_seen_id
@@ -423,6 +430,7 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         connect_timeout_s: Optional[float] = None,
         before_connect: Optional[Callable[[], None]] = None,
         shares: int = 1,
+        prefetcher: Optional[Callable[[], Any]] = None,
     ) -> None:
         if "://" not in address:
             raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
@@ -445,6 +453,9 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         # the first frames are not lost while they load.
         self.before_connect = before_connect
         self.shares = max(1, shares)
+        # Returns an object with prefetch(frame) and discard(stream_id, frame_id):
+        # extraction starts as soon as a frame is accepted, not when it is emitted.
+        self.prefetcher = prefetcher
         self.partitions: Dict[str, _ZmqFramePartition] = {}
 
     def list_parts(self) -> List[str]:

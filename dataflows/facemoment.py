@@ -119,7 +119,7 @@ def align_and_fuse(
     windows = collect_window(
         "align",
         by_stream,
-        make_clock(cfg.align.allowed_lateness_ms, live),
+        make_clock(cfg.align.allowed_lateness_ms, live, cfg.align.idle_flush_ms),
         make_windower(cfg.align.window_ms),
     )
     grouped = op.flat_map_value(

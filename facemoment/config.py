@@ -79,8 +79,12 @@ class QualityConfig:
 @dataclass
 class AlignConfig:
     window_ms: float = 100.0
-    # How long (system time) the window waits for observations behind the newest.
+    # How far (event time) an observation may be behind the newest one and still
+    # count in its window.
     allowed_lateness_ms: float = 200.0
+    # Live streams: after this long without a newer observation, windows close on
+    # system time (a paused camera's last moments are not held back).
+    idle_flush_ms: float = 1000.0
 
 
 @dataclass

@@ -39,66 +39,86 @@ def observation_time(obs: Observation) -> datetime:
 
 @dataclass
 class _SourceTimeClockLogic(_EventClockLogic):
-    """Wakes the window operator when the watermark really reaches a close time.
+    """The watermark follows event time; system time moves it only after a pause.
 
-    Bytewax's default treats a window's close time (event time) as the system time
-    to wake at. Sources stamped near the epoch (files, replays) then look decades
-    overdue: the operator is woken immediately, finds nothing to close, and is
-    woken again — a busy loop that pins a core while waiting for frames. The
-    watermark advances one-for-one with system time after the newest item, so the
-    wake-up for event time T is `system_time_of_max_event + (T - watermark_base)`.
+    Bytewax's `EventClock` advances the watermark one-for-one with system time after
+    the newest item. When extraction runs slower than real time, or hands frames on
+    in bursts, that watermark outruns the frames still on their way, and whole
+    frames are dropped as late. Here the watermark is the newest event time minus
+    the allowed lateness, and only when no newer item has come for `idle` (a paused
+    camera) does it advance with system time, so the last windows still close.
+    `idle=None` (files, replays) never uses system time: the end of input closes
+    the last windows.
+
+    Wake-ups are mapped to the system time at which the watermark will reach a
+    close time; Bytewax's default treats the close time (event time) itself as the
+    system time, which for sources stamped near the epoch means "decades overdue"
+    and wakes the operator in a busy loop.
     """
+
+    idle: Optional[timedelta] = None
+
+    def _watermark(self) -> datetime:
+        state = self.state
+        if self.idle is None:
+            return state.watermark_base
+        paused = self._system_now - state.system_time_of_max_event - self.idle
+        return state.watermark_base + max(paused, timedelta(0))
+
+    def on_item(self, value) -> Tuple[datetime, datetime]:
+        timestamp = self.timestamp_getter(value)
+        watermark = self._watermark()
+        try:
+            base = timestamp - self.wait_for_system_duration
+        except OverflowError:
+            return timestamp, watermark
+        if base > watermark:
+            self.state.watermark_base = base
+            self.state.system_time_of_max_event = self._system_now
+            return timestamp, base
+        return timestamp, watermark
+
+    def on_notify(self) -> datetime:
+        self.before_batch()
+        return self._watermark()
 
     def to_system_utc(self, timestamp: datetime) -> Optional[datetime]:
         state = self.state
-        if state.watermark_base <= UTC_MIN or self.now_getter is _frozen_now:
+        if state.watermark_base <= UTC_MIN or self.idle is None:
             return None  # nothing to wait for in system time: new items or EOF wake us
         try:
-            return state.system_time_of_max_event + (timestamp - state.watermark_base)
+            return state.system_time_of_max_event + self.idle + max(timestamp - state.watermark_base, timedelta(0))
         except OverflowError:
             return None
 
 
 @dataclass
 class SourceTimeClock(EventClock):
-    """`EventClock` over source timestamps with wake-ups mapped to system time."""
+    """`EventClock` over source timestamps, advanced by system time only after a pause."""
+
+    idle: Optional[timedelta] = None
 
     def build(self, resume_state: Optional[_EventClockState]) -> _SourceTimeClockLogic:
+        args = (self.now_getter, self.ts_getter, self.to_system_utc, self.wait_for_system_duration)
         if resume_state is None:
-            return _SourceTimeClockLogic(
-                self.now_getter, self.ts_getter, self.to_system_utc, self.wait_for_system_duration
-            )
-        return _SourceTimeClockLogic(
-            self.now_getter,
-            self.ts_getter,
-            self.to_system_utc,
-            self.wait_for_system_duration,
-            resume_state,
-        )
+            return _SourceTimeClockLogic(*args, idle=self.idle)
+        return _SourceTimeClockLogic(*args, resume_state, idle=self.idle)
 
 
-def _frozen_now() -> datetime:
-    return EPOCH
-
-
-def make_clock(allowed_lateness_ms: float, live: bool = True) -> SourceTimeClock:
+def make_clock(allowed_lateness_ms: float, live: bool = True, idle_flush_ms: float = 1000.0) -> SourceTimeClock:
     """The alignment clock.
 
-    Live streams: the watermark also advances with system time, so windows close
-    when frames stop arriving. Files and replays: only event time moves it (system
-    time stands still), because they are read as fast as extraction goes — slower
-    or faster than real time — and the end of the input closes the last windows.
-    The lateness is then event time, so results do not depend on machine speed.
+    Observations up to `allowed_lateness_ms` of event time behind the newest are
+    still placed in their window. Live streams: after `idle_flush_ms` without a
+    newer observation the watermark advances with system time, so the windows of a
+    paused camera close. Files and replays are read as fast as extraction goes,
+    slower or faster than real time: only event time moves them, so results do not
+    depend on machine speed.
     """
-    if live:
-        return SourceTimeClock(
-            ts_getter=observation_time,
-            wait_for_system_duration=timedelta(milliseconds=allowed_lateness_ms),
-        )
     return SourceTimeClock(
         ts_getter=observation_time,
         wait_for_system_duration=timedelta(milliseconds=allowed_lateness_ms),
-        now_getter=_frozen_now,
+        idle=timedelta(milliseconds=idle_flush_ms) if live else None,
     )
 
 

@@ -17,9 +17,9 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future, TimeoutError as FutureTimeout
+from concurrent.futures import CancelledError, Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from facemoment.config import Config
 from facemoment.types import Frame, Observation, TraceRecord
@@ -41,6 +41,10 @@ class _Job:
     future: Future = field(default_factory=Future)
     started_ns: int = 0
     timed_out: bool = False
+
+
+# (frame, submitted at perf_counter_ns, deadline, lane depths, jobs by extractor)
+_Submitted = Tuple[Frame, int, Optional[int], Dict[str, int], Dict[str, "_Job"]]
 
 
 class Lane:
@@ -92,6 +96,10 @@ class Lane:
             job = self._jobs.get()
             if job is None:
                 break
+            if not job.future.set_running_or_notify_cancel():
+                with self._lock:
+                    self._pending -= 1
+                continue  # the source dropped the frame before it was extracted
             try:
                 if job.deadline_ns is not None and time.perf_counter_ns() > job.deadline_ns:
                     job.future.set_exception(_Skipped())
@@ -130,20 +138,46 @@ class Orchestrator:
         }
         for lane in self.lanes.values():
             lane.ready.wait()
+        self._prefetch_lock = threading.Lock()
+        self._prefetched: Dict[Tuple[str, int], _Submitted] = {}
 
     def close(self) -> None:
         for lane in self.lanes.values():
             lane.close()
 
+    def _submit(self, frame: Frame) -> "_Submitted":
+        start = time.perf_counter_ns()
+        deadline = start + self.deadline_ns if self.deadline_ns is not None else None
+        depths = {name: lane.depth for name, lane in self.lanes.items()}
+        jobs = {name: lane.submit(_Job(frame, deadline)) for name, lane in self.lanes.items()}
+        return (frame, start, deadline, depths, jobs)
+
+    def prefetch(self, frame: Frame) -> None:
+        """Start extracting a frame the moment a live source accepts it.
+
+        The extraction step then only collects the results: the lanes work on the
+        next frames while the dataflow is busy with earlier ones, instead of idling
+        between batches. Its deadline runs from here.
+        """
+        submitted = self._submit(frame)
+        with self._prefetch_lock:
+            self._prefetched[(frame.stream_id, frame.frame_id)] = submitted
+
+    def discard(self, stream_id: str, frame_id: int) -> None:
+        """A prefetched frame the source dropped: its jobs are cancelled, not run."""
+        with self._prefetch_lock:
+            submitted = self._prefetched.pop((stream_id, frame_id), None)
+        if submitted is not None:
+            for job in submitted[4].values():
+                job.future.cancel()
+
     def run(self, frames: Sequence[Frame]) -> List[Item]:
         out: List[Item] = []
         submitted = []
         for frame in frames:
-            start = time.perf_counter_ns()
-            deadline = start + self.deadline_ns if self.deadline_ns is not None else None
-            depths = {name: lane.depth for name, lane in self.lanes.items()}
-            jobs = {name: lane.submit(_Job(frame, deadline)) for name, lane in self.lanes.items()}
-            submitted.append((frame, start, deadline, depths, jobs))
+            with self._prefetch_lock:
+                ready = self._prefetched.pop((frame.stream_id, frame.frame_id), None)
+            submitted.append(ready if ready is not None else self._submit(frame))
         for frame, start, deadline, depths, jobs in submitted:
             ingest_ns = time.time_ns()
             out.append(Observation(FRAME_MARKER, frame.stream_id, frame.frame_id, frame.t_src_ns, ingest_ns=ingest_ns))
@@ -182,7 +216,7 @@ class Orchestrator:
         timeout = None if deadline is None else max(0.0, (deadline - time.perf_counter_ns()) / 1e9)
         try:
             obs = job.future.result(timeout=timeout)
-        except (FutureTimeout, _Skipped):
+        except (FutureTimeout, _Skipped, CancelledError):
             job.timed_out = True
             return None
         except Exception as exc:

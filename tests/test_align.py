@@ -16,7 +16,15 @@ from bytewax.operators.windowing import EventClock, collect_window
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from facemoment.types import FrameObservations, Observation
-from operators.align import FrameGrouper, late_record, make_clock, make_windower, observation_time
+from operators.align import (
+    FrameGrouper,
+    SourceTimeClock,
+    late_record,
+    make_clock,
+    make_windower,
+    ns_to_datetime,
+    observation_time,
+)
 
 FRAME_NS = 33_333_333
 
@@ -158,3 +166,54 @@ def test_observation_after_its_window_closed_is_reported_late_and_the_frame_fuse
     assert [(r["frame_id"], r["waiting_for"], r["late"], r["record_type"]) for _k, r in late] == [
         (5, ["quality"], True, "sync_delay")
     ]
+
+
+class _FakeNow:
+    def __init__(self):
+        self.now = datetime(2026, 11, 26, tzinfo=timezone.utc)
+
+    def __call__(self):
+        return self.now
+
+
+def _logic(clock):
+    logic = clock.build(None)
+    return logic
+
+
+def test_frames_handed_on_in_a_burst_are_not_late_however_slow_extraction_was():
+    now = _FakeNow()
+    ours = _logic(SourceTimeClock(observation_time, timedelta(milliseconds=200), now_getter=now, idle=timedelta(seconds=1)))
+    stock = _logic(EventClock(observation_time, timedelta(milliseconds=200), now_getter=now))
+    late = {"ours": 0, "stock": 0}
+    frame = 0
+    for burst in range(10):
+        # Extraction hands on 9 frames at once every 300 ms of system time.
+        now.now += timedelta(milliseconds=300)
+        for logic, name in ((ours, "ours"), (stock, "stock")):
+            logic.before_batch()
+            for i in range(frame, frame + 9):
+                ts, watermark = logic.on_item(_obs("face", i))
+                late[name] += ts < watermark
+        frame += 9
+    assert late["ours"] == 0
+    assert late["stock"] > 0  # the stock watermark runs ahead with system time
+
+
+def test_a_paused_live_stream_closes_its_windows_after_the_idle_time():
+    now = _FakeNow()
+    logic = _logic(SourceTimeClock(observation_time, timedelta(milliseconds=200), now_getter=now, idle=timedelta(seconds=1)))
+    logic.before_batch()
+    _ts, watermark = logic.on_item(_obs("face", 30))  # t = 1.0 s
+    assert watermark == ns_to_datetime(30 * FRAME_NS) - timedelta(milliseconds=200)
+    close = ns_to_datetime(30 * FRAME_NS) + timedelta(milliseconds=100)
+    wake = logic.to_system_utc(close)
+    assert wake == now.now + timedelta(seconds=1) + (close - watermark)
+    now.now += timedelta(milliseconds=500)
+    assert logic.on_notify() == watermark  # still within the idle time: event time only
+    now.now = wake
+    assert logic.on_notify() >= close  # paused long enough: system time closes the window
+    files = _logic(make_clock(200, live=False))
+    files.before_batch()
+    files.on_item(_obs("face", 30))
+    assert files.to_system_utc(close) is None  # files never wait on system time
