@@ -57,6 +57,7 @@ class Lane:
         self._pending = 0
         self._lock = threading.Lock()
         self.ready = threading.Event()
+        self._typical_ns = 0
         # Results that arrived after their deadline, reported on the next batch.
         self.late: List[_Job] = []
         self._thread = threading.Thread(target=self._run, name=f"extract-{name}", daemon=True)
@@ -101,13 +102,18 @@ class Lane:
                     self._pending -= 1
                 continue  # the source dropped the frame before it was extracted
             try:
-                if job.deadline_ns is not None and time.perf_counter_ns() > job.deadline_ns:
+                # Skip a job that cannot finish before its deadline, judged by this
+                # extractor's recent cost: its result would come too late to use,
+                # and the time is better spent on the next frame.
+                if job.deadline_ns is not None and time.perf_counter_ns() + self._typical_ns > job.deadline_ns:
                     job.future.set_exception(_Skipped())
                     continue
                 job.started_ns = time.perf_counter_ns()
                 if load_error is not None:
                     raise RuntimeError(load_error)
                 job.future.set_result(extractor.extract(job.frame))  # type: ignore[union-attr]
+                spent = time.perf_counter_ns() - job.started_ns
+                self._typical_ns += (spent - self._typical_ns) // 8  # EWMA of the cost
             except _Skipped:
                 pass
             except Exception as exc:  # a bad frame must not stop the lane
