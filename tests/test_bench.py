@@ -1,0 +1,430 @@
+"""The benchmark's pieces that can be wrong without any timing: latency matching, drop
+accounting, memory trend, target verdicts, the results.md rendering, the seed
+baselines' collection and the raw frame publisher."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+import zmq
+
+from bench import run as bench
+from bench.baselines import collect_with_timeout, sequential_loop, thread_pool_loop
+from facemoment.config import Config
+from facemoment.types import Frame, Observation
+from facemoment.wire import FRAME_TOPIC, unpack_frame
+
+from conftest import free_port
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+def test_percentile_interpolates_between_ranks():
+    assert bench.percentile([10.0, 20.0, 30.0, 40.0], 50) == 25.0
+    assert bench.percentile([5.0, 1.0, 3.0], 0) == 1.0
+    assert bench.percentile([5.0, 1.0, 3.0], 100) == 5.0
+    assert bench.percentile([1.0, 2.0], 99) == pytest.approx(1.99)
+    assert bench.percentile([], 50) is None
+    with pytest.raises(ValueError):
+        bench.percentile([1.0], 101)
+
+
+def test_bench_indices_spread_over_the_sample():
+    assert bench.bench_indices(4, total=360) == [0, 90, 180, 270]
+    assert bench.bench_indices(360, total=360) == list(range(360))
+    assert bench.bench_indices(500, total=10) == list(range(10))
+    with pytest.raises(ValueError):
+        bench.bench_indices(0)
+
+
+def test_parse_size():
+    assert bench._parse_size("1920x1080") == (1920, 1080)
+    with pytest.raises(Exception):
+        bench._parse_size("big")
+
+
+def test_read_ready_times_keeps_the_first_note_per_process(tmp_path):
+    path = tmp_path / "ready"
+    path.write_text("11 1000\n12 1500\n11 2000\ngarbage\n")
+    assert bench.read_ready_times(path) == {11: 1000, 12: 1500}
+    assert bench.read_ready_times(tmp_path / "missing") == {}
+
+
+def test_process_cpu_seconds_reads_a_live_process_and_none_for_a_gone_one():
+    assert bench.process_cpu_seconds(os.getpid()) >= 0.0
+    assert bench.process_cpu_seconds(2**22 + 12345) is None
+
+
+# ------------------------------------------------------------------ trigger latency
+
+
+def _row(frame_id: int, message: str, reason: str = "camera_gaze") -> dict:
+    return {"frame_id": frame_id, "message": message, "reason": reason}
+
+
+def test_latency_is_receive_time_minus_the_send_time_of_the_firing_frame():
+    send = {10: 1_000_000_000, 20: 2_000_000_000}
+    received = [(1_300_000_000, "TRIG a"), (2_450_000_000, "TRIG b")]
+    rows = [_row(10, "TRIG a"), _row(20, "TRIG b", "head_turn")]
+    result = bench.trigger_latencies(send, received, rows)
+    assert [t["latency_ms"] for t in result["triggers"]] == [300.0, 450.0]
+    assert [t["reason"] for t in result["triggers"]] == ["camera_gaze", "head_turn"]
+    assert result["count"] == 2
+    assert result["p50_ms"] == 375.0
+    assert result["max_ms"] == 450.0
+    assert result["unmatched_messages"] == [] and result["not_received"] == 0
+
+
+def test_identical_trig_texts_pair_up_in_order():
+    send = {1: 0, 5: 100_000_000}
+    rows = [_row(1, "TRIG same"), _row(5, "TRIG same")]
+    received = [(200_000_000, "TRIG same"), (400_000_000, "TRIG same")]
+    result = bench.trigger_latencies(send, received, rows)
+    assert [(t["frame_id"], t["latency_ms"]) for t in result["triggers"]] == [(1, 200.0), (5, 300.0)]
+
+
+def test_unknown_messages_and_missing_receipts_are_reported():
+    send = {1: 0}
+    rows = [_row(1, "TRIG a"), _row(2, "TRIG b"), _row(3, "TRIG c")]
+    received = [(50_000_000, "TRIG zzz"), (60_000_000, "TRIG a"), (70_000_000, "TRIG b")]
+    result = bench.trigger_latencies(send, received, rows)
+    # "TRIG b" fired on a frame with no recorded send time: it cannot be timed.
+    assert result["count"] == 1
+    assert result["unmatched_messages"] == ["TRIG zzz", "TRIG b"]
+    assert result["not_received"] == 1  # TRIG c never arrived
+    empty = bench.trigger_latencies({}, [], [])
+    assert empty["count"] == 0 and empty["p99_ms"] is None
+
+
+# ------------------------------------------------------------------ drop accounting
+
+
+def _fused(frame_id: int) -> dict:
+    return {"record_type": "timing", "component": "fusion_process", "frame_id": frame_id, "processing_ms": 0.1}
+
+
+def test_drop_accounting_puts_every_sent_frame_somewhere():
+    records = [_fused(i) for i in (0, 1, 2, 5, 6, 9)]
+    records += [
+        {"record_type": "frame_drop", "reason": "backpressure", "dropped_frame_ids": [3, 4], "dropped_count": 2},
+        {"record_type": "frame_drop", "reason": "queue_full", "dropped_frame_ids": [7]},  # no dropped_count
+        {"record_type": "frame_drop", "reason": "timeout", "frame_id": 5, "extractors": ["pose"]},
+        {"record_type": "frame_drop", "reason": "timeout", "frame_id": 6, "extractors": ["pose", "face"]},
+        {"record_type": "sync_delay", "late": True, "frame_id": 8, "waiting_for": ["frame"]},
+        {"record_type": "sync_delay", "late": True, "frame_id": 8, "waiting_for": ["pose"]},
+        {"record_type": "sync_delay", "late": False, "frame_id": 5, "waiting_for": ["pose"]},
+        {"record_type": "out_of_order", "frame_id": 2},
+        {"record_type": "source_summary", "frames_received": 9},
+        {"record_type": "timing", "component": "pose", "frame_id": 0, "processing_ms": 3.0},
+    ]
+    acc = bench.drop_accounting(records, frames_attempted=11, publisher_dropped=1)
+    assert acc["fused"] == 6
+    assert acc["fused_complete"] == 4  # 5 and 6 lacked an extractor
+    assert acc["dropped_by_reason"] == {"backpressure": 2, "queue_full": 1}
+    assert acc["partial_frames_timeout"] == 2
+    assert acc["timeouts_by_extractor"] == {"face": 1, "pose": 2}
+    assert acc["missing_at_fusion_by_extractor"] == {"pose": 1}
+    assert acc["late_frames_not_fused"] == 1
+    assert acc["out_of_order"] == 1
+    # 6 fused + 3 dropped + 1 late = 10 of 11: frame 10 is nowhere.
+    assert acc["unaccounted"] == 1
+    assert acc["source_summary"] == {"record_type": "source_summary", "frames_received": 9}
+    assert acc["publisher_dropped"] == 1
+
+
+def test_a_late_frame_that_was_fused_anyway_is_not_counted_as_lost():
+    records = [_fused(1), {"record_type": "sync_delay", "late": True, "frame_id": 1, "waiting_for": ["frame"]}]
+    acc = bench.drop_accounting(records, frames_attempted=1)
+    assert acc["late_frames_not_fused"] == 0 and acc["unaccounted"] == 0
+
+
+def test_kept_up_needs_every_frame_complete():
+    def live(**changes):
+        acc = {"dropped_by_reason": {}, "publisher_dropped": 0, "late_frames_not_fused": 0,
+               "partial_frames_timeout": 0, "unaccounted": 0}
+        acc.update(changes)
+        return {"accounting": acc}
+
+    assert bench.kept_up(live())
+    assert not bench.kept_up(live(dropped_by_reason={"backpressure": 1}))
+    assert not bench.kept_up(live(partial_frames_timeout=3))
+    assert not bench.kept_up(live(late_frames_not_fused=1))
+    assert not bench.kept_up(live(unaccounted=2))
+
+
+def test_late_frame_delays_use_the_send_time_of_each_frame():
+    records = [
+        {"record_type": "sync_delay", "late": True, "frame_id": 3, "waiting_for": ["frame"], "actual_ns": 1_400_000_000},
+        {"record_type": "sync_delay", "late": True, "frame_id": 4, "waiting_for": ["frame"], "actual_ns": 1_700_000_000},
+        {"record_type": "sync_delay", "late": True, "frame_id": 4, "waiting_for": ["pose"], "actual_ns": 9_000_000_000},
+        {"record_type": "sync_delay", "late": True, "frame_id": 99, "waiting_for": ["frame"], "actual_ns": 5},
+    ]
+    result = bench.late_frame_delays(records, {3: 1_000_000_000, 4: 1_100_000_000})
+    assert result == {"count": 2, "p50_ms": 500.0, "min_ms": 400.0, "max_ms": 600.0}
+
+
+# ------------------------------------------------------------------ memory trend
+
+
+def test_rss_stats_slope_in_mb_per_minute():
+    samples = [(t * 0.5, 400.0 + 2.0 * (t * 0.5)) for t in range(121)]  # +2 MB per second for 60 s
+    stats = bench.rss_stats(samples)
+    assert stats["slope_mb_per_min"] == pytest.approx(120.0)
+    assert stats["slope_after_warmup_mb_per_min"] == pytest.approx(120.0)
+    assert stats["min_mb"] == 400.0 and stats["max_mb"] == 520.0 and stats["samples"] == 121
+
+
+def test_rss_stats_judges_the_trend_after_the_warm_up():
+    samples = [(100.0 + t, 300.0 + min(t, 10) * 5.0) for t in range(60)]  # grows 10 s, then flat
+    stats = bench.rss_stats(samples, warmup_s=10.0)
+    assert stats["slope_mb_per_min"] > 10  # the warm-up pulls the whole-run trend up
+    assert stats["slope_after_warmup_mb_per_min"] == pytest.approx(0.0, abs=1e-9)
+    assert stats["range_after_warmup_mb"] == 0.0
+    assert bench.rss_stats([])["slope_mb_per_min"] is None
+    assert bench.rss_stats([(0.0, 5.0)])["slope_mb_per_min"] is None
+    assert bench.rss_stats([(0.0, 5.0), (1.0, 6.0)], warmup_s=10.0)["slope_after_warmup_mb_per_min"] is None
+
+
+# ------------------------------------------------------------------ verdicts and rendering
+
+
+def _results(**changes) -> dict:
+    live_acc = {
+        "frames_attempted": 300, "publisher_dropped": 0, "fused": 200, "fused_complete": 150,
+        "dropped_by_reason": {"backpressure": 10}, "partial_frames_timeout": 50,
+        "timeouts_by_extractor": {"pose": 50}, "missing_at_fusion_by_extractor": {"pose": 40},
+        "late_frames_not_fused": 90, "out_of_order": 0, "unaccounted": 0, "source_summary": None,
+    }
+    live = {
+        "returncode": 0, "frames_attempted": 300, "stream_seconds": 10.0,
+        "publisher": {"sent": 300, "dropped_at_hwm": 0, "max_schedule_lag_ms": 4.0},
+        "fused_fps": 20.0, "complete_fps": 15.0, "accounting": live_acc,
+        "timings": {"orchestrator": {"median_ms": 90.0, "p99_ms": 150.0, "count": 300}},
+        "late_frames_capture_to_alignment": {"count": 90, "p50_ms": 320.0, "min_ms": 250.0, "max_ms": 400.0},
+        "latency": {"count": 4, "p50_ms": 330.0, "p99_ms": 480.5, "max_ms": 481.0, "triggers": [],
+                    "unmatched_messages": [], "not_received": 0},
+        "target_ms": 366.7,
+        "target_parts_ms": {"window": 100.0, "allowed_lateness": 200.0, "two_frames": 66.7},
+        "frame_size": "640x480",
+    }
+    overload = dict(live, frame_size="1920x1080", frame_size_reason="kept up",
+                    rss={"samples": 100, "min_mb": 380.0, "max_mb": 390.0, "first_mb": 380.0, "last_mb": 390.0,
+                         "slope_mb_per_min": 8.0, "warmup_s": 10.0, "slope_after_warmup_mb_per_min": 0.5,
+                         "range_after_warmup_mb": 2.5})
+    del overload["target_ms"], overload["target_parts_ms"]  # only the latency run has the target
+    results = {
+        "date": "2026-01-01T00:00:00+00:00", "command": ".venv/bin/python bench/run.py", "quick": False,
+        "duration_s": 500.0, "load_before": [0.1, 0.2, 0.3], "load_after": [1.0, 1.0, 1.0],
+        "machine": {"platform": "Linux-test", "cpu_model": "Test CPU", "cores": 2, "memory_gb": 8.0,
+                    "python": "3.11.7", "bytewax": "0.21.1", "mediapipe": "0.10.21", "numpy": "1.26.4",
+                    "opencv": "4.11", "pyzmq": "27"},
+        "bare": {"frames": 360, "per_extractor": {"pose": {"mean_ms": 24.0, "median_ms": 30.0, "p90_ms": 35.0, "total_s": 8.6},
+                                                  "face": {"mean_ms": 10.0, "median_ms": 11.0, "p90_ms": 14.0, "total_s": 3.6}},
+                 "sum_mean_ms": 34.0, "sequential_s": 12.2, "sequential_fps": 29.4, "pipelined_s": 10.0,
+                 "pipelined_runs_s": [10.0], "pipelined_fps": 36.0, "pipelined_lane_s": {"pose": 10.0, "face": 4.0},
+                 "pipelined_cores_used": 1.5, "ideal_fps_all_cores": 58.8},
+        "dataflow": {"method": "m", "frames": 360, "seconds": 11.0, "runs_s": [11.0], "fps": 32.7, "cores_used": 1.5,
+                     "overhead_ratio": 1.1, "overhead_ratio_runs": [1.1],
+                     "decode": {"frames": 360, "seconds": 0.4, "ms_per_frame": 1.1},
+                     "source_batch_frames": 4, "triggers": 2, "trigger_keys": [], "same_triggers_every_run": True},
+        "processes": {"method": "m", "frames": 360, "layouts": {
+            "1 process": {"processes": 1, "seconds": 12.0, "runs_s": [12.0], "fps": 30.0, "cores_used": 1.4, "ready_spread_s": 0.0},
+            "2 processes": {"processes": 2, "seconds": 9.0, "runs_s": [9.0], "fps": 40.0, "cores_used": 1.9,
+                            "ready_spread_s": 0.2, "speedup_vs_1_process": 1.333}}},
+        "baselines": {"sequential_loop": {"name": "sequential_loop", "frames": 360, "seconds": 13.0, "fps": 27.7,
+                                          "triggers": 2, "trigger_reasons": [], "timeouts": {}, "errors": 0,
+                                          "dataflow_speedup": 1.18, "same_triggers_as_dataflow": True}},
+        "latency": live,
+        "overload": overload,
+        "ingest": {"frame_size": "1920x1080", "mb_per_frame": 6.22, "frames_published": 900,
+                   "raw_pipe": {"frames": 900, "fps": 400.0, "mb_per_s": 2488.0,
+                                "publisher": {"sent": 900, "seconds": 2.2, "fps": 409.0, "send_call_s": 2.1}},
+                   "zmq_frame_source": {"frames": 900, "fps": 55.5, "mb_per_s": 345.2, "source_stats": {"dropped_backpressure": 0},
+                                        "publisher": {"sent": 900, "seconds": 16.0, "fps": 56.0, "send_call_s": 15.9},
+                                        "buffer_frames": 8}},
+        "cpu": {"latency": {"seconds": 70.0, "system_cores": 1.5, "own_cores": 1.2, "foreign_cores": 0.3, "steal_cores": 0.0}},
+        "notes": ["a note"],
+    }
+    results.update(changes)
+    return results
+
+
+def _target(targets, prefix):
+    matches = [t for t in targets if t["name"].startswith(prefix)]
+    assert len(matches) == 1, [t["name"] for t in targets]
+    return matches[0]
+
+
+def test_targets_say_met_or_by_how_much_they_are_missed():
+    targets = bench.evaluate_targets(_results())
+    overhead = _target(targets, "dataflow / bare")
+    assert overhead["measured"] == 1.1 and overhead["met"] is False and overhead["shortfall"] == "0.050 over"
+    procs = _target(targets, "2 processes")
+    assert procs["met"] is False and procs["shortfall"].startswith("0.47x short")
+    seq = _target(targets, "dataflow (1 worker) vs")
+    assert seq["measured"] == 1.18 and seq["met"] is False
+    latency = _target(targets, "TRIG latency")
+    assert latency["met"] is False and latency["shortfall"] == "114 ms over"
+    memory = _target(targets, "flat memory")
+    assert memory["measured"] == 0.5 and memory["met"] is True and memory["shortfall"] is None
+    ingest = _target(targets, "ZMQ ingest")
+    assert ingest["met"] is False and ingest["shortfall"] == "4 fps short"
+    assert all(t["why"] for t in targets)
+    # The fixture's latency run shared the machine with 0.3 cores of other work: the verdict says so.
+    assert latency["why"].endswith("(other processes used 0.3 cores during this measurement)")
+    assert "other processes" not in ingest["why"]
+
+
+def test_targets_met_have_no_shortfall():
+    results = _results()
+    results["dataflow"]["overhead_ratio"] = 1.01
+    results["ingest"]["zmq_frame_source"]["fps"] = 300.0
+    targets = bench.evaluate_targets(results)
+    assert _target(targets, "dataflow / bare")["met"] is True
+    assert _target(targets, "ZMQ ingest")["shortfall"] is None
+
+
+def test_headline_counts_only_640x480_runs_and_names_the_losses():
+    head = bench.headline(_results())
+    assert head["answer"] is False
+    assert head["frames_attempted"] == 300  # the overload run used 1920x1080
+    assert head["backpressure_drops"] == 10 and head["late_frames_not_fused"] == 90
+    assert head["timeouts_by_extractor"] == {"pose": 50}
+    assert head["text"].startswith("No.")
+    assert "late at alignment 90" in head["text"] and "pose 50" in head["text"]
+
+
+def test_headline_yes_when_every_frame_is_complete():
+    results = _results()
+    acc = results["latency"]["accounting"]
+    acc.update(dropped_by_reason={}, partial_frames_timeout=0, timeouts_by_extractor={}, late_frames_not_fused=0,
+               fused=300, fused_complete=300)
+    head = bench.headline(results)
+    assert head["answer"] is True and head["text"].startswith("Yes.")
+    assert bench.headline(_results(latency=None, overload=None))["answer"] is None
+
+
+def test_results_markdown_renders_every_section_from_the_results():
+    results = _results()
+    results["headline"] = bench.headline(results)
+    results["targets"] = bench.evaluate_targets(results)
+    text = bench.render_markdown(results)
+    assert text.startswith("# FaceMoment benchmark results")
+    assert "`.venv/bin/python bench/run.py`" in text
+    assert "Test CPU, 2 cores, 8.0 GB" in text
+    assert "bytewax 0.21.1, mediapipe 0.10.21" in text
+    assert results["headline"]["text"] in text
+    assert "| ZMQ ingest of raw 1080p frames | >= 60 fps | 55.5 | no | 4 fps short |" in text
+    assert "**36.0 fps**" in text  # bare pipelined
+    assert "| 2 processes | 40.0 | 1.333 | 1.9 |" in text
+    assert "| sequential_loop | 27.7 | 1.18 | 2 | yes | none |" in text
+    assert "p50 330.0 ms, p99 480.5 ms" in text
+    assert "after the first 10 s: **0.5 MB/min**, range 2.5 MB" in text
+    assert "| latency | 70.0 | 1.5 | 1.2 | 0.3 | 0.0 |" in text
+    assert "- a note" in text
+    assert "| \\|slope\\| <= 5.0 MB/min | 0.5 | yes |" in text  # pipes inside a cell are escaped
+
+
+def test_results_markdown_leaves_out_what_did_not_run():
+    text = bench.render_markdown({"date": "d", "command": "c", "machine": {}, "bare": None})
+    assert "## 1." not in text and "## Targets" not in text and "## 5." not in text
+
+
+# ------------------------------------------------------------------ seed baselines
+
+
+class _FakeExtractor:
+    def __init__(self, name: str, gate: threading.Event | None = None, block_frame: int = -1, release_frame: int = -1):
+        self.name = name
+        self.gate = gate
+        self.block_frame = block_frame
+        self.release_frame = release_frame
+        self.seen: list[int] = []
+
+    def extract(self, frame: Frame) -> Observation:
+        if self.gate is not None and frame.frame_id == self.block_frame:
+            self.gate.wait(timeout=10)
+        if self.gate is not None and frame.frame_id == self.release_frame:
+            self.gate.set()
+        self.seen.append(frame.frame_id)
+        return Observation(self.name, frame.stream_id, frame.frame_id, frame.t_src_ns)
+
+
+def _frames(count: int) -> list[Frame]:
+    image = np.zeros((4, 4, 3), np.uint8)
+    return [Frame("cam0", i, i * 33_333_333, image) for i in range(count)]
+
+
+def test_collect_with_timeout_lists_what_missed_the_timeout():
+    done: Future = Future()
+    done.set_result(Observation("face", "cam0", 1, 0))
+    pending: Future = Future()  # never completes
+    results, missed = collect_with_timeout({done: "face", pending: "pose"}, timeout_s=0.01)
+    assert list(results) == ["face"] and missed == ["pose"]
+
+
+def test_collect_with_timeout_turns_an_exception_into_an_error_observation():
+    failed: Future = Future()
+    failed.set_exception(RuntimeError("boom"))
+    results, missed = collect_with_timeout({failed: "gesture"}, timeout_s=1.0)
+    assert missed == [] and results["gesture"].error == "RuntimeError: boom"
+
+
+def test_sequential_loop_runs_every_extractor_on_every_frame_in_order():
+    extractors = {name: _FakeExtractor(name) for name in ("face", "pose")}
+    result = sequential_loop(_frames(5), extractors, Config())
+    assert result.frames == 5 and result.timeouts == {} and result.errors == 0
+    assert all(ext.seen == [0, 1, 2, 3, 4] for ext in extractors.values())
+    assert result.as_dict()["name"] == "sequential_loop"
+
+
+def test_thread_pool_loop_fuses_without_an_extractor_that_misses_the_timeout():
+    gate = threading.Event()
+    # pose stalls on frame 1 until face reaches frame 2, so frame 1 is fused without pose.
+    extractors = {"face": _FakeExtractor("face", gate, release_frame=2), "pose": _FakeExtractor("pose", gate, block_frame=1)}
+    try:
+        result = thread_pool_loop(_frames(3), extractors, Config(), timeout_s=0.5)
+    finally:
+        gate.set()
+    assert result.frames == 3
+    assert result.timeouts == {"pose": 1}
+    assert extractors["face"].seen == [0, 1, 2]
+    assert sorted(extractors["pose"].seen) == [0, 1, 2]  # the late job still ran, after the timeout
+
+
+# ------------------------------------------------------------------ raw frame publisher
+
+
+def test_raw_frame_server_sends_every_frame_with_its_own_header():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    outcome: dict = {}
+    server = threading.Thread(
+        target=lambda: outcome.update(bench.serve_raw_frames(address, 3, (8, 4), wait_s=10.0)), daemon=True
+    )
+    server.start()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
+    sub.connect(address)
+    got = []
+    try:
+        while len(got) < 3 and sub.poll(10_000):
+            got.append(unpack_frame(sub.recv_multipart()))
+    finally:
+        sub.close()
+        ctx.term()
+    server.join(timeout=10)
+    assert [frame_id for frame_id, _t, _img in got] == [0, 1, 2]
+    assert all(img.shape == (4, 8, 3) for _id, _t, img in got)
+    assert outcome["sent"] == 3 and "error" not in outcome
+
+
+def test_raw_frame_server_reports_a_missing_subscriber():
+    result = bench.serve_raw_frames(f"tcp://127.0.0.1:{free_port()}", 1, (8, 4), wait_s=0.05)
+    assert "no subscriber" in result["error"]
