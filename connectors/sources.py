@@ -74,9 +74,10 @@ def stream_specs(cfg: Config) -> List[StreamSpec]:
 def build_source(spec: StreamSpec, cfg: Config) -> Source:
     src = cfg.source
     shares = src.shares or cluster.total_workers()
+    from operators.orchestrator import worker_orchestrator
+
     if spec.kind == "zmq":
         from connectors.zmq_source import ZmqFrameSource
-        from operators.orchestrator import worker_orchestrator
 
         return ZmqFrameSource(
             spec.source,
@@ -92,14 +93,19 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
             prefetcher=functools.partial(worker_orchestrator, cfg),
             shares=shares,
         )
-    if spec.kind == "recording":
-        from connectors.replay_source import ReplaySource
+    if spec.kind in ("recording", "file", "sample"):
+        from connectors.prefetch import PrefetchingSource
 
-        return ReplaySource(spec.source, spec.stream_id, realtime=src.realtime, shares=shares)
-    if spec.kind in ("file", "sample"):
-        from connectors.video_source import VideoFileSource
+        if spec.kind == "recording":
+            from connectors.replay_source import ReplaySource
 
-        return VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress, shares=shares)
+            inner: Source = ReplaySource(spec.source, spec.stream_id, realtime=src.realtime, shares=shares)
+        else:
+            from connectors.video_source import VideoFileSource
+
+            inner = VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress, shares=shares)
+        # Frames are read a little ahead so the extractors never wait between batches.
+        return PrefetchingSource(inner, functools.partial(worker_orchestrator, cfg))
     from connectors.capture_source import CaptureSource
 
     return CaptureSource(spec.source, spec.stream_id, buffer_frames=max(1, src.buffer_frames), stop_event=shutdown.STOP)

@@ -26,7 +26,7 @@ from connectors.clips import ClipSink, encode_frame
 from connectors.sources import StreamSpec, build_source, stream_specs
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment import cluster, metrics, shutdown
+from facemoment import cluster, memory, metrics, shutdown
 from facemoment.config import Config, load_config
 from facemoment.summary import print_summary_at_exit
 from facemoment.sync_view import SyncView
@@ -197,6 +197,7 @@ def outputs(
 def _module_flow() -> Dataflow:
     logging.basicConfig(level=os.environ.get("FACEMOMENT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config()
+    memory.keep_frame_memory_flat()
     shutdown.install_sigint_handler()
     if cfg.output.summary:
         print_summary_at_exit(cfg)

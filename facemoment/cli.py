@@ -36,6 +36,9 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
     env.update(env_overrides)
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
     cfg = load_config(env)
+    from facemoment import memory
+
+    memory.keep_frame_memory_flat()
     if cfg.output.trig_address:
         from connectors.trig_pub import check_trig_address
 

@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 Item = Union[Observation, TraceRecord]
 
 
-class _Skipped(Exception):
-    """The lane reached the job after its deadline and did not run it."""
-
-
 @dataclass
 class _Job:
     frame: Frame
@@ -106,7 +102,7 @@ class Lane:
                 # extractor's recent cost: its result would come too late to use,
                 # and the time is better spent on the next frame.
                 if job.deadline_ns is not None and time.perf_counter_ns() + self._typical_ns > job.deadline_ns:
-                    job.future.set_exception(_Skipped())
+                    job.future.set_result(None)  # None: skipped, not run
                     continue
                 job.started_ns = time.perf_counter_ns()
                 if load_error is not None:
@@ -114,14 +110,13 @@ class Lane:
                 job.future.set_result(extractor.extract(job.frame))  # type: ignore[union-attr]
                 spent = time.perf_counter_ns() - job.started_ns
                 self._typical_ns += (spent - self._typical_ns) // 8  # EWMA of the cost
-            except _Skipped:
-                pass
             except Exception as exc:  # a bad frame must not stop the lane
                 job.future.set_exception(exc)
             finally:
                 with self._lock:
                     self._pending -= 1
-                    if job.timed_out and job.future.done() and job.future.exception() is None:
+                    if job.timed_out and job.future.done() and job.future.exception() is None \
+                            and job.future.result() is not None:
                         self.late.append(job)
         close = getattr(extractor, "close", None)
         if close is not None:
@@ -222,12 +217,18 @@ class Orchestrator:
         timeout = None if deadline is None else max(0.0, (deadline - time.perf_counter_ns()) / 1e9)
         try:
             obs = job.future.result(timeout=timeout)
-        except (FutureTimeout, _Skipped, CancelledError):
+        except (FutureTimeout, CancelledError):
             job.timed_out = True
             return None
         except Exception as exc:
+            # The future keeps the exception; its traceback would keep this frame
+            # (and the image it holds) alive in a reference cycle.
+            exc.__traceback__ = None
             frame = job.frame
             return Observation(name, frame.stream_id, frame.frame_id, frame.t_src_ns, error=f"{type(exc).__name__}: {exc}")
+        if obs is None:  # skipped by the lane: it could not finish in time
+            job.timed_out = True
+            return None
         if not obs.processing_ms and job.started_ns:
             obs.processing_ms = (time.perf_counter_ns() - job.started_ns) / 1e6
         return obs
