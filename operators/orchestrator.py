@@ -103,6 +103,9 @@ class Lane:
                 # and the time is better spent on the next frame.
                 if job.deadline_ns is not None and time.perf_counter_ns() + self._typical_ns > job.deadline_ns:
                     job.future.set_result(None)  # None: skipped, not run
+                    # The estimate only learns from runs: let it fade while skipping,
+                    # so one slow spell cannot switch the extractor off for good.
+                    self._typical_ns -= self._typical_ns // 8
                     continue
                 job.started_ns = time.perf_counter_ns()
                 if load_error is not None:

@@ -185,6 +185,9 @@ def test_rss_stats_judges_the_trend_after_the_warm_up():
     assert stats["slope_mb_per_min"] > 10  # the warm-up pulls the whole-run trend up
     assert stats["slope_after_warmup_mb_per_min"] == pytest.approx(0.0, abs=1e-9)
     assert stats["range_after_warmup_mb"] == 0.0
+    assert stats["range_last_third_mb"] == 0.0
+    rising = bench.rss_stats([(float(t), float(t)) for t in range(31)])
+    assert rising["range_last_third_mb"] == 10.0  # t = 20..30
     assert bench.rss_stats([])["slope_mb_per_min"] is None
     assert bench.rss_stats([(0.0, 5.0)])["slope_mb_per_min"] is None
     assert bench.rss_stats([(0.0, 5.0), (1.0, 6.0)], warmup_s=10.0)["slope_after_warmup_mb_per_min"] is None
@@ -215,7 +218,7 @@ def _results(**changes) -> dict:
     overload = dict(live, frame_size="1920x1080", frame_size_reason="kept up",
                     rss={"samples": 100, "min_mb": 380.0, "max_mb": 390.0, "first_mb": 380.0, "last_mb": 390.0,
                          "slope_mb_per_min": 8.0, "warmup_s": 10.0, "slope_after_warmup_mb_per_min": 0.5,
-                         "range_after_warmup_mb": 2.5})
+                         "range_after_warmup_mb": 2.5, "range_last_third_mb": 1.0})
     del overload["target_ms"], overload["target_parts_ms"]  # only the latency run has the target
     results = {
         "date": "2026-01-01T00:00:00+00:00", "command": ".venv/bin/python bench/run.py", "quick": False,
@@ -231,7 +234,7 @@ def _results(**changes) -> dict:
         "dataflow": {"method": "m", "frames": 360, "seconds": 11.0, "runs_s": [11.0], "fps": 32.7, "cores_used": 1.5,
                      "overhead_ratio": 1.1, "overhead_ratio_runs": [1.1],
                      "decode": {"frames": 360, "seconds": 0.4, "ms_per_frame": 1.1},
-                     "source_batch_frames": 4, "triggers": 2, "trigger_keys": [], "same_triggers_every_run": True},
+                     "triggers": 2, "trigger_keys": [], "same_triggers_every_run": True},
         "processes": {"method": "m", "frames": 360, "layouts": {
             "1 process": {"processes": 1, "seconds": 12.0, "runs_s": [12.0], "fps": 30.0, "cores_used": 1.4, "ready_spread_s": 0.0},
             "2 processes": {"processes": 2, "seconds": 9.0, "runs_s": [9.0], "fps": 40.0, "cores_used": 1.9,
@@ -324,7 +327,7 @@ def test_results_markdown_renders_every_section_from_the_results():
     assert "| 2 processes | 40.0 | 1.333 | 1.9 |" in text
     assert "| sequential_loop | 27.7 | 1.18 | 2 | yes | none |" in text
     assert "p50 330.0 ms, p99 480.5 ms" in text
-    assert "after the first 10 s: **0.5 MB/min**, range 2.5 MB" in text
+    assert "after the first 10 s: **0.5 MB/min**, range 2.5 MB; last third of the run: range 1.0 MB" in text
     assert "| latency | 70.0 | 1.5 | 1.2 | 0.3 | 0.0 |" in text
     assert "- a note" in text
     assert "| \\|slope\\| <= 5.0 MB/min | 0.5 | yes |" in text  # pipes inside a cell are escaped

@@ -124,3 +124,37 @@ def test_extractor_that_cannot_start_reports_errors_not_crashes():
         assert all("x.onnx" in o.error for o in errors)
     finally:
         orch.close()
+
+
+class _Slow:
+    """Costs 40 ms the first time, then almost nothing."""
+
+    name = "slow"
+
+    def __init__(self, calls: List[int]):
+        self.calls = calls
+
+    def extract(self, frame: Frame) -> Observation:
+        self.calls.append(frame.frame_id)
+        threading.Event().wait(0.04 if len(self.calls) == 1 else 0.0)  # simulated model cost
+        return Observation("slow", frame.stream_id, frame.frame_id, frame.t_src_ns)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_extractor_skipped_for_its_cost_comes_back():
+    calls: List[int] = []
+    cfg = Config()
+    cfg.extract.extractors = ["slow"]
+    cfg.extract.deadline_ms = 30  # below the first run's cost: the next frames look hopeless
+    orch = Orchestrator(cfg, lambda _n, _c: _Slow(calls))
+    try:
+        got = []
+        for i in range(40):
+            out = orch.run([_frame(i)])
+            got += [o.frame_id for o in out if isinstance(o, Observation) and o.source == "slow"]
+        assert calls[0] == 0 and len(calls) > 1, calls  # it ran again after being skipped
+        assert got and got[-1] == 39
+    finally:
+        orch.close()
