@@ -126,8 +126,8 @@ def test_extractor_that_cannot_start_reports_errors_not_crashes():
         orch.close()
 
 
-class _Slow:
-    """Costs 40 ms the first time, then almost nothing."""
+class _AlwaysSlow:
+    """Costs 40 ms on every frame (simulated model cost), more than the deadline allows."""
 
     name = "slow"
 
@@ -136,25 +136,25 @@ class _Slow:
 
     def extract(self, frame: Frame) -> Observation:
         self.calls.append(frame.frame_id)
-        threading.Event().wait(0.04 if len(self.calls) == 1 else 0.0)  # simulated model cost
+        threading.Event().wait(0.04)
         return Observation("slow", frame.stream_id, frame.frame_id, frame.t_src_ns)
 
     def close(self) -> None:
         pass
 
 
-def test_an_extractor_skipped_for_its_cost_comes_back():
+def test_an_extractor_skipped_for_its_cost_keeps_being_tried():
     calls: List[int] = []
     cfg = Config()
     cfg.extract.extractors = ["slow"]
-    cfg.extract.deadline_ms = 30  # below the first run's cost: the next frames look hopeless
-    orch = Orchestrator(cfg, lambda _n, _c: _Slow(calls))
+    cfg.extract.deadline_ms = 30  # below its cost: once the estimate learns that, frames look hopeless
+    orch = Orchestrator(cfg, lambda _n, _c: _AlwaysSlow(calls))
     try:
-        got = []
-        for i in range(40):
-            out = orch.run([_frame(i)])
-            got += [o.frame_id for o in out if isinstance(o, Observation) and o.source == "slow"]
-        assert calls[0] == 0 and len(calls) > 1, calls  # it ran again after being skipped
-        assert got and got[-1] == 39
+        for i in range(80):
+            orch.run([_frame(i)])
+        # Skipped frames let the estimate fade, so the lane keeps trying now and then
+        # instead of switching the extractor off for good.
+        assert [c for c in calls if c >= 40], calls
+        assert len(calls) < 80  # and hopeless frames are skipped, not all run
     finally:
         orch.close()
