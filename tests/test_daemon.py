@@ -166,11 +166,18 @@ def test_wait_for_subscribers_counts_real_subscriptions(context: zmq.Context) ->
 
 def test_publish_drops_and_counts_when_the_queue_is_full(context: zmq.Context) -> None:
     with FramePublisher("tcp://127.0.0.1:*", wait_subscribers=1) as publisher:
-        sub = raw_subscriber(context, publisher.endpoint)  # subscribes, never reads
+        # A subscriber that never reads and buffers almost nothing, so the
+        # backpressure reaches the publisher's own queue.
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 1)
+        sub.setsockopt(zmq.RCVBUF, 65536)
+        sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+        sub.connect(publisher.endpoint)
         assert publisher.wait_for_subscribers(timeout=10)
         image = np.zeros((1000, 1000, 3), np.uint8)
         results = []
-        for frame_id in range(300):
+        for frame_id in range(3000):
             results.append(publisher.publish(frame_id, frame_id, image))
             if results.count(False) >= 3:
                 break
