@@ -32,9 +32,14 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
     reasons = Counter(t.get("reason") for t in triggers)
     sources = [r for r in trace if r.get("record_type") == "source_summary"]
     drops = Counter()
+    partial = Counter()
     for r in trace:
         if r.get("record_type") == "frame_drop":
-            drops[r.get("reason")] += len(r.get("dropped_frame_ids") or [])
+            if r.get("reason") == "timeout":
+                for name in r.get("extractors") or ["?"]:
+                    partial[name] += 1
+            else:
+                drops[r.get("reason")] += r.get("dropped_count") or len(r.get("dropped_frame_ids") or [])
     ok_clips = [c for c in clips if c.get("status") == "ok"]
     lines = ["", "FaceMoment run summary", "----------------------"]
     for s in sources:
@@ -46,6 +51,11 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
     lines.append(f"clips: {len(ok_clips)} written, {len(clips) - len(ok_clips)} failed -> {out_dir / 'clips'}")
     if drops:
         lines.append("dropped frames: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+    if partial:
+        lines.append(
+            "frames fused without an extractor that missed its deadline: "
+            + ", ".join(f"{k} {v}" for k, v in partial.most_common())
+        )
     lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")
     return "\n".join(lines)
 
