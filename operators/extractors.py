@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Tuple, TypeVar, runtime_checkable
 
 import numpy as np
 
 from facemoment.config import Config, ConfigError
 from facemoment.types import Frame, Observation
+
+T = TypeVar("T")
 
 IMPLEMENTED = ("face", "quality", "pose", "gesture")
 
@@ -84,6 +86,26 @@ def error_observation(source: str, frame: Any, message: str, started_ns: int) ->
         processing_ms=(time.perf_counter_ns() - started_ns) / 1e6,
         error=message,
     )
+
+
+def run_guarded(extractor: Any, frame: Any, work: Callable[[np.ndarray], T]) -> Tuple[Optional[T], Optional[Observation], int]:
+    """The shared part of a model extractor's `extract`.
+
+    Checks the frame's image, then runs `work(image)` under the extractor's lock with
+    its models loaded. Returns `(result, None, started_ns)`, or `(None, error
+    observation, started_ns)` for a bad image or a failing model — never raises.
+    """
+    started = time.perf_counter_ns()
+    image = getattr(frame, "image", None)
+    problem = image_problem(image)
+    if problem is not None:
+        return None, error_observation(extractor.name, frame, problem, started), started
+    try:
+        with extractor._lock:
+            extractor.load()
+            return work(image), None, started
+    except Exception as exc:  # a failing graph must not take the dataflow down
+        return None, error_observation(extractor.name, frame, f"{extractor.name} extraction failed: {exc}", started), started
 
 
 def build_extractor(name: str, cfg: Config) -> Extractor:

@@ -29,7 +29,7 @@ import numpy as np
 
 from facemoment.config import ConfigError, ExtractConfig
 from facemoment.types import Face, Frame, Observation
-from operators.extractors import error_observation, image_problem, quiet_native_logs
+from operators.extractors import quiet_native_logs, run_guarded
 
 BACKENDS = ("mediapipe",)
 
@@ -310,17 +310,10 @@ class FaceExtractor:
             self._detector = self._mesh = None
 
     def extract(self, frame: Frame) -> Observation:
-        started = time.perf_counter_ns()
-        image = getattr(frame, "image", None)
-        problem = image_problem(image)
-        if problem is not None:
-            return error_observation(self.name, frame, problem, started)
-        try:
-            with self._lock:
-                self.load()
-                faces, meshed = self._faces(image)
-        except Exception as exc:  # a failing graph must not take the dataflow down
-            return error_observation(self.name, frame, f"face extraction failed: {exc}", started)
+        result, failed, started = run_guarded(self, frame, self._faces)
+        if failed is not None:
+            return failed
+        faces, meshed = result
         return Observation(
             source=self.name,
             stream_id=frame.stream_id,

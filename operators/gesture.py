@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from facemoment.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
 from facemoment.types import Frame, Hand, Observation  # noqa: E402
-from operators.extractors import error_observation, image_problem  # noqa: E402
+from operators.extractors import run_guarded  # noqa: E402
 from operators.gesture_rules import NONE, score_gesture  # noqa: E402
 from operators.pose import to_rgb  # noqa: E402
 
@@ -91,17 +91,9 @@ class GestureExtractor:
             self._graph = None
 
     def extract(self, frame: Frame) -> Observation:
-        started = time.perf_counter_ns()
-        image = getattr(frame, "image", None)
-        problem = image_problem(image)
-        if problem is not None:
-            return error_observation(self.name, frame, problem, started)
-        try:
-            with self._lock:
-                self.load()
-                hands = self._hands(image)
-        except Exception as exc:  # a failing graph must not take the dataflow down
-            return error_observation(self.name, frame, f"gesture extraction failed: {exc}", started)
+        hands, failed, started = run_guarded(self, frame, self._hands)
+        if failed is not None:
+            return failed
         detected = any(
             h.gesture != NONE and h.gesture_confidence >= self.min_gesture_confidence for h in hands
         )

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from facemoment.config import ConfigError, ExtractConfig  # noqa: E402
 from facemoment.types import Frame, Observation, Pose  # noqa: E402
-from operators.extractors import error_observation, image_problem  # noqa: E402
+from operators.extractors import run_guarded  # noqa: E402
 
 Keypoint = Tuple[float, float, float]
 
@@ -141,17 +141,9 @@ class PoseExtractor:
             self._graph = None
 
     def extract(self, frame: Frame) -> Observation:
-        started = time.perf_counter_ns()
-        image = getattr(frame, "image", None)
-        problem = image_problem(image)
-        if problem is not None:
-            return error_observation(self.name, frame, problem, started)
-        try:
-            with self._lock:
-                self.load()
-                poses = self._poses(to_rgb(image))
-        except Exception as exc:  # a failing graph must not take the dataflow down
-            return error_observation(self.name, frame, f"pose extraction failed: {exc}", started)
+        poses, failed, started = run_guarded(self, frame, lambda image: self._poses(to_rgb(image)))
+        if failed is not None:
+            return failed
         return Observation(
             source=self.name,
             stream_id=frame.stream_id,
