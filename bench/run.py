@@ -14,11 +14,9 @@ import json
 import logging
 import os
 import platform
-import random
 import resource
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,8 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from facemoment.config import Config, load_config  # noqa: E402
+from facemoment.loopback import free_port  # noqa: E402
+from facemoment.summary import read_jsonl  # noqa: E402
 from facemoment.types import Frame  # noqa: E402
 
 EXTRACTORS = ("face", "pose", "gesture", "quality")
@@ -259,19 +259,6 @@ def rss_stats(samples: Sequence[Tuple[float, float]], warmup_s: float = RSS_WARM
     }
 
 
-def read_jsonl(path: Path) -> List[Record]:
-    """Rows of a JSONL file; a missing file is empty, a torn last line is skipped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def read_rss_mb(pid: int) -> Optional[float]:
     """VmRSS of a process in MB, or None once it has gone."""
     try:
@@ -395,20 +382,6 @@ def machine_info() -> Dict[str, Any]:
 def load_average() -> List[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
-
-def free_port() -> int:
-    """A free loopback port below the ephemeral range (a ZMQ connect that retries
-    before its peer binds could otherwise connect to itself on an ephemeral port)."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port in 20000-32000")
 
 
 def flow_env(extra: Mapping[str, str]) -> Dict[str, str]:

@@ -13,7 +13,8 @@ from typing import Any, Dict, List
 from facemoment.config import Config
 
 
-def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
+def read_jsonl(path: Path) -> List[Dict[str, Any]]:
+    """Rows of a JSONL file; a missing file is empty, an unreadable line is skipped."""
     if not path.exists():
         return []
     rows = []
@@ -26,9 +27,9 @@ def _read_jsonl(path: Path) -> List[Dict[str, Any]]:
 
 
 def summarize(out_dir: Path, trace_path: Path) -> str:
-    triggers = _read_jsonl(out_dir / "triggers.jsonl")
-    clips = _read_jsonl(out_dir / "clips" / "clips.jsonl")
-    trace = _read_jsonl(trace_path)
+    triggers = read_jsonl(out_dir / "triggers.jsonl")
+    clips = read_jsonl(out_dir / "clips" / "clips.jsonl")
+    trace = read_jsonl(trace_path)
     reasons = Counter(t.get("reason") for t in triggers)
     sources = [r for r in trace if r.get("record_type") == "source_summary"]
     drops = Counter()

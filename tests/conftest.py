@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import os
-import random
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+from facemoment.loopback import free_port  # noqa: F401  (tests import it from here)
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A free loopback port below the ephemeral range.
-
-    A ZMQ socket that connects before its peer binds keeps retrying; on an
-    ephemeral port such a retry can connect to itself and hold the port.
-    """
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port in 20000-32000")
 
 
 def _flow_env() -> dict:
