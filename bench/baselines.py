@@ -24,9 +24,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from facemoment.config import Config
-from facemoment.types import Frame, FrameObservations, Observation, Trigger
-from operators.fusion import FusionState
+from facemoment.core.config import Config
+from facemoment.core.types import Frame, FrameObservations, Observation, Trigger
+from operators.fusion_rules import FusionState
 
 SEED_POOL_WORKERS = 4
 SEED_TIMEOUT_S = 0.15

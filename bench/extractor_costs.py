@@ -16,10 +16,10 @@ import statistics
 import time
 from typing import Dict, List
 
-from facemoment.config import Config
-from facemoment.sample import render_frame, sample_timeline
-from facemoment.types import Frame
-from operators.extractors import build_extractor
+from facemoment.core.config import Config
+from facemoment.formats.sample import render_frame, sample_timeline
+from facemoment.core.types import Frame
+from operators.extraction.registry import build_extractor
 
 EXTRACTORS = ("face", "pose", "gesture", "quality")
 

@@ -36,10 +36,10 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from facemoment.config import Config, load_config  # noqa: E402
-from facemoment.loopback import free_port  # noqa: E402
-from facemoment.summary import read_jsonl  # noqa: E402
-from facemoment.types import Frame  # noqa: E402
+from facemoment.core.config import Config, load_config  # noqa: E402
+from facemoment.runtime.loopback import free_port  # noqa: E402
+from facemoment.runtime.summary import read_jsonl  # noqa: E402
+from facemoment.core.types import Frame  # noqa: E402
 
 EXTRACTORS = ("face", "pose", "gesture", "quality")
 SAMPLE_FRAMES = 360  # the built-in sample: 12 s at 30 fps
@@ -415,7 +415,7 @@ def bench_indices(count: int, total: int = SAMPLE_FRAMES) -> List[int]:
 
 def write_video(path: Path, images: Sequence[np.ndarray], fps: float = LIVE_FPS) -> Path:
     """Encode BGR images to an mp4 the way the sample video is encoded."""
-    from facemoment import media
+    from facemoment.formats import media
 
     height, width = images[0].shape[:2]
     cmd = [
@@ -439,7 +439,7 @@ def write_video(path: Path, images: Sequence[np.ndarray], fps: float = LIVE_FPS)
 
 
 def decode_video(path: Path, stream_id: str = STREAM_ID) -> List[Frame]:
-    from connectors.frames import open_frames
+    from facemoment.formats.frames import open_frames
 
     reader = open_frames(str(path))
     frames = []
@@ -453,7 +453,7 @@ def decode_video(path: Path, stream_id: str = STREAM_ID) -> List[Frame]:
 
 
 def prepare_inputs(plan: Plan, work: Path, log: Progress) -> Inputs:
-    from facemoment.sample import ensure_sample_video, render_frame
+    from facemoment.formats.sample import ensure_sample_video, render_frame
 
     indices = bench_indices(plan.frames)
     images = [render_frame(i) for i in indices]
@@ -472,7 +472,7 @@ def prepare_inputs(plan: Plan, work: Path, log: Progress) -> Inputs:
 
 def load_extractors(cfg: Config, warm_frame: Frame) -> Dict[str, Any]:
     """One loaded instance per extractor, each run once so first-call costs are paid."""
-    from operators.extractors import build_extractor
+    from operators.extraction.registry import build_extractor
 
     extractors = {}
     for name in EXTRACTORS:
@@ -585,7 +585,7 @@ def batch_config(video: Path, out_dir: Path) -> Config:
 
 def measure_decode(video: Path) -> Dict[str, Any]:
     """Decoding the benchmark video alone: part of the dataflow's work the bare figure has not."""
-    from connectors.frames import open_frames
+    from facemoment.formats.frames import open_frames
 
     reader = open_frames(str(video))
     count = 0
@@ -609,7 +609,7 @@ def dataflow_once(module: Any, inputs: Inputs, out_dir: Path) -> Dict[str, Any]:
     """
     from bytewax.testing import run_main
 
-    from operators.orchestrator import worker_orchestrator
+    from operators.extraction.orchestrator import worker_orchestrator
 
     cfg = batch_config(inputs.video, out_dir)
     flow = module.build_flow(cfg)
@@ -727,7 +727,7 @@ import time
 
 _path = os.environ.get("BENCH_READY_FILE")
 if _path:
-    from operators import orchestrator as _orchestrator
+    from operators.extraction import orchestrator as _orchestrator
 
     _init = _orchestrator.Orchestrator.__init__
 
@@ -983,8 +983,8 @@ def live_run(
     schedule: frame i is due at start + i/30 s; its wall-clock send time is
     recorded. Frame ids and timestamps keep counting when the sample loops.
     """
-    from connectors.daemon import FramePublisher
-    from facemoment.sample import frame_t_ns
+    from facemoment.tools.daemon import FramePublisher
+    from facemoment.formats.sample import frame_t_ns
 
     out_dir = work / name
     frames_address = f"tcp://127.0.0.1:{free_port()}"
@@ -1168,7 +1168,7 @@ def serve_raw_frames(address: str, count: int, size: Tuple[int, int], wait_s: fl
     """
     import zmq
 
-    from facemoment.wire import FRAME_TOPIC, HEADER, pack_frame
+    from facemoment.formats.wire import FRAME_TOPIC, HEADER, pack_frame
 
     width, height = size
     rng = np.random.default_rng(1)
@@ -1231,7 +1231,7 @@ def measure_ingest(plan: Plan, work: Path, log: Progress) -> Dict[str, Any]:
     from bytewax.testing import run_main
 
     from connectors.zmq_source import RECEIVE_HWM, ZmqFrameSource
-    from facemoment.wire import FRAME_TOPIC
+    from facemoment.formats.wire import FRAME_TOPIC
 
     count = plan.ingest_frames
     width, height = INGEST_SIZE

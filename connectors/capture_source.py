@@ -14,7 +14,7 @@ from typing import Deque, List, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from facemoment.types import Frame, TraceRecord
+from facemoment.core.types import Frame, TraceRecord
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ _IDLE_WAKE = timedelta(milliseconds=5)
 
 class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]):
     def __init__(self, source: str, stream_id: str, buffer_frames: int, stop_event: Optional[threading.Event]):
-        from connectors.frames import open_frames
+        from facemoment.formats.frames import open_frames
 
         self._reader = open_frames(source)
         self._stream_id = stream_id

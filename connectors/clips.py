@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from facemoment import media
-from facemoment.types import Frame, Trigger
+from facemoment.formats import media
+from facemoment.core.types import Frame, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class FrameRing:
 
 def recorded_frames(path: str, stream_id: str, t_start_ns: int, t_end_ns: int, fps: float) -> List[EncodedFrame]:
     """A recording's frames for [t_start, t_end] at a constant `fps` (slots as in FrameRing)."""
-    from connectors.recording import ENCODINGS, RecordingReader, load_index
+    from facemoment.formats.recording import ENCODINGS, RecordingReader, load_index
 
     period_ns = int(1e9 / fps)
     ring = FrameRing(max_age_ns=2**62, max_bytes=2**62)

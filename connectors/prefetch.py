@@ -14,7 +14,7 @@ from typing import Any, Callable, Deque, List, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from facemoment.types import Frame
+from facemoment.core.types import Frame
 
 
 class _PrefetchingPartition(StatefulSourcePartition[Any, int]):

@@ -1,4 +1,4 @@
-"""A Bytewax source replaying a recording (connectors/recording.py) as Frames.
+"""A Bytewax source replaying a recording (facemoment/formats/recording.py) as Frames.
 
 Frames come out with their recorded ids and timestamps, gaps included.  Like
 ``VideoFileSource`` the stream splits into shares by frame id (share ``i`` of
@@ -29,9 +29,9 @@ from typing import Callable, List, Optional, Tuple, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.recording import Record, RecordingError, RecordingReader
+from facemoment.formats.recording import Record, RecordingError, RecordingReader
 from connectors.shares import in_share, parse_share, share_parts
-from facemoment.types import Frame, TraceRecord
+from facemoment.core.types import Frame, TraceRecord
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any, Dict, List
 
 from bytewax.inputs import Source
 
-from facemoment import cluster, shutdown
-from facemoment.config import Config, ConfigError
+from facemoment.runtime import cluster, shutdown
+from facemoment.core.config import Config, ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def classify(source: str) -> str:
         return "camera"
     if "://" in source:
         return "url"
-    from connectors.recording import is_recording
+    from facemoment.formats.recording import is_recording
 
     if is_recording(source):
         return "recording"
@@ -74,7 +74,7 @@ def stream_specs(cfg: Config) -> List[StreamSpec]:
 def build_source(spec: StreamSpec, cfg: Config) -> Source:
     src = cfg.source
     shares = src.shares or cluster.total_workers()
-    from operators.orchestrator import worker_orchestrator
+    from operators.extraction.orchestrator import worker_orchestrator
 
     if spec.kind == "zmq":
         from connectors.zmq_source import ZmqFrameSource

@@ -23,7 +23,7 @@ from typing import Deque, List, Optional
 import zmq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from facemoment.types import Trigger
+from facemoment.core.types import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ def _local_format(trigger: Trigger) -> str:
 
 
 def trigger_message(trigger: Trigger) -> str:
-    """The TRIG line for a trigger (facemoment.wire's formatter when present)."""
+    """The TRIG line for a trigger (facemoment.formats.wire's formatter when present)."""
     try:
-        from facemoment.wire import format_trigger
+        from facemoment.formats.wire import format_trigger
     except ImportError:
         return _local_format(trigger)
     return format_trigger(trigger)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Set
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.trig_pub import trigger_message
-from facemoment.types import Trigger
+from facemoment.core.types import Trigger
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any, List, Optional, Tuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.frames import FrameReader, open_frames
+from facemoment.formats.frames import FrameReader, open_frames
 from connectors.shares import in_share, parse_share, share_parts
-from facemoment.types import Frame
+from facemoment.core.types import Frame
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from facemoment.types import Frame, TraceRecord
+from facemoment.core.types import Frame, TraceRecord
 from connectors.shares import in_share, parse_share, share_parts
-from facemoment.wire import FRAME_TOPIC, HEADER, WireError, unpack_frame
+from facemoment.formats.wire import FRAME_TOPIC, HEADER, WireError, unpack_frame
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,16 @@ from connectors.clips import ClipSink, encode_frame
 from connectors.sources import StreamSpec, build_source, stream_specs
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment import cluster, memory, metrics, shutdown
-from facemoment.config import Config, load_config
-from facemoment.summary import print_summary_at_exit
-from facemoment.sync_view import SyncView
-from facemoment.trace import JsonlSink, TraceSink, observation_record
-from facemoment.types import Frame, FrameObservations, Observation, TraceRecord, Trigger
+from facemoment.runtime import cluster, memory, metrics, shutdown
+from facemoment.core.config import Config, load_config
+from facemoment.runtime.summary import print_summary_at_exit
+from facemoment.runtime.sync_view import SyncView
+from connectors.trace_sink import JsonlSink, TraceSink, observation_record
+from facemoment.core.types import Frame, FrameObservations, Observation, TraceRecord, Trigger
 from operators.align import FRAME_MARKER, FrameGrouper, late_record, make_clock, make_windower
-from operators.extractors import check_backends
-from operators.orchestrator import extract_batch
-from operators.fuse import Fuser
+from operators.extraction.registry import check_backends
+from operators.extraction.orchestrator import extract_batch
+from operators.fusion_step import Fuser
 
 log = logging.getLogger("facemoment")
 

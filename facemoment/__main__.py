@@ -1,5 +1,5 @@
 import sys
 
-from facemoment.cli import main
+from facemoment.tools.cli import main
 
 sys.exit(main())

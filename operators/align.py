@@ -20,7 +20,7 @@ from bytewax.operators.windowing import (
     _EventClockState,
 )
 
-from facemoment.types import FrameObservations, Observation, TraceRecord
+from facemoment.core.types import FrameObservations, Observation, TraceRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

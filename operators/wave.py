@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, Tuple
 
-from facemoment.config import FusionConfig
+from facemoment.core.config import FusionConfig
 
 # Amplitude (max - min, normalized) at which the amplitude factor of the score saturates.
 FULL_SCORE_AMPLITUDE = 0.15

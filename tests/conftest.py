@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from facemoment.loopback import free_port  # noqa: F401  (tests import it from here)
+from facemoment.runtime.loopback import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators.windowing import EventClock, collect_window
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from facemoment.types import FrameObservations, Observation
+from facemoment.core.types import FrameObservations, Observation
 from operators.align import (
     FrameGrouper,
     SourceTimeClock,

@@ -15,15 +15,15 @@ import pytest
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from operators.backends import runtime  # noqa: E402
-from operators.backends.expression_onnx import CLASSES_7, CLASSES_8, ExpressionModel  # noqa: E402
-from operators.backends.insightface_pack import (  # noqa: E402
+from operators.extraction.backends import runtime  # noqa: E402
+from operators.extraction.backends.expression_onnx import CLASSES_7, CLASSES_8, ExpressionModel  # noqa: E402
+from operators.extraction.backends.insightface_pack import (  # noqa: E402
     NOSE_LINE_TILT_DEG,
     InsightFaceFaceBackend,
     Landmark3D68,
     head_pose_from_68,
 )
-from operators.backends.runtime import (  # noqa: E402
+from operators.extraction.backends.runtime import (  # noqa: E402
     ModelLoadError,
     ModelNotFoundError,
     choose_providers,
@@ -31,8 +31,8 @@ from operators.backends.runtime import (  # noqa: E402
     model_dir,
     nms,
 )
-from operators.backends.scrfd import SCRFD, estimate_pose_from_5pts, letterbox_blob  # noqa: E402
-from operators.backends.yolo_pose import YoloPoseBackend, hand_raised  # noqa: E402
+from operators.extraction.backends.scrfd import SCRFD, estimate_pose_from_5pts, letterbox_blob  # noqa: E402
+from operators.extraction.backends.yolo_pose import YoloPoseBackend, hand_raised  # noqa: E402
 from tests.onnx_builders import (  # noqa: E402
     PlantedFace,
     PlantedPerson,
@@ -112,7 +112,7 @@ def test_choose_providers_prefers_cuda_only_when_available_and_wanted():
 
 def test_create_session_runs_on_cpu_here_and_logs_the_provider_once(tmp_path, caplog):
     path = constant_model(tmp_path / "tiny.onnx", [1, 3, 8, 8], [("out", np.ones((1, 2)))])
-    caplog.set_level(logging.INFO, logger="operators.backends.runtime")
+    caplog.set_level(logging.INFO, logger="operators.extraction.backends.runtime")
     session, provider = create_session(path)
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         assert provider == "CPUExecutionProvider"
@@ -304,7 +304,7 @@ def test_pose_from_5pts_degenerate_keypoints_give_zeros():
 
 
 def test_local_rotation_matches_the_face_extractors_convention():
-    face = pytest.importorskip("operators.face")
+    face = pytest.importorskip("operators.extraction.face")
     for angles in [(20, -10, 5), (-35, 15, -8)]:
         assert np.allclose(rotation(*angles), face.rotation_from_angles(*angles))
 

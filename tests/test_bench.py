@@ -14,9 +14,9 @@ import zmq
 
 from bench import run as bench
 from bench.baselines import collect_with_timeout, sequential_loop, thread_pool_loop
-from facemoment.config import Config
-from facemoment.types import Frame, Observation
-from facemoment.wire import FRAME_TOPIC, unpack_frame
+from facemoment.core.config import Config
+from facemoment.core.types import Frame, Observation
+from facemoment.formats.wire import FRAME_TOPIC, unpack_frame
 
 from conftest import free_port
 

@@ -24,8 +24,8 @@ from connectors.clips import (
     clip_source,
     encode_frame,
 )
-from facemoment import media, sample
-from facemoment.types import Frame, Trigger
+from facemoment.formats import media, sample
+from facemoment.core.types import Frame, Trigger
 
 NS = 1_000_000_000
 FRAME_NS = NS / 30

@@ -14,7 +14,7 @@ import pytest
 import yaml
 import zmq
 
-from facemoment.sample import t_face_centred_ns, t_face_gone_ns
+from facemoment.formats.sample import t_face_centred_ns, t_face_gone_ns
 
 from conftest import PYTHON, REPO, free_port
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from facemoment.config import PRESETS, Config, ConfigError, load_config
+from facemoment.core.config import PRESETS, Config, ConfigError, load_config
 
 
 def test_defaults_are_the_seed_numbers():

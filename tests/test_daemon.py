@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from connectors.daemon import FramePublisher, Pacer, add_daemon_args, daemon_main, run_daemon
+from facemoment.tools.daemon import FramePublisher, Pacer, add_daemon_args, daemon_main, run_daemon
 
 FPS = 50.0
 N_FRAMES = 12

@@ -11,13 +11,13 @@ import cv2
 import pytest
 import zmq
 
-from connectors.daemon import run_daemon
-from facemoment.config import FusionConfig
-from facemoment.sample import sample_timeline, t_face_centred_ns, t_face_gone_ns
+from facemoment.tools.daemon import run_daemon
+from facemoment.core.config import FusionConfig
+from facemoment.formats.sample import sample_timeline, t_face_centred_ns, t_face_gone_ns
 
 from conftest import PYTHON, REPO, free_port
 
-# The documented TRIG grammar, written independently of facemoment.wire.
+# The documented TRIG grammar, written independently of facemoment.formats.wire.
 TRIG_RE = re.compile(
     r"^TRIG label=(?P<label>\S+) t_start_ns=(?P<t_start_ns>\d+) t_end_ns=(?P<t_end_ns>\d+) "
     r"faces=(?P<faces>\d+) score=(?P<score>\d+\.\d{3}) reason=(?P<reason>[a-z_]+)$"

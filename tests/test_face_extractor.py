@@ -11,11 +11,12 @@ import pytest
 from skimage import data
 from skimage.transform import PiecewiseAffineTransform, warp
 
-from facemoment.config import Config, ConfigError, ExtractConfig
-from facemoment.types import Frame
-from operators import face as face_mod
-from operators.extractors import Extractor, build_extractor, check_backends
-from operators.face import (
+from facemoment.core.config import Config, ConfigError, ExtractConfig
+from facemoment.core.types import Frame
+from operators.extraction import face as face_mod
+from operators.extraction.common import Extractor
+from operators.extraction.registry import build_extractor, check_backends
+from operators.extraction.face import (
     FaceExtractor,
     MouthShape,
     box_inside,

@@ -11,9 +11,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pytest
 
-from facemoment.config import FusionConfig, load_config
-from facemoment.types import Face, FrameObservations, Hand, Observation, Pose, TraceRecord, Trigger
-from operators.fusion import FusionState
+from facemoment.core.config import FusionConfig, load_config
+from facemoment.core.types import Face, FrameObservations, Hand, Observation, Pose, TraceRecord, Trigger
+from operators.fusion_rules import FusionState
 
 FPS = 30
 T0S = [0, 1_767_225_600_123_456_789]  # near 0 and a 2026 epoch time

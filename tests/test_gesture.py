@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from facemoment.config import ConfigError, ExtractConfig, FusionConfig
-from facemoment.types import Frame
-from operators.gesture import GestureExtractor
-from operators.gesture_rules import (
+from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
+from facemoment.core.types import Frame
+from operators.extraction.gesture import GestureExtractor
+from operators.extraction.gesture_rules import (
     FINGER_CLEAR_MARGIN,
     OK_TOUCH_FRACTION,
     RULE_CONFIDENCE,

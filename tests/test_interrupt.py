@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.daemon import run_daemon
+from facemoment.tools.daemon import run_daemon
 
 from conftest import PYTHON, REPO, free_port
 

@@ -11,11 +11,11 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
-from facemoment.config import Config
-from facemoment.trace import TraceSink
-from facemoment.types import Frame, Observation
+from facemoment.core.config import Config
+from connectors.trace_sink import TraceSink
+from facemoment.core.types import Frame, Observation
 from operators.align import late_record
-from operators.orchestrator import Orchestrator
+from operators.extraction.orchestrator import Orchestrator
 
 FACE_MS = {0: 42.0, 1: 44.0, 2: 46.0, 3: 40.0}
 GESTURE_MS = {0: 55.0, 1: 60.0, 2: 45.0, 3: 70.0}

@@ -12,8 +12,8 @@ from typing import List
 
 import pytest
 
-from connectors.daemon import run_daemon
-from facemoment.sample import sample_timeline, t_face_centred_ns, t_face_gone_ns
+from facemoment.tools.daemon import run_daemon
+from facemoment.formats.sample import sample_timeline, t_face_centred_ns, t_face_gone_ns
 
 from conftest import PYTHON, REPO, free_port
 

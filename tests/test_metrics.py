@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from conftest import free_port
-from facemoment import metrics
+from facemoment.runtime import metrics
 
 
 @pytest.fixture(autouse=True)

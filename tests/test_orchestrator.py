@@ -7,9 +7,9 @@ from typing import List
 
 import numpy as np
 
-from facemoment.config import Config
-from facemoment.types import Frame, Observation
-from operators.orchestrator import Orchestrator
+from facemoment.core.config import Config
+from facemoment.core.types import Frame, Observation
+from operators.extraction.orchestrator import Orchestrator
 
 
 class _Fast:

@@ -18,7 +18,7 @@ from zmq.utils.monitor import recv_monitor_message
 from connectors import trig_pub
 from connectors.trig_pub import TrigBindError, TrigPubSink, trigger_message
 from connectors.triggers_jsonl import FILE_NAME, TriggersJsonlSink, drop_partial_last_line, read_keys
-from facemoment.types import Trigger
+from facemoment.core.types import Trigger
 
 RECV_TIMEOUT_S = 5.0
 SEND_HWM_MULTIPLE = trig_pub.SEND_HWM  # more TRIGs than the queue holds

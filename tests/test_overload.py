@@ -15,10 +15,10 @@ import pytest
 import zmq
 from bytewax.testing import run_main
 
-import operators.extractors as extractors
+import operators.extraction.registry as extractors
 from dataflows.facemoment import build_flow
-from facemoment.config import Config
-from facemoment.types import Frame, Observation
+from facemoment.core.config import Config
+from facemoment.core.types import Frame, Observation
 
 from conftest import free_port
 

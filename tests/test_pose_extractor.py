@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from facemoment.config import ConfigError, ExtractConfig
-from facemoment.types import Frame
-from operators.pose import (
+from facemoment.core.config import ConfigError, ExtractConfig
+from facemoment.core.types import Frame
+from operators.extraction.pose import (
     BLAZEPOSE_FOR_COCO,
     COCO,
     COCO_NAMES,

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from skimage import data
 
-from facemoment.config import Config, ConfigError, QualityConfig
-from facemoment.types import Frame
-from operators.extractors import Extractor, build_extractor, image_problem
-from operators.quality import QualityExtractor
+from facemoment.core.config import Config, ConfigError, QualityConfig
+from facemoment.core.types import Frame
+from operators.extraction.common import Extractor, image_problem
+from operators.extraction.registry import build_extractor
+from operators.extraction.quality import QualityExtractor
 
 DEFAULTS = QualityConfig()
 
@@ -136,8 +137,8 @@ def test_build_extractor_names():
     quality = build_extractor("quality", cfg)
     assert isinstance(quality, QualityExtractor) and isinstance(quality, Extractor)
     assert quality.cfg is cfg.quality
-    from operators.gesture import GestureExtractor
-    from operators.pose import PoseExtractor
+    from operators.extraction.gesture import GestureExtractor
+    from operators.extraction.pose import PoseExtractor
 
     assert isinstance(build_extractor("pose", cfg), PoseExtractor)
     assert isinstance(build_extractor("gesture", cfg), GestureExtractor)

@@ -24,11 +24,11 @@ import zmq
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-import connectors.daemon as daemon_module
-import connectors.recording as recording
-from connectors.daemon import run_daemon
-from connectors.frames import open_frames
-from connectors.recording import (
+import facemoment.tools.daemon as daemon_module
+import facemoment.formats.recording as recording
+from facemoment.tools.daemon import run_daemon
+from facemoment.formats.frames import open_frames
+from facemoment.formats.recording import (
     RecordingError,
     RecordingFrameReader,
     RecordingReader,
@@ -38,8 +38,8 @@ from connectors.recording import (
     is_recording,
 )
 from connectors.replay_source import ReplaySource
-from facemoment.record import Recorder, RecordSummary, add_record_args, parse_size, record_main
-from facemoment.wire import pack_frame
+from facemoment.tools.record import Recorder, RecordSummary, add_record_args, parse_size, record_main
+from facemoment.formats.wire import pack_frame
 
 W, H = 64, 48
 # Frame ids the publisher sends: 5 and 6 are lost "on the wire".
@@ -580,7 +580,7 @@ def test_recording_frame_reader_ends_at_damage_with_a_logged_error(
 
 
 def _open_frames_with_recordings(source: str, fps: Optional[float] = None, loop: bool = False, start_frame_id: int = 0) -> Any:
-    """open_frames as connectors/frames.py dispatches once recordings are wired in."""
+    """open_frames as facemoment/formats/frames.py dispatches once recordings are wired in."""
     if is_recording(source):
         return RecordingFrameReader(source, fps=fps, loop=loop, start_frame_id=start_frame_id)
     return open_frames(source, fps=fps, loop=loop, start_frame_id=start_frame_id)

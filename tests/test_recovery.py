@@ -12,8 +12,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from connectors.recording import RecordingWriter
-from facemoment.sample import ensure_sample_video, render_frame, sample_timeline
+from facemoment.formats.recording import RecordingWriter
+from facemoment.formats.sample import ensure_sample_video, render_frame, sample_timeline
 
 from conftest import PYTHON, REPO
 

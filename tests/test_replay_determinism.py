@@ -10,8 +10,8 @@ from typing import Dict, List
 
 import pytest
 
-from connectors.recording import RecordingWriter
-from facemoment.sample import render_frame, sample_timeline
+from facemoment.formats.recording import RecordingWriter
+from facemoment.formats.sample import render_frame, sample_timeline
 
 from conftest import PYTHON, REPO, free_port
 

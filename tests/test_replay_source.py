@@ -14,11 +14,11 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-import connectors.recording as recording
-from connectors.recording import RecordingWriter, index_path
+import facemoment.formats.recording as recording
+from facemoment.formats.recording import RecordingWriter, index_path
 from connectors.replay_source import ReplaySource
 from connectors.shares import share_parts
-from facemoment.types import Frame
+from facemoment.core.types import Frame
 
 W, H = 32, 24
 IDS = [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 17, 18]  # gaps at 6-7 and 15-16

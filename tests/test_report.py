@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from facemoment.report import Clock, Timeline, add_report_args, build_figure, read_timeline
-from facemoment.trace_tools import add_trace_args, summarize_trace
+from facemoment.tools.report import Clock, Timeline, add_report_args, build_figure, read_timeline
+from facemoment.tools.trace_tools import add_trace_args, summarize_trace
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facemoment import media, sample
+from facemoment.formats import media, sample
 
 
 def quality(image: np.ndarray) -> tuple[float, float, float]:

@@ -11,7 +11,7 @@ from typing import Dict, List
 import cv2
 import pytest
 
-from facemoment.sample import ensure_sample_video, render_frame, sample_timeline
+from facemoment.formats.sample import ensure_sample_video, render_frame, sample_timeline
 
 from conftest import PYTHON, REPO, free_port
 

@@ -11,8 +11,8 @@ import pytest
 from bytewax.testing import TestingSource, run_main
 
 from dataflows.facemoment import build_observation_flow
-from facemoment.config import Config
-from facemoment.types import Face, Hand, Observation, Pose
+from facemoment.core.config import Config
+from facemoment.core.types import Face, Hand, Observation, Pose
 
 FPS = 30
 FRAME_NS = 1_000_000_000 // FPS
@@ -141,7 +141,7 @@ def test_the_baseline_alone_never_fires(tmp_path):
 
 
 def test_observations_jsonl_carries_visualbase_obs_text(tmp_path):
-    from facemoment.wire import parse_obs
+    from facemoment.formats.wire import parse_obs
 
     observations = script(faces=lambda i, s: [face(yaw=12.0)])[:50]
     cfg = Config()

@@ -8,7 +8,7 @@ from typing import List
 
 import pytest
 
-from facemoment.sync_view import ASCII, MAX_FRAMES, UNICODE, SyncView, display_width, glyphs_for
+from facemoment.runtime.sync_view import ASCII, MAX_FRAMES, UNICODE, SyncView, display_width, glyphs_for
 
 EXTRACTORS = ["face", "pose", "gesture", "quality"]
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from facemoment.trace_tools import add_trace_args, percentile, summarize_trace
+from facemoment.tools.trace_tools import add_trace_args, percentile, summarize_trace
 
 
 def run_cli(argv: List[str]) -> int:

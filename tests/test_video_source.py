@@ -15,9 +15,9 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.frames import open_frames
+from facemoment.formats.frames import open_frames
 from connectors.video_source import VideoFileSource
-from facemoment.types import Frame
+from facemoment.core.types import Frame
 
 FPS = 10.0
 N_FRAMES = 20
@@ -137,9 +137,9 @@ def test_open_frames_errors_name_the_source(tmp_path: Path) -> None:
 def test_open_frames_sample_uses_the_sample_module(
     video: Path, reference: List[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = types.ModuleType("facemoment.sample")
+    fake = types.ModuleType("facemoment.formats.sample")
     fake.ensure_sample_video = lambda: video  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "facemoment.sample", fake)
+    monkeypatch.setitem(sys.modules, "facemoment.formats.sample", fake)
     with open_frames("sample") as reader:
         assert reader.frame_count == N_FRAMES
         _, _, first = reader.read()

@@ -8,7 +8,7 @@ from typing import List
 
 import pytest
 
-from facemoment.config import FusionConfig
+from facemoment.core.config import FusionConfig
 from operators.wave import WaveDetector, WaveResult, direction_changes
 
 FPS = 30

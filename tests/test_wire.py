@@ -20,8 +20,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.zmq_source import ZmqFrameSource
-from facemoment.types import Face, Frame, Hand, Observation, Pose, Trigger
-from facemoment.wire import (
+from facemoment.core.types import Face, Frame, Hand, Observation, Pose, Trigger
+from facemoment.formats.wire import (
     HEADER,
     WireError,
     format_obs,

@@ -16,7 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.zmq_source import FrameBuffer, ZmqFrameSource
-from facemoment.types import Frame
+from facemoment.core.types import Frame
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

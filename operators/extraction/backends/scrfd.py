@@ -27,7 +27,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from operators.backends.runtime import (
+from operators.extraction.backends.runtime import (
     FACE_FALLBACK,
     ModelLoadError,
     PathLike,

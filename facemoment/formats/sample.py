@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from facemoment import media
+from facemoment.formats import media
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from facemoment.types import Pose
-from operators.backends.runtime import (
+from facemoment.core.types import Pose
+from operators.extraction.backends.runtime import (
     POSE_FALLBACK,
     ModelLoadError,
     PathLike,

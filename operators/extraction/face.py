@@ -27,9 +27,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from facemoment.config import ConfigError, ExtractConfig
-from facemoment.types import Face, Frame, Observation
-from operators.extractors import quiet_native_logs, run_guarded
+from facemoment.core.config import ConfigError, ExtractConfig
+from facemoment.core.types import Face, Frame, Observation
+from operators.extraction.common import quiet_native_logs, run_guarded
 
 BACKENDS = ("mediapipe",)
 

@@ -22,11 +22,11 @@ from typing import Any, List  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from facemoment.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
-from facemoment.types import Frame, Hand, Observation  # noqa: E402
-from operators.extractors import run_guarded  # noqa: E402
-from operators.gesture_rules import NONE, score_gesture  # noqa: E402
-from operators.pose import to_rgb  # noqa: E402
+from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
+from facemoment.core.types import Frame, Hand, Observation  # noqa: E402
+from operators.extraction.common import run_guarded  # noqa: E402
+from operators.extraction.gesture_rules import NONE, score_gesture  # noqa: E402
+from operators.extraction.pose import to_rgb  # noqa: E402
 
 # Both the full (1) and the lite (0) hand landmark models ship in the mediapipe wheel.
 SHIPPED_MODEL_COMPLEXITIES = (0, 1)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, 
 
 import zmq
 
-from connectors.recording import (
+from facemoment.formats.recording import (
     DEFAULT_ENCODING,
     DEFAULT_JPEG_QUALITY,
     ENCODINGS,
@@ -42,7 +42,7 @@ from connectors.recording import (
     encode_image,
     image_geometry,
 )
-from facemoment.wire import FRAME_TOPIC, WireError, unpack_frame
+from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 # Frames ZeroMQ may queue for the recorder (the dataflow's source keeps 2).

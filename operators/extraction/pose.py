@@ -24,9 +24,9 @@ from typing import Any, List, Optional, Sequence, Tuple  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from facemoment.config import ConfigError, ExtractConfig  # noqa: E402
-from facemoment.types import Frame, Observation, Pose  # noqa: E402
-from operators.extractors import run_guarded  # noqa: E402
+from facemoment.core.config import ConfigError, ExtractConfig  # noqa: E402
+from facemoment.core.types import Frame, Observation, Pose  # noqa: E402
+from operators.extraction.common import run_guarded  # noqa: E402
 
 Keypoint = Tuple[float, float, float]
 

@@ -1,7 +1,7 @@
-"""Extractor registry and the input checks shared by extractors.
+"""What every extractor shares: the protocol, input checks, the guarded model call.
 
 MediaPipe graphs are not safe to share between threads: the orchestrator gives
-each extractor instance a thread of its own (operators/orchestrator.py).
+each extractor instance a thread of its own (operators/extraction/orchestrator.py).
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from typing import Any, Callable, Optional, Protocol, Tuple, TypeVar, runtime_ch
 
 import numpy as np
 
-from facemoment.config import Config, ConfigError
-from facemoment.types import Frame, Observation
+from facemoment.core.types import Frame, Observation
 
 T = TypeVar("T")
-
-IMPLEMENTED = ("face", "quality", "pose", "gesture")
 
 
 @runtime_checkable
@@ -106,57 +103,3 @@ def run_guarded(extractor: Any, frame: Any, work: Callable[[np.ndarray], T]) -> 
             return work(image), None, started
     except Exception as exc:  # a failing graph must not take the dataflow down
         return None, error_observation(extractor.name, frame, f"{extractor.name} extraction failed: {exc}", started), started
-
-
-def build_extractor(name: str, cfg: Config) -> Extractor:
-    """A new extractor for `name`, configured from `cfg`.
-
-    Production backends load their models here and raise a clear error naming the
-    missing file and the offline default; `check_backends` calls this at start-up
-    so such a failure stops the run before the first frame, never mid-stream.
-    """
-    ext = cfg.extract
-    # Imported here so that using only some extractors never loads the others' models.
-    if name == "face":
-        if ext.face_backend == "insightface":
-            from operators.backend_extractors import InsightFaceExtractor
-
-            return InsightFaceExtractor(ext)
-        from operators.face import FaceExtractor
-
-        face = FaceExtractor(ext)
-        if ext.expression_model:
-            from operators.backend_extractors import ModelExpression
-
-            return ModelExpression(face, ext)
-        return face
-    if name == "quality":
-        from operators.quality import QualityExtractor
-
-        return QualityExtractor(cfg.quality)
-    if name == "pose":
-        if ext.pose_backend == "yolo":
-            from operators.backend_extractors import YoloPoseExtractor
-
-            return YoloPoseExtractor(ext)
-        from operators.pose import PoseExtractor
-
-        return PoseExtractor(ext)
-    if name == "gesture":
-        from operators.gesture import GestureExtractor
-
-        return GestureExtractor(ext, cfg.fusion)
-    raise ConfigError(f"unknown extractor {name!r}; available: {', '.join(IMPLEMENTED)}")
-
-
-def check_backends(cfg: Config) -> None:
-    """Load every non-default backend once, so missing weights fail the start-up."""
-    ext = cfg.extract
-    needs = []
-    if "face" in ext.extractors and (ext.face_backend != "mediapipe" or ext.expression_model):
-        needs.append("face")
-    if "pose" in ext.extractors and ext.pose_backend != "mediapipe":
-        needs.append("pose")
-    for name in needs:
-        extractor = build_extractor(name, cfg)
-        extractor.close()

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
-from facemoment.config import Config
-from facemoment.types import FrameObservations, TraceRecord, Trigger
-from operators.fusion import FusionState
+from facemoment.core.config import Config
+from facemoment.core.types import FrameObservations, TraceRecord, Trigger
+from operators.fusion_rules import FusionState
 
 FPS_SUMMARY_EVERY_NS = 5_000_000_000
 

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List
 
-from facemoment.config import Config
+from facemoment.core.config import Config
 
 
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:

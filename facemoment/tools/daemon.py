@@ -28,8 +28,8 @@ from typing import Callable, Optional
 import numpy as np
 import zmq
 
-from connectors.frames import open_frames
-from facemoment.wire import FRAME_TOPIC, pack_frame
+from facemoment.formats.frames import open_frames
+from facemoment.formats.wire import FRAME_TOPIC, pack_frame
 
 SEND_HWM = 2
 SUBSCRIBE = b"\x01"

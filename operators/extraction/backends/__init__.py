@@ -6,7 +6,7 @@ constructor and raises `ModelNotFoundError` (missing) or `ModelLoadError`
 (unusable) there, naming the path and the bundled MediaPipe alternative.
 """
 
-from operators.backends.runtime import (
+from operators.extraction.backends.runtime import (
     ModelLoadError,
     ModelNotFoundError,
     choose_providers,

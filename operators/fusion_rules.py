@@ -16,8 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from facemoment.config import FusionConfig, GateConfig
-from facemoment.types import Face, FrameObservations, Observation, Pose, TraceRecord, Trigger
+from facemoment.core.config import FusionConfig, GateConfig
+from facemoment.core.types import Face, FrameObservations, Observation, Pose, TraceRecord, Trigger
 from operators.wave import WaveDetector
 
 TRACE_LEVELS = {"off": 0, "minimal": 1, "normal": 2, "verbose": 3}

@@ -8,9 +8,9 @@ from typing import Dict
 import cv2
 import numpy as np
 
-from facemoment.config import QualityConfig
-from facemoment.types import Frame, Observation
-from operators.extractors import error_observation, image_problem
+from facemoment.core.config import QualityConfig
+from facemoment.core.types import Frame, Observation
+from operators.extraction.common import error_observation, image_problem
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:

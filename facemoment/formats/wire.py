@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from facemoment.types import Face, Hand, Observation, Pose, Trigger
+from facemoment.core.types import Face, Hand, Observation, Pose, Trigger
 
 FRAME_TOPIC = b"frame"
 MSG_TOPIC = b"msg"

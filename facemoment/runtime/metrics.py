@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Set, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from facemoment.config import KNOWN_EXTRACTORS, ConfigError
+from facemoment.core.config import KNOWN_EXTRACTORS, ConfigError
 
 log = logging.getLogger(__name__)
 

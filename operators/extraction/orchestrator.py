@@ -21,8 +21,8 @@ from concurrent.futures import CancelledError, Future, TimeoutError as FutureTim
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from facemoment.config import Config
-from facemoment.types import Frame, Observation, TraceRecord
+from facemoment.core.config import Config
+from facemoment.core.types import Frame, Observation, TraceRecord
 from operators.align import FRAME_MARKER
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Orchestrator:
 
     def __init__(self, cfg: Config, factory: Optional[Callable[[str, Config], object]] = None):
         if factory is None:
-            from operators.extractors import build_extractor
+            from operators.extraction.registry import build_extractor
 
             factory = build_extractor
         self.cfg = cfg

@@ -25,8 +25,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from facemoment.types import Face
-from operators.backends.runtime import (
+from facemoment.core.types import Face
+from operators.extraction.backends.runtime import (
     FACE_FALLBACK,
     ModelLoadError,
     ModelNotFoundError,
@@ -37,7 +37,7 @@ from operators.backends.runtime import (
     input_hw,
     missing_message,
 )
-from operators.backends.scrfd import SCRFD, FaceDetection, estimate_pose_from_5pts
+from operators.extraction.backends.scrfd import SCRFD, FaceDetection, estimate_pose_from_5pts
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from facemoment.trace_tools import (
+from facemoment.tools.trace_tools import (
     TOTAL_COMPONENTS,
     ReadStats,
     SummaryBuilder,

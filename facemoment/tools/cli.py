@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from facemoment.config import ConfigError, load_config
+from facemoment.core.config import ConfigError, load_config
 
 log = logging.getLogger("facemoment")
 
@@ -29,14 +29,14 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_flow
-    from facemoment import shutdown
-    from facemoment.summary import print_summary_at_exit
+    from facemoment.runtime import shutdown
+    from facemoment.runtime.summary import print_summary_at_exit
 
     env = dict(os.environ)
     env.update(env_overrides)
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
     cfg = load_config(env)
-    from facemoment import memory
+    from facemoment.runtime import memory
 
     memory.keep_frame_memory_flat()
     if cfg.output.trig_address:
@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from facemoment.sample import ensure_sample_video, write_sample_video
+    from facemoment.formats.sample import ensure_sample_video, write_sample_video
 
     if args.output:
         write_sample_video(Path(args.output))
@@ -94,7 +94,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from connectors.daemon import daemon_main
+    from facemoment.tools.daemon import daemon_main
 
     return daemon_main(args) or 0
 
@@ -121,8 +121,8 @@ def _listen_trig(address: str, stop: threading.Event, received: List[str]) -> No
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default end to end: daemon → ZMQ → dataflow → TRIG + clips."""
-    from connectors.daemon import run_daemon
-    from facemoment.sample import ensure_sample_video
+    from facemoment.tools.daemon import run_daemon
+    from facemoment.formats.sample import ensure_sample_video
 
     out_dir = Path(args.output_dir)
     if out_dir.exists() and args.clean:
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("daemon", help="publish frames in the visualbase wire format")
-    from connectors.daemon import add_daemon_args
+    from facemoment.tools.daemon import add_daemon_args
 
     add_daemon_args(p)
     p.set_defaults(func=cmd_daemon)
@@ -206,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
     p.set_defaults(func=cmd_demo)
 
-    from facemoment.record import add_record_args
-    from facemoment.report import add_report_args
-    from facemoment.trace_tools import add_trace_args
+    from facemoment.tools.record import add_record_args
+    from facemoment.tools.report import add_report_args
+    from facemoment.tools.trace_tools import add_trace_args
 
     add_record_args(sub)
 
@@ -226,7 +226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
     from connectors.trig_pub import TrigBindError
-    from operators.backends.runtime import ModelLoadError, ModelNotFoundError
+    from operators.extraction.backends.runtime import ModelLoadError, ModelNotFoundError
 
     try:
         return int(args.func(args) or 0)

@@ -23,7 +23,7 @@ from typing import Any, Dict, Sequence
 import cv2
 import numpy as np
 
-from operators.backends.runtime import (
+from operators.extraction.backends.runtime import (
     EXPRESSION_FALLBACK,
     ModelLoadError,
     PathLike,

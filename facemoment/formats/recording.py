@@ -19,7 +19,7 @@ by frame id.
   naming the byte offset, after every record before it was returned.
 - :func:`load_index` loads the sidecar index, extending or rebuilding it by
   scanning when it is missing, stale or shorter than the data.
-- :class:`RecordingFrameReader` has the interface of ``connectors.frames.FrameReader``.
+- :class:`RecordingFrameReader` has the interface of ``facemoment.formats.frames.FrameReader``.
 """
 
 from __future__ import annotations
@@ -752,7 +752,7 @@ def _data_lock(path: Path) -> Iterator[bool]:
 
 
 class RecordingFrameReader:
-    """A recording as ``connectors.frames.FrameReader``: ``(frame_id, t_src_ns, image)`` as recorded.
+    """A recording as ``facemoment.formats.frames.FrameReader``: ``(frame_id, t_src_ns, image)`` as recorded.
 
     Ids and timestamps are the recorded ones (gaps stay gaps).  ``start_frame_id``
     starts at the first record with an id at least that.  Damage ends the frames

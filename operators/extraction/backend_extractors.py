@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import List
 
-from facemoment.config import ExtractConfig
-from facemoment.types import Face, Frame, Observation
-from operators.extractors import error_observation, image_problem
+from facemoment.core.config import ExtractConfig
+from facemoment.core.types import Face, Frame, Observation
+from operators.extraction.common import error_observation, image_problem
 
 
 def _observation(name: str, frame: Frame, started: int, **fields) -> Observation:
@@ -29,7 +29,7 @@ def _observation(name: str, frame: Frame, started: int, **fields) -> Observation
 def _expression_model(cfg: ExtractConfig):
     if not cfg.expression_model:
         return None
-    from operators.backends.expression_onnx import ExpressionModel
+    from operators.extraction.backends.expression_onnx import ExpressionModel
 
     return ExpressionModel(cfg.expression_model, prefer_gpu=cfg.prefer_gpu)
 
@@ -40,7 +40,7 @@ class InsightFaceExtractor:
     name = "face"
 
     def __init__(self, cfg: ExtractConfig):
-        from operators.backends.insightface_pack import InsightFaceFaceBackend
+        from operators.extraction.backends.insightface_pack import InsightFaceFaceBackend
 
         self.backend = InsightFaceFaceBackend(
             pack=cfg.insightface_pack,
@@ -73,7 +73,7 @@ class YoloPoseExtractor:
     name = "pose"
 
     def __init__(self, cfg: ExtractConfig):
-        from operators.backends.yolo_pose import YoloPoseBackend
+        from operators.extraction.backends.yolo_pose import YoloPoseBackend
 
         self.backend = YoloPoseBackend(cfg.pose_model, prefer_gpu=cfg.prefer_gpu)
 

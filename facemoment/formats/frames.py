@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from connectors.recording import RecordingFrameReader
+    from facemoment.formats.recording import RecordingFrameReader
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def _classify(source: str) -> Tuple[object, Optional[Path], bool]:
     if not text:
         raise ValueError("empty video source")
     if text == "sample":
-        from facemoment.sample import ensure_sample_video  # lazy: only the sample needs it
+        from facemoment.formats.sample import ensure_sample_video  # lazy: only the sample needs it
 
         path = Path(ensure_sample_video())
         if not path.is_file():
@@ -289,7 +289,7 @@ def open_frames(
     source: str, fps: Optional[float] = None, loop: bool = False, start_frame_id: int = 0
 ) -> "FrameReader | RecordingFrameReader":
     """Open a file path, a recording, a camera index ("0"), an rtsp/http URL or "sample"."""
-    from connectors.recording import RecordingFrameReader, is_recording
+    from facemoment.formats.recording import RecordingFrameReader, is_recording
 
     if is_recording(source):
         # Recorded ids and timestamps, gaps included (no renumbering, no fps sampling).

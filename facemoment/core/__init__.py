@@ -1,0 +1,1 @@
+"""Types, configuration and trace records: what every layer shares."""

@@ -1,0 +1,1 @@
+"""Process-level runtime: cluster layout, memory, shutdown, metrics, summary, live view."""

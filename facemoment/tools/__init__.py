@@ -1,0 +1,1 @@
+"""Programs around the dataflow: the CLI, the frame daemon, recorder, report and trace tools."""

@@ -1,0 +1,1 @@
+"""Per-frame extraction: extractors, their backends, the registry and the orchestrator."""
