@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from bytewax.inputs import Source
 
@@ -25,7 +24,7 @@ class StreamSpec:
 
     def path(self) -> Path:
         if self.kind == "sample":
-            from facemoment.sample import ensure_sample_video
+            from facemoment.formats.sample import ensure_sample_video
 
             return ensure_sample_video()
         return Path(self.source)
@@ -71,10 +70,11 @@ def stream_specs(cfg: Config) -> List[StreamSpec]:
     return specs
 
 
-def build_source(spec: StreamSpec, cfg: Config) -> Source:
+def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -> Source:
+    """The source for one stream. `extraction()` returns this process's extraction
+    service (its `prefetch`/`discard` take frames as they are accepted)."""
     src = cfg.source
     shares = src.shares or cluster.total_workers()
-    from operators.extraction.orchestrator import worker_orchestrator
 
     if spec.kind == "zmq":
         from connectors.zmq_source import ZmqFrameSource
@@ -89,8 +89,8 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
             stop_event=shutdown.STOP,
             # Load the models before subscribing, so a live stream's first frames
             # are not dropped while they load.
-            before_connect=functools.partial(worker_orchestrator, cfg),
-            prefetcher=functools.partial(worker_orchestrator, cfg),
+            before_connect=extraction,
+            prefetcher=extraction,
             shares=shares,
         )
     if spec.kind in ("recording", "file", "sample"):
@@ -105,7 +105,7 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
 
             inner = VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress, shares=shares)
         # Frames are read a little ahead so the extractors never wait between batches.
-        return PrefetchingSource(inner, functools.partial(worker_orchestrator, cfg))
+        return PrefetchingSource(inner, extraction)
     from connectors.capture_source import CaptureSource
 
     return CaptureSource(spec.source, spec.stream_id, buffer_frames=max(1, src.buffer_frames), stop_event=shutdown.STOP)

@@ -34,7 +34,7 @@ from connectors.trace_sink import JsonlSink, TraceSink, observation_record
 from facemoment.core.types import Frame, FrameObservations, Observation, TraceRecord, Trigger
 from operators.align import FRAME_MARKER, FrameGrouper, late_record, make_clock, make_windower
 from operators.extraction.registry import check_backends
-from operators.extraction.orchestrator import extract_batch
+from operators.extraction.orchestrator import extract_batch, worker_orchestrator
 from operators.fusion_step import Fuser
 
 log = logging.getLogger("facemoment")
@@ -94,7 +94,7 @@ def frames_in(
 ) -> Dict[str, Stream[Frame]]:
     frames_by_stream: Dict[str, Stream[Frame]] = {}
     for spec in specs:
-        items = op.input(f"frames_{spec.stream_id}", flow, build_source(spec, cfg))
+        items = op.input(f"frames_{spec.stream_id}", flow, build_source(spec, cfg, functools.partial(worker_orchestrator, cfg)))
         split = op.branch(f"split_source_{spec.stream_id}", items, _is_frame)
         frames_by_stream[spec.stream_id] = split.trues
         records.append(split.falses)
