@@ -28,6 +28,7 @@ from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment.runtime import cluster, memory, metrics, shutdown
 from facemoment.core.config import Config, load_config
+from facemoment.core.records import as_dict
 from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
 from connectors.trace_sink import JsonlSink, TraceSink, observation_record
@@ -182,7 +183,7 @@ def outputs(
             op.key_on("key_observations", op.map("observation_records", observations, observation_record), lambda _r: "observations"),
             JsonlSink(out_dir / "observations.jsonl", keep=lambda r: r["source"] != FRAME_MARKER),
         )
-    all_records = op.merge("trace_records", *records)
+    all_records = op.map("record_dicts", op.merge("trace_records", *records), as_dict)
     if cfg.output.metrics_port or sync_view is not None:
         op.inspect("live_status", all_records, functools.partial(_live_status, sync_view))
     if cfg.output.trace != "off":

@@ -1,0 +1,85 @@
+"""Typed trace records: one class per `record_type`, its minimum level declared once.
+
+A record becomes one JSON object per line in trace.jsonl: `record_type` first, then
+the fields in declaration order. Fields marked `optional()` are left out while None,
+so records keep the shape the jq recipes in docs/observability.md read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import IntEnum
+from typing import Any, ClassVar, Dict, Type, TypeVar, Union
+
+
+class Level(IntEnum):
+    OFF = 0
+    MINIMAL = 1
+    NORMAL = 2
+    VERBOSE = 3
+
+    @classmethod
+    def parse(cls, name: Union[str, "Level"]) -> "Level":
+        if isinstance(name, Level):
+            return name
+        try:
+            return cls[str(name).upper()]
+        except KeyError:
+            names = ", ".join(level.name.lower() for level in cls)
+            raise ValueError(f"unknown trace level {name!r}; use one of {names}") from None
+
+
+LEVEL_NAMES = tuple(level.name.lower() for level in Level)
+
+_OPTIONAL = "facemoment.optional"
+
+
+def optional(default: Any = None) -> Any:
+    """A field written only when it is not None."""
+    return dataclasses.field(default=default, metadata={_OPTIONAL: True})
+
+
+@dataclasses.dataclass
+class Record:
+    """Base of every trace record. Subclasses set TYPE and LEVEL and are registered."""
+
+    TYPE: ClassVar[str] = ""
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"record_type": self.TYPE}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.metadata.get(_OPTIONAL):
+                continue
+            out[field.name] = value
+        return out
+
+    def wanted_at(self, level: Level) -> bool:
+        return level > Level.OFF and self.LEVEL <= level
+
+
+RECORD_TYPES: Dict[str, Type[Record]] = {}
+
+R = TypeVar("R", bound=Type[Record])
+
+
+def register(cls: R) -> R:
+    """Class decorator: makes `cls` known by its TYPE (the trace tools look it up)."""
+    if not cls.TYPE:
+        raise TypeError(f"{cls.__name__} has no TYPE")
+    if cls.TYPE in RECORD_TYPES and RECORD_TYPES[cls.TYPE] is not cls:
+        raise TypeError(f"record type {cls.TYPE!r} is defined twice")
+    RECORD_TYPES[cls.TYPE] = cls
+    return cls
+
+
+def level_of(record_type: str) -> Level:
+    """The minimum level of a record type; unknown types count as normal."""
+    cls = RECORD_TYPES.get(record_type)
+    return cls.LEVEL if cls is not None else Level.NORMAL
+
+
+def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
+    """The JSON object of a record (plain dicts pass through)."""
+    return record.to_dict() if isinstance(record, Record) else record
