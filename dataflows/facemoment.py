@@ -26,8 +26,8 @@ from connectors.clips import ClipSink, encode_frame
 from connectors.sources import StreamSpec, build_source, stream_specs
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment.runtime import cluster, memory, metrics, shutdown
-from facemoment.core.config import Config, load_config
+from facemoment.runtime import cluster, exit_status, memory, metrics, preflight, shutdown
+from facemoment.core.config import Config
 from facemoment.core.records import as_dict
 from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
@@ -197,7 +197,8 @@ def outputs(
 
 def _module_flow() -> Dataflow:
     logging.basicConfig(level=os.environ.get("FACEMOMENT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config()
+    cfg = preflight.startup_config()  # one-line error and exit 2 before anything starts
+    exit_status.exit_with_status_at_exit()  # registered first: runs after the summary
     memory.keep_frame_memory_flat()
     shutdown.install_sigint_handler()
     if cfg.output.summary:
@@ -217,4 +218,10 @@ def start_live_status(cfg: Config) -> Optional[SyncView]:
     return view
 
 
-flow = _module_flow()
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run dataflows.facemoment` looks up `flow`: the configured
+    # flow is built then, not when a test or tool imports this module.
+    if name == "flow":
+        value = globals()["flow"] = _module_flow()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

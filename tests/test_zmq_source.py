@@ -357,8 +357,13 @@ def test_constructor_rejects_bad_settings() -> None:
 
 
 class Item:
-    def __init__(self, frame_id: int) -> None:
+    def __init__(self, frame_id: int, nbytes: int = 0) -> None:
         self.frame_id = frame_id
+        self.image = np.zeros(nbytes, np.uint8)
+
+
+def _ids(items) -> List[int]:
+    return [x.frame_id for x in items]
 
 
 @pytest.mark.parametrize("strategy", ["skip_oldest", "skip_intermediate", "keyframe_only"])
@@ -369,7 +374,7 @@ def test_every_offered_frame_is_emitted_or_reported(strategy: str, capacity: int
     emitted: List[int] = []
     dropped: List[int] = []
     for frame_id in range(400):
-        dropped += buffer.offer(Item(frame_id))
+        dropped += _ids(buffer.offer(Item(frame_id)))
         if capacity > 0:
             assert len(buffer) <= capacity
         if rng.random() < 0.2:
@@ -386,20 +391,29 @@ def test_every_offered_frame_is_emitted_or_reported(strategy: str, capacity: int
 
 def test_skip_oldest_keeps_the_newest() -> None:
     buffer = FrameBuffer(3, "skip_oldest")
-    drops = [buffer.offer(Item(i)) for i in range(5)]
+    drops = [_ids(buffer.offer(Item(i))) for i in range(5)]
     assert drops == [[], [], [], [0], [1]]
     assert [x.frame_id for x in buffer.drain()] == [2, 3, 4]
 
 
 def test_skip_intermediate_keeps_the_oldest_and_the_newest() -> None:
     buffer = FrameBuffer(4, "skip_intermediate")
-    drops = [buffer.offer(Item(i)) for i in range(6)]
+    drops = [_ids(buffer.offer(Item(i))) for i in range(6)]
     assert drops == [[], [], [], [], [1, 2, 3], []]
     assert [x.frame_id for x in buffer.drain()] == [0, 4, 5]
 
 
 def test_keyframe_only_keeps_every_nth_id() -> None:
     buffer = FrameBuffer(0, "keyframe_only", keyframe_interval=4)
-    drops = [i for f in range(10) for i in buffer.offer(Item(f))]
+    drops = [i for f in range(10) for i in _ids(buffer.offer(Item(f)))]
     assert drops == [1, 2, 3, 5, 6, 7, 9]
     assert [x.frame_id for x in buffer.drain()] == [0, 4, 8]
+
+
+def test_buffer_is_bounded_in_bytes_whatever_its_frame_count() -> None:
+    buffer = FrameBuffer(0, "skip_oldest", max_bytes=1000)  # unbounded in count
+    drops = [_ids(buffer.offer(Item(i, 300))) for i in range(6)]
+    assert drops == [[], [], [], [0], [1], [2]]
+    assert buffer.bytes == 900
+    assert _ids(buffer.offer(Item(6, 2000))) == [6]  # could never fit: refused, nothing evicted
+    assert _ids(buffer.drain()) == [3, 4, 5] and buffer.bytes == 0

@@ -83,3 +83,20 @@ def level_of(record_type: str) -> Level:
 def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
     """The JSON object of a record (plain dicts pass through)."""
     return record.to_dict() if isinstance(record, Record) else record
+
+
+# --- start-up and resilience records -----------------------------------------------
+
+
+@register
+@dataclasses.dataclass
+class TraceDegraded(Record):
+    """Trace records lost to a failed write (a full disk); the run went on without them."""
+
+    TYPE: ClassVar[str] = "trace_degraded"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    lost_records: int  # since the previous write that succeeded
+    lost_total: int  # in the whole run so far
+    error: str
+    path: str
