@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 DROP_STRATEGIES = ("skip_oldest", "skip_intermediate", "keyframe_only")
-# Frames in a row, consistent with each other, that make a jumped clock the new time base.
+# A jumped clock becomes the new time base after this many frames in a row agreeing
+# on it, over at least this long, with no plausible frame between them: a clock that
+# really stepped keeps sending, while stray frames among a live stream's never qualify.
 TIME_REBASE_FRAMES = 3
+TIME_REBASE_S = 1.0
 
 
 class FrameBuffer:
@@ -85,16 +88,19 @@ class TimeJumpGuard:
     """Rejects a ``t_src_ns`` that leaps ahead of the stream's event time by more
     than ``max_jump_s`` beyond the (monotonic) time that passed since the last
     accepted one: one frame stamped near 2^64 would otherwise make every later
-    frame late.  A new time base is accepted once it repeats
-    (:data:`TIME_REBASE_FRAMES` consistent frames in a row), so a clock that really
-    stepped is followed.  Backward steps pass (a publisher restart, or late frames
-    the alignment handles).  Not thread-safe: one receive thread owns it.
+    frame late.  A clock that really stepped is followed: the new time base is
+    accepted once :data:`TIME_REBASE_FRAMES` frames agree on it over
+    :data:`TIME_REBASE_S`, with no plausible frame between them.  Backward steps
+    pass (a publisher restart, or late frames the alignment handles).  Not
+    thread-safe: one receive thread owns it.
     """
 
-    def __init__(self, max_jump_s: Optional[float]) -> None:
+    def __init__(self, max_jump_s: Optional[float], clock: Callable[[], int] = time.monotonic_ns) -> None:
         self.max_jump_ns = None if max_jump_s is None else int(max_jump_s * 1e9)
-        self._base: Optional[Tuple[int, int]] = None  # (t_src_ns, monotonic ns) last accepted
-        self._rebase: List[int] = []
+        self._clock = clock
+        self._base: Optional[Tuple[int, int]] = None  # (t_src_ns, clock) of the last accepted
+        # The candidate new base: (first clock, last t_src_ns, frames) since the jump.
+        self._rebase: Optional[Tuple[int, int, int]] = None
 
     def describe(self) -> str:
         return "unbounded" if self.max_jump_ns is None else f"{self.max_jump_ns / 1e9:g} s"
@@ -102,19 +108,20 @@ class TimeJumpGuard:
     def plausible(self, t_src_ns: int) -> bool:
         if self.max_jump_ns is None:
             return True
-        now = time.monotonic_ns()
+        now = self._clock()
         base = self._base
         if base is None or t_src_ns - base[0] <= self.max_jump_ns + (now - base[1]):
             self._accept(t_src_ns, now)
             return True
-        if self._rebase and abs(t_src_ns - self._rebase[-1]) > self.max_jump_ns:
-            self._rebase = []
-        self._rebase.append(t_src_ns)
-        if len(self._rebase) >= TIME_REBASE_FRAMES:
+        candidate = self._rebase
+        if candidate is None or abs(t_src_ns - candidate[1]) > self.max_jump_ns:
+            candidate = (now, t_src_ns, 0)
+        self._rebase = candidate = (candidate[0], t_src_ns, candidate[2] + 1)
+        if candidate[2] >= TIME_REBASE_FRAMES and now - candidate[0] >= TIME_REBASE_S * 1e9:
             self._accept(t_src_ns, now)
             return True
         return False
 
     def _accept(self, t_src_ns: int, now: int) -> None:
         self._base = (t_src_ns, now)
-        self._rebase = []
+        self._rebase = None

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.types import Frame, TraceRecord
@@ -79,6 +80,8 @@ class SourceStats:
     malformed: Dict[str, int] = field(default_factory=dict)
     publisher_restarts: int = 0
     records_dropped: int = 0
+    # Connections dropped (an oversized message, a publisher gone) and made again.
+    reconnects: int = 0
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -139,8 +142,9 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         self._socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
         if self._max_frame_bytes is not None:
-            # ZeroMQ refuses a larger message before allocating it (and drops that
-            # connection; it reconnects, the frames lost meanwhile show up as a gap).
+            # ZeroMQ refuses a larger message before allocating it and drops that
+            # connection; the receive thread connects again (the frames lost
+            # meanwhile show up as a gap).
             self._socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
         self._socket.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
         try:
@@ -158,9 +162,19 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
 
     def _receive_loop(self) -> None:
         sock = self._socket
+        # A message over MAXMSGSIZE makes ZeroMQ drop the connection for good: the
+        # monitor sees that and the source connects again.
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) if self._max_frame_bytes is not None else None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not sock.poll(POLL_INTERVAL_MS):
+                ready = dict(poller.poll(POLL_INTERVAL_MS))
+                if monitor is not None and monitor in ready:
+                    self._reconnect(sock, monitor)
+                if sock not in ready:
                     continue
                 while not self._stop.is_set():
                     try:
@@ -172,21 +186,37 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             log.exception("frame receiver for %s failed", self._stream_id)
             self._receiver_error = f"{type(exc).__name__}: {exc}"
         finally:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
             sock.close(linger=0)
+
+    def _reconnect(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            sock.disconnect(self._address)
+            sock.connect(self._address)
+            with self._lock:
+                self._stats.reconnects += 1
 
     def _handle(self, parts: List[Any]) -> None:
         # Every share validates the whole header of every message it reads: a
         # malformed header must not cost the other shares what it costs share 0.
         try:
             frame_id, t_src_ns, _w, _h, _c = unpack_header(parts, self._max_frame_bytes)
-            if not self._time_guard.plausible(t_src_ns):
-                raise WireError(
-                    "time_jump",
-                    f"t_src_ns {t_src_ns} is more than {self._time_guard.describe()} past the stream's time",
-                )
         except WireError as exc:
             with self._lock:
                 self._note_malformed(exc)
+            return
+        if not self._time_guard.plausible(t_src_ns):
+            exc = WireError("time_jump", f"t_src_ns {t_src_ns} is more than {self._time_guard.describe()} past the stream's time")
+            with self._lock:
+                self._note_malformed(exc)
+                if self._last_seen_id is not None and frame_id == self._last_seen_id + 1:
+                    self._last_seen_id = frame_id  # the next id, accounted for: not a gap
             return
         if not in_share(frame_id, self._share_index, self._share_count):
             with self._lock:
