@@ -176,6 +176,11 @@ class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
     def __init__(self, output_dir: str | os.PathLike[str], keep_existing: bool = True):
         self._path = Path(output_dir) / FILE_NAME
         self._keep_existing = keep_existing
+        if not keep_existing:
+            # Bytewax builds the partition only for a first trigger: a run without
+            # one must still leave its own (empty) file, not the previous run's.
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._path.write_bytes(b"")
 
     @property
     def path(self) -> Path:
