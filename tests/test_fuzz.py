@@ -1,0 +1,158 @@
+"""Hostile messages among a live stream: every one is counted by kind, nothing valid is
+lost, and the triggers are exactly those of the same stream without them.
+
+Seeded, so a failure replays; small, so it runs in seconds. The benchmark's fuzz run
+sends many more (bench/)."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import pytest
+import zmq
+from bytewax.testing import run_main
+
+import operators.extraction.registry as extractors
+from dataflows.facemoment import build_flow
+from facemoment.core.config import Config
+from facemoment.core.types import Frame, Observation
+
+from conftest import free_port
+from test_scenarios import FPS, T0, face, t_of
+
+FRAMES = 8 * FPS
+SPIKES = ((4.0, 4.2), (6.6, 6.8))  # seconds of the stream with a sudden smile
+HEADER = struct.Struct("!QQIIB")
+U64_MAX = 2**64 - 1
+
+
+def _smiling(frame_id: int) -> bool:
+    return any(a <= frame_id / FPS < b for a, b in SPIKES)
+
+
+def _frame(frame_id: int) -> List[bytes]:
+    image = np.full((8, 8, 3), 255 if _smiling(frame_id) else 10, np.uint8)
+    return [b"frame", HEADER.pack(frame_id, t_of(frame_id), 8, 8, 3), image.tobytes()]
+
+
+class _PixelFace:
+    """A face whose expression is read from the pixels: the stream decides the triggers."""
+
+    def extract(self, frame: Frame) -> Observation:
+        smile = int(frame.image[0, 0, 0]) == 255
+        expression = 0.9 if smile else 0.2 + 0.01 * (frame.frame_id % 3)
+        return Observation("face", frame.stream_id, frame.frame_id, frame.t_src_ns, faces=[face(expression=expression)])
+
+    def close(self) -> None:
+        pass
+
+
+class _GoodQuality:
+    def extract(self, frame: Frame) -> Observation:
+        return Observation("quality", frame.stream_id, frame.frame_id, frame.t_src_ns, signals={"quality_gate": 1.0})
+
+    def close(self) -> None:
+        pass
+
+
+def _hostile(rng: random.Random, kind: str) -> List[bytes]:
+    """One message malformed in the way `kind` names."""
+    big_id = rng.randrange(2**40, U64_MAX)
+    good = HEADER.pack(big_id, T0, 8, 8, 3)
+    if kind == "part_count":
+        return rng.choice([[b"frame", good], [b"frame", good, b"\0" * 192, b"more"], [b"frame"]])
+    if kind == "topic":
+        return [b"frame" + bytes([rng.randrange(33, 127)]), good, b"\0" * 192]
+    if kind == "short_header":
+        return [b"frame", good[: rng.randrange(25)] if rng.random() < 0.5 else good + b"\0", b"\0" * 192]
+    if kind == "payload_size":
+        return [b"frame", good, b"\0" * rng.choice([0, 1, 191, 193, 5000])]
+    if kind == "dimensions":
+        w, h, c = rng.choice([(0, 8, 3), (8, 0, 3), (16385, 8, 1), (8, 8, 2), (8, 8, 4)])
+        return [b"frame", HEADER.pack(big_id, T0, w, h, c), b"\0" * 192]
+    if kind == "too_large":  # legal dimensions, over the size limit: refused on the header
+        return [b"frame", HEADER.pack(big_id, T0, 16384, 16384, 3), b"\0" * 192]
+    if kind == "time_jump":  # a well-formed frame stamped absurdly far ahead
+        stamp = rng.choice([U64_MAX, T0 + 10**15, 2**63])
+        return [b"frame", HEADER.pack(big_id, stamp, 8, 8, 3), b"\0" * 192]
+    raise AssertionError(kind)
+
+
+KINDS = ("part_count", "topic", "short_header", "payload_size", "dimensions", "too_large", "time_jump")
+
+
+def _script(seed: int, hostile: bool) -> Tuple[List[List[bytes]], Counter]:
+    rng = random.Random(seed)
+    messages: List[List[bytes]] = []
+    sent: Counter = Counter()
+    for frame_id in range(FRAMES):
+        messages.append(_frame(frame_id))
+        while hostile and frame_id < FRAMES - 1 and rng.random() < 0.6:
+            kind = rng.choice(KINDS)
+            messages.append(_hostile(rng, kind))
+            sent[kind] += 1
+    return messages, sent
+
+
+def _run(tmp_path: Path, messages: List[List[bytes]], monkeypatch) -> Tuple[List[Dict], List[Dict]]:
+    makers: Dict[str, Callable[[], object]] = {"face": _PixelFace, "quality": _GoodQuality}
+    monkeypatch.setattr(extractors, "build_extractor", lambda name, cfg: makers[name]())
+    port = free_port()
+    cfg = Config()
+    cfg.source.source = f"tcp://127.0.0.1:{port}"
+    cfg.source.idle_timeout_s = 1.0
+    cfg.source.buffer_frames = 0
+    cfg.extract.extractors = ["face", "quality"]
+    cfg.extract.deadline_ms = 0.0
+    cfg.output.output_dir = str(tmp_path)
+    cfg.output.trig_address = None
+    cfg.output.clips = False
+    cfg.output.trace = "minimal"  # malformed messages are minimal-level records
+
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.XPUB_NODROP, 1)  # a send waits for the subscriber: nothing lost on the way
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    runner = threading.Thread(target=run_main, args=(build_flow(cfg),))
+    runner.start()
+    try:
+        assert pub.poll(60_000), "the dataflow never subscribed"
+        assert pub.recv() == b"\x01frame"
+        for parts in messages:
+            pub.send_multipart(parts)
+    finally:
+        runner.join(60)
+        pub.close()
+        ctx.term()
+    assert not runner.is_alive()
+    read = lambda name: [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]  # noqa: E731
+    return read("triggers.jsonl"), read("trace.jsonl")
+
+
+@pytest.mark.parametrize("seed", [13])
+def test_hostile_messages_are_counted_and_change_no_trigger(seed, tmp_path, monkeypatch):
+    clean_messages, _ = _script(seed, hostile=False)
+    clean, _clean_trace = _run(tmp_path / "clean", clean_messages, monkeypatch)
+    messages, sent = _script(seed, hostile=True)
+    assert set(sent) == set(KINDS) and sum(sent.values()) > 100
+    triggers, trace = _run(tmp_path / "hostile", messages, monkeypatch)
+
+    key = lambda t: (t["frame_id"], t["reason"], t["t_ns"], t["score"])  # noqa: E731
+    assert len(clean) == len(SPIKES), clean
+    assert [key(t) for t in triggers] == [key(t) for t in clean]
+
+    (summary,) = [r for r in trace if r["record_type"] == "source_summary"]
+    assert summary["malformed"] == dict(sent)
+    assert summary["frames_received"] == summary["frames_emitted"] == FRAMES
+    assert summary["lost_on_wire"] == 0 and summary["publisher_restarts"] == 0
+    malformed = [r for r in trace if r["record_type"] == "malformed_message"]
+    assert {k: sum(r["messages"] for r in malformed if r["kind"] == k) for k in sent} == dict(sent)
+    assert len(malformed) <= len(KINDS) * (summary["duration_s"] + 2)  # per kind per second
