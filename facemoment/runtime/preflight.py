@@ -128,6 +128,13 @@ def check_trig(address: Optional[str]) -> None:
     """
     if not address or cluster.process_index() != 0:
         return
+    exc = bind_error(address)
+    if exc is not None:
+        raise StartupError(f"TRIG address {address} cannot be bound ({exc}); is another run using it?") from exc
+
+
+def bind_error(address: str) -> Optional[Exception]:
+    """Why a PUB socket cannot bind `address` right now (None: it can)."""
     import zmq
 
     ctx = zmq.Context()
@@ -136,10 +143,11 @@ def check_trig(address: Optional[str]) -> None:
     try:
         sock.bind(address)
     except zmq.ZMQError as exc:
-        raise StartupError(f"TRIG address {address} cannot be bound ({exc}); is another run using it?") from exc
+        return exc
     finally:
         sock.close()
         ctx.term()
+    return None
 
 
 def check(cfg: Config) -> None:
