@@ -393,6 +393,8 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             "end_reason": reason,
             "duration_s": round(time.monotonic() - self._started, 3),
         }
+        if self._share_count > 1:
+            record["share"] = f"{self._share_index}of{self._share_count}"  # share 0 counts malformed messages
         record.update(self.stats.as_dict())
         if self._receiver_error is not None:
             record["error"] = self._receiver_error
