@@ -167,6 +167,8 @@ class OutputConfig:
     metrics_addr: str = "127.0.0.1"
     # The live sync-status panel on the terminal (verbose diagnostics; off by default).
     sync_view: bool = False
+    # Written (atomically, "{pid}" replaced) once the process's models are ready.
+    ready_file: Optional[str] = None
 
 
 @dataclass
@@ -220,6 +222,7 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
     "FACEMOMENT_TRIG_ADDRESS": ("output", "trig_address"),
     "FACEMOMENT_OUTPUT_DIR": ("output", "output_dir"),
     "FACEMOMENT_TRACE": ("output", "trace"),
+    "FACEMOMENT_READY_FILE": ("output", "ready_file"),
 }
 
 TRACE_LEVELS = ("off", "minimal", "normal", "verbose")
