@@ -17,8 +17,8 @@ import time
 from typing import Dict, List
 
 from facemoment.core.config import Config
-from facemoment.formats.sample import render_frame, sample_timeline
 from facemoment.core.types import Frame
+from facemoment.formats.sample import render_frame, sample_timeline
 from operators.extraction.registry import build_extractor
 
 EXTRACTORS = ("face", "pose", "gesture", "quality")

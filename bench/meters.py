@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bench.plan import Progress, RSS_WARMUP_S, FOREIGN_LOAD_NOTE
+from bench.plan import FOREIGN_LOAD_NOTE, RSS_WARMUP_S, Progress
 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Sequence, Tuple
 
-from bench.targets import _pct, _share
 from bench.plan import RSS_PERIOD_S
+from bench.targets import _pct, _share
 
 
 def _cell(value: Any) -> str:

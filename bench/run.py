@@ -25,18 +25,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from facemoment.core.config import Config  # noqa: E402
-
-from bench.plan import Plan, Progress, OVERLOAD_LARGE_SIZE, FOREIGN_LOAD_NOTE, INGEST_SIZE, REPO  # noqa: E402
-from bench.meters import CpuMeter, wait_for_quiet, machine_info, load_average  # noqa: E402
-from bench.workloads.accounting import kept_up  # noqa: E402
-from bench.workloads.inputs import prepare_inputs  # noqa: E402
-from bench.workloads.in_process import load_extractors, measure_in_process  # noqa: E402
-from bench.workloads.processes import measure_processes  # noqa: E402
-from bench.workloads.live import measure_latency, measure_overload  # noqa: E402
-from bench.workloads.ingest import serve_raw_frames, measure_ingest  # noqa: E402
-from bench.targets import evaluate_targets, headline  # noqa: E402
+from bench.meters import CpuMeter, load_average, machine_info, wait_for_quiet  # noqa: E402
+from bench.plan import FOREIGN_LOAD_NOTE, INGEST_SIZE, OVERLOAD_LARGE_SIZE, REPO, Plan, Progress  # noqa: E402
 from bench.report import write_results  # noqa: E402
+from bench.targets import evaluate_targets, headline  # noqa: E402
+from bench.workloads.accounting import kept_up  # noqa: E402
+from bench.workloads.in_process import load_extractors, measure_in_process  # noqa: E402
+from bench.workloads.ingest import measure_ingest, serve_raw_frames  # noqa: E402
+from bench.workloads.inputs import prepare_inputs  # noqa: E402
+from bench.workloads.live import measure_latency, measure_overload  # noqa: E402
+from bench.workloads.processes import measure_processes  # noqa: E402
+from facemoment.core.config import Config  # noqa: E402
 
 
 def _parse_size(text: str) -> Tuple[int, int]:

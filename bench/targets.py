@@ -7,8 +7,8 @@ from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from bench.meters import _round
+from bench.plan import FOREIGN_LOAD_NOTE, LIVE_FPS, MEMORY_SLOPE_LIMIT
 from bench.workloads.accounting import kept_up
-from bench.plan import MEMORY_SLOPE_LIMIT, FOREIGN_LOAD_NOTE, LIVE_FPS
 
 
 def _pct(value: Optional[float]) -> str:

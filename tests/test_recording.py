@@ -26,6 +26,7 @@ from bytewax.testing import TestingSink, run_main
 
 import facemoment.tools.daemon as daemon_module
 import facemoment.formats.recording as recording
+import facemoment.formats.recording.writer as recording_writer
 from facemoment.tools.daemon import run_daemon
 from facemoment.formats.frames import open_frames
 from facemoment.formats.recording import (
@@ -294,7 +295,7 @@ def test_disk_full_names_the_path_and_keeps_the_complete_records(
     publisher: Publisher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "full.fmrec"
-    real_write = recording._write_all
+    real_write = recording_writer._write_all
     record_writes = []
 
     def filling_disk(file: Any, data: bytes) -> None:
@@ -305,7 +306,7 @@ def test_disk_full_names_the_path_and_keeps_the_complete_records(
                 raise OSError(errno.ENOSPC, "No space left on device")
         real_write(file, data)
 
-    monkeypatch.setattr(recording, "_write_all", filling_disk)
+    monkeypatch.setattr(recording_writer, "_write_all", filling_disk)
     lines: List[str] = []
     args = parse(["record", publisher.endpoint, "-o", str(path), "--encoding", "raw"])
     runner = InThread(lambda: record_main(args, progress=lines.append))
@@ -328,7 +329,7 @@ def test_disk_full_in_the_writer_raises_a_clear_error(tmp_path: Path, monkeypatc
     def full(file: Any, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recording, "_write_all", full)
+    monkeypatch.setattr(recording_writer, "_write_all", full)
     with pytest.raises(RecordingWriteError, match="disk full while writing .*w.fmrec") as caught:
         writer.append_image(1, 2, make_image(1), "raw")
     assert caught.value.disk_full and caught.value.path == str(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from bench.meters import percentile, _round
+from bench.meters import _round, percentile
 from bench.plan import Record
 
 

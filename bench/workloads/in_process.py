@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from facemoment.core.config import Config, load_config
-from facemoment.runtime.summary import read_jsonl
-from facemoment.core.types import Frame
-
-from bench.plan import Progress, EXTRACTORS
-from bench.meters import percentile, _round, _cpu_seconds, _spread
+from bench.meters import _cpu_seconds, _round, _spread, percentile
+from bench.plan import EXTRACTORS, Progress
 from bench.workloads.inputs import Inputs
+from facemoment.core.config import Config, load_config
+from facemoment.core.types import Frame
+from facemoment.runtime.summary import read_jsonl
 
 
 def load_extractors(cfg: Config, warm_frame: Frame) -> Dict[str, Any]:

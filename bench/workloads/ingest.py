@@ -12,12 +12,11 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from facemoment.runtime.loopback import free_port
-from facemoment.core.types import Frame
-
-from bench.plan import Plan, Progress, LIVE_FPS, REPO, INGEST_SIZE
 from bench.meters import _round
+from bench.plan import INGEST_SIZE, LIVE_FPS, REPO, Plan, Progress
 from bench.workloads.inputs import flow_env
+from facemoment.core.types import Frame
+from facemoment.runtime.loopback import free_port
 
 
 def serve_raw_frames(address: str, count: int, size: Tuple[int, int], wait_s: float = 60.0) -> Dict[str, Any]:

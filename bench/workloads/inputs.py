@@ -10,9 +10,8 @@ from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
+from bench.plan import LIVE_FPS, REPO, SAMPLE_FRAMES, STREAM_ID, Plan, Progress
 from facemoment.core.types import Frame
-
-from bench.plan import Plan, Progress, REPO, SAMPLE_FRAMES, LIVE_FPS, STREAM_ID
 
 
 def flow_env(extra: Mapping[str, str]) -> Dict[str, str]:

@@ -12,14 +12,13 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from bench.meters import read_rss_mb, rss_stats
+from bench.plan import LIVE_FPS, REPO, RSS_PERIOD_S, Plan, Progress
+from bench.workloads.accounting import _trace_timings, drop_accounting, late_frame_delays, trigger_latencies
+from bench.workloads.inputs import Inputs, _tail, flow_env
 from facemoment.core.config import load_config
 from facemoment.runtime.loopback import free_port
 from facemoment.runtime.summary import read_jsonl
-
-from bench.plan import Plan, Progress, RSS_PERIOD_S, LIVE_FPS, REPO
-from bench.meters import rss_stats, read_rss_mb
-from bench.workloads.accounting import trigger_latencies, drop_accounting, _trace_timings, late_frame_delays
-from bench.workloads.inputs import flow_env, Inputs, _tail
 
 
 @dataclass
@@ -111,8 +110,8 @@ def live_run(
     schedule: frame i is due at start + i/30 s; its wall-clock send time is
     recorded. Frame ids and timestamps keep counting when the sample loops.
     """
-    from facemoment.tools.daemon import FramePublisher
     from facemoment.formats.sample import frame_t_ns
+    from facemoment.tools.daemon import FramePublisher
 
     out_dir = work / name
     frames_address = f"tcp://127.0.0.1:{free_port()}"

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from bench.meters import _round, _spread, process_cpu_seconds
+from bench.plan import PROCESS_TIMEOUT_S, REPO, Progress
+from bench.workloads.inputs import Inputs, _tail, flow_env
 from facemoment.runtime import readiness
 from facemoment.runtime.loopback import free_port
-
-from bench.plan import Progress, PROCESS_TIMEOUT_S, REPO
-from bench.meters import _round, _spread, process_cpu_seconds
-from bench.workloads.inputs import flow_env, Inputs, _tail
 
 
 @dataclass
