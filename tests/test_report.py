@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from facemoment.tools.report import Clock, Timeline, add_report_args, build_figure, read_timeline
-from facemoment.tools.trace_tools import add_trace_args, summarize_trace
+from facemoment.tools.report import add_report_args
+from facemoment.tools.report_figure import build_figure
+from facemoment.tools.timeline import Clock, Timeline, read_timeline
+from facemoment.tools.trace_summary import summarize_trace
+from facemoment.tools.trace_tools import add_trace_args
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
