@@ -75,3 +75,26 @@ def test_layer_rule_catches_an_upward_import(tmp_path, monkeypatch):
     bad.write_text("from facemoment.tools.cli import main\nimport connectors.clips\n")
     found = [target for _line, target in _imports(bad) if _layer(target) and _layer(target)[1] > 1]
     assert found == ["facemoment.tools.cli", "facemoment.tools.cli.main", "connectors.clips"]
+
+
+# Small modules with names that explain themselves: a module past this is doing two jobs.
+MAX_MODULE_LINES = 500
+
+
+def long_modules(limit: int = MAX_MODULE_LINES) -> List[str]:
+    long = []
+    for _module, path in _product_modules():
+        count = len(path.read_text().splitlines())
+        if count > limit:
+            long.append(f"{path.relative_to(REPO)}: {count} lines")
+    return long
+
+
+def test_no_product_module_is_over_the_line_limit():
+    assert long_modules() == []
+
+
+def test_line_limit_names_a_long_module():
+    # The same check with a limit every non-empty module exceeds.
+    found = long_modules(limit=0)
+    assert any(entry.startswith("dataflows/facemoment.py: ") for entry in found)
