@@ -19,6 +19,7 @@ from bench.workloads.inputs import Inputs, _tail, flow_env
 from facemoment.core.config import load_config
 from facemoment.runtime.loopback import free_port
 from facemoment.runtime.summary import read_jsonl
+from facemoment.runtime.trig_listener import TrigListener
 
 
 @dataclass
@@ -35,37 +36,6 @@ class LiveRun:
     out_dir: Path
     rss: List[Tuple[float, float]]
     returncode: int
-
-
-class _TrigListener(threading.Thread):
-    """SUB on the flow's TRIG address; records (wall ns, text) of every message."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(name="bench-trig", daemon=True)
-        import zmq
-
-        self.received: List[Tuple[int, str]] = []
-        self.stop = threading.Event()
-        self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.LINGER, 0)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"msg")
-        self._sub.connect(address)
-
-    def run(self) -> None:
-        import zmq
-
-        try:
-            while True:
-                stopping = self.stop.is_set()
-                while self._sub.poll(0 if stopping else 50):
-                    parts = self._sub.recv_multipart(zmq.NOBLOCK)
-                    self.received.append((time.time_ns(), parts[-1].decode("utf-8", "replace")))
-                if stopping:
-                    break
-        finally:
-            self._sub.close()
-            self._ctx.term()
 
 
 class _RssSampler(threading.Thread):
@@ -130,7 +100,7 @@ def live_run(
     total = int(round(seconds * LIVE_FPS))
     period_ns = int(round(1e9 / LIVE_FPS))
     publisher = FramePublisher(frames_address, wait_subscribers=1)
-    listener = _TrigListener(trig_address)
+    listener = TrigListener(trig_address)
     listener.start()
     (work / "logs").mkdir(parents=True, exist_ok=True)
     log_path = work / "logs" / f"{name}.log"
@@ -171,8 +141,7 @@ def live_run(
             proc.kill()
             proc.wait()
         handle.close()
-        listener.stop.set()
-        listener.join(timeout=10)
+        listener.close(timeout=10)
         if sampler is not None:
             sampler.stop.set()
             sampler.join(timeout=5)
