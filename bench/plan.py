@@ -9,7 +9,6 @@ from typing import Any, Dict
 
 REPO = Path(__file__).resolve().parents[1]
 
-EXTRACTORS = ("face", "pose", "gesture", "quality")
 SAMPLE_FRAMES = 360  # the built-in sample: 12 s at 30 fps
 LIVE_FPS = 30.0
 STREAM_ID = "cam0"

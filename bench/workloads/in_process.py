@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from bench.meters import _cpu_seconds, _round, _spread, percentile
-from bench.plan import EXTRACTORS, Progress
+from bench.plan import Progress
 from bench.workloads.inputs import Inputs
-from facemoment.core.config import Config, load_config
+from facemoment.core.config import KNOWN_EXTRACTORS, Config, load_config
 from facemoment.core.types import Frame
 from facemoment.runtime.summary import read_jsonl
 
@@ -24,7 +24,7 @@ def load_extractors(cfg: Config, warm_frame: Frame) -> Dict[str, Any]:
     from operators.extraction.registry import build_extractor
 
     extractors = {}
-    for name in EXTRACTORS:
+    for name in KNOWN_EXTRACTORS:
         extractor = build_extractor(name, cfg)
         load = getattr(extractor, "load", None)
         if load is not None:

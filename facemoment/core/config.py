@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """A configuration value, file or preset that cannot be used."""
 
 
+# Every extractor the registry (operators/extraction/registry.py) can build, in the default order.
+KNOWN_EXTRACTORS = ("face", "pose", "gesture", "quality")
+
+
 @dataclass
 class SourceConfig:
     # tcp://host:port (visualbase publisher), a video file, a recording, a camera
@@ -50,7 +54,7 @@ class SourceConfig:
 
 @dataclass
 class ExtractConfig:
-    extractors: List[str] = field(default_factory=lambda: ["face", "pose", "gesture", "quality"])
+    extractors: List[str] = field(default_factory=lambda: list(KNOWN_EXTRACTORS))
     # mediapipe (bundled, offline) | insightface (an InsightFace model pack)
     face_backend: str = "mediapipe"
     insightface_pack: str = "buffalo_l"
@@ -227,7 +231,6 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
 
 TRACE_LEVELS = ("off", "minimal", "normal", "verbose")
 DROP_STRATEGIES = ("skip_oldest", "skip_intermediate", "keyframe_only")
-KNOWN_EXTRACTORS = ("face", "pose", "gesture", "quality")
 
 
 def _section(cfg: Config, path: str) -> Any:
