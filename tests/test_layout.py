@@ -98,3 +98,23 @@ def test_line_limit_names_a_long_module():
     # The same check with a limit every non-empty module exceeds.
     found = long_modules(limit=0)
     assert any(entry.startswith("dataflows/facemoment.py: ") for entry in found)
+
+
+def private_bytewax_imports() -> List[str]:
+    found = []
+    for _module, path in _product_modules():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: List[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.split(".")[0] == "bytewax"]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "bytewax":
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if any(part.startswith("_") for part in name.split(".")):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
+    return found
+
+
+def test_no_product_module_uses_private_bytewax_names():
+    # docs/architecture.md ("Bytewax API") says why each close use of Bytewax is public.
+    assert private_bytewax_imports() == []
