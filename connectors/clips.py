@@ -86,7 +86,6 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         self._claimed: Set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"clips-{stream_id}")
         self.results: List[ClipResult] = []
-        self.ignored_count = 0
         for trigger in state.pending:
             self._on_trigger(trigger)
 
@@ -100,13 +99,11 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
             elif isinstance(item, Trigger):
                 self._on_trigger(item)
             else:
-                self.ignored_count += 1
                 log.warning("clips: ignoring an item of type %s", type(item).__name__)
 
     def _on_frame(self, frame: EncodedFrame) -> None:
         if self.source.is_file or frame.stream_id != self.stream_id:
-            self.ignored_count += 1
-            return
+            return  # a file source cuts its clips from the file
         self.ring.add(frame)
         if self._pending and frame.t_ns >= min(t.t_end_ns for t in self._pending):
             self._submit_ready(frame.t_ns)

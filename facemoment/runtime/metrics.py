@@ -142,12 +142,6 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:
     log.info("metrics on http://%s:%d/metrics", addr, port)
 
 
-def stop_metrics_server() -> None:
-    """Stop the endpoint (metrics stay enabled)."""
-    with _lock:
-        _stop_server_locked()
-
-
 def _stop_server_locked() -> None:
     global _server
     if _server is None:

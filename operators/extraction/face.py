@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -410,12 +410,3 @@ def _points_box(points: np.ndarray, width: int, height: int) -> Box:
     x0, y0 = points[:, 0].min() / width, points[:, 1].min() / height
     x1, y1 = points[:, 0].max() / width, points[:, 1].max() / height
     return (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
-
-
-def describe(faces: Sequence[Face]) -> str:
-    """One line per face, for logs and reports."""
-    return "; ".join(
-        f"id={f.face_id} conf={f.confidence:.3f} bbox=({', '.join(f'{v:.3f}' for v in f.bbox)}) "
-        f"yaw={f.yaw:.1f} pitch={f.pitch:.1f} roll={f.roll:.1f} expr={f.expression:.2f}"
-        for f in faces
-    )

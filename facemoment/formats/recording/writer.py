@@ -109,7 +109,6 @@ class RecordingWriter:
         except RecordingWriteError:
             self._abandon()
             raise
-        self.header_size = self.size
 
     # -------------------------------------------------------------- sizes
 
