@@ -11,7 +11,6 @@ import re
 import signal
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
@@ -42,6 +41,8 @@ from connectors.replay_source import ReplaySource
 from facemoment.tools.record import Recorder, RecordSummary, add_record_args, parse_size, record_main
 from facemoment.formats.wire import pack_frame
 
+from conftest import wait_until
+
 W, H = 64, 48
 # Frame ids the publisher sends: 5 and 6 are lost "on the wire".
 SENT_IDS = [0, 1, 2, 3, 4, 7, 8, 9]
@@ -68,15 +69,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = WAIT_S) -> bool:
-    """Poll a real condition with a bounded timeout."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        pause.wait(0.005)
-    return condition()
 
 
 class Publisher:
