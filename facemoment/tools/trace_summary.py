@@ -264,13 +264,7 @@ def summary_tables(summary: Dict[str, Any]) -> List[Table]:
         )
     )
     if drops["timeout_by_extractor"]:
-        tables.append(
-            Table(
-                "Timeout drops by extractor",
-                ["extractor", "frames"],
-                [[name, n] for name, n in drops["timeout_by_extractor"].items()],
-            )
-        )
+        tables.append(_counts("Timeout drops by extractor", ["extractor", "frames"], drops["timeout_by_extractor"]))
     tables.append(
         Table(
             "Sync delays by extractor",
@@ -287,9 +281,7 @@ def summary_tables(summary: Dict[str, Any]) -> List[Table]:
             [[reason, t["count"], t["mean_score"]] for reason, t in summary["triggers"].items()],
         )
     )
-    tables.append(
-        Table("Trigger decisions", ["decision", "frames"], [[d, n] for d, n in summary["decisions"].items()])
-    )
+    tables.append(_counts("Trigger decisions", ["decision", "frames"], summary["decisions"]))
     gate = summary["gate"]
     tables.append(
         Table(
@@ -319,18 +311,17 @@ def summary_tables(summary: Dict[str, Any]) -> List[Table]:
                 [[name, *[_cell(src.get(f)) for f in fields]] for name, src in sources],
             )
         )
-    tables.append(
-        Table("Records by type", ["record_type", "count"], [[k, n] for k, n in summary["record_counts"].items()])
-    )
+    tables.append(_counts("Records by type", ["record_type", "count"], summary["record_counts"]))
     if summary["unusable_records"]:
         tables.append(
-            Table(
-                "Records with missing or wrong-typed fields (skipped)",
-                ["record_type", "count"],
-                [[k, n] for k, n in summary["unusable_records"].items()],
-            )
+            _counts("Records with missing or wrong-typed fields (skipped)", ["record_type", "count"], summary["unusable_records"])
         )
     return tables
+
+
+def _counts(title: str, header: List[str], counts: Dict[str, Any]) -> Table:
+    """A two-column table: one row per name and its count."""
+    return Table(title, header, [[name, n] for name, n in counts.items()])
 
 
 def _cell(value: Any) -> Any:
