@@ -85,6 +85,18 @@ def error_observation(source: str, frame: Any, message: str, started_ns: int) ->
     )
 
 
+def frame_observation(source: str, frame: Any, started_ns: int, **fields: Any) -> Observation:
+    """What `source` saw in `frame`, timed from `started_ns`."""
+    return Observation(
+        source=source,
+        stream_id=frame.stream_id,
+        frame_id=frame.frame_id,
+        t_ns=frame.t_src_ns,
+        processing_ms=(time.perf_counter_ns() - started_ns) / 1e6,
+        **fields,
+    )
+
+
 def run_guarded(extractor: Any, frame: Any, work: Callable[[np.ndarray], T]) -> Tuple[Optional[T], Optional[Observation], int]:
     """The shared part of a model extractor's `extract`.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Face, Frame, Observation
-from operators.extraction.common import quiet_native_logs, run_guarded
+from operators.extraction.common import frame_observation, quiet_native_logs, run_guarded
 
 BACKENDS = ("mediapipe",)
 
@@ -314,14 +313,12 @@ class FaceExtractor:
         if failed is not None:
             return failed
         faces, meshed = result
-        return Observation(
-            source=self.name,
-            stream_id=frame.stream_id,
-            frame_id=frame.frame_id,
-            t_ns=frame.t_src_ns,
+        return frame_observation(
+            self.name,
+            frame,
+            started,
             faces=faces,
             signals={"face_count": float(len(faces)), "mesh_count": float(meshed)},
-            processing_ms=(time.perf_counter_ns() - started) / 1e6,
         )
 
     # -- steps
