@@ -14,7 +14,7 @@ import numpy as np
 
 from facemoment.core.config import ExtractConfig
 from facemoment.core.types import Face, Frame, Observation
-from operators.extraction.common import error_observation, frame_observation, image_problem
+from operators.extraction.common import error_observation, frame_observation, image_problem, pose_observation
 
 T = TypeVar("T")
 
@@ -82,16 +82,7 @@ class YoloPoseExtractor:
         poses, failed, started = _detect(self.name, frame, self.backend.detect, "yolo pose")
         if failed is not None:
             return failed
-        return frame_observation(
-            self.name,
-            frame,
-            started,
-            poses=poses,
-            signals={
-                "pose_count": float(len(poses)),
-                "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0,
-            },
-        )
+        return pose_observation(self.name, frame, started, poses)
 
     def close(self) -> None:
         pass

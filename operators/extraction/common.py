@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional, Protocol, Tuple, TypeVar, runtime_checkable
+from typing import Any, Callable, List, Optional, Protocol, Tuple, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -95,6 +95,12 @@ def frame_observation(source: str, frame: Any, started_ns: int, **fields: Any) -
         processing_ms=(time.perf_counter_ns() - started_ns) / 1e6,
         **fields,
     )
+
+
+def pose_observation(source: str, frame: Any, started_ns: int, poses: List[Any]) -> Observation:
+    """The pose observation of a frame, whichever backend found the people."""
+    signals = {"pose_count": float(len(poses)), "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0}
+    return frame_observation(source, frame, started_ns, poses=poses, signals=signals)
 
 
 def run_guarded(extractor: Any, frame: Any, work: Callable[[np.ndarray], T]) -> Tuple[Optional[T], Optional[Observation], int]:

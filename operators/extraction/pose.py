@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from facemoment.core.config import ConfigError, ExtractConfig  # noqa: E402
 from facemoment.core.types import Frame, Observation, Pose  # noqa: E402
-from operators.extraction.common import frame_observation, run_guarded  # noqa: E402
+from operators.extraction.common import pose_observation, run_guarded  # noqa: E402
 
 Keypoint = Tuple[float, float, float]
 
@@ -143,16 +143,7 @@ class PoseExtractor:
         poses, failed, started = run_guarded(self, frame, lambda image: self._poses(to_rgb(image)))
         if failed is not None:
             return failed
-        return frame_observation(
-            self.name,
-            frame,
-            started,
-            poses=poses,
-            signals={
-                "pose_count": float(len(poses)),
-                "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0,
-            },
-        )
+        return pose_observation(self.name, frame, started, poses)
 
     def _poses(self, rgb: np.ndarray) -> List[Pose]:
         result = self._graph.process(rgb)
