@@ -9,6 +9,7 @@ from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from facemoment.formats.closing import Closing
 from facemoment.formats.recording.codec import RecordingError
 from facemoment.formats.recording.index import RecordingIndex
 from facemoment.formats.recording.reader import RecordingReader
@@ -16,7 +17,7 @@ from facemoment.formats.recording.reader import RecordingReader
 log = logging.getLogger(__name__)
 
 
-class RecordingFrameReader:
+class RecordingFrameReader(Closing):
     """A recording as ``facemoment.formats.frames.FrameReader``: ``(frame_id, t_src_ns, image)`` as recorded.
 
     Ids and timestamps are the recorded ones (gaps stay gaps).  ``start_frame_id``
@@ -104,12 +105,6 @@ class RecordingFrameReader:
     def close(self) -> None:
         self._closed = True
         self._reader.close()
-
-    def __enter__(self) -> "RecordingFrameReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _rate(index: RecordingIndex) -> Optional[float]:

@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, Optional, Tuple, Union
 
+from facemoment.formats.closing import Closing
 from facemoment.formats.recording.codec import (
     CRC,
     FILE_HEADER,
@@ -27,7 +28,7 @@ from facemoment.formats.recording.index import RecordingIndex, load_index
 log = logging.getLogger(__name__)
 
 
-class RecordingReader:
+class RecordingReader(Closing):
     """Reads a recording's header and its records; raises :class:`RecordingError` on damage."""
 
     def __init__(self, path: Union[str, Path]) -> None:
@@ -157,9 +158,3 @@ class RecordingReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> "RecordingReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

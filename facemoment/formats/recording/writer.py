@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, Dict, Optional, Union
 
 import numpy as np
 
+from facemoment.formats.closing import Closing
 from facemoment.formats.recording.codec import (
     CRC,
     DEFAULT_ENCODING,
@@ -55,7 +56,7 @@ def _write_all(file: BinaryIO, data: bytes) -> None:
         view = view[written:]
 
 
-class RecordingWriter:
+class RecordingWriter(Closing):
     """Appends frames to a new recording and keeps its index.
 
     :arg metadata: JSON-able facts stored in the header (stream address, start time...).
@@ -257,12 +258,6 @@ class RecordingWriter:
                 os.unlink(path)
             except OSError:
                 pass
-
-    def __enter__(self) -> "RecordingWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _lock(file: BinaryIO, busy: str) -> None:
