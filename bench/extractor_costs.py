@@ -22,7 +22,6 @@ from facemoment.formats.sample import render_frame, sample_timeline
 from operators.extraction.registry import build_extractor
 
 
-
 def sample_frames(count: int) -> List[Frame]:
     timeline = sample_timeline()
     with_face = [f.index for f in timeline.frames if f.face_inside]

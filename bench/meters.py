@@ -28,7 +28,7 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
+def rounded(value: Optional[float], digits: int = 2) -> Optional[float]:
     return None if value is None else round(float(value), digits)
 
 
@@ -60,9 +60,9 @@ def rss_stats(samples: Sequence[Tuple[float, float]], warmup_s: float = RSS_WARM
         "max_mb": round(max(values), 1),
         "first_mb": round(values[0], 1),
         "last_mb": round(values[-1], 1),
-        "slope_mb_per_min": _round(_slope_per_minute(samples), 2),
+        "slope_mb_per_min": rounded(_slope_per_minute(samples), 2),
         "warmup_s": warmup_s,
-        "slope_after_warmup_mb_per_min": _round(_slope_per_minute(settled), 2),
+        "slope_after_warmup_mb_per_min": rounded(_slope_per_minute(settled), 2),
         "range_after_warmup_mb": round(max(v for _, v in settled) - min(v for _, v in settled), 1) if settled else None,
         "range_last_third_mb": round(max(v for _, v in last) - min(v for _, v in last), 1) if last else None,
     }
@@ -186,12 +186,12 @@ def load_average() -> List[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _cpu_seconds() -> float:
+def own_process_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _spread(values: Sequence[float]) -> Dict[str, Any]:
+def spread(values: Sequence[float]) -> Dict[str, Any]:
     return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
             "max": round(max(values), 3), "runs": [round(v, 3) for v in values]}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Sequence, Tuple
 
 from bench.plan import RSS_PERIOD_S
-from bench.targets import _pct, _share
+from bench.targets import percent_text, share_of
 
 
 def _cell(value: Any) -> str:
@@ -159,7 +159,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             f"- the pipe alone (plain SUB, no copy): {pipe['fps']} fps, {pipe['mb_per_s']} MB/s",
             f"- publisher send loop (blocking, lossless): {pipe['publisher']['fps']} fps with the plain SUB, "
             f"{src['publisher']['fps']} fps with the source, waiting in send for the subscriber "
-            f"{_pct(_share(src['publisher'].get('send_call_s'), src['publisher'].get('seconds')))} of its time "
+            f"{percent_text(share_of(src['publisher'].get('send_call_s'), src['publisher'].get('seconds')))} of its time "
             "(so the subscriber, not the publisher, sets the rate)",
             "",
         ]

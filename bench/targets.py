@@ -6,16 +6,16 @@ import statistics
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from bench.meters import _round
+from bench.meters import rounded
 from bench.plan import FOREIGN_LOAD_NOTE, LIVE_FPS, MEMORY_SLOPE_LIMIT
 from bench.workloads.accounting import kept_up
 
 
-def _pct(value: Optional[float]) -> str:
+def percent_text(value: Optional[float]) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
 
 
-def _share(part: Optional[float], whole: Optional[float]) -> Optional[float]:
+def share_of(part: Optional[float], whole: Optional[float]) -> Optional[float]:
     return part / whole if part is not None and whole else None
 
 
@@ -34,7 +34,7 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
         met = ratio <= 1.05
         decode_share = df["decode"]["seconds"] / bare["pipelined_s"]
         why = (f"same frames, same one-thread-per-extractor lanes; the dataflow also reads and decodes the file "
-               f"({df['decode']['ms_per_frame']} ms/frame, {_pct(decode_share)} of the bare time) and runs Bytewax's "
+               f"({df['decode']['ms_per_frame']} ms/frame, {percent_text(decode_share)} of the bare time) and runs Bytewax's "
                f"steps, alignment and fusion; it kept {df['cores_used']} cores busy, the bare lanes "
                f"{bare.get('pipelined_cores_used')}; per-run ratios {df['overhead_ratio_runs']}")
         add("dataflow / bare extractor time (1 worker)", "<= 1.05", ratio, met,
@@ -53,7 +53,7 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
             why += ("A second process can only use the core time the first leaves idle; on this machine that caps "
                     "the speed-up below 1.8x, which needs more cores or a second machine.")
         add("2 processes vs 1 (same machine)", ">= 1.8x", speedup, met,
-            None if met or speedup is None else f"{(1.8 - speedup):.2f}x short ({_pct(speedup / 1.8)} of the target)", why)
+            None if met or speedup is None else f"{(1.8 - speedup):.2f}x short ({percent_text(speedup / 1.8)} of the target)", why)
     base = results.get("baselines") or {}
     seq = base.get("sequential_loop")
     if seq and bare:
@@ -63,13 +63,13 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
         best = max((v.get("fps") or 0) for v in procs.values()) if procs else None
         why = (f"the sequential loop pays the summed extractor cost, {bare.get('sum_mean_ms')} ms per frame, on one "
                f"core; {cores} cores can at best divide that by {cores}, and the bare pipelined limit measured here "
-               f"is {_round(ceiling)}x the sequential extractor figure")
+               f"is {rounded(ceiling)}x the sequential extractor figure")
         if ceiling is not None and ceiling < 2.0:
             why += " (below 2x: no scheduler reaches the target on this machine)"
         if best:
-            why += f"; the fastest layout in 3 reached {best} fps ({_round(best / seq['fps'])}x the loop)"
+            why += f"; the fastest layout in 3 reached {best} fps ({rounded(best / seq['fps'])}x the loop)"
         add("dataflow (1 worker) vs the seed's sequential loop", ">= 2x", speedup, met,
-            None if met or speedup is None else f"{(2.0 - speedup):.2f}x short ({_pct(speedup / 2.0)} of the target)", why)
+            None if met or speedup is None else f"{(2.0 - speedup):.2f}x short ({percent_text(speedup / 2.0)} of the target)", why)
     lat = results.get("latency")
     if lat:
         target = lat["target_ms"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from bench.meters import _round, percentile
+from bench.meters import percentile, rounded
 from bench.plan import Record
 
 
@@ -47,9 +47,9 @@ def trigger_latencies(
     latencies = [item["latency_ms"] for item in items]
     return {
         "count": len(items),
-        "p50_ms": _round(percentile(latencies, 50)),
-        "p99_ms": _round(percentile(latencies, 99)),
-        "max_ms": _round(max(latencies) if latencies else None),
+        "p50_ms": rounded(percentile(latencies, 50)),
+        "p99_ms": rounded(percentile(latencies, 99)),
+        "max_ms": rounded(max(latencies) if latencies else None),
         "triggers": items,
         "unmatched_messages": unmatched,
         "not_received": sum(len(rows) for rows in rows_by_message.values()),
@@ -119,14 +119,14 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
     }
 
 
-def _trace_timings(records: Sequence[Record]) -> Dict[str, Any]:
+def trace_timings(records: Sequence[Record]) -> Dict[str, Any]:
     """Per-extractor processing time and the orchestrator's per-frame wait, from timing records."""
     by_component: Dict[str, List[float]] = {}
     for r in records:
         if r.get("record_type") == "timing" and isinstance(r.get("processing_ms"), (int, float)) and not r.get("late"):
             by_component.setdefault(str(r.get("component")), []).append(float(r["processing_ms"]))
     return {
-        name: {"median_ms": _round(percentile(v, 50)), "p99_ms": _round(percentile(v, 99)), "count": len(v)}
+        name: {"median_ms": rounded(percentile(v, 50)), "p99_ms": rounded(percentile(v, 99)), "count": len(v)}
         for name, v in sorted(by_component.items())
         if name != "fusion_process"
     }
@@ -139,8 +139,8 @@ def late_frame_delays(records: Iterable[Record], send_wall_ns: Mapping[int, int]
         if (r.get("record_type") == "sync_delay" and r.get("late") and "frame" in (r.get("waiting_for") or [])
                 and isinstance(r.get("actual_ns"), int) and r.get("frame_id") in send_wall_ns):
             delays.append((r["actual_ns"] - send_wall_ns[r["frame_id"]]) / 1e6)
-    return {"count": len(delays), "p50_ms": _round(percentile(delays, 50)),
-            "min_ms": _round(min(delays) if delays else None), "max_ms": _round(max(delays) if delays else None)}
+    return {"count": len(delays), "p50_ms": rounded(percentile(delays, 50)),
+            "min_ms": rounded(min(delays) if delays else None), "max_ms": rounded(max(delays) if delays else None)}
 
 
 def kept_up(live: Mapping[str, Any]) -> bool:

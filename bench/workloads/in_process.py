@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from bench.meters import _cpu_seconds, _round, _spread, percentile
+from bench.meters import own_process_cpu_seconds, percentile, rounded, spread
 from bench.plan import Progress
 from bench.workloads.inputs import Inputs
 from facemoment.core.config import KNOWN_EXTRACTORS, Config, load_config
@@ -48,7 +48,7 @@ def sequential_costs(frames: Sequence[Frame], extractors: Mapping[str, Any], log
         per_extractor[name] = {
             "mean_ms": round(statistics.fmean(costs), 2),
             "median_ms": round(statistics.median(costs), 2),
-            "p90_ms": _round(percentile(costs, 90)),
+            "p90_ms": rounded(percentile(costs, 90)),
             "total_s": round(sum(costs) / 1000, 3),
         }
         log(f"bare: {name} {per_extractor[name]['mean_ms']} ms/frame (one thread)")
@@ -70,13 +70,13 @@ def pipelined_once(frames: Sequence[Frame], extractors: Mapping[str, Any]) -> Di
     threads = [threading.Thread(target=lane, args=(name,), name=f"bare-{name}") for name in extractors]
     for thread in threads:
         thread.start()
-    cpu_before = _cpu_seconds()
+    cpu_before = own_process_cpu_seconds()
     start = time.perf_counter()
     go.set()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
-    return {"seconds": wall, "lanes": busy, "cores_used": (_cpu_seconds() - cpu_before) / wall}
+    return {"seconds": wall, "lanes": busy, "cores_used": (own_process_cpu_seconds() - cpu_before) / wall}
 
 
 def _import_dataflow_module():
@@ -151,11 +151,11 @@ def dataflow_once(module: Any, inputs: Inputs, out_dir: Path) -> Dict[str, Any]:
     flow = module.build_flow(cfg)
     orchestrator = worker_orchestrator(cfg)  # the object the flow's extract step will use
     orchestrator.run([inputs.frames[0]])
-    cpu_before = _cpu_seconds()
+    cpu_before = own_process_cpu_seconds()
     start = time.perf_counter()
     run_main(flow)
     seconds = time.perf_counter() - start
-    cores_used = (_cpu_seconds() - cpu_before) / seconds
+    cores_used = (own_process_cpu_seconds() - cpu_before) / seconds
     orchestrator.close()
     triggers = read_jsonl(out_dir / "triggers.jsonl")
     return {"seconds": seconds, "cores_used": cores_used, "trigger_keys": sorted(str(t.get("key")) for t in triggers)}
@@ -194,8 +194,8 @@ def measure_in_process(
             f"({bare_runs[-1]['cores_used']:.2f} cores), dataflow {count / flow_runs[-1]['seconds']:.2f} fps "
             f"({flow_runs[-1]['cores_used']:.2f} cores), sequential loop {loops['sequential_loop'][-1].fps:.2f} fps, "
             f"thread pool {loops['thread_pool_loop'][-1].fps:.2f} fps")
-    bare_s = _spread([r["seconds"] for r in bare_runs])
-    flow_s = _spread([r["seconds"] for r in flow_runs])
+    bare_s = spread([r["seconds"] for r in bare_runs])
+    flow_s = spread([r["seconds"] for r in flow_runs])
     middle = sorted(bare_runs, key=lambda r: r["seconds"])[len(bare_runs) // 2]
     bare = {
         "frames": count,

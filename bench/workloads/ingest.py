@@ -12,7 +12,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from bench.meters import _round
+from bench.meters import rounded
 from bench.plan import INGEST_SIZE, LIVE_FPS, REPO, Plan, Progress
 from bench.workloads.inputs import flow_env
 from facemoment.core.types import Frame
@@ -121,7 +121,7 @@ def measure_ingest(plan: Plan, work: Path, log: Progress) -> Dict[str, Any]:
         ctx.term()
     server = _server_result(proc, result_path)
     pipe_fps = (got - 1) / (last - first) if got > 1 and last > first else None
-    pipe = {"frames": got, "fps": _round(pipe_fps), "mb_per_s": _round(pipe_fps * mb_per_frame if pipe_fps else None, 1), "publisher": server}
+    pipe = {"frames": got, "fps": rounded(pipe_fps), "mb_per_s": rounded(pipe_fps * mb_per_frame if pipe_fps else None, 1), "publisher": server}
     log(f"ingest: raw pipe {pipe['fps']} fps ({pipe['mb_per_s']} MB/s), publisher loop {server['fps']} fps")
 
     # The project's source in a Bytewax flow.
@@ -148,8 +148,8 @@ def measure_ingest(plan: Plan, work: Path, log: Progress) -> Dict[str, Any]:
     fps = (seen["frames"] - 1) / span if seen["frames"] > 1 and span > 0 else None
     flow_result = {
         "frames": seen["frames"],
-        "fps": _round(fps),
-        "mb_per_s": _round(fps * mb_per_frame if fps else None, 1),
+        "fps": rounded(fps),
+        "mb_per_s": rounded(fps * mb_per_frame if fps else None, 1),
         "source_stats": stats,
         "publisher": server2,
         "buffer_frames": 8,

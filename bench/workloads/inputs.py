@@ -94,7 +94,7 @@ def prepare_inputs(plan: Plan, work: Path, log: Progress) -> Inputs:
     return Inputs(video, frames, sample)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

@@ -14,8 +14,8 @@ import numpy as np
 
 from bench.meters import read_rss_mb, rss_stats
 from bench.plan import LIVE_FPS, REPO, RSS_PERIOD_S, Plan, Progress
-from bench.workloads.accounting import _trace_timings, drop_accounting, late_frame_delays, trigger_latencies
-from bench.workloads.inputs import Inputs, _tail, flow_env
+from bench.workloads.accounting import drop_accounting, late_frame_delays, trace_timings, trigger_latencies
+from bench.workloads.inputs import Inputs, flow_env, log_tail
 from facemoment.core.config import load_config
 from facemoment.runtime.loopback import free_port
 from facemoment.runtime.summary import read_jsonl
@@ -117,7 +117,7 @@ def live_run(
     stream_start = stream_end = time.monotonic()
     try:
         if not publisher.wait_for_subscribers(timeout=180):
-            raise RuntimeError(f"{name}: the dataflow did not subscribe within 180 s:\n{_tail(log_path)}")
+            raise RuntimeError(f"{name}: the dataflow did not subscribe within 180 s:\n{log_tail(log_path)}")
         log(f"{name}: dataflow subscribed; streaming {total} frames of {size[0]}x{size[1]} at 30 fps")
         start_ns = time.monotonic_ns()
         stream_start = time.monotonic()
@@ -131,11 +131,11 @@ def live_run(
             send_wall[i] = time.time_ns()
             publisher.publish(i, frame_t_ns(i), image)
             if proc.poll() is not None:
-                raise RuntimeError(f"{name}: the dataflow exited early ({proc.returncode}):\n{_tail(log_path)}")
+                raise RuntimeError(f"{name}: the dataflow exited early ({proc.returncode}):\n{log_tail(log_path)}")
         stream_end = time.monotonic()
         code = proc.wait(timeout=120)
         if code != 0:
-            raise RuntimeError(f"{name}: the dataflow exited with {code}:\n{_tail(log_path)}")
+            raise RuntimeError(f"{name}: the dataflow exited with {code}:\n{log_tail(log_path)}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -182,7 +182,7 @@ def summarize_live(run: LiveRun) -> Dict[str, Any]:
         "fused_fps": round(accounting["fused"] / seconds, 2),
         "complete_fps": round(accounting["fused_complete"] / seconds, 2),
         "accounting": accounting,
-        "timings": _trace_timings(trace),
+        "timings": trace_timings(trace),
         "late_frames_capture_to_alignment": late_frame_delays(trace, run.send_wall_ns),
         "latency": trigger_latencies(run.send_wall_ns, run.received, rows),
     }

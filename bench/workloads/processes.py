@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from bench.meters import _round, _spread, process_cpu_seconds
+from bench.meters import process_cpu_seconds, rounded, spread
 from bench.plan import PROCESS_TIMEOUT_S, REPO, Progress
-from bench.workloads.inputs import Inputs, _tail, flow_env
+from bench.workloads.inputs import Inputs, flow_env, log_tail
 from facemoment.runtime import readiness
 from facemoment.runtime.loopback import free_port
 
@@ -84,7 +84,7 @@ def run_flow_processes(
     cores = None
     if cpu_at_ready is not None and seconds > 0:
         cores = (children.ru_utime + children.ru_stime - children_before - cpu_at_ready) / seconds
-    return ProcessRun(seconds, codes, logs, _round(cores), (max(ready.values()) - start_ns) / 1e9)
+    return ProcessRun(seconds, codes, logs, rounded(cores), (max(ready.values()) - start_ns) / 1e9)
 
 
 LAYOUTS = ("1 process", "1 process, -w 2", "2 processes")
@@ -128,19 +128,19 @@ def measure_processes(inputs: Inputs, work: Path, repeats: int, log: Progress) -
             )
             run = run_flow_processes(_flow_commands(layout), env, work / "logs", tag)
             if any(run.returncodes) or run.seconds <= 0:
-                raise RuntimeError(f"{layout} exited with {run.returncodes}:\n" + "\n".join(_tail(p) for p in run.logs))
+                raise RuntimeError(f"{layout} exited with {run.returncodes}:\n" + "\n".join(log_tail(p) for p in run.logs))
             runs[layout].append(run)
             log(f"processes: {layout}: {frames / run.seconds:.2f} fps, {run.cores_used} cores "
                 f"(run {rep + 1}/{repeats}, models ready {run.ready_spread_s:.2f} s apart)")
     layouts: Dict[str, Any] = {}
     for layout, items in runs.items():
-        spread = _spread([r.seconds for r in items])
+        times = spread([r.seconds for r in items])
         layouts[layout] = {
             "processes": len(items[0].returncodes),
-            "seconds": spread["median"],
-            "runs_s": spread["runs"],
-            "fps": round(frames / spread["median"], 2),
-            "cores_used": _round(statistics.median([r.cores_used for r in items if r.cores_used is not None] or [0.0])),
+            "seconds": times["median"],
+            "runs_s": times["runs"],
+            "fps": round(frames / times["median"], 2),
+            "cores_used": rounded(statistics.median([r.cores_used for r in items if r.cores_used is not None] or [0.0])),
             "ready_spread_s": round(max(r.ready_spread_s for r in items), 3),
         }
     one = layouts["1 process"]["fps"]
