@@ -20,14 +20,9 @@ from connectors.shares import frame_gap, ids_in_share
 from connectors.zmq_source import MALFORMED_INTERVAL_S, FrameBuffer, ZmqFrameSource
 from facemoment.core.types import Frame
 
+from conftest import wait_until
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
+
 
 
 def image_for(frame_id: int) -> np.ndarray:
