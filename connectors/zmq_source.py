@@ -11,13 +11,9 @@ key is ``record_type``) for the dataflow to route to its trace:
 - ``frame_drop`` with reason ``queue_full``: gaps in ``frame_id`` seen on the wire,
   i.e. frames lost at the publisher's high-water mark (``where`` says ``wire``, or
   ``while_down`` for frames missed between a snapshot and a resume);
-- ``malformed_message``: messages that are not valid frames, by kind: at most one
-  record per kind per second (``messages`` says how many it stands for, ``count``
-  is the running total), so a flood cannot flood the trace.  Kind ``too_large``
-  is a frame over ``max_frame_bytes``; kind ``time_jump`` is a well-formed frame
-  whose ``t_src_ns`` leaps ahead of the stream by more than ``max_time_jump_s``
-  beyond the time that passed (one absurd timestamp would otherwise make every
-  later frame late; a new time base is accepted once it repeats, see
+- ``malformed_message``: messages that are not valid frames, at most one record per
+  kind per second (``messages``: how many it stands for); kinds include
+  ``too_large`` (over ``max_frame_bytes``) and ``time_jump`` (see
   :class:`connectors.frame_buffer.TimeJumpGuard`);
 - ``publisher_restart``: a ``frame_id`` that does not increase.  visualbase numbers
   frames from 0 on every run, so a publisher that went away and came back shows up
