@@ -163,6 +163,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "(so the subscriber, not the publisher, sets the rate)",
             "",
         ]
+    fuzz = results.get("fuzz")
+    if fuzz:
+        from bench.workloads.fuzz import fuzz_rows
+
+        lines += ["## 8. Hostile messages among a live stream (ZmqFrameSource, lossless publisher)", ""]
+        lines += _table(["", "value"], fuzz_rows(fuzz))
+        lines.append("")
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]

@@ -1,8 +1,8 @@
 """Hostile messages among a live stream: every one is counted by kind, nothing valid is
 lost, and the triggers are exactly those of the same stream without them.
 
-Seeded, so a failure replays; small, so it runs in seconds. The benchmark's fuzz run
-sends many more (bench/)."""
+Seeded, so a failure replays; small, so it runs in seconds. The benchmark's run
+(bench/workloads/fuzz.py, the same message kinds) sends a hundred thousand."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import zmq
 from bytewax.testing import run_main
 
 import operators.extraction.registry as extractors
+from bench.workloads.fuzz import KINDS, hostile_message
 from dataflows.facemoment import build_flow
 from facemoment.core.config import Config
 from facemoment.core.types import Frame, Observation
@@ -30,7 +31,6 @@ from test_scenarios import FPS, T0, face, t_of
 FRAMES = 8 * FPS
 SPIKES = ((4.0, 4.2), (6.6, 6.8))  # seconds of the stream with a sudden smile
 HEADER = struct.Struct("!QQIIB")
-U64_MAX = 2**64 - 1
 
 
 def _smiling(frame_id: int) -> bool:
@@ -62,32 +62,6 @@ class _GoodQuality:
         pass
 
 
-def _hostile(rng: random.Random, kind: str) -> List[bytes]:
-    """One message malformed in the way `kind` names."""
-    big_id = rng.randrange(2**40, U64_MAX)
-    good = HEADER.pack(big_id, T0, 8, 8, 3)
-    if kind == "part_count":
-        return rng.choice([[b"frame", good], [b"frame", good, b"\0" * 192, b"more"], [b"frame"]])
-    if kind == "topic":
-        return [b"frame" + bytes([rng.randrange(33, 127)]), good, b"\0" * 192]
-    if kind == "short_header":
-        return [b"frame", good[: rng.randrange(25)] if rng.random() < 0.5 else good + b"\0", b"\0" * 192]
-    if kind == "payload_size":
-        return [b"frame", good, b"\0" * rng.choice([0, 1, 191, 193, 5000])]
-    if kind == "dimensions":
-        w, h, c = rng.choice([(0, 8, 3), (8, 0, 3), (16385, 8, 1), (8, 8, 2), (8, 8, 4)])
-        return [b"frame", HEADER.pack(big_id, T0, w, h, c), b"\0" * 192]
-    if kind == "too_large":  # legal dimensions, over the size limit: refused on the header
-        return [b"frame", HEADER.pack(big_id, T0, 16384, 16384, 3), b"\0" * 192]
-    if kind == "time_jump":  # a well-formed frame stamped absurdly far ahead
-        stamp = rng.choice([U64_MAX, T0 + 10**15, 2**63])
-        return [b"frame", HEADER.pack(big_id, stamp, 8, 8, 3), b"\0" * 192]
-    raise AssertionError(kind)
-
-
-KINDS = ("part_count", "topic", "short_header", "payload_size", "dimensions", "too_large", "time_jump")
-
-
 def _script(seed: int, hostile: bool) -> Tuple[List[List[bytes]], Counter]:
     rng = random.Random(seed)
     messages: List[List[bytes]] = []
@@ -96,7 +70,7 @@ def _script(seed: int, hostile: bool) -> Tuple[List[List[bytes]], Counter]:
         messages.append(_frame(frame_id))
         while hostile and frame_id < FRAMES - 1 and rng.random() < 0.6:
             kind = rng.choice(KINDS)
-            messages.append(_hostile(rng, kind))
+            messages.append(hostile_message(rng, kind, T0))
             sent[kind] += 1
     return messages, sent
 
