@@ -66,6 +66,9 @@ class ExtractConfig:
     min_detection_confidence: float = 0.5
     # Per-frame extractor deadline in ms (the orchestrator's timeout); 0 disables.
     deadline_ms: float = 150.0
+    # Executor threads per MediaPipe graph (0: MediaPipe's default, one per core).
+    # Extractors already run in parallel on their own lanes (docs/algorithms.md).
+    graph_threads: int = 1
 
 
 @dataclass
@@ -325,6 +328,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("align.window_ms must be positive")
     if cfg.align.allowed_lateness_ms < 0:
         raise ConfigError("align.allowed_lateness_ms must not be negative")
+    if cfg.extract.graph_threads < 0:
+        raise ConfigError("extract.graph_threads must not be negative")
     if cfg.fusion.consecutive_frames < 1:
         raise ConfigError("fusion.consecutive_frames must be at least 1")
     return cfg
