@@ -8,9 +8,9 @@ and handed to fusion in event-time order.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from bytewax.operators.windowing import (
     UTC_MIN,
@@ -38,17 +38,35 @@ def observation_time(obs: Observation) -> datetime:
 
 
 @dataclass
+class _InputClockState(_EventClockState):
+    """The event clock's state plus how far each known input has delivered."""
+
+    progress: Dict[int, datetime] = field(default_factory=dict)
+
+
+@dataclass
 class _SourceTimeClockLogic(_EventClockLogic):
-    """The watermark follows event time; system time moves it only after a pause.
+    """The watermark is the minimum over the stream's known inputs, bounded by lateness.
+
+    A stream is fed by `inputs` shares (share `i` of `n` carries the frames with
+    `frame_id % n == i`). Each share hands on a frame's observations together, the
+    frame marker with them, and its frames in order, so once every share has
+    delivered an observation at or past a window's end, nothing more can come for
+    that window: it closes then (as a Flink watermark is the minimum over its
+    inputs), not after the allowed lateness.
+
+    The allowed lateness stays as the bound for an input that went silent (a share
+    whose frames all dropped, or one far behind): the watermark never lags the
+    newest event time by more. With `inputs=0` (unknown, e.g. observations fed in
+    directly) the bound alone sets the watermark.
 
     Bytewax's `EventClock` advances the watermark one-for-one with system time after
     the newest item. When extraction runs slower than real time, or hands frames on
     in bursts, that watermark outruns the frames still on their way, and whole
-    frames are dropped as late. Here the watermark is the newest event time minus
-    the allowed lateness, and only when no newer item has come for `idle` (a paused
-    camera) does it advance with system time, so the last windows still close.
-    `idle=None` (files, replays) never uses system time: the end of input closes
-    the last windows.
+    frames are dropped as late. Here only when no newer item has come for `idle`
+    (a paused camera) does the bound advance with system time, so the last windows
+    still close. `idle=None` (files, replays) never uses system time: the end of
+    input closes the last windows.
 
     Wake-ups are mapped to the system time at which the watermark will reach a
     close time; Bytewax's default treats the close time (event time) itself as the
@@ -57,26 +75,59 @@ class _SourceTimeClockLogic(_EventClockLogic):
     """
 
     idle: Optional[timedelta] = None
+    inputs: Mapping[str, int] = field(default_factory=dict)
+    _count: Optional[int] = field(default=None, init=False)
 
-    def _watermark(self) -> datetime:
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, _InputClockState):
+            old = self.state  # resumed from a snapshot without input progress
+            self.state = _InputClockState(old.system_time_of_max_event, old.watermark_base)
+        super().__post_init__()
+
+    def _bound(self) -> datetime:
+        """Newest event time minus the allowed lateness, moved on by a pause when live."""
         state = self.state
         if self.idle is None:
             return state.watermark_base
         paused = self._system_now - state.system_time_of_max_event - self.idle
         return state.watermark_base + max(paused, timedelta(0))
 
+    def _inputs_passed(self) -> Optional[datetime]:
+        """How far every known input has delivered; None until each has delivered."""
+        progress = self.state.progress
+        if not self._count or len(progress) < self._count:
+            return None
+        return min(progress.values())
+
+    def _watermark(self) -> datetime:
+        passed = self._inputs_passed()
+        bound = self._bound()
+        return bound if passed is None or passed < bound else passed
+
+    def _note_input(self, value, timestamp: datetime) -> None:
+        if self._count is None:
+            self._count = max(0, int(self.inputs.get(getattr(value, "stream_id", None), 0)))
+        if not self._count:
+            return
+        share = int(value.frame_id) % self._count
+        progress = self.state.progress
+        if share not in progress or timestamp > progress[share]:
+            progress[share] = timestamp
+
     def on_item(self, value) -> Tuple[datetime, datetime]:
         timestamp = self.timestamp_getter(value)
-        watermark = self._watermark()
+        bound = self._bound()
         try:
             base = timestamp - self.wait_for_system_duration
         except OverflowError:
-            return timestamp, watermark
-        if base > watermark:
+            return timestamp, self._watermark()
+        if base > bound:
             self.state.watermark_base = base
             self.state.system_time_of_max_event = self._system_now
-            return timestamp, base
-        return timestamp, watermark
+        # Counting this item first cannot make it late: the minimum over the inputs is
+        # at most its own input's newest time, which this item now is.
+        self._note_input(value, timestamp)
+        return timestamp, self._watermark()
 
     def on_notify(self) -> datetime:
         self.before_batch()
@@ -94,31 +145,42 @@ class _SourceTimeClockLogic(_EventClockLogic):
 
 @dataclass
 class SourceTimeClock(EventClock):
-    """`EventClock` over source timestamps, advanced by system time only after a pause."""
+    """`EventClock` over source timestamps: the minimum over known inputs, bounded by
+    the allowed lateness, advanced by system time only after a pause."""
 
     idle: Optional[timedelta] = None
+    # Stream id -> how many shares feed it (0 or absent: unknown, lateness only).
+    inputs: Mapping[str, int] = field(default_factory=dict)
 
     def build(self, resume_state: Optional[_EventClockState]) -> _SourceTimeClockLogic:
         args = (self.now_getter, self.ts_getter, self.to_system_utc, self.wait_for_system_duration)
         if resume_state is None:
-            return _SourceTimeClockLogic(*args, idle=self.idle)
-        return _SourceTimeClockLogic(*args, resume_state, idle=self.idle)
+            return _SourceTimeClockLogic(*args, idle=self.idle, inputs=self.inputs)
+        return _SourceTimeClockLogic(*args, resume_state, idle=self.idle, inputs=self.inputs)
 
 
-def make_clock(allowed_lateness_ms: float, live: bool = True, idle_flush_ms: float = 1000.0) -> SourceTimeClock:
+def make_clock(
+    allowed_lateness_ms: float,
+    live: bool = True,
+    idle_flush_ms: float = 1000.0,
+    inputs: Optional[Mapping[str, int]] = None,
+) -> SourceTimeClock:
     """The alignment clock.
 
-    Observations up to `allowed_lateness_ms` of event time behind the newest are
-    still placed in their window. Live streams: after `idle_flush_ms` without a
-    newer observation the watermark advances with system time, so the windows of a
-    paused camera close. Files and replays are read as fast as extraction goes,
-    slower or faster than real time: only event time moves them, so results do not
-    depend on machine speed.
+    `inputs` maps each stream to the number of shares that feed it: a window closes
+    once every share has delivered past its end. Observations up to
+    `allowed_lateness_ms` of event time behind the newest are still placed in their
+    window: that bound closes windows an input no longer feeds. Live streams: after
+    `idle_flush_ms` without a newer observation the watermark advances with system
+    time, so the windows of a paused camera close. Files and replays are read as
+    fast as extraction goes, slower or faster than real time: only event time moves
+    them, so results do not depend on machine speed.
     """
     return SourceTimeClock(
         ts_getter=observation_time,
         wait_for_system_duration=timedelta(milliseconds=allowed_lateness_ms),
         idle=timedelta(milliseconds=idle_flush_ms) if live else None,
+        inputs=dict(inputs or {}),
     )
 
 
