@@ -27,7 +27,7 @@ from connectors.sources import StreamSpec, build_source, stream_shares, stream_s
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment.runtime import cluster, memory, metrics, shutdown
-from facemoment.core.config import Config, load_config
+from facemoment.core.config import Config, extractor_rates, load_config
 from facemoment.core.records import as_dict
 from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
@@ -131,7 +131,7 @@ def align_and_fuse(
     grouped = op.flat_map_value(
         "group_frames",
         windows.down,
-        FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace),
+        FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace, extractor_rates(cfg.extract)),
     )
     aligned = op.branch("split_aligned", grouped, lambda kv: isinstance(kv[1], FrameObservations))
     records.append(op.map("unkey_grouped", aligned.falses, _unkey))

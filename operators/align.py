@@ -20,6 +20,7 @@ from bytewax.operators.windowing import (
     _EventClockState,
 )
 
+from facemoment.core.config import is_due
 from facemoment.core.types import FrameObservations, Observation, TraceRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -189,10 +190,21 @@ def make_windower(window_ms: float) -> TumblingWindower:
 
 
 class FrameGrouper:
-    """Splits a closed window's observations into frames, in event-time order."""
+    """Splits a closed window's observations into frames, in event-time order.
 
-    def __init__(self, expected: Sequence[str], window_ms: float, trace_level: str = "normal"):
+    An extractor with a declared rate (`rates`, name -> N) is expected only on frames
+    whose id is a multiple of N; on the others it is not missing but `not_due`.
+    """
+
+    def __init__(
+        self,
+        expected: Sequence[str],
+        window_ms: float,
+        trace_level: str = "normal",
+        rates: Optional[Mapping[str, int]] = None,
+    ):
         self.expected = tuple(expected)
+        self.rates = dict(rates or {})
         self.window_ns = int(window_ms * 1e6)
         self.trace = trace_level in ("normal", "verbose")
 
@@ -208,7 +220,9 @@ class FrameGrouper:
         for group in frames:
             first = group[0]
             observations = {obs.source: obs for obs in group}
-            missing = tuple(name for name in self.expected if name not in observations)
+            due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name, 1))]
+            missing = tuple(name for name in due if name not in observations)
+            not_due = tuple(name for name in self.expected if name not in due and name not in observations)
             ingest_ns = max((obs.ingest_ns for obs in group), default=0)
             if self.trace and missing:
                 # Wall-clock times: due one window after the frame entered, never arrived.
@@ -230,6 +244,7 @@ class FrameGrouper:
                 observations={k: v for k, v in observations.items() if k != FRAME_MARKER},
                 missing=missing,
                 ingest_ns=ingest_ns,
+                not_due=not_due,
             )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import IntEnum
-from typing import Any, ClassVar, Dict, Type, TypeVar, Union
+from typing import Any, ClassVar, Dict, Optional, Type, TypeVar, Union
 
 
 class Level(IntEnum):
@@ -83,3 +83,20 @@ def level_of(record_type: str) -> Level:
 def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
     """The JSON object of a record (plain dicts pass through)."""
     return record.to_dict() if isinstance(record, Record) else record
+
+
+# --- declared extractor rates ---------------------------------------------------
+@register
+@dataclasses.dataclass
+class FrameCarry(Record):
+    """An extractor that does not run on this frame (its declared rate): fusion used
+    its result from `from_frame_id`, or nothing when none was within the rate."""
+
+    TYPE: ClassVar[str] = "frame_carry"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    source: str
+    from_frame_id: Optional[int]
+    every: int
