@@ -1,0 +1,86 @@
+"""The fast path fires what full fidelity fires: the sample through the dataflow with
+the batch preset (every extractor on every frame, one process) against the default
+settings with declared rates, in one process, `bytewax.testing -p 2` and a two-process
+cluster. Triggers are compared on (reason, t_start_ns, t_end_ns)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from facemoment.formats.sample import ensure_sample_video
+
+from conftest import PYTHON, free_port
+from test_scale import _run
+
+pytestmark = pytest.mark.slow
+
+FAST = {"FACEMOMENT__EXTRACT__EVERY": "pose=2,gesture=2"}
+
+
+def _env(flow_env, out: Path, **extra) -> Dict[str, str]:
+    env = dict(flow_env)
+    env.update(
+        {
+            "FACEMOMENT_SOURCE": str(ensure_sample_video()),
+            "FACEMOMENT_OUTPUT_DIR": str(out),
+            "FACEMOMENT_TRIG_ADDRESS": "none",
+            # All four extractors; 10 fps keeps three runs short.
+            "FACEMOMENT__SOURCE__FPS": "10",
+            "FACEMOMENT__OUTPUT__CLIPS": "false",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def _triggers(out: Path) -> List[Tuple[str, int, int]]:
+    rows = [json.loads(line) for line in (out / "triggers.jsonl").read_text().splitlines()]
+    return sorted((r["reason"], r["t_start_ns"], r["t_end_ns"]) for r in rows)
+
+
+def _trace(out: Path) -> List[dict]:
+    return [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_fidelity(tmp_path_factory, request):
+    flow_env = request.getfixturevalue("module_flow_env")
+    out = tmp_path_factory.mktemp("batch")
+    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(flow_env, out, FACEMOMENT_PRESET="batch"))
+    triggers = _triggers(out)
+    assert triggers
+    assert not [r for r in _trace(out) if r["record_type"] == "frame_carry"]
+    return triggers
+
+
+def _check_fast(out: Path, reference) -> None:
+    assert _triggers(out) == reference
+    trace = _trace(out)
+    carries = [r for r in trace if r["record_type"] == "frame_carry"]
+    fused = {r["frame_id"] for r in trace if r["record_type"] == "timing" and r["component"] == "fusion_process"}
+    # Every odd frame carries pose and gesture from the frame before; none is missing.
+    odd = sorted(f for f in fused if f % 2)
+    assert odd and sorted(c["frame_id"] for c in carries if c["source"] == "pose") == odd
+    assert all(c["from_frame_id"] == c["frame_id"] - 1 for c in carries)
+    assert not [r for r in trace if r["record_type"] == "sync_delay"]
+
+
+def test_one_process_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
+    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(module_flow_env, tmp_path, **FAST))
+    _check_fast(tmp_path, full_fidelity)
+
+
+def test_two_processes_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
+    _run([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path, **FAST))
+    _check_fast(tmp_path, full_fidelity)
+
+
+def test_two_process_cluster_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    cmds = [[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-i", str(i), "-a", addresses] for i in range(2)]
+    _run(cmds, _env(module_flow_env, tmp_path, **FAST))
+    _check_fast(tmp_path, full_fidelity)
