@@ -56,10 +56,13 @@ class _SourceTimeClockLogic(_EventClockLogic):
     that window: it closes then (as a Flink watermark is the minimum over its
     inputs), not after the allowed lateness.
 
-    The allowed lateness stays as the bound for an input that went silent (a share
-    whose frames all dropped, or one far behind): the watermark never lags the
-    newest event time by more. With `inputs=0` (unknown, e.g. observations fed in
-    directly) the bound alone sets the watermark.
+    Live streams keep the allowed lateness as the bound for an input that went
+    silent (a share whose frames all dropped, or one far behind): the watermark
+    never lags the newest event time by more. Files and replays with known inputs
+    wait for the slowest share instead (a share ends only with its file; the end of
+    input closes the rest), so results do not depend on how far processes drift
+    apart. With `inputs=0` (unknown, e.g. observations fed in directly) the bound
+    alone sets the watermark.
 
     Bytewax's `EventClock` advances the watermark one-for-one with system time after
     the newest item. When extraction runs slower than real time, or hands frames on
@@ -102,6 +105,11 @@ class _SourceTimeClockLogic(_EventClockLogic):
 
     def _watermark(self) -> datetime:
         passed = self._inputs_passed()
+        if self.idle is None and self._count:
+            # Files and replays: no input goes silent before its end, and shares read
+            # at their own pace (two processes drift apart by seconds): waiting for
+            # the slowest keeps every frame, whatever the machine's speed.
+            return UTC_MIN if passed is None else passed
         bound = self._bound()
         return bound if passed is None or passed < bound else passed
 

@@ -258,8 +258,8 @@ def test_a_window_closes_as_soon_as_every_input_has_passed_its_end():
     assert ns_to_datetime(7 * FRAME_NS) - timedelta(milliseconds=200) < end
 
 
-def test_a_silent_input_holds_windows_only_up_to_the_allowed_lateness():
-    logic, _ = _shares_logic(shares=2, lateness_ms=200)
+def test_a_silent_live_input_holds_windows_only_up_to_the_allowed_lateness():
+    logic, _ = _shares_logic(shares=2, lateness_ms=200, live=True)
     end = _window_end(0)
     watermark = None
     closed_at = None
@@ -272,8 +272,8 @@ def test_a_silent_input_holds_windows_only_up_to_the_allowed_lateness():
     assert watermark == ns_to_datetime(18 * FRAME_NS) - timedelta(milliseconds=200)
 
 
-def test_an_input_behind_by_more_than_the_lateness_is_late_and_the_rest_is_not():
-    logic, _ = _shares_logic(shares=2, lateness_ms=100)
+def test_a_live_input_behind_by_more_than_the_lateness_is_late_and_the_rest_is_not():
+    logic, _ = _shares_logic(shares=2, lateness_ms=100, live=True)
     late = []
     order = [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]  # share 1 arrives far behind share 0
     for frame in order:
@@ -283,6 +283,20 @@ def test_an_input_behind_by_more_than_the_lateness_is_late_and_the_rest_is_not()
     # While share 1 is silent the bound is 333 - 100 = 233 ms: frames 1, 3, 5 (33,
     # 100, 167 ms) are behind it; from frame 7 (233 ms) on they are in time.
     assert late == [1, 3, 5]
+
+
+def test_file_shares_wait_for_the_slowest_however_far_behind_it_is():
+    logic, _ = _shares_logic(shares=2, lateness_ms=100, live=False)
+    late = []
+    marks = []
+    order = list(range(0, 40, 2)) + list(range(1, 40, 2))  # share 1 starts 0.67 s behind
+    for frame in order:
+        ts, watermark = logic.on_item(_obs("face", frame))
+        late += [frame] if ts < watermark else []
+        marks.append(watermark)
+    assert late == []
+    assert marks[19] == datetime.min.replace(tzinfo=timezone.utc)  # share 1 not heard from yet
+    assert marks[-1] == ns_to_datetime(38 * FRAME_NS)  # the slower share 0's newest
 
 
 def test_unknown_inputs_keep_the_lateness_rule():
