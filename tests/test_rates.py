@@ -189,3 +189,18 @@ def test_gestures_sampled_every_second_frame_can_fire_on_a_single_frame_gesture(
     full = _triggers(held, tmp_path / "full2", [])
     fast = _triggers(thinned(held, {"gesture": 2}), tmp_path / "fast2", ["gesture=2"])
     assert _shift_frames(full, fast) == [1]
+
+
+def test_the_run_summary_counts_carried_and_uncarried_frames(tmp_path):
+    from facemoment.runtime.summary import summarize
+
+    records = [
+        {"record_type": "frame_carry", "stream": "cam0", "frame_id": 1, "source": "pose", "from_frame_id": 0, "every": 2},
+        {"record_type": "frame_carry", "stream": "cam0", "frame_id": 3, "source": "pose", "from_frame_id": 2, "every": 2},
+        {"record_type": "frame_carry", "stream": "cam0", "frame_id": 5, "source": "pose", "from_frame_id": None, "every": 2},
+        {"record_type": "frame_carry", "stream": "cam0", "frame_id": 5, "source": "gesture", "from_frame_id": 4, "every": 2},
+    ]
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = summarize(tmp_path, trace)
+    assert "frames an extractor skipped for its declared rate: pose 2 carried, 1 with nothing to carry, gesture 1 carried" in text
