@@ -29,6 +29,8 @@ def test_rates_come_from_name_equals_n_entries_and_bad_ones_are_refused():
             load_config(env={"FACEMOMENT__EXTRACT__EVERY": bad})
     # The batch preset is full fidelity: every extractor on every frame.
     assert extractor_rates(load_config(presets=["batch"]).extract) == {}
+    assert extractor_rates(load_config(presets=["realtime", "lean"]).extract) == {"pose": 2, "gesture": 2}
+    assert extractor_rates(load_config(presets=["lean", "batch"]).extract) == {}
 
 
 def test_due_frames_depend_on_the_frame_id_alone():

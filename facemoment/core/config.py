@@ -206,6 +206,11 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "extract": {"deadline_ms": 80.0},
         "_remove_extractors": {"names": ["gesture"]},
     },
+    # Declared rates for a live stream on few cores: pose and hands every 2nd frame
+    # (waves and gestures can fire a frame or few later; docs/algorithms.md).
+    "lean": {
+        "extract": {"every": ["pose=2", "gesture=2"]},
+    },
     "high_sensitivity": {
         "fusion": {
             "spike_z": 1.5,
