@@ -7,18 +7,13 @@ and handed to fusion in event-time order.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from bytewax.operators.windowing import (
-    UTC_MIN,
-    EventClock,
-    TumblingWindower,
-    _EventClockLogic,
-    _EventClockState,
-)
+from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower
 
 from facemoment.core.config import is_due
 from facemoment.core.types import FrameObservations, Observation, TraceRecord
@@ -38,15 +33,23 @@ def observation_time(obs: Observation) -> datetime:
     return ns_to_datetime(obs.t_ns)
 
 
-@dataclass
-class _InputClockState(_EventClockState):
-    """The event clock's state plus how far each known input has delivered."""
+def _system_utc() -> datetime:
+    return datetime.now(tz=timezone.utc)
 
+
+@dataclass
+class SourceTimeClockState:
+    """What a resumed clock continues from: Bytewax's `EventClock` state (the first
+    two fields, so either's snapshot resumes the other) plus how far each known
+    input has delivered."""
+
+    system_time_of_max_event: datetime
+    watermark_base: datetime
     progress: Dict[int, datetime] = field(default_factory=dict)
 
 
 @dataclass
-class _SourceTimeClockLogic(_EventClockLogic):
+class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
     """The watermark is the minimum over the stream's known inputs, bounded by lateness.
 
     A stream is fed by `inputs` shares (share `i` of `n` carries the frames with
@@ -78,15 +81,23 @@ class _SourceTimeClockLogic(_EventClockLogic):
     and wakes the operator in a busy loop.
     """
 
-    idle: Optional[timedelta] = None
-    inputs: Mapping[str, int] = field(default_factory=dict)
+    now_getter: Callable[[], datetime]
+    timestamp_getter: Callable[[Observation], datetime]
+    lateness: timedelta
+    idle: Optional[timedelta]
+    inputs: Mapping[str, int]
+    state: SourceTimeClockState
+    _system_now: datetime = field(init=False)
     _count: Optional[int] = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.state, _InputClockState):
-            old = self.state  # resumed from a snapshot without input progress
-            self.state = _InputClockState(old.system_time_of_max_event, old.watermark_base)
-        super().__post_init__()
+        self._system_now = self.now_getter()
+        if self.state.system_time_of_max_event <= UTC_MIN:
+            self.state.system_time_of_max_event = self._system_now
+
+    def before_batch(self) -> None:
+        # System time never goes backwards here (NTP steps, clock changes).
+        self._system_now = max(self._system_now, self.now_getter())
 
     def _bound(self) -> datetime:
         """Newest event time minus the allowed lateness, moved on by a pause when live."""
@@ -113,7 +124,7 @@ class _SourceTimeClockLogic(_EventClockLogic):
         bound = self._bound()
         return bound if passed is None or passed < bound else passed
 
-    def _note_input(self, value, timestamp: datetime) -> None:
+    def _note_input(self, value: Any, timestamp: datetime) -> None:
         if self._count is None:
             self._count = max(0, int(self.inputs.get(getattr(value, "stream_id", None), 0)))
         if not self._count:
@@ -123,11 +134,11 @@ class _SourceTimeClockLogic(_EventClockLogic):
         if share not in progress or timestamp > progress[share]:
             progress[share] = timestamp
 
-    def on_item(self, value) -> Tuple[datetime, datetime]:
+    def on_item(self, value: Observation) -> Tuple[datetime, datetime]:
         timestamp = self.timestamp_getter(value)
         bound = self._bound()
         try:
-            base = timestamp - self.wait_for_system_duration
+            base = timestamp - self.lateness
         except OverflowError:
             return timestamp, self._watermark()
         if base > bound:
@@ -142,6 +153,9 @@ class _SourceTimeClockLogic(_EventClockLogic):
         self.before_batch()
         return self._watermark()
 
+    def on_eof(self) -> datetime:
+        return UTC_MAX  # close every window at the end of input
+
     def to_system_utc(self, timestamp: datetime) -> Optional[datetime]:
         state = self.state
         if state.watermark_base <= UTC_MIN or self.idle is None:
@@ -151,21 +165,39 @@ class _SourceTimeClockLogic(_EventClockLogic):
         except OverflowError:
             return None
 
+    def snapshot(self) -> SourceTimeClockState:
+        return copy.deepcopy(self.state)
+
 
 @dataclass
-class SourceTimeClock(EventClock):
-    """`EventClock` over source timestamps: the minimum over known inputs, bounded by
-    the allowed lateness, advanced by system time only after a pause."""
+class SourceTimeClock(Clock[Observation, SourceTimeClockState]):
+    """A clock over source timestamps: the minimum over known inputs, bounded by the
+    allowed lateness, advanced by system time only after a pause.
 
+    Built on Bytewax's public `Clock`/`ClockLogic`; its arguments follow `EventClock`.
+    """
+
+    ts_getter: Callable[[Observation], datetime]
+    wait_for_system_duration: timedelta
+    now_getter: Callable[[], datetime] = _system_utc
     idle: Optional[timedelta] = None
     # Stream id -> how many shares feed it (0 or absent: unknown, lateness only).
     inputs: Mapping[str, int] = field(default_factory=dict)
 
-    def build(self, resume_state: Optional[_EventClockState]) -> _SourceTimeClockLogic:
-        args = (self.now_getter, self.ts_getter, self.to_system_utc, self.wait_for_system_duration)
+    def build(self, resume_state: Optional[Any]) -> _SourceTimeClockLogic:
         if resume_state is None:
-            return _SourceTimeClockLogic(*args, idle=self.idle, inputs=self.inputs)
-        return _SourceTimeClockLogic(*args, resume_state, idle=self.idle, inputs=self.inputs)
+            state = SourceTimeClockState(system_time_of_max_event=UTC_MIN, watermark_base=UTC_MIN)
+        else:
+            # A copy: the runtime's resume state is not ours to change. Any object
+            # with the first two fields resumes (also an `EventClock` snapshot).
+            state = SourceTimeClockState(
+                resume_state.system_time_of_max_event,
+                resume_state.watermark_base,
+                dict(getattr(resume_state, "progress", None) or {}),
+            )
+        return _SourceTimeClockLogic(
+            self.now_getter, self.ts_getter, self.wait_for_system_duration, self.idle, dict(self.inputs), state
+        )
 
 
 def make_clock(

@@ -358,3 +358,14 @@ def test_two_shares_interleaved_within_the_lateness_lose_nothing_and_keep_event_
     fused = [fo.frame_id for _k, fo in frames]
     assert fused == list(range(60))
     assert all(fo.missing == () for _k, fo in frames)
+
+
+def test_a_snapshot_without_input_progress_resumes():
+    from types import SimpleNamespace
+
+    older = SimpleNamespace(system_time_of_max_event=_FakeNow().now, watermark_base=ns_to_datetime(2 * FRAME_NS))
+    logic = SourceTimeClock(observation_time, timedelta(milliseconds=200), now_getter=_FakeNow(), inputs={"cam0": 1}).build(older)
+    logic.before_batch()
+    _ts, watermark = logic.on_item(_obs("frame", 5))
+    assert watermark == ns_to_datetime(5 * FRAME_NS)
+    assert older.watermark_base == ns_to_datetime(2 * FRAME_NS)  # the resume state is not changed
