@@ -80,6 +80,8 @@ class Fuser:
         extractor's rate (its frame was dropped or missed) is not carried: the
         extractor counts as missing on this frame.
         """
+        if not hasattr(state, "last_fresh"):  # resumed from a snapshot taken before rates
+            state.last_fresh = {}
         for name, obs in fo.observations.items():
             if name in self.rates:
                 state.last_fresh[name] = obs
