@@ -220,3 +220,56 @@ def test_a_fusion_snapshot_from_before_rates_resumes_with_rates(tmp_path):
     fo = _fo(3, ("face",), ("pose",))
     Fuser(cfg)(state, fo)
     assert fo.observations["pose"].signals["from"] == 2.0
+
+
+# --- a generated corpus: waves, raised hands and each gesture in one stream -------
+
+def corpus() -> List[Observation]:
+    """20 s of one rider: a wave, a raised hand, then each gesture, 2.5 s apart (past
+    the cooldown), starting on even and odd frames alike."""
+    import math
+
+    from test_scenarios import FPS, face, hand, still_pose
+
+    gestures = {frame: name for frame, name in zip((241, 316, 391, 466, 541), ("v_sign", "thumbs_up", "ok_sign", "open_palm", "v_sign"))}
+
+    def pose(i: int, s: float):
+        if 121 <= i < 151:  # a 3 Hz wave for 1 s
+            return still_pose(0.3 + 0.08 * math.sin(2 * math.pi * 3.0 * (s - 121 / FPS)))
+        if 181 <= i < 211:  # the left wrist raised above its shoulder, held still
+            raised = still_pose()
+            raised.keypoints[9] = (0.3, 0.4, 0.9)
+            raised.hand_raised = True
+            return raised
+        return still_pose()
+
+    def hands(i: int, _s: float):
+        for start, name in gestures.items():
+            if start <= i < start + 12 + (start % 3):
+                return [hand(name)]
+        return []
+
+    out: List[Observation] = []
+    for i in range(20 * FPS):
+        t, s = 1_795_600_000_000_000_000 + i * (1_000_000_000 // FPS), i / FPS
+        out.append(Observation("frame", "cam0", i, t))
+        out.append(Observation("face", "cam0", i, t, faces=[face()]))
+        out.append(Observation("quality", "cam0", i, t, signals={"quality_gate": 1.0}))
+        out.append(Observation("pose", "cam0", i, t, poses=[pose(i, s)]))
+        out.append(Observation("gesture", "cam0", i, t, hands=hands(i, s)))
+    return out
+
+
+@pytest.mark.parametrize("every", [["pose=2"], ["pose=2", "gesture=2"]], ids=["pose2", "lean"])
+def test_the_corpus_fires_the_same_moments_with_rates_each_at_most_three_frames_later(every, tmp_path):
+    observations = corpus()
+    full = _triggers(observations, tmp_path / "full", [])
+    rates = extractor_rates(load_config(env={"FACEMOMENT__EXTRACT__EVERY": ",".join(every)}).extract)
+    fast = _triggers(thinned(observations, rates), tmp_path / "fast", every)
+    assert [t[0] for t in full] == [
+        "hand_wave", "gesture_vsign", "gesture_thumbsup", "gesture_ok", "gesture_openpalm", "gesture_vsign",
+    ]
+    shifts = _shift_frames(full, fast)
+    assert all(0 <= s <= 3 for s in shifts), shifts
+    if every == ["pose=2"]:
+        assert shifts[1:] == [0] * 5  # gestures untouched when only pose is rated
