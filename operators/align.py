@@ -70,9 +70,9 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
     Bytewax's `EventClock` advances the watermark one-for-one with system time after
     the newest item. When extraction runs slower than real time, or hands frames on
     in bursts, that watermark outruns the frames still on their way, and whole
-    frames are dropped as late. Here only when no newer item has come for `idle`
-    (a paused camera) does the bound advance with system time, so the last windows
-    still close. `idle=None` (files, replays) never uses system time: the end of
+    frames are dropped as late. Here only when no item at all has come for `idle`
+    (a paused camera; a share still catching up is not a pause) does the bound
+    advance with system time, so the last windows still close. `idle=None` (files, replays) never uses system time: the end of
     input closes the last windows.
 
     Wake-ups are mapped to the system time at which the watermark will reach a
@@ -141,9 +141,11 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
             base = timestamp - self.lateness
         except OverflowError:
             return timestamp, self._watermark()
-        if base > bound:
-            self.state.watermark_base = base
-            self.state.system_time_of_max_event = self._system_now
+        # Any item shows the stream is not paused, also an older one from a share that
+        # lags behind: the pause's advance so far is kept (the bound never goes back)
+        # and the idle time starts again.
+        self.state.watermark_base = base if base > bound else bound
+        self.state.system_time_of_max_event = self._system_now
         # Counting this item first cannot make it late: the minimum over the inputs is
         # at most its own input's newest time, which this item now is.
         self._note_input(value, timestamp)

@@ -369,3 +369,18 @@ def test_a_snapshot_without_input_progress_resumes():
     _ts, watermark = logic.on_item(_obs("frame", 5))
     assert watermark == ns_to_datetime(5 * FRAME_NS)
     assert older.watermark_base == ns_to_datetime(2 * FRAME_NS)  # the resume state is not changed
+
+
+def test_a_live_share_still_catching_up_is_not_a_pause():
+    logic, now = _shares_logic(shares=2, lateness_ms=5000, live=True)
+    for frame in range(0, 60, 2):
+        logic.on_item(_obs("frame", frame))  # share 0 ran ahead, to 1.93 s
+    late = []
+    for frame in range(1, 60, 2):  # share 1 follows, 0.5 s of system time per frame
+        now.now += timedelta(milliseconds=500)
+        logic.before_batch()
+        ts, watermark = logic.on_item(_obs("frame", frame))
+        late += [frame] if ts < watermark else []
+    assert late == []  # 15 s of system time went by, but items kept coming
+    now.now += timedelta(seconds=2)
+    assert logic.on_notify() > ns_to_datetime(59 * FRAME_NS) - timedelta(milliseconds=5000)  # a real pause moves it

@@ -84,3 +84,52 @@ def test_two_process_cluster_fast_path_fires_what_full_fidelity_fires(full_fidel
     cmds = [[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-i", str(i), "-a", addresses] for i in range(2)]
     _run(cmds, _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)
+
+
+@pytest.mark.parametrize(
+    "extractors, every",
+    [("face,quality", ""), ("face,pose,gesture,quality", "pose=2,gesture=2")],
+    ids=["full_fidelity", "declared_rates"],
+)
+def test_a_live_two_process_cluster_fires_what_one_process_fires_on_the_file(extractors, every, module_flow_env, tmp_path):
+    """Live: the sample published over ZMQ at 30 fps into a two-process cluster, each
+    process subscribing and keeping its share; no deadline and no buffer bound (batch
+    preset) so no frame is shed, against every frame read from the file by one process
+    at full fidelity."""
+    import subprocess
+
+    from facemoment.tools.daemon import run_daemon
+
+    from conftest import REPO
+
+    face_quality = {"FACEMOMENT__EXTRACT__EXTRACTORS": extractors, "FACEMOMENT__SOURCE__FPS": "none"}
+    reference_out = tmp_path / "file"
+    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]],
+         _env(module_flow_env, reference_out, FACEMOMENT_PRESET="batch", **face_quality))
+    reference = _triggers(reference_out)
+    assert reference
+    if every:
+        face_quality["FACEMOMENT__EXTRACT__EVERY"] = every
+
+    port = free_port()
+    out = tmp_path / "live"
+    env = _env(
+        module_flow_env, out, FACEMOMENT_PRESET="batch", FACEMOMENT_SOURCE=f"tcp://127.0.0.1:{port}",
+        FACEMOMENT_IDLE_TIMEOUT_S="3", **face_quality,
+    )
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    cmds = [[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-i", str(i), "-a", addresses] for i in range(2)]
+    procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
+    try:
+        summary = run_daemon("sample", f"tcp://127.0.0.1:{port}", wait_subscribers=2, wait_timeout_s=180, log=lambda _m: None)
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, output in zip(procs, outputs):
+        assert p.returncode == 0, output[-3000:]
+    assert summary.frames_dropped == 0
+    trace = _trace(out)
+    assert not [r for r in trace if r["record_type"] in ("frame_drop", "sync_delay")]
+    assert _triggers(out) == reference
