@@ -163,6 +163,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "(so the subscriber, not the publisher, sets the rate)",
             "",
         ]
+    if results.get("extraction_cpu"):
+        from bench.workloads.extraction_cpu import render as render_extraction_cpu
+
+        lines += render_extraction_cpu(results["extraction_cpu"])
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]

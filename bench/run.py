@@ -30,6 +30,7 @@ from bench.plan import FOREIGN_LOAD_NOTE, INGEST_SIZE, OVERLOAD_LARGE_SIZE, REPO
 from bench.report import write_results  # noqa: E402
 from bench.targets import evaluate_targets, headline  # noqa: E402
 from bench.workloads.accounting import kept_up  # noqa: E402
+from bench.workloads.extraction_cpu import measure_extraction_cpu  # noqa: E402
 from bench.workloads.in_process import load_extractors, measure_in_process  # noqa: E402
 from bench.workloads.ingest import measure_ingest, serve_raw_frames  # noqa: E402
 from bench.workloads.inputs import prepare_inputs  # noqa: E402
@@ -79,6 +80,7 @@ def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[T
         finally:
             for extractor in extractors.values():
                 extractor.close()
+        results["extraction_cpu"] = measured("extraction_cpu", lambda: measure_extraction_cpu(inputs.frames, log))
         results["processes"] = measured("processes", lambda: measure_processes(inputs, work, plan.repeats, log))
         results["latency"] = measured("latency", lambda: measure_latency(inputs, plan, work, log))
         if overload_size is None:
