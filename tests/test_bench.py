@@ -451,3 +451,16 @@ def test_extraction_cpu_section_lists_every_setting_and_extractor():
     assert table[0] == "| setting | face | pose | gesture | quality | sum (one thread) | all lanes, CPU ms/frame | all lanes, fps |"
     assert [line.split(" | ")[0][2:] for line in table[1:]] == [label for label, _t, _e in SETTINGS]
     assert table[1].endswith("| 1.0 | 2.0 | 3.0 | 4.0 | 10.0 | 11.0 | 30.0 |")
+
+
+def test_a_carried_frame_counts_as_complete_and_one_with_nothing_to_carry_does_not():
+    from bench.workloads import accounting as acc_mod
+
+    fused = [{"record_type": "timing", "component": "fusion_process", "frame_id": i} for i in range(4)]
+    carries = [
+        {"record_type": "frame_carry", "frame_id": 1, "source": "pose", "from_frame_id": 0, "every": 2},
+        {"record_type": "frame_carry", "frame_id": 3, "source": "pose", "from_frame_id": None, "every": 2},
+    ]
+    acc = acc_mod.drop_accounting(fused + carries, frames_attempted=4)
+    assert acc["fused"] == 4 and acc["fused_complete"] == 3 and acc["unaccounted"] == 0
+    assert acc["carried_by_extractor"] == {"pose": 1} and acc["not_carried_by_extractor"] == {"pose": 1}
