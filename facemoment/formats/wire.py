@@ -255,11 +255,10 @@ def _face_text(i: int, face: Face) -> str:
         f"f{i}=id:{int(face.face_id)},conf:{face.confidence:.3f},x:{x:.4f},y:{y:.4f},"
         f"w:{w:.4f},h:{h:.4f},expr:{face.expression:.3f}"
     )
-    # visualbase omits zero angles; judge "zero" at the written precision.
-    if round(face.yaw, 1) != 0:
-        text += f",yaw:{face.yaw:.1f}"
-    if round(face.pitch, 1) != 0:
-        text += f",pitch:{face.pitch:.1f}"
+    # visualbase writes the pair together when either angle is non-zero (before
+    # rounding), so a yaw of -0.04 travels as "yaw:-0.0,pitch:0.0".
+    if face.yaw != 0 or face.pitch != 0:
+        text += f",yaw:{face.yaw:.1f},pitch:{face.pitch:.1f}"
     return text
 
 
@@ -270,7 +269,10 @@ def _wave_flag(value: float) -> int:
 def _pose_text(i: int, pose: Pose, signals: Mapping[str, float]) -> str:
     hw = _wave_flag(signals.get(f"p{i}_hw", 0.0))
     wc = int(signals.get(f"p{i}_wc", 0))
-    return f"p{i}=id:{int(pose.person_id)},conf:{pose.confidence:.3f},hr:{int(bool(pose.hand_raised))},hw:{hw},wc:{wc}"
+    text = f"p{i}=id:{int(pose.person_id)},conf:{pose.confidence:.3f},hr:{int(bool(pose.hand_raised))},hw:{hw}"
+    if wc > 0:  # visualbase writes the wave count only when there is one
+        text += f",wc:{wc}"
+    return text
 
 
 def _hand_text(i: int, hand: Hand) -> str:
