@@ -38,6 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from facemoment.core.addresses import zmq_address
 from facemoment.core.types import Frame, TraceRecord
 from connectors.shares import in_share, parse_share, share_parts
 from facemoment.formats.wire import FRAME_TOPIC, HEADER, WireError, unpack_frame
@@ -432,8 +433,7 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         shares: int = 1,
         prefetcher: Optional[Callable[[], Any]] = None,
     ) -> None:
-        if "://" not in address:
-            raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
+        zmq_address(address, "frame publisher")
         if drop_strategy not in DROP_STRATEGIES:
             raise ValueError(f"drop strategy {drop_strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
         if keyframe_interval < 1:
