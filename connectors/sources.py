@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List
 from bytewax.inputs import Source
 
 from facemoment.runtime import cluster, shutdown
+from facemoment.core.addresses import ZMQ_SCHEMES
 from facemoment.core.config import Config, ConfigError
 
 
@@ -38,7 +39,7 @@ class StreamSpec:
 
 
 def classify(source: str) -> str:
-    if source.startswith(("tcp://", "ipc://", "inproc://")):
+    if source.partition("://")[0] in ZMQ_SCHEMES:
         return "zmq"
     if source == "sample":
         return "sample"

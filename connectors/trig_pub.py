@@ -101,7 +101,8 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
             self._ledger = open(ledger, "a")
         if sends is not None:
             sends.parent.mkdir(parents=True, exist_ok=True)
-            self._sends = open(sends, "a")
+            # A run that keeps its outputs (it has a ledger) continues the file; others start it anew.
+            self._sends = open(sends, "a" if ledger is not None else "w")
         self._sent: Deque[str] = deque(known, maxlen=RECENT_KEYS)
         self._sent_set = set(self._sent)
         self.sent_count = 0  # handed to the transport (heard or not)

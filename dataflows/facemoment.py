@@ -24,7 +24,7 @@ from bytewax.operators.windowing import collect_window
 
 from connectors.clips import ClipSink, encode_frame
 from connectors.sources import StreamSpec, build_source, stream_specs
-from connectors.trig_pub import TrigPubSink
+from connectors.trig_pub import SENDS_FILE, TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment.runtime import cluster, memory, metrics, shutdown
 from facemoment.core.config import Config, load_config
@@ -154,7 +154,8 @@ def outputs(
         keep = cluster.recovery_directory() is not None  # a resumed run continues its outputs
     if cfg.output.trig_address:
         ledger = out_dir / "trig_sent.keys" if keep else None
-        op.output("trig_pub", triggers, TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger))
+        sink = TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger, sends=out_dir / SENDS_FILE)
+        op.output("trig_pub", triggers, sink)
     op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep))
     if cfg.output.clips and specs:
         clip_items = [triggers]

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
 
+from facemoment.core.addresses import AddressError, parse_address
+
 
 class ConfigError(ValueError):
     """A configuration value, file or preset that cannot be used."""
@@ -147,8 +149,16 @@ class FusionConfig:
 @dataclass
 class OutputConfig:
     output_dir: str = "out"
+    # tcp://host:port or ipc:///path (ZMQ PUB, bound here) or unix:///path (a
+    # datagram socket visualbase's ingest binds).
     trig_address: Optional[str] = "tcp://127.0.0.1:5556"
     trig_topic: str = "msg"
+    # When TRIG goes out: "end" once the stream reached the clip's end (what a live
+    # visualbase ring buffer needs), "event" as soon as fusion decides; "auto": end
+    # for live sources, event otherwise.
+    trig_timing: str = "auto"
+    # Publish every observation as OBS text on this ZMQ address (off when unset).
+    obs_address: Optional[str] = None
     clips: bool = True
     ring_buffer_sec: float = 120.0
     ring_buffer_max_mb: float = 512.0
@@ -218,6 +228,8 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
     "FACEMOMENT_STREAM_ID": ("source", "stream_id"),
     "FACEMOMENT_IDLE_TIMEOUT_S": ("source", "idle_timeout_s"),
     "FACEMOMENT_TRIG_ADDRESS": ("output", "trig_address"),
+    "FACEMOMENT_OBS_ADDRESS": ("output", "obs_address"),
+    "FACEMOMENT_TRIG_TIMING": ("output", "trig_timing"),
     "FACEMOMENT_OUTPUT_DIR": ("output", "output_dir"),
     "FACEMOMENT_TRACE": ("output", "trace"),
 }
@@ -327,7 +339,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("align.allowed_lateness_ms must not be negative")
     if cfg.fusion.consecutive_frames < 1:
         raise ConfigError("fusion.consecutive_frames must be at least 1")
+    _validate_outputs(cfg)
     return cfg
+
+
+TRIG_TIMINGS = ("auto", "end", "event")
+
+
+def _validate_outputs(cfg: Config) -> None:
+    if cfg.output.trig_timing not in TRIG_TIMINGS:
+        raise ConfigError(f"output.trig_timing {cfg.output.trig_timing!r} is not one of {', '.join(TRIG_TIMINGS)}")
+    try:
+        if cfg.output.trig_address:
+            parse_address(cfg.output.trig_address, "TRIG", unix=True)
+        if cfg.output.obs_address:
+            parse_address(cfg.output.obs_address, "OBS")
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def load_config(
