@@ -83,3 +83,27 @@ def level_of(record_type: str) -> Level:
 def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
     """The JSON object of a record (plain dicts pass through)."""
     return record.to_dict() if isinstance(record, Record) else record
+
+
+# --- TRIG timing: when a TRIG was decided and when it was handed to its sink ---
+
+
+@register
+@dataclasses.dataclass
+class TrigRelease(Record):
+    """One TRIG let go to the TRIG sink. `decided_ns`/`released_ns` are wall-clock ns;
+    `cause` is event (sent at once), end_reached (a frame at or past t_end_ns
+    arrived), end_of_stream or idle (no newer frame for the idle time)."""
+
+    TYPE: ClassVar[str] = "trig_release"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    key: str
+    timing: str
+    cause: str
+    t_end_ns: int
+    decided_ns: int
+    released_ns: int
+    held_ms: float
+    newest_t_ns: Any = optional()
