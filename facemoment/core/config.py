@@ -48,6 +48,9 @@ class SourceConfig:
     drop_strategy: str = "skip_oldest"
     keyframe_interval: int = 3
     progress: bool = False
+    # Observations from OBS publishers instead of frames (extractors run elsewhere):
+    # "[stream_id=]tcp://host:port" entries, several per stream allowed.
+    obs_inputs: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -159,6 +162,10 @@ class OutputConfig:
     trig_timing: str = "auto"
     # Publish every observation as OBS text on this ZMQ address (off when unset).
     obs_address: Optional[str] = None
+    # This publisher's name in its OBS messages (default: host name and process id).
+    obs_publisher: str = ""
+    # Before its first OBS, how long the publisher waits for a subscriber to join.
+    obs_subscriber_wait_s: float = 1.0
     clips: bool = True
     ring_buffer_sec: float = 120.0
     ring_buffer_max_mb: float = 512.0
@@ -229,6 +236,7 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
     "FACEMOMENT_IDLE_TIMEOUT_S": ("source", "idle_timeout_s"),
     "FACEMOMENT_TRIG_ADDRESS": ("output", "trig_address"),
     "FACEMOMENT_OBS_ADDRESS": ("output", "obs_address"),
+    "FACEMOMENT_OBS_INPUTS": ("source", "obs_inputs"),
     "FACEMOMENT_TRIG_TIMING": ("output", "trig_timing"),
     "FACEMOMENT_OUTPUT_DIR": ("output", "output_dir"),
     "FACEMOMENT_TRACE": ("output", "trace"),
@@ -346,6 +354,14 @@ def validate(cfg: Config) -> Config:
 TRIG_TIMINGS = ("auto", "end", "event")
 
 
+def obs_input(entry: str, default_stream: str) -> Tuple[str, str]:
+    """``"[stream_id=]address"`` -> (stream_id, address)."""
+    stream_id, sep, address = entry.partition("=")
+    if not sep or "://" in stream_id:
+        return default_stream, entry.strip()
+    return stream_id.strip() or default_stream, address.strip()
+
+
 def _validate_outputs(cfg: Config) -> None:
     if cfg.output.trig_timing not in TRIG_TIMINGS:
         raise ConfigError(f"output.trig_timing {cfg.output.trig_timing!r} is not one of {', '.join(TRIG_TIMINGS)}")
@@ -354,6 +370,8 @@ def _validate_outputs(cfg: Config) -> None:
             parse_address(cfg.output.trig_address, "TRIG", unix=True)
         if cfg.output.obs_address:
             parse_address(cfg.output.obs_address, "OBS")
+        for entry in cfg.source.obs_inputs:
+            parse_address(obs_input(entry, cfg.source.stream_id)[1], "OBS publisher")
     except AddressError as exc:
         raise ConfigError(str(exc)) from exc
 
