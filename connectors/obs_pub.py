@@ -8,6 +8,10 @@ missed it). The text is the spec's grammar with FaceMoment's extra fields
 One partition, so exactly one process binds the address. Sends never wait except
 once, bounded, for a first subscriber (a PUB drops what it sends before anyone
 joined). A full queue drops the message and counts it.
+
+When the dataflow ends, a last ``OBS src=end frame=<last> t_ns=<last> pub=<name>``
+tells a fusion reading several publishers that this one is done (visualbase's
+parser reads it as an OBS of an unknown source and keeps nothing of it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from facemoment.formats.wire import format_obs
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_WAIT_S = 1.0
+END_SOURCE = "end"  # the last message of a publisher
 _PART = "obs_pub"
 
 
@@ -35,6 +40,7 @@ class _ObsPubPartition(StatefulSinkPartition[Observation, None]):
         self.endpoint = self.transport.endpoint
         self.publisher = publisher
         self.outcomes: Counter = Counter()
+        self._last: Observation = Observation(END_SOURCE, "", 0, 0)
         log.info("OBS messages published at %s", self.endpoint)
 
     def write_batch(self, values: List[Observation]) -> None:
@@ -47,6 +53,7 @@ class _ObsPubPartition(StatefulSinkPartition[Observation, None]):
                 continue
             status = self.transport.send(text)
             self.outcomes[status] += 1
+            self._last = obs
             if status == DROPPED and self.outcomes[DROPPED] == 1:
                 log.warning("OBS queue full at %s: messages are being dropped", self.endpoint)
 
@@ -54,6 +61,8 @@ class _ObsPubPartition(StatefulSinkPartition[Observation, None]):
         return None
 
     def close(self) -> None:
+        end = Observation(END_SOURCE, "", self._last.frame_id, self._last.t_ns)
+        self.outcomes[f"end_{self.transport.send(format_obs(end, extended=True, publisher=self.publisher))}"] += 1
         log.info("OBS publisher %s: %s", self.endpoint, dict(self.outcomes))
         self.transport.close()
 
@@ -87,4 +96,4 @@ class ObsPubSink(FixedPartitionedSink[Observation, None]):
         return _ObsPubPartition(self._address, self._topic, self._publisher, self._subscriber_wait_s)
 
 
-__all__ = ["ObsPubSink"]
+__all__ = ["ObsPubSink", "END_SOURCE"]

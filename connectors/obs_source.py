@@ -15,7 +15,8 @@ Accounting, as the frame source does it:
   frames that publisher never received, or whose OBS were lost on the way.
 - ``source_summary`` at the end: messages by source, malformed, lost frames.
 
-The stream ends after ``idle_timeout_s`` without a message (once messages have
+The stream ends once every publisher sent its ``OBS src=end`` (as many as there
+are addresses), after ``idle_timeout_s`` without a message (once messages have
 started), after ``connect_timeout_s`` without any, or when ``stop_event`` is set.
 """
 
@@ -38,6 +39,7 @@ from facemoment.formats.wire import MSG_TOPIC, WireError, parse_obs_from, split_
 log = logging.getLogger(__name__)
 
 FRAME_MARKER = "frame"  # the source name of the per-frame marker (operators.align)
+END_SOURCE = "end"  # a publisher's last message (connectors.obs_pub)
 RECEIVE_HWM = 100_000  # OBS are small: the fusion side keeps what it is sent
 POLL_MS = 100
 IDLE_WAKE = timedelta(milliseconds=20)
@@ -52,6 +54,7 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         self._stream_id = source.stream_id
         state = resume_state or {}
         self._last_marker: Dict[str, int] = dict(state.get("last_marker") or {})
+        self._ended_publishers: set = set(state.get("ended") or ())
         self._counts: Counter = Counter(state.get("counts") or {})
         self._lock = threading.Lock()
         self._items: Deque[ObsItem] = deque()
@@ -109,6 +112,9 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         obs.ingest_ns = now_ns
         with self._lock:
             self._last_receive = time.monotonic()
+            if obs.source == END_SOURCE:
+                self._ended_publishers.add(publisher)
+                return
             self._counts[f"obs_{obs.source}"] += 1
             if obs.source == FRAME_MARKER:
                 self._check_gap(publisher, obs.frame_id)
@@ -142,6 +148,9 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
             return "stop_event"
         with self._lock:
             last = self._last_receive
+            ended = len(self._ended_publishers)
+        if ended >= len(source.addresses):
+            return "publishers_ended"
         now = time.monotonic()
         if last is not None and source.idle_timeout_s is not None and now - last >= source.idle_timeout_s:
             return "idle_timeout"
@@ -184,11 +193,16 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
             "malformed": counts.get("malformed", 0),
             "lost_on_wire": counts.get("lost_frames", 0),
             "publishers": sorted(self._last_marker),
+            "publishers_ended": sorted(self._ended_publishers),
         }
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:
-            return {"last_marker": dict(self._last_marker), "counts": dict(self._counts)}
+            return {
+                "last_marker": dict(self._last_marker),
+                "counts": dict(self._counts),
+                "ended": sorted(self._ended_publishers),
+            }
 
     def _stop_receiver(self) -> None:
         self._stop.set()

@@ -101,13 +101,19 @@ def test_malformed_extended_fields_are_wire_errors() -> None:
 # ------------------------------------------------------------------ the publisher
 
 
-def test_obs_pub_sends_one_spec_message_per_observation(tmp_path: Path) -> None:
-    address = f"ipc://{tmp_path}/obs.sock"
-    ctx = zmq.Context()
+def msg_subscriber(ctx: zmq.Context, address: str) -> zmq.Socket:
+    """A text-message subscriber as the spec describes it: SUB on topic msg."""
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"msg")
     sub.connect(address)
+    return sub
+
+
+def test_obs_pub_sends_one_spec_message_per_observation(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/obs.sock"
+    ctx = zmq.Context()
+    sub = msg_subscriber(ctx, address)
     part = ObsPubSink(address, b"msg", publisher="b1", subscriber_wait_s=10).build_part("obs", "obs_pub", None)
     try:
         items = [
@@ -206,3 +212,46 @@ def test_obs_source_merges_publishers_and_accounts_for_gaps_and_garbage(short_di
     assert summary["obs_received"] == {"frame": 11, "face": 5, "pose": 6}
     assert (summary["malformed"], summary["lost_on_wire"], summary["end_reason"]) == (1, 1, "idle_timeout")
     assert summary["publishers"] == ["a", "b"]
+
+
+def test_obs_source_ends_when_every_publisher_said_end(short_dir: Path) -> None:
+    ctx = zmq.Context()
+    addresses = [f"ipc://{short_dir}/e1", f"ipc://{short_dir}/e2"]
+    pubs = [SpecPublisher(ctx, a) for a in addresses]
+    texts = [
+        [format_obs(Observation(src, "", 0, 0), extended=True, publisher=name) for src in ("frame", "end")]
+        for name in ("e1", "e2")
+    ]
+    senders = [threading.Thread(target=p.send_all, args=(t,)) for p, t in zip(pubs, texts)]
+    for s in senders:
+        s.start()
+    got: List[Any] = []
+    flow = Dataflow("obs_end_test")
+    # No idle timeout: only the end messages can end this stream.
+    op.output("out", op.input("in", flow, ObsSource("cam0", addresses, connect_timeout_s=20)), TestingSink(got))
+    try:
+        run_main(flow)
+    finally:
+        for s in senders:
+            s.join(10)
+        for p in pubs:
+            p.close()
+        ctx.term()
+    assert [o.source for o in got if isinstance(o, Observation)] == ["frame", "frame"]  # no "end" goes on
+    (summary,) = [r for r in got if isinstance(r, dict) and r["record_type"] == "source_summary"]
+    assert summary["end_reason"] == "publishers_ended" and summary["publishers_ended"] == ["e1", "e2"]
+
+
+def test_obs_pub_says_end_when_it_closes(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/end.sock"
+    ctx = zmq.Context()
+    sub = msg_subscriber(ctx, address)
+    part = ObsPubSink(address, b"msg", publisher="b9", subscriber_wait_s=10).build_part("obs", "obs_pub", None)
+    part.write_batch([Observation("frame", "cam0", 41, 4100)])
+    part.close()
+    got = []
+    while len(got) < 2 and sub.poll(5000):
+        got.append(sub.recv_multipart()[1].decode())
+    sub.close()
+    ctx.term()
+    assert got[1] == "OBS src=end frame=41 t_ns=4100 pub=b9 ms=0.000"
