@@ -15,6 +15,14 @@ Accounting, as the frame source does it:
   frames that publisher never received, or whose OBS were lost on the way.
 - ``source_summary`` at the end: messages by source, malformed, lost frames.
 
+Event time across publishers: a publisher that runs ahead (it has less to do)
+must not move alignment's watermark past frames a slower one has not delivered
+yet, or the slower one's observations would all come late. So observations are
+held here until every publisher still at work has reached their time (the merge
+of ordered streams); a publisher silent for ``hold_s`` is not waited for (its
+observations then come late and are accounted as such), nor is one that ended.
+Publishers are told apart by ``pub=``; messages without it count as one publisher.
+
 The stream ends once every publisher sent its ``OBS src=end`` (as many as there
 are addresses), after ``idle_timeout_s`` without a message (once messages have
 started), after ``connect_timeout_s`` without any, or when ``stop_event`` is set.
@@ -22,12 +30,14 @@ started), after ``connect_timeout_s`` without any, or when ``stop_event`` is set
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
 from collections import Counter, deque
 from datetime import datetime, timedelta, timezone
-from typing import Any, Deque, Dict, List, Optional, Union
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -57,7 +67,11 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         self._ended_publishers: set = set(state.get("ended") or ())
         self._counts: Counter = Counter(state.get("counts") or {})
         self._lock = threading.Lock()
-        self._items: Deque[ObsItem] = deque()
+        self._items: Deque[ObsItem] = deque()  # records, ready to go
+        self._held: List[Tuple[int, int, Observation]] = []  # (t_ns, arrival order, obs), a heap
+        self._order = itertools.count()
+        self._progress: Dict[str, int] = {}  # publisher -> newest t_ns it sent
+        self._heard: Dict[str, float] = {}  # publisher -> monotonic time of its last message
         self._started = time.monotonic()
         self._last_receive: Optional[float] = None
         self._ended = False
@@ -112,13 +126,15 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         obs.ingest_ns = now_ns
         with self._lock:
             self._last_receive = time.monotonic()
+            self._heard[publisher] = self._last_receive
             if obs.source == END_SOURCE:
                 self._ended_publishers.add(publisher)
                 return
+            self._progress[publisher] = max(obs.t_ns, self._progress.get(publisher, obs.t_ns))
             self._counts[f"obs_{obs.source}"] += 1
             if obs.source == FRAME_MARKER:
                 self._check_gap(publisher, obs.frame_id)
-            self._items.append(obs)
+            heapq.heappush(self._held, (obs.t_ns, next(self._order), obs))
 
     def _check_gap(self, publisher: str, frame_id: int) -> None:
         last = self._last_marker.get(publisher)
@@ -158,10 +174,26 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
             return "connect_timeout"
         return None
 
-    def _take(self) -> List[ObsItem]:
+    def _horizon(self) -> Optional[int]:
+        """Observations up to this event time can go (None: all of them). Caller holds the lock."""
+        now = time.monotonic()
+        hold_s = self._source.hold_s
+        waiting = [
+            p for p in self._progress if p not in self._ended_publishers and now - self._heard.get(p, now) < hold_s
+        ]
+        if len(self._progress) < len(self._source.addresses) and now - self._started < hold_s:
+            return -1  # not every publisher has spoken yet: hold everything for now
+        if not waiting:
+            return None
+        return min(self._progress[p] for p in waiting)
+
+    def _take(self, everything: bool = False) -> List[ObsItem]:
         with self._lock:
-            out = list(self._items)
+            out: List[ObsItem] = list(self._items)
             self._items.clear()
+            horizon = None if everything else self._horizon()
+            while self._held and (horizon is None or self._held[0][0] <= horizon):
+                out.append(heapq.heappop(self._held)[2])
         return out
 
     def next_batch(self) -> List[ObsItem]:
@@ -171,7 +203,7 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         reason = self._end_reason()
         if reason is not None:
             self._stop_receiver()
-            out.extend(self._take())
+            out.extend(self._take(everything=True))
             out.append(self._summary(reason))
             self._ended = True
         self._empty = not out
@@ -226,6 +258,7 @@ class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):
         connect_timeout_s: Optional[float] = None,
         stop_event: Optional[threading.Event] = None,
         topic: bytes = MSG_TOPIC,
+        hold_s: float = 1.0,
     ) -> None:
         if not addresses:
             raise ValueError(f"stream {stream_id!r}: no OBS publisher address")
@@ -234,6 +267,8 @@ class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):
         self.idle_timeout_s = idle_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.stop_event = stop_event
+        # How long a silent publisher is waited for before the others go on without it.
+        self.hold_s = hold_s
         self.topic = topic
 
     def list_parts(self) -> List[str]:

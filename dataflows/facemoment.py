@@ -113,7 +113,8 @@ def observations_in(flow: Dataflow, cfg: Config, records: List[Stream[TraceRecor
         addresses.setdefault(stream_id, []).append(address)
     streams = []
     for stream_id, publishers in addresses.items():
-        source = ObsSource(stream_id, publishers, idle_timeout_s=cfg.source.idle_timeout_s)
+        hold_s = cfg.align.idle_flush_ms / 1000.0
+        source = ObsSource(stream_id, publishers, idle_timeout_s=cfg.source.idle_timeout_s, hold_s=hold_s)
         items = op.input(f"obs_{stream_id}", flow, source)
         split = op.branch(f"split_obs_{stream_id}", items, lambda x: isinstance(x, Observation))
         records.append(split.falses)

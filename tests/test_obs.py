@@ -255,3 +255,38 @@ def test_obs_pub_says_end_when_it_closes(tmp_path: Path) -> None:
     sub.close()
     ctx.term()
     assert got[1] == "OBS src=end frame=41 t_ns=4100 pub=b9 ms=0.000"
+
+
+def test_a_publisher_ahead_waits_for_the_slower_one(short_dir: Path) -> None:
+    """Emitted in event-time order across publishers, though one sent everything first."""
+    ctx = zmq.Context()
+    addresses = [f"ipc://{short_dir}/fast", f"ipc://{short_dir}/slow"]
+    fast, slow = (SpecPublisher(ctx, a) for a in addresses)
+
+    def texts(name: str, src: str) -> List[str]:
+        out = []
+        for i in range(8):
+            out.append(format_obs(Observation("frame", "", i, i * 100), extended=True, publisher=name))
+            out.append(format_obs(Observation(src, "", i, i * 100), extended=True, publisher=name))
+        return out + [format_obs(Observation("end", "", 7, 700), extended=True, publisher=name)]
+
+    got: List[Any] = []
+    flow = Dataflow("obs_hold_test")
+    source = ObsSource("cam0", addresses, connect_timeout_s=20, hold_s=60)
+    op.output("out", op.input("in", flow, source), TestingSink(got))
+    runner = threading.Thread(target=run_main, args=(flow,))
+    runner.start()
+    try:
+        fast.send_all(texts("fast", "face"))
+        # The slow one starts only once the fast one is done: without holding back,
+        # all of the fast one's observations would go first.
+        slow.send_all(texts("slow", "pose"))
+        runner.join(30)
+        assert not runner.is_alive()
+    finally:
+        fast.close()
+        slow.close()
+        ctx.term()
+    times = [o.t_ns for o in got if isinstance(o, Observation)]
+    assert len(times) == 32
+    assert times == sorted(times)
