@@ -7,7 +7,8 @@ missed it). The text is the spec's grammar with FaceMoment's extra fields
 
 One partition, so exactly one process binds the address. Sends never wait except
 once, bounded, for a first subscriber (a PUB drops what it sends before anyone
-joined). A full queue drops the message and counts it.
+joined). Its send queue is large (see SEND_HWM); a subscriber that still falls
+behind loses messages, which the OBS input accounts for as gaps.
 
 When the dataflow ends, a last ``OBS src=end frame=<last> t_ns=<last> pub=<name>``
 tells a fusion reading several publishers that this one is done (visualbase's
@@ -30,13 +31,17 @@ from facemoment.formats.wire import format_obs
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_WAIT_S = 1.0
+# Extraction hands on observations in bursts (a batch of frames at a time, five
+# messages per frame); visualbase's 100 would drop most of a burst to a subscriber
+# that is busy for a moment. OBS are small: 100 000 of them are a few tens of MB.
+SEND_HWM = 100_000
 END_SOURCE = "end"  # the last message of a publisher
 _PART = "obs_pub"
 
 
 class _ObsPubPartition(StatefulSinkPartition[Observation, None]):
     def __init__(self, address: str, topic: bytes, publisher: str, subscriber_wait_s: float) -> None:
-        self.transport = ZmqTextTransport(address, topic, subscriber_wait_s, "OBS")
+        self.transport = ZmqTextTransport(address, topic, subscriber_wait_s, "OBS", send_hwm=SEND_HWM)
         self.endpoint = self.transport.endpoint
         self.publisher = publisher
         self.outcomes: Counter = Counter()

@@ -47,14 +47,16 @@ class TextTransport(Protocol):
 class ZmqTextTransport:
     """``[topic, text]`` on a bound XPUB; waits once, bounded, for a first subscriber."""
 
-    def __init__(self, address: str, topic: bytes, subscriber_wait_s: float = 1.0, what: str = "TRIG") -> None:
+    def __init__(
+        self, address: str, topic: bytes, subscriber_wait_s: float = 1.0, what: str = "TRIG", send_hwm: int = SEND_HWM
+    ) -> None:
         self._topic = topic
         self._subscriber_wait_s = subscriber_wait_s
         self._waited = False
         self._what = what
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.XPUB)
-        self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self._sock.setsockopt(zmq.SNDHWM, send_hwm)
         self._sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
         try:
             self._sock.bind(address)
