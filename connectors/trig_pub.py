@@ -157,7 +157,11 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
             if item is None:
                 break
             key, text = item
-            status = self.transport.send(text)
+            try:
+                status = self.transport.send(text)
+            except Exception as exc:  # noqa: BLE001 - a socket error must not end the sender
+                log.error("TRIG to %s failed: %s", self.endpoint, exc)
+                status = DROPPED
             self.outcomes[status] += 1
             if status == DROPPED:
                 self.error_count += 1
