@@ -65,7 +65,8 @@ def _live_status(view: Optional[SyncView], _step_id: str, record: TraceRecord) -
 
 def build_flow(cfg: Config, sync_view: Optional[SyncView] = None) -> Dataflow:
     """The whole pipeline for one configuration (tests build it with their own)."""
-    check_backends(cfg)  # missing model weights stop the start-up, not the stream
+    if not cfg.source.obs_inputs:  # fusion alone loads no model
+        check_backends(cfg)  # missing model weights stop the start-up, not the stream
     flow = Dataflow("facemoment")
     specs = stream_specs(cfg)
     if cfg.extract.deadline_ms and not any(spec.is_live for spec in specs):
