@@ -171,3 +171,12 @@ def test_frame_and_obs_addresses_do_not_take_datagram_sockets() -> None:
         load_config({"FACEMOMENT_OBS_ADDRESS": "unix:///tmp/a.sock"})
     cfg = load_config({"FACEMOMENT_TRIG_ADDRESS": "unix:///tmp/vb/trig.sock"})
     assert cfg.output.trig_address == "unix:///tmp/vb/trig.sock"
+
+
+def test_the_run_summary_counts_trig_sends(tmp_path: Path) -> None:
+    from facemoment.runtime.summary import summarize
+
+    rows = [{"key": f"cam0:{i}:x", "status": s} for i, s in enumerate([SENT, UNHEARD, UNHEARD, DROPPED])]
+    (tmp_path / "trig_sends.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = summarize(tmp_path, tmp_path / "trace.jsonl")
+    assert "TRIG sends: dropped 1, sent 1, unheard 2" in text
