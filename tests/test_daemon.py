@@ -325,8 +325,11 @@ def test_cli_arguments_and_exit_codes(video: Path, tmp_path: Path, capsys: pytes
     args = parse(["--source", str(video), "--address", "tcp://127.0.0.1:*", "--max-frames", "3", "--fps", "25"])
     assert (args.fps, args.loop, args.wait_subscribers, args.max_frames) == (25.0, False, 0, 3)
     assert parse(["--source", "0", "--loop", "--wait-subscribers", "2"]).wait_subscribers == 2
+    assert args.lossless is False and parse(["--source", "0", "--lossless"]).lossless is True
     assert daemon_main(args) == 0
-    assert "sent 3 frames" in capsys.readouterr().out
+    assert "sent 3 frames (a slow subscriber misses frames on its own)" in capsys.readouterr().out
+    assert daemon_main(parse(["--source", str(video), "--address", "tcp://127.0.0.1:*", "--max-frames", "2", "--lossless"])) == 0
+    assert "sent 2 frames (0 waited for a slow subscriber, 0 given up at the stop)" in capsys.readouterr().out
     assert daemon_main(parse(["--source", str(tmp_path / "missing.mp4")])) == 2
     assert "missing.mp4" in capsys.readouterr().err
     with pytest.raises(SystemExit):
