@@ -3,7 +3,7 @@
 One message per extractor per frame, as produced, plus the ``frame`` marker of
 every frame (so a remote fusion knows a frame existed even when every extractor
 missed it). The text is the spec's grammar with FaceMoment's extra fields
-(facemoment.formats.wire, "Extended OBS"), which visualbase's parser ignores.
+(facemoment.formats.obs, "Extended OBS"), which visualbase's parser ignores.
 
 One partition, so exactly one process binds the address. Sends never wait except
 once, bounded, for a first subscriber (a PUB drops what it sends before anyone
@@ -26,7 +26,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from connectors.text_transports import DROPPED, ZmqTextTransport
 from facemoment.core.addresses import zmq_address
 from facemoment.core.types import Observation
-from facemoment.formats.wire import format_obs
+from facemoment.formats.obs import format_obs
 
 log = logging.getLogger(__name__)
 

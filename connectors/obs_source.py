@@ -2,7 +2,7 @@
 
 One partition per stream, one SUB socket connected to every OBS publisher of that
 stream (ZeroMQ fair-queues them), topic ``msg``. Each message is parsed with
-facemoment.formats.wire; the result is an :class:`Observation` exactly like one an
+facemoment.formats.obs; the result is an :class:`Observation` exactly like one an
 in-process extractor produces, stamped with its arrival time (``ingest_ns``), so
 alignment, lateness and fusion treat it the same.
 
@@ -44,7 +44,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.addresses import zmq_address
 from facemoment.core.types import Observation, TraceRecord
-from facemoment.formats.wire import MSG_TOPIC, WireError, parse_obs_from, split_text_parts
+from facemoment.formats.obs import parse_obs_from
+from facemoment.formats.wire import MSG_TOPIC, WireError, split_text_parts
 
 log = logging.getLogger(__name__)
 

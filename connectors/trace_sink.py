@@ -13,7 +13,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from facemoment.core.trace import level_value, wanted
 from facemoment.core.types import Observation, TraceRecord
-from facemoment.formats.wire import format_obs
+from facemoment.formats.obs import format_obs
 
 
 class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):

@@ -24,7 +24,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.obs_pub import ObsPubSink
 from connectors.obs_source import ObsSource
 from facemoment.core.types import Face, Hand, Observation, Pose
-from facemoment.formats.wire import WireError, format_obs, parse_obs, parse_obs_from
+from facemoment.formats.obs import format_obs, parse_obs, parse_obs_from
+from facemoment.formats.wire import WireError
 from facemoment.runtime.subscriptions import SubscriberCount
 
 FACE = Face(

@@ -12,11 +12,9 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from facemoment.formats.frames import open_frames
-from facemoment.formats.recording import RecordingWriter
-from facemoment.formats.sample import ensure_sample_video, render_frame, sample_timeline
+from facemoment.formats.sample import ensure_sample_video
 
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, write_sample_recording
 
 pytestmark = pytest.mark.slow
 
@@ -26,21 +24,8 @@ SEED = 20261126
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rec") / "sample.fmrec"
-    # The timestamps a publisher of the sample video sends (file positions, truncated
-    # to ns as visualbase does), so the recording and the video share a time base.
-    reader = open_frames(str(ensure_sample_video()))
-    stamps = []
-    while (item := reader.read()) is not None:
-        stamps.append(item[1])
-    reader.close()
-    frames = sample_timeline().frames
-    assert len(stamps) == len(frames)
-    writer = RecordingWriter(path, {"address": "test"})
-    for frame, t_ns in zip(frames, stamps):
-        writer.append_image(frame.index, t_ns, render_frame(frame.index))
-    writer.close()
-    return path
+    # Stamped as a publisher of the sample video stamps it, so it shares the video's time base.
+    return write_sample_recording(tmp_path_factory.mktemp("rec") / "sample.fmrec", video_time_base=True)
 
 
 def _env(base: Dict[str, str], out: Path, source: Path = None) -> Dict[str, str]:

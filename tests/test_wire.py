@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
-import time
-from typing import Any, Callable, List
+from typing import Any, List
 
 import bytewax.operators as op
 import numpy as np
@@ -21,19 +20,20 @@ from bytewax.testing import TestingSink, run_main
 
 from connectors.zmq_source import ZmqFrameSource
 from facemoment.core.types import Face, Frame, Hand, Observation, Pose, Trigger
+from facemoment.formats.obs import format_obs, parse_obs
 from facemoment.formats.wire import (
     HEADER,
     WireError,
-    format_obs,
     format_trig,
     format_trigger,
     pack_frame,
-    parse_obs,
     parse_trig,
     split_text_parts,
     text_parts,
     unpack_frame,
 )
+
+from conftest import wait_until
 
 SPEC_HEADER = "!QQIIB"
 
@@ -45,13 +45,6 @@ def spec_parts(frame_id: int, t_ns: int, image: np.ndarray) -> List[bytes]:
     return [b"frame", struct.pack(SPEC_HEADER, frame_id, t_ns, w, h, c), image.tobytes()]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
 
 
 # ------------------------------------------------------------------ frame layout
