@@ -74,13 +74,20 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
     if lat:
         target = lat["target_ms"]
         p99 = lat["latency"]["p99_ms"]
+        release = lat.get("trig_release") or {}
+        if release.get("count") and release.get("timing", {}).get("end"):
+            # TRIG timing `end` holds each TRIG until the stream reached its clip's end
+            # (post_sec later) on purpose; the target is about reaching the decision.
+            p99 = release["decision"]["p99_ms"]
         orch = ((lat.get("timings") or {}).get("orchestrator") or {})
         why = (f"a trigger is sent once its frame's window has closed, i.e. once a frame "
                f"{lat['target_parts_ms']['allowed_lateness']:.0f} ms (the allowed lateness) past the window's end has "
                f"been extracted: the firing frame waits for the rest of its window, the allowed lateness and that later "
                f"frame's extraction (orchestrator median {orch.get('median_ms')} ms, p99 {orch.get('p99_ms')} ms from a "
                f"frame's submission to its collection, deadline 150 ms), where the target allows two frame times "
-               f"({lat['target_parts_ms']['two_frames']} ms); {lat['latency']['count']} triggers measured")
+               f"({lat['target_parts_ms']['two_frames']} ms); {lat['latency']['count']} triggers measured; with TRIG "
+               f"timing end the figure is the latency to the decision, the send follows once the stream reached the "
+               f"clip's end")
         if p99 is None:
             add("TRIG latency p99, 30 fps 640x480 (realtime)", f"<= {target} ms", None, None, "no trigger received", why)
         else:
