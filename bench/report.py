@@ -138,6 +138,14 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 line += (f"; target {run['target_ms']} ms (window {parts['window']} + two frames "
                          f"{parts['two_frames']} + extraction p99 {parts.get('extraction_p99')})")
             lines.append(line)
+        release = run.get("trig_release")
+        if release and release.get("count"):
+            lines.append(
+                f"- TRIG timing {_cell(release['timing'])} ({_cell(release['causes'])}), {release['count']} triggers: "
+                f"to the decision p50 {release['decision']['p50_ms']} ms, p99 {release['decision']['p99_ms']} ms; "
+                f"to the send p50 {release['release']['p50_ms']} ms, p99 {release['release']['p99_ms']} ms "
+                f"(held until the stream reached the clip's end, see docs/interop.md)"
+            )
         rss = run.get("rss")
         if rss:
             lines.append(

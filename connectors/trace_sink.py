@@ -16,7 +16,7 @@ from connectors.appending import append_whole
 from facemoment.core.records import TraceDegraded, as_dict
 from facemoment.core.trace import level_value, wanted
 from facemoment.core.types import Observation, TraceRecord
-from facemoment.formats.wire import format_obs
+from facemoment.formats.obs import format_obs
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from facemoment.core.addresses import zmq_address
 from facemoment.core.types import Frame, TraceRecord
 from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
 from connectors.shares import Gap, frame_gap, in_share, parse_share, share_parts
@@ -457,8 +458,7 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         buffer_max_bytes: Optional[int] = DEFAULT_BUFFER_MAX_BYTES,
         max_time_jump_s: Optional[float] = 60.0,
     ) -> None:
-        if "://" not in address:
-            raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
+        zmq_address(address, "frame publisher")
         if drop_strategy not in DROP_STRATEGIES:
             raise ValueError(f"drop strategy {drop_strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
         if keyframe_interval < 1:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
 
+from facemoment.core.addresses import AddressError, parse_address
+
 
 class ConfigError(ValueError):
     """A configuration value, file or preset that cannot be used."""
@@ -57,6 +59,9 @@ class SourceConfig:
     # ZMQ sources: a t_src_ns more than this far ahead of the stream (beyond the
     # time that passed) is rejected and counted (0: no check).
     max_time_jump_s: float = 60.0
+    # Observations from OBS publishers instead of frames (extractors run elsewhere):
+    # "[stream_id=]tcp://host:port" entries, several per stream allowed.
+    obs_inputs: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -165,8 +170,20 @@ class FusionConfig:
 @dataclass
 class OutputConfig:
     output_dir: str = "out"
+    # tcp://host:port or ipc:///path (ZMQ PUB, bound here) or unix:///path (a
+    # datagram socket visualbase's ingest binds).
     trig_address: Optional[str] = "tcp://127.0.0.1:5556"
     trig_topic: str = "msg"
+    # When TRIG goes out: "end" once the stream reached the clip's end (what a live
+    # visualbase ring buffer needs), "event" as soon as fusion decides; "auto": end
+    # for live sources, event otherwise.
+    trig_timing: str = "auto"
+    # Publish every observation as OBS text on this ZMQ address (off when unset).
+    obs_address: Optional[str] = None
+    # This publisher's name in its OBS messages (default: host name and process id).
+    obs_publisher: str = ""
+    # Before its first OBS, how long the publisher waits for a subscriber to join.
+    obs_subscriber_wait_s: float = 1.0
     clips: bool = True
     ring_buffer_sec: float = 120.0
     ring_buffer_max_mb: float = 512.0
@@ -244,6 +261,9 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
     "FACEMOMENT_STREAM_ID": ("source", "stream_id"),
     "FACEMOMENT_IDLE_TIMEOUT_S": ("source", "idle_timeout_s"),
     "FACEMOMENT_TRIG_ADDRESS": ("output", "trig_address"),
+    "FACEMOMENT_OBS_ADDRESS": ("output", "obs_address"),
+    "FACEMOMENT_OBS_INPUTS": ("source", "obs_inputs"),
+    "FACEMOMENT_TRIG_TIMING": ("output", "trig_timing"),
     "FACEMOMENT_OUTPUT_DIR": ("output", "output_dir"),
     "FACEMOMENT_TRACE": ("output", "trace"),
     "FACEMOMENT_READY_FILE": ("output", "ready_file"),
@@ -306,6 +326,9 @@ def _set(cfg: Config, section: str, name: str, value: Any, where: str) -> None:
     setattr(target, name, _coerce(value, hints[name], where))
 
 
+from facemoment.core.config_ranges import RANGES, check_ranges  # noqa: E402  (needs the sections above)
+
+
 def apply_preset(cfg: Config, name: str) -> None:
     name = name.strip()
     if name not in PRESETS:
@@ -333,53 +356,6 @@ def _apply_mapping(cfg: Config, data: Mapping[str, Any], where: str, prefix: str
         _set(cfg, prefix, key, value, where)
 
 
-_INF = float("inf")
-# (section, field, lowest, highest, lowest allowed itself); None fields are skipped.
-RANGES: List[Tuple[str, str, float, float, bool]] = [
-    ("source", "shares", 0, 1024, True),
-    ("source", "fps", 0, 1000, False),
-    ("source", "idle_timeout_s", 0, _INF, False),
-    ("source", "buffer_frames", 0, 100_000, True),
-    ("source", "keyframe_interval", 1, 100_000, True),
-    ("source", "max_frame_mb", 0, 4096, False),
-    ("source", "buffer_max_mb", 0, 65536, False),
-    ("source", "max_time_jump_s", 0, 86_400 * 365, True),
-    ("extract", "max_faces", 1, 100, True),
-    ("extract", "min_detection_confidence", 0, 1, True),
-    ("extract", "deadline_ms", 0, 60_000, True),
-    ("align", "window_ms", 0, 60_000, False),
-    ("align", "allowed_lateness_ms", 0, 3_600_000, True),
-    ("align", "idle_flush_ms", 0, 3_600_000, False),
-    ("fusion", "cooldown_sec", 0, 86_400, True),
-    ("fusion", "consecutive_frames", 1, 10_000, True),
-    ("fusion", "pre_sec", 0, 3600, True),
-    ("fusion", "post_sec", 0, 3600, True),
-    ("fusion", "ewma_alpha", 0, 1, False),
-    ("fusion", "spike_z", 0, 100, True),
-    ("fusion", "lookback_observations", 1, 100_000, True),
-    ("fusion.gate", "open_duration_sec", 0, 3600, True),
-    ("fusion.gate", "close_duration_sec", 0, 3600, True),
-    ("fusion.gate", "min_faces", 0, 100, True),
-    ("fusion.gate", "max_faces", 1, 100, True),
-    ("output", "ring_buffer_sec", 0, 86_400, False),
-    ("output", "ring_buffer_max_mb", 0, 1_048_576, False),
-    ("output", "jpeg_quality", 1, 100, True),
-    ("output", "metrics_port", 1, 65535, True),
-]
-
-
-def check_ranges(cfg: Config) -> None:
-    """Every numeric setting in its range (NaN and infinities are outside every one)."""
-    for section, name, low, high, low_ok in RANGES:
-        value = getattr(_section(cfg, section), name)
-        if value is None:
-            continue
-        above = value >= low if low_ok else value > low
-        if not (above and value <= high and value == value):
-            bounds = f"{'[' if low_ok else '('}{low:g}, {high:g}]"
-            raise ConfigError(f"{section}.{name} = {value!r} is out of range {bounds}")
-
-
 def validate(cfg: Config) -> Config:
     check_ranges(cfg)
     if cfg.output.trace not in TRACE_LEVELS:
@@ -404,7 +380,33 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("extract.graph_threads must not be negative")
     if cfg.fusion.consecutive_frames < 1:
         raise ConfigError("fusion.consecutive_frames must be at least 1")
+    _validate_outputs(cfg)
     return cfg
+
+
+TRIG_TIMINGS = ("auto", "end", "event")
+
+
+def obs_input(entry: str, default_stream: str) -> Tuple[str, str]:
+    """``"[stream_id=]address"`` -> (stream_id, address)."""
+    stream_id, sep, address = entry.partition("=")
+    if not sep or "://" in stream_id:
+        return default_stream, entry.strip()
+    return stream_id.strip() or default_stream, address.strip()
+
+
+def _validate_outputs(cfg: Config) -> None:
+    if cfg.output.trig_timing not in TRIG_TIMINGS:
+        raise ConfigError(f"output.trig_timing {cfg.output.trig_timing!r} is not one of {', '.join(TRIG_TIMINGS)}")
+    try:
+        if cfg.output.trig_address:
+            parse_address(cfg.output.trig_address, "TRIG", unix=True)
+        if cfg.output.obs_address:
+            parse_address(cfg.output.obs_address, "OBS")
+        for entry in cfg.source.obs_inputs:
+            parse_address(obs_input(entry, cfg.source.stream_id)[1], "OBS publisher")
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def extractor_rates(ext: ExtractConfig) -> Dict[str, int]:

@@ -133,3 +133,27 @@ class TraceDegraded(Record):
     lost_total: int  # in the whole run so far
     error: str
     path: str
+
+
+# --- TRIG timing: when a TRIG was decided and when it was handed to its sink ---
+
+
+@register
+@dataclasses.dataclass
+class TrigRelease(Record):
+    """One TRIG let go to the TRIG sink. `decided_ns`/`released_ns` are wall-clock ns;
+    `cause` is event (sent at once), end_reached (a frame at or past t_end_ns
+    arrived), end_of_stream or idle (no newer frame for the idle time)."""
+
+    TYPE: ClassVar[str] = "trig_release"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    key: str
+    timing: str
+    cause: str
+    t_end_ns: int
+    decided_ns: int
+    released_ns: int
+    held_ms: float
+    newest_t_ns: Any = optional()

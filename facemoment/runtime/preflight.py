@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import List, Mapping, Optional, Tuple
 
+from facemoment.core.addresses import UNIX_SCHEME, ZMQ_SCHEMES, parse_address
 from facemoment.core.config import Config, ConfigError, load_config
 from facemoment.runtime import cluster
 from facemoment.runtime.exit_status import EXIT_INPUT_INCOMPLETE  # noqa: F401  (one table of codes)
@@ -36,7 +37,7 @@ EXIT_STARTUP = 2
 # Stream ids name Bytewax steps ("frames_<id>") and share partitions ("<id>/0of2"):
 # Bytewax refuses '.' in step ids and '/' separates a share.
 _STREAM_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-LIVE_PREFIXES = ("tcp://", "ipc://", "inproc://")
+LIVE_PREFIXES = tuple(f"{scheme}://" for scheme in ZMQ_SCHEMES)
 
 
 class StartupError(ConfigError):
@@ -134,8 +135,12 @@ def check_trig(address: Optional[str]) -> None:
 
 
 def bind_error(address: str) -> Optional[Exception]:
-    """Why a PUB socket cannot bind `address` right now (None: it can)."""
+    """Why a PUB socket cannot bind `address` right now (None: it can). Datagram
+    (unix://) addresses bind nothing on this side; wildcard addresses are not probed."""
     import zmq
+
+    if parse_address(address, "TRIG", unix=True).scheme == UNIX_SCHEME or "*" in address:
+        return None
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)

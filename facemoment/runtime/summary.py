@@ -46,6 +46,7 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
             else:
                 drops[r.get("reason")] += r.get("dropped_count") or len(r.get("dropped_frame_ids") or [])
     ok_clips = [c for c in clips if c.get("status") == "ok"]
+    sends = Counter(row.get("status") for row in read_jsonl(out_dir / "trig_sends.jsonl"))
     lines = ["", "FaceMoment run summary", "----------------------"]
     for s in sources:
         detail = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("record_type",))
@@ -53,6 +54,8 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
     lines.append(f"triggers: {len(triggers)}" + (f" ({', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else ""))
     for t in triggers:
         lines.append(f"  {t.get('message')}")
+    if sends:
+        lines.append("TRIG sends: " + ", ".join(f"{k} {v}" for k, v in sorted(sends.items())))
     lines.append(f"clips: {len(ok_clips)} written, {len(clips) - len(ok_clips)} failed -> {out_dir / 'clips'}")
     if drops:
         lines.append("dropped frames: " + ", ".join(f"{k} {v}" for k, v in drops.items()))

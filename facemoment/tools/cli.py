@@ -180,11 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
     p.set_defaults(func=cmd_demo)
 
+    from facemoment.tools.extract import add_extract_args
     from facemoment.tools.record import add_record_args
     from facemoment.tools.report import add_report_args
     from facemoment.tools.trace_tools import add_trace_args
 
     add_record_args(sub)
+    add_extract_args(sub)
 
     add_trace_args(sub)
     add_report_args(sub)

@@ -32,6 +32,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, 
 
 import zmq
 
+from facemoment.core.addresses import zmq_address
 from facemoment.formats.recording import (
     DEFAULT_ENCODING,
     DEFAULT_JPEG_QUALITY,
@@ -113,8 +114,7 @@ class Recorder:
         progress_interval_s: float = PROGRESS_INTERVAL_S,
         receive_hwm: int = RECEIVE_HWM,
     ) -> None:
-        if "://" not in address:
-            raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
+        zmq_address(address, "frame publisher")
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
         if not 1 <= jpeg_quality <= 100:
