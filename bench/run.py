@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from facemoment.core.config import Config, load_config  # noqa: E402
+from facemoment.core.records import as_dict  # noqa: E402
 from facemoment.runtime.loopback import free_port  # noqa: E402
 from facemoment.runtime.summary import read_jsonl  # noqa: E402
 from facemoment.core.types import Frame  # noqa: E402
@@ -1275,8 +1276,8 @@ def measure_ingest(plan: Plan, work: Path, log: Progress) -> Dict[str, Any]:
                 seen["first"] = now
             seen["last"] = now
             seen["frames"] += 1
-        elif isinstance(item, dict):
-            seen["records"][item.get("record_type")] += 1
+        else:  # a trace record
+            seen["records"][as_dict(item).get("record_type")] += 1
 
     source = ZmqFrameSource(address, "ingest", idle_timeout_s=1.0, connect_timeout_s=60.0)
     flow = Dataflow("bench_ingest")

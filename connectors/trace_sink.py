@@ -7,17 +7,20 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from facemoment.core.trace import level_value, wanted
-from facemoment.core.types import Observation, TraceRecord
+from facemoment.core.records import Level, ObservationRecord, Record, as_dict
+from facemoment.core.types import Observation
 from facemoment.formats.wire import format_obs
 
+# What the JSONL sinks take: typed records (dicts pass through as they are).
+Row = Union[Record, Dict[str, Any]]
 
-class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):
-    def __init__(self, path: Path, keep: Callable[[TraceRecord], bool], resume_bytes: Optional[int]):
+
+class _JsonlPartition(StatefulSinkPartition[Row, int]):
+    def __init__(self, path: Path, keep: Callable[[Row], bool], resume_bytes: Optional[int]):
         path.parent.mkdir(parents=True, exist_ok=True)
         # On resume, drop whatever was written after the snapshot so records the
         # replay writes again are not doubled.
@@ -27,9 +30,9 @@ class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):
         self._file = open(path, "ab" if resume_bytes is not None else "wb")
         self._keep = keep
 
-    def write_batch(self, values: List[TraceRecord]) -> None:
+    def write_batch(self, values: List[Row]) -> None:
         lines = [
-            json.dumps(record, separators=(",", ":"), default=_jsonable).encode() + b"\n"
+            json.dumps(as_dict(record), separators=(",", ":"), default=_jsonable).encode() + b"\n"
             for record in values
             if self._keep(record)
         ]
@@ -52,14 +55,18 @@ def _jsonable(value):
     return str(value)
 
 
-def _keep_all(_record: TraceRecord) -> bool:
+def _keep_all(_record: Row) -> bool:
     return True
 
 
-class JsonlSink(FixedPartitionedSink[TraceRecord, int]):
+def _wanted(level: Level, record: Row) -> bool:
+    return isinstance(record, Record) and record.wanted_at(level)
+
+
+class JsonlSink(FixedPartitionedSink[Row, int]):
     """Appends JSON records to one file; one partition, so one worker owns it."""
 
-    def __init__(self, path: str | os.PathLike[str], keep: Callable[[TraceRecord], bool] = _keep_all):
+    def __init__(self, path: str | os.PathLike[str], keep: Callable[[Row], bool] = _keep_all):
         self.path = Path(path)
         self.keep = keep
 
@@ -76,19 +83,17 @@ class JsonlSink(FixedPartitionedSink[TraceRecord, int]):
 class TraceSink(JsonlSink):
     """Writes trace records at or below `level` to trace.jsonl."""
 
-    def __init__(self, path: str | os.PathLike[str], level: str = "normal"):
-        super().__init__(path, functools.partial(wanted, level=level_value(level)))
+    def __init__(self, path: str | os.PathLike[str], level: "str | Level" = "normal"):
+        super().__init__(path, functools.partial(_wanted, Level.parse(level)))
 
 
-def observation_record(obs: Observation) -> TraceRecord:
+def observation_record(obs: Observation) -> ObservationRecord:
     """One extractor result as observations.jsonl stores it: the OBS text and the full values."""
-    data = dataclasses.asdict(obs)
-    return {
-        "record_type": "observation",
-        "stream": obs.stream_id,
-        "frame_id": obs.frame_id,
-        "t_ns": obs.t_ns,
-        "source": obs.source,
-        "obs": format_obs(obs),
-        "data": data,
-    }
+    return ObservationRecord(
+        stream=obs.stream_id,
+        frame_id=obs.frame_id,
+        t_ns=obs.t_ns,
+        source=obs.source,
+        obs=format_obs(obs),
+        data=dataclasses.asdict(obs),
+    )

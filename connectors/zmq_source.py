@@ -38,6 +38,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from connectors.shares import in_share, parse_share, share_parts
 from facemoment.formats.wire import FRAME_TOPIC, HEADER, WireError, unpack_frame
@@ -230,15 +231,7 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             with self._lock:
                 count = self._stats.malformed.get(exc.kind, 0) + 1
                 self._stats.malformed[exc.kind] = count
-                self._record(
-                    {
-                        "record_type": "malformed_message",
-                        "kind": exc.kind,
-                        "detail": exc.message,
-                        "count": count,
-                        "stream": self._stream_id,
-                    }
-                )
+                self._record(MalformedMessage(kind=exc.kind, detail=exc.message, count=count, stream=self._stream_id))
             return
         frame = Frame(self._stream_id, frame_id, t_src_ns, image)
         with self._lock:
@@ -269,13 +262,7 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             if self._share_index != 0:
                 return
             self._record(
-                {
-                    "record_type": "publisher_restart",
-                    "frame_id": frame_id,
-                    "previous_frame_id": last,
-                    "stream": self._stream_id,
-                    "address": self._address,
-                }
+                PublisherRestart(frame_id=frame_id, previous_frame_id=last, stream=self._stream_id, address=self._address)
             )
         elif frame_id > last + 1:
             lost = [i for i in range(last + 1, frame_id) if in_share(i, self._share_index, self._share_count)]
@@ -284,16 +271,15 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             missing = len(lost)
             self._stats.lost_on_wire += missing
             self._record(
-                {
-                    "record_type": "frame_drop",
-                    "frame_id": frame_id,
-                    "dropped_frame_ids": lost[:MAX_LISTED_IDS],
-                    "dropped_count": missing,
-                    "reason": "queue_full",
-                    "where": "while_down" if resumed else "wire",
-                    "queue_depth": len(self._buffer),
-                    "stream": self._stream_id,
-                }
+                FrameDrop(
+                    frame_id=frame_id,
+                    stream=self._stream_id,
+                    dropped_frame_ids=lost[:MAX_LISTED_IDS],
+                    dropped_count=missing,
+                    reason="queue_full",
+                    where="while_down" if resumed else "wire",
+                    queue_depth=len(self._buffer),
+                )
             )
 
     def _record(self, record: TraceRecord) -> None:
@@ -313,16 +299,15 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             frames = self._buffer.drain()
             if self._pending_drops:
                 out.append(
-                    {
-                        "record_type": "frame_drop",
-                        "frame_id": self._last_seen_id,
-                        "dropped_frame_ids": self._pending_drops,
-                        "dropped_count": len(self._pending_drops),
-                        "reason": "backpressure",
-                        "strategy": self._strategy,
-                        "queue_depth": self._drop_depth,
-                        "stream": self._stream_id,
-                    }
+                    FrameDrop(
+                        frame_id=self._last_seen_id,
+                        stream=self._stream_id,
+                        dropped_frame_ids=self._pending_drops,
+                        dropped_count=len(self._pending_drops),
+                        reason="backpressure",
+                        strategy=self._strategy,
+                        queue_depth=self._drop_depth,
+                    )
                 )
                 self._pending_drops = []
                 self._drop_depth = 0
@@ -365,18 +350,15 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             return datetime.now(timezone.utc) + IDLE_WAKE
         return None
 
-    def _summary(self, reason: str) -> TraceRecord:
-        record: TraceRecord = {
-            "record_type": "source_summary",
-            "stream": self._stream_id,
-            "address": self._address,
-            "end_reason": reason,
-            "duration_s": round(time.monotonic() - self._started, 3),
-        }
-        record.update(self.stats.as_dict())
-        if self._receiver_error is not None:
-            record["error"] = self._receiver_error
-        return record
+    def _summary(self, reason: str) -> SourceSummary:
+        return SourceSummary(
+            stream=self._stream_id,
+            address=self._address,
+            end_reason=reason,
+            duration_s=round(time.monotonic() - self._started, 3),
+            error=self._receiver_error,
+            **self.stats.as_dict(),
+        )
 
     @property
     def stats(self) -> SourceStats:

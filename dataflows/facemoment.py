@@ -4,149 +4,94 @@
 
 Reads top to bottom like the architecture: frames in (A), per-frame extraction (B*),
 event-time alignment, fusion (C), then TRIG messages, triggers.jsonl, clips and the
-trace out.
+trace out. Each stage returns its items and its trace records; the records of all
+stages are merged once, for the trace sink and the live status.
+
+Importing this module only builds `flow`. The run-time set-up (Ctrl-C handler, summary
+at exit, metrics endpoint, sync view, start-up checks) happens when the flow starts
+running in a process: `facemoment.runtime.startup.start`.
 """
 
 from __future__ import annotations
 
-import atexit
 import copy
 import functools
-import logging
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.operators.windowing import collect_window
 
 from connectors.clips import ClipSink, encode_frame
+from connectors.frames_in import frames_in
 from connectors.sources import StreamSpec, build_source, stream_specs
-from connectors.trig_pub import TrigPubSink
-from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment.runtime import cluster, memory, metrics, shutdown
-from facemoment.core.config import Config, load_config
-from facemoment.core.records import as_dict
-from facemoment.runtime.summary import print_summary_at_exit
-from facemoment.runtime.sync_view import SyncView
 from connectors.trace_sink import JsonlSink, TraceSink, observation_record
-from facemoment.core.types import Frame, FrameObservations, Observation, TraceRecord, Trigger
-from operators.align import FRAME_MARKER, FrameGrouper, late_record, make_clock, make_windower
+from connectors.trig_pub import TrigPubSink, check_trig_address
+from connectors.triggers_jsonl import TriggersJsonlSink
+from facemoment.core.config import Config, load_config
+from facemoment.core.records import Record
+from facemoment.core.types import Frame, Observation, Trigger
+from facemoment.runtime import cluster, startup
+from operators.align import FRAME_MARKER, align
+from operators.extraction.orchestrator import extract, worker_orchestrator
 from operators.extraction.registry import check_backends
-from operators.extraction.orchestrator import extract_batch, worker_orchestrator
-from operators.fusion_step import Fuser
-
-log = logging.getLogger("facemoment")
+from operators.fusion_step import fuse
 
 
-def _is_frame(item: Union[Frame, TraceRecord]) -> bool:
-    return isinstance(item, Frame)
+def build_flow(cfg: Config, start: bool = False) -> Dataflow:
+    """The whole pipeline for one configuration (tests build it with their own).
 
-
-def _is_trigger(item: Union[Trigger, TraceRecord]) -> bool:
-    return isinstance(item, Trigger)
-
-
-def _unkey(kv: Tuple[str, TraceRecord]) -> TraceRecord:
-    return kv[1]
-
-
-def _live_status(view: Optional[SyncView], _step_id: str, record: TraceRecord) -> None:
-    metrics.observe_record(record)
-    if view is not None:
-        view.feed((record,))
-
-
-def build_flow(cfg: Config, sync_view: Optional[SyncView] = None) -> Dataflow:
-    """The whole pipeline for one configuration (tests build it with their own)."""
+    `start=True`: the process's run-time set-up (`runtime.startup.start`) runs when
+    the flow starts running, so `python -m bytewax.run` gets it without doing it at import.
+    """
     check_backends(cfg)  # missing model weights stop the start-up, not the stream
     flow = Dataflow("facemoment")
     specs = stream_specs(cfg)
-    if cfg.extract.deadline_ms and not any(spec.is_live for spec in specs):
+    live = any(spec.is_live for spec in specs)
+    if cfg.extract.deadline_ms and not live:
         # Files are read only as fast as extraction goes: nothing queues up, so a
         # deadline would only throw results away.
         cfg = copy.deepcopy(cfg)
         cfg.extract.deadline_ms = 0.0
-    records: List[Stream[TraceRecord]] = []
+    extraction = functools.partial(worker_orchestrator, cfg)
+    sources = {spec.stream_id: build_source(spec, cfg, extraction) for spec in specs}
+    on_start = functools.partial(startup.start, cfg, start_checks(cfg)) if start else None
 
-    frames_by_stream = frames_in(flow, specs, cfg, records)
-    frames = op.merge("frames", *frames_by_stream.values())
-    observations = extract(frames, cfg, records)
-    triggers = align_and_fuse(observations, cfg, records, live=any(spec.is_live for spec in specs))
-    outputs(triggers, observations, cfg, records, specs, frames_by_stream, sync_view)
+    frames = frames_in("frames_in", flow, sources, on_start, count_frames=bool(cfg.output.metrics_port))
+    observations = extract("extract", frames.items, cfg)
+    aligned = align("align", observations.items, cfg, live)
+    fused = fuse("fuse", aligned.items, cfg)
+    records = op.merge("records", frames.records, observations.records, aligned.records, fused.records)
+    outputs(cfg, fused.items, observations.items, records, specs, frames.items)
     return flow
 
 
 def build_observation_flow(cfg: Config, source: Source) -> Dataflow:
     """Observations straight in (scripted scenarios, recorded OBS): align, fuse, out."""
     flow = Dataflow("facemoment_observations")
-    records: List[Stream[TraceRecord]] = []
     observations = op.input("observations_in", flow, source)
-    triggers = align_and_fuse(observations, cfg, records)
-    outputs(triggers, observations, cfg, records)
+    aligned = align("align", observations, cfg)
+    fused = fuse("fuse", aligned.items, cfg)
+    outputs(cfg, fused.items, observations, op.merge("records", aligned.records, fused.records))
     return flow
 
 
-# --- A: frames in, one input per stream -----------------------------------------
-def frames_in(
-    flow: Dataflow, specs: List[StreamSpec], cfg: Config, records: List[Stream[TraceRecord]]
-) -> Dict[str, Stream[Frame]]:
-    frames_by_stream: Dict[str, Stream[Frame]] = {}
-    for spec in specs:
-        items = op.input(f"frames_{spec.stream_id}", flow, build_source(spec, cfg, functools.partial(worker_orchestrator, cfg)))
-        split = op.branch(f"split_source_{spec.stream_id}", items, _is_frame)
-        frames_by_stream[spec.stream_id] = split.trues
-        records.append(split.falses)
-        if cfg.output.metrics_port:
-            op.inspect(f"metrics_in_{spec.stream_id}", split.trues, lambda _s, f: metrics.frame_in(f.stream_id))
-    return frames_by_stream
-
-
-# --- B*: stateless per-frame extraction, extractors in parallel, with a deadline --
-def extract(frames: Stream[Frame], cfg: Config, records: List[Stream[TraceRecord]]) -> Stream[Observation]:
-    extracted = op.flat_map_batch("extract", frames, functools.partial(extract_batch, cfg))
-    split = op.branch("split_extracted", extracted, lambda x: isinstance(x, Observation))
-    records.append(split.falses)
-    return split.trues
-
-
-# --- align by event time, then C: fusion with temporal state keyed per stream ---
-def align_and_fuse(
-    observations: Stream[Observation], cfg: Config, records: List[Stream[TraceRecord]], live: bool = True
-) -> Stream[Tuple[str, Trigger]]:
-    by_stream = op.key_on("key_stream", observations, lambda obs: obs.stream_id)
-    windows = collect_window(
-        "align",
-        by_stream,
-        make_clock(cfg.align.allowed_lateness_ms, live, cfg.align.idle_flush_ms),
-        make_windower(cfg.align.window_ms),
-    )
-    grouped = op.flat_map_value(
-        "group_frames",
-        windows.down,
-        FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace),
-    )
-    aligned = op.branch("split_aligned", grouped, lambda kv: isinstance(kv[1], FrameObservations))
-    records.append(op.map("unkey_grouped", aligned.falses, _unkey))
-    records.append(op.map("late_obs", windows.late, lambda kv: late_record(kv[1], cfg.align.window_ms)))
-
-    fused = op.stateful_flat_map("fuse", aligned.trues, Fuser(cfg))
-    decided = op.branch("split_fused", fused, lambda kv: _is_trigger(kv[1]))
-    records.append(op.map("unkey_fused", decided.falses, _unkey))
-    return decided.trues
+def start_checks(cfg: Config) -> List[Callable[[], None]]:
+    """Checks that fail the start rather than the stream: a busy TRIG port."""
+    if cfg.output.trig_address:
+        return [functools.partial(check_trig_address, cfg.output.trig_address)]
+    return []
 
 
 # --- out: TRIG, triggers.jsonl, clips, observations, trace -----------------------
 def outputs(
+    cfg: Config,
     triggers: Stream[Tuple[str, Trigger]],
     observations: Stream[Observation],
-    cfg: Config,
-    records: List[Stream[TraceRecord]],
+    records: Stream[Record],
     specs: Optional[List[StreamSpec]] = None,
-    frames_by_stream: Optional[Dict[str, Stream[Frame]]] = None,
-    sync_view: Optional[SyncView] = None,
+    frames: Optional[Stream[Frame]] = None,
 ) -> None:
     out_dir = Path(cfg.output.output_dir)
     keep = cfg.output.keep_existing
@@ -158,14 +103,12 @@ def outputs(
     op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep))
     if cfg.output.clips and specs:
         clip_items = [triggers]
-        for spec in specs:
-            if spec.is_live and frames_by_stream is not None:
-                encoded = op.map(
-                    f"encode_{spec.stream_id}",
-                    frames_by_stream[spec.stream_id],
-                    functools.partial(encode_frame, quality=cfg.output.jpeg_quality),
-                )
-                clip_items.append(op.key_on(f"key_encoded_{spec.stream_id}", encoded, lambda e: e.stream_id))
+        live_ids = {spec.stream_id for spec in specs if spec.is_live}
+        if live_ids and frames is not None:
+            # Live frames are kept (encoded) for clips; files are re-read instead.
+            live = op.filter("live_frames", frames, lambda f: f.stream_id in live_ids)
+            encoded = op.map("encode", live, functools.partial(encode_frame, quality=cfg.output.jpeg_quality))
+            clip_items.append(op.key_on("key_encoded", encoded, lambda e: e.stream_id))
         op.output(
             "clips",
             op.merge("clip_items", *clip_items),
@@ -181,40 +124,13 @@ def outputs(
         op.output(
             "observations_jsonl",
             op.key_on("key_observations", op.map("observation_records", observations, observation_record), lambda _r: "observations"),
-            JsonlSink(out_dir / "observations.jsonl", keep=lambda r: r["source"] != FRAME_MARKER),
+            JsonlSink(out_dir / "observations.jsonl", keep=lambda r: r.source != FRAME_MARKER),
         )
-    all_records = op.map("record_dicts", op.merge("trace_records", *records), as_dict)
-    if cfg.output.metrics_port or sync_view is not None:
-        op.inspect("live_status", all_records, functools.partial(_live_status, sync_view))
+    if cfg.output.metrics_port or cfg.output.sync_view:
+        op.inspect("live_status", records, startup.live_status)
     if cfg.output.trace != "off":
         trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
-        op.output(
-            "trace",
-            op.key_on("key_trace", all_records, lambda _r: "trace"),
-            TraceSink(trace_path, cfg.output.trace),
-        )
+        op.output("trace", op.key_on("key_trace", records, lambda _r: "trace"), TraceSink(trace_path, cfg.output.trace))
 
 
-def _module_flow() -> Dataflow:
-    logging.basicConfig(level=os.environ.get("FACEMOMENT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config()
-    memory.keep_frame_memory_flat()
-    shutdown.install_sigint_handler()
-    if cfg.output.summary:
-        print_summary_at_exit(cfg)
-    return build_flow(cfg, start_live_status(cfg))
-
-
-def start_live_status(cfg: Config) -> Optional[SyncView]:
-    """Prometheus metrics and the terminal sync panel, when configured."""
-    if cfg.output.metrics_port:
-        metrics.start_metrics_server(cfg.output.metrics_port + cluster.process_index(), cfg.output.metrics_addr)
-    if not cfg.output.sync_view:
-        return None
-    view = SyncView(cfg.align.window_ms, cfg.align.allowed_lateness_ms, cfg.extract.extractors)
-    view.start()
-    atexit.register(view.stop)
-    return view
-
-
-flow = _module_flow()
+flow = build_flow(load_config(), start=True)

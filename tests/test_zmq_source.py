@@ -16,6 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.zmq_source import FrameBuffer, ZmqFrameSource
+from facemoment.core.records import PublisherRestart, Record
 from facemoment.core.types import Frame
 
 
@@ -83,7 +84,7 @@ class FlowRun:
         self.errors: List[BaseException] = []
 
     def records(self, record_type: str) -> List[Dict[str, Any]]:
-        return [x for x in self.out if isinstance(x, dict) and x["record_type"] == record_type]
+        return [x.to_dict() for x in self.out if isinstance(x, Record) and x.TYPE == record_type]
 
     def frames(self) -> List[Frame]:
         return [x for x in self.out if isinstance(x, Frame)]
@@ -218,7 +219,8 @@ def test_a_restarted_publisher_is_rejoined(context: zmq.Context) -> None:
     assert not run.records("frame_drop")  # a restart is not a gap
     # The restart record comes before the first frame of the new run.
     position = {id(x): i for i, x in enumerate(run.out)}
-    assert position[id(restart)] < position[id(frames[5])]
+    (restart_item,) = [x for x in run.out if isinstance(x, PublisherRestart)]
+    assert position[id(restart_item)] < position[id(frames[5])]
 
 
 def test_idle_timeout_ends_the_dataflow_but_only_after_frames_started(context: zmq.Context) -> None:
@@ -239,7 +241,7 @@ def test_idle_timeout_ends_the_dataflow_but_only_after_frames_started(context: z
     (summary,) = run.records("source_summary")
     assert summary["end_reason"] == "idle_timeout"
     assert summary["frames_received"] == summary["frames_emitted"] == 3
-    assert run.out[-1] is summary
+    assert run.out[-1].to_dict() == summary
 
 
 def test_stop_event_ends_the_dataflow(context: zmq.Context) -> None:
@@ -288,7 +290,7 @@ def test_backpressure_drops_are_reported_and_the_buffer_stays_bounded(context: z
             assert wait_until(lambda: part.stats.frames_received == frame_id + 1)
         items = part.next_batch()
         frames = [x for x in items if isinstance(x, Frame)]
-        (drop,) = [x for x in items if isinstance(x, dict)]
+        (drop,) = [x.to_dict() for x in items if isinstance(x, Record)]
         assert [f.frame_id for f in frames] == [7, 8, 9]
         assert drop["record_type"] == "frame_drop" and drop["reason"] == "backpressure"
         assert drop["dropped_frame_ids"] == list(range(7)) and drop["frame_id"] == 9
@@ -320,7 +322,7 @@ def test_resume_reports_frames_missed_while_down(context: zmq.Context) -> None:
         for frame_id in (8, 9):
             pub.send(spec_parts(frame_id))
         items = take_until(resumed, lambda got: sum(isinstance(x, Frame) for x in got) == 2)
-        (gap,) = [x for x in items if isinstance(x, dict)]
+        (gap,) = [x.to_dict() for x in items if isinstance(x, Record)]
         assert gap["reason"] == "queue_full" and gap["where"] == "while_down"
         assert gap["dropped_frame_ids"] == [5, 6, 7]
         assert resumed.stats.frames_received == 7  # counts continue from the snapshot

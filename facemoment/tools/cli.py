@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from facemoment.core.config import ConfigError, load_config
+from facemoment.core.records import LEVEL_NAMES
 
 log = logging.getLogger("facemoment")
 
@@ -28,25 +29,18 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
     """Run `python -m bytewax.run dataflows.facemoment` in this process's environment plus overrides."""
     from bytewax.run import cli_main
 
-    from dataflows.facemoment import build_flow
-    from facemoment.runtime import shutdown
-    from facemoment.runtime.summary import print_summary_at_exit
+    from dataflows.facemoment import build_flow, start_checks
+    from facemoment.runtime import startup
 
     env = dict(os.environ)
     env.update(env_overrides)
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
     cfg = load_config(env)
-    from facemoment.runtime import memory
-
-    memory.keep_frame_memory_flat()
-    if cfg.output.trig_address:
-        from connectors.trig_pub import check_trig_address
-
-        check_trig_address(cfg.output.trig_address)  # a busy port fails now, not at the first trigger
-    shutdown.install_sigint_handler()
-    if cfg.output.summary:
-        print_summary_at_exit(cfg)
-    cli_main(build_flow(cfg), workers_per_process=workers)
+    flow = build_flow(cfg, start=True)
+    # The same set-up the flow does when it starts, done now on the main thread: a
+    # busy TRIG port fails before the run, and Ctrl-C drains with any worker count.
+    startup.start(cfg, start_checks(cfg))
+    cli_main(flow, workers_per_process=workers)
     return 0
 
 
@@ -174,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("process", help="run the dataflow on a video file")
     p.add_argument("video", help="a video file, a recording, or 'sample' for the built-in sample")
-    p.add_argument("--trace", default="normal", choices=["off", "minimal", "normal", "verbose"])
+    p.add_argument("--trace", default="normal", choices=LEVEL_NAMES)
     p.add_argument("-o", "--output", help="trace file (default OUTPUT_DIR/trace.jsonl)")
     p.add_argument("--output-dir", help="where triggers.jsonl, clips/ and trace.jsonl go")
     p.add_argument("--preset", help="comma-separated presets, e.g. batch,conservative")

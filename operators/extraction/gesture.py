@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
 from facemoment.core.types import Frame, Hand, Observation  # noqa: E402
 from operators.extraction.common import run_guarded  # noqa: E402
-from operators.extraction.gesture_rules import NONE, score_gesture  # noqa: E402
+from operators.extraction.gesture_rules import NONE, meets_gesture_confidence, score_gesture  # noqa: E402
 from operators.extraction.pose import to_rgb  # noqa: E402
 
 # Both the full (1) and the lite (0) hand landmark models ship in the mediapipe wheel.
@@ -95,7 +95,8 @@ class GestureExtractor:
         if failed is not None:
             return failed
         detected = any(
-            h.gesture != NONE and h.gesture_confidence >= self.min_gesture_confidence for h in hands
+            h.gesture != NONE and meets_gesture_confidence(h.gesture_confidence, self.min_gesture_confidence)
+            for h in hands
         )
         return Observation(
             source=self.name,
