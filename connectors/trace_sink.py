@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from facemoment.core.records import Level, ObservationRecord, Record, as_dict
+from facemoment.core.records import Level, ObservationRecord, Record, as_dict, wanted
 from facemoment.core.types import Observation
 from facemoment.formats.wire import format_obs
 
@@ -59,10 +59,6 @@ def _keep_all(_record: Row) -> bool:
     return True
 
 
-def _wanted(level: Level, record: Row) -> bool:
-    return isinstance(record, Record) and record.wanted_at(level)
-
-
 class JsonlSink(FixedPartitionedSink[Row, int]):
     """Appends JSON records to one file; one partition, so one worker owns it."""
 
@@ -84,7 +80,11 @@ class TraceSink(JsonlSink):
     """Writes trace records at or below `level` to trace.jsonl."""
 
     def __init__(self, path: str | os.PathLike[str], level: "str | Level" = "normal"):
-        super().__init__(path, functools.partial(_wanted, Level.parse(level)))
+        super().__init__(path, functools.partial(_wanted_at, Level.parse(level)))
+
+
+def _wanted_at(level: Level, record: Row) -> bool:
+    return wanted(record, level)
 
 
 def observation_record(obs: Observation) -> ObservationRecord:

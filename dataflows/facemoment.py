@@ -30,7 +30,7 @@ from connectors.trace_sink import JsonlSink, TraceSink, observation_record
 from connectors.trig_pub import TrigPubSink, check_trig_address
 from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment.core.config import Config, load_config
-from facemoment.core.records import Record
+from facemoment.core.records import Level, Record
 from facemoment.core.types import Frame, Observation, Trigger
 from facemoment.runtime import cluster, startup
 from operators.align import FRAME_MARKER, align
@@ -128,7 +128,7 @@ def outputs(
         )
     if cfg.output.metrics_port or cfg.output.sync_view:
         op.inspect("live_status", records, startup.live_status)
-    if cfg.output.trace != "off":
+    if Level.parse(cfg.output.trace) > Level.OFF:
         trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
         op.output("trace", op.key_on("key_trace", records, lambda _r: "trace"), TraceSink(trace_path, cfg.output.trace))
 

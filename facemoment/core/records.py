@@ -86,7 +86,7 @@ def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def wanted(record: Union[Record, Dict[str, Any]], level: Level) -> bool:
-    """Whether trace.jsonl keeps `record` at `level` (dicts by their record_type)."""
+    """Whether trace.jsonl keeps `record` at `level` (a plain dict by its record_type)."""
     if isinstance(record, Record):
         return record.wanted_at(level)
     return level > Level.OFF and level_of(str(record.get("record_type", ""))) <= level
