@@ -26,7 +26,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from facemoment.core.config import Config
 from facemoment.core.types import Frame, FrameObservations, Observation, Trigger
-from operators.fusion_rules import FusionRules, FusionState
+from operators.fusion_rules import FusionRules
+from operators.fusion_state import FusionState
 
 SEED_POOL_WORKERS = 4
 SEED_TIMEOUT_S = 0.15

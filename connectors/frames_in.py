@@ -8,7 +8,7 @@ partitions.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, operator

@@ -14,7 +14,8 @@ from facemoment.core.config import Config
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.records import FpsSummary, Timing
 from facemoment.core.types import FrameObservations, TraceRecord, Trigger
-from operators.fusion_rules import FusionRules, FusionState
+from operators.fusion_rules import FusionRules
+from operators.fusion_state import FusionState
 
 FPS_SUMMARY_EVERY_NS = 5_000_000_000
 

@@ -14,7 +14,8 @@ import pytest
 from facemoment.core.config import FusionConfig, load_config
 from facemoment.core.records import Record
 from facemoment.core.types import Face, FrameObservations, Hand, Observation, Pose, Trigger
-from operators.fusion_rules import FusionRules, FusionState
+from operators.fusion_rules import FusionRules
+from operators.fusion_state import FusionState
 
 FPS = 30
 T0S = [0, 1_767_225_600_123_456_789]  # near 0 and a 2026 epoch time

@@ -7,7 +7,7 @@ between workers. Only `Frame` carries pixels; everything after extraction is sma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
