@@ -78,8 +78,11 @@ def build_observation_flow(cfg: Config, source: Source) -> Dataflow:
 
 
 def start_checks(cfg: Config) -> List[Callable[[], None]]:
-    """Checks that fail the start rather than the stream: a busy TRIG port."""
-    if cfg.output.trig_address:
+    """Checks that fail the start rather than the stream: a busy TRIG port.
+
+    Only in a one-process run: in a cluster another process may own the TRIG sink
+    and hold the port already."""
+    if cfg.output.trig_address and cluster.process_count() == 1:
         return [functools.partial(check_trig_address, cfg.output.trig_address)]
     return []
 

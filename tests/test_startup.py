@@ -130,3 +130,45 @@ def test_both_entries_show_the_live_status_of_the_flow_that_runs(flow_env, tmp_p
     assert re.search(r"Triggers: 1 \(last: \w+\)", output), output[-3000:]
     assert "FaceMoment run summary" in output and "triggers: 1" in output
     assert len((out / "triggers.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_busy_trig_port_fails_the_bytewax_run_start(flow_env, tmp_path, short_video):
+    import zmq
+
+    port = free_port()
+    context = zmq.Context()
+    holder = context.socket(zmq.PUB)
+    holder.setsockopt(zmq.LINGER, 0)
+    holder.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        env = _env(flow_env, short_video, tmp_path / "out")
+        env["FACEMOMENT_TRIG_ADDRESS"] = f"tcp://127.0.0.1:{port}"
+        done = subprocess.run([PYTHON, "-m", "bytewax.run", "dataflows.facemoment"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        holder.close()
+        context.term()
+    assert done.returncode != 0
+    assert "cannot bind the TRIG publisher" in done.stdout + done.stderr
+    assert not (tmp_path / "out" / "triggers.jsonl").exists()
+
+
+def test_failing_check_starts_nothing_and_a_cluster_skips_the_trig_check(monkeypatch):
+    from dataflows.facemoment import start_checks
+    from facemoment.core.config import Config
+    from facemoment.runtime import cluster, startup
+
+    def busy() -> None:
+        raise RuntimeError("busy")
+
+    with pytest.raises(RuntimeError, match="busy"):
+        startup.start(Config(), [busy])
+    assert startup.current() is None
+
+    cfg = Config()
+    cfg.output.trig_address = "tcp://127.0.0.1:5556"
+    assert len(start_checks(cfg)) == 1
+    run = "/x/bytewax/run.py"
+    monkeypatch.setattr("sys.argv", [run, "dataflows.facemoment", "-i", "1", "-a", "h:2101;h:2102"])
+    assert cluster.process_count() == 2 and cluster.total_workers() == 2
+    assert start_checks(cfg) == []

@@ -31,6 +31,16 @@ def _option(args: List[str], short: str, long: str) -> Optional[str]:
     return None
 
 
+def process_count(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:
+    """Processes in the cluster (1 outside bytewax.run)."""
+    env = os.environ if env is None else env
+    args = _bytewax_run_args(argv)
+    if args is None:
+        return 1
+    addresses = _option(args, "-a", "--addresses") or env.get("BYTEWAX_ADDRESSES") or ""
+    return len([a for a in addresses.split(";") if a.strip()]) or 1
+
+
 def total_workers(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:
     """Workers in the whole cluster: workers per process × processes (1 outside bytewax.run)."""
     env = os.environ if env is None else env
@@ -38,9 +48,7 @@ def total_workers(argv: Optional[List[str]] = None, env: Optional[dict] = None) 
     if args is None:
         return 1
     workers = _option(args, "-w", "--workers-per-process") or env.get("BYTEWAX_WORKERS_PER_PROCESS") or "1"
-    addresses = _option(args, "-a", "--addresses") or env.get("BYTEWAX_ADDRESSES") or ""
-    processes = len([a for a in addresses.split(";") if a.strip()]) or 1
-    return max(1, int(workers)) * processes
+    return max(1, int(workers)) * process_count(argv, env)
 
 
 def process_index(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:
