@@ -25,9 +25,8 @@ from bytewax.operators.windowing import (
 )
 
 from facemoment.core.config import Config
-from facemoment.core.streams import ItemsAndRecords, split_keyed_records
-
 from facemoment.core.records import Level, SyncDelay
+from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, Observation
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple, Union
 
 import bytewax.operators as op
-from bytewax.operators import KeyedStream
 from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream
 
 from facemoment.core.config import Config
-from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.records import FpsSummary, Timing
+from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, TraceRecord, Trigger
 from operators.fusion_rules import FusionRules
 from operators.fusion_state import FusionState
