@@ -84,6 +84,8 @@ def current() -> Optional[Handles]:
 
 def live_status(_step_id: str, record: Record) -> None:
     """A dataflow `inspect` step: the record goes to the metrics and the sync view of this run."""
+    if not isinstance(record, Record):
+        return  # a plain-dict record (a type not yet converted) has nothing for them
     metrics.observe_record(record)
     handles = _handles
     if handles is not None and handles.sync_view is not None:
