@@ -16,12 +16,10 @@ import statistics
 import time
 from typing import Dict, List
 
-from facemoment.core.config import Config
-from facemoment.formats.sample import render_frame, sample_timeline
+from facemoment.core.config import KNOWN_EXTRACTORS, Config
 from facemoment.core.types import Frame
+from facemoment.formats.sample import render_frame, sample_timeline
 from operators.extraction.registry import build_extractor
-
-EXTRACTORS = ("face", "pose", "gesture", "quality")
 
 
 def sample_frames(count: int) -> List[Frame]:
@@ -66,7 +64,7 @@ def main() -> int:
     args = parser.parse_args()
     cfg = Config()
     frames = sample_frames(args.frames)
-    results = {name: measure(name, frames, cfg) for name in EXTRACTORS}
+    results = {name: measure(name, frames, cfg) for name in KNOWN_EXTRACTORS}
     if not args.markdown:
         print(json.dumps(results, indent=2))
         return 0

@@ -23,7 +23,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from connectors.clips import ClipSink, encode_frame
+from connectors.clips import ClipSink
 from connectors.frames_in import frames_in
 from connectors.sources import StreamSpec, build_source, stream_specs
 from connectors.trace_sink import JsonlSink, TraceSink, observation_record
@@ -32,6 +32,7 @@ from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment.core.config import Config, load_config
 from facemoment.core.records import Level, Record
 from facemoment.core.types import Frame, Observation, Trigger
+from facemoment.formats.frame_ring import encode_frame
 from facemoment.runtime import cluster, startup
 from operators.align import FRAME_MARKER, align
 from operators.extraction.orchestrator import extract, worker_orchestrator

@@ -19,14 +19,9 @@ from connectors.zmq_source import FrameBuffer, ZmqFrameSource
 from facemoment.core.records import PublisherRestart, Record
 from facemoment.core.types import Frame
 
+from conftest import wait_until
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
+
 
 
 def image_for(frame_id: int) -> np.ndarray:

@@ -366,3 +366,19 @@ class ObservationRecord(Record):
     source: str
     obs: str
     data: Dict[str, Any]
+
+
+# ------------------------------------------------------------------ readiness
+
+
+@register
+@dataclasses.dataclass
+class ModelsReady(Record):
+    """A process has every extraction model loaded and warmed; `wall_ns` is wall-clock."""
+
+    TYPE: ClassVar[str] = "models_ready"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    pid: int
+    wall_ns: int
+    extractors: List[str]

@@ -17,14 +17,13 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import threading  # noqa: E402
-import time  # noqa: E402
 from typing import Any, List  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
 from facemoment.core.types import Frame, Hand, Observation  # noqa: E402
-from operators.extraction.common import run_guarded  # noqa: E402
+from operators.extraction.common import frame_observation, run_guarded  # noqa: E402
 from operators.extraction.gesture_rules import NONE, meets_gesture_confidence, score_gesture  # noqa: E402
 from operators.extraction.pose import to_rgb  # noqa: E402
 
@@ -98,14 +97,12 @@ class GestureExtractor:
             h.gesture != NONE and meets_gesture_confidence(h.gesture_confidence, self.min_gesture_confidence)
             for h in hands
         )
-        return Observation(
-            source=self.name,
-            stream_id=frame.stream_id,
-            frame_id=frame.frame_id,
-            t_ns=frame.t_src_ns,
+        return frame_observation(
+            self.name,
+            frame,
+            started,
             hands=hands,
             signals={"hand_count": float(len(hands)), "gesture_detected": 1.0 if detected else 0.0},
-            processing_ms=(time.perf_counter_ns() - started) / 1e6,
         )
 
     def _hands(self, image: np.ndarray) -> List[Hand]:

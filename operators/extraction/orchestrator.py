@@ -26,14 +26,15 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from facemoment.core.config import Config
+from facemoment.core.records import FrameDrop, FrameExtract, Level, ModelsReady, Timing
 from facemoment.core.streams import ItemsAndRecords, split_records
-from facemoment.core.records import FrameDrop, FrameExtract, Level, Timing
+from facemoment.runtime import readiness
 from facemoment.core.types import Frame, Observation, TraceRecord
 from operators.align import FRAME_MARKER
 
 log = logging.getLogger(__name__)
 
-Item = Union[Observation, TraceRecord]
+Item = Union[Observation, TraceRecord, ModelsReady]
 
 
 @dataclass
@@ -148,6 +149,9 @@ class Orchestrator:
         }
         for lane in self.lanes.values():
             lane.ready.wait()
+        # Every model is loaded: tell a waiting parent (ready file) and the trace (first batch).
+        ready = readiness.announce(cfg.output.ready_file, list(self.lanes))
+        self._ready_record: Optional[ModelsReady] = ready if ready.wanted_at(Level.parse(cfg.output.trace)) else None
         self._prefetch_lock = threading.Lock()
         self._prefetched: Dict[Tuple[str, int], _Submitted] = {}
 
@@ -183,6 +187,9 @@ class Orchestrator:
 
     def run(self, frames: Sequence[Frame]) -> List[Item]:
         out: List[Item] = []
+        if self._ready_record is not None:
+            out.append(self._ready_record)
+            self._ready_record = None
         submitted = []
         for frame in frames:
             with self._prefetch_lock:

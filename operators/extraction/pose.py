@@ -18,7 +18,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import threading  # noqa: E402
-import time  # noqa: E402
 from typing import Any, List, Optional, Sequence, Tuple  # noqa: E402
 
 import cv2  # noqa: E402
@@ -26,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from facemoment.core.config import ConfigError, ExtractConfig  # noqa: E402
 from facemoment.core.types import Frame, Observation, Pose  # noqa: E402
-from operators.extraction.common import run_guarded  # noqa: E402
+from operators.extraction.common import pose_observation, run_guarded  # noqa: E402
 
 Keypoint = Tuple[float, float, float]
 
@@ -144,18 +143,7 @@ class PoseExtractor:
         poses, failed, started = run_guarded(self, frame, lambda image: self._poses(to_rgb(image)))
         if failed is not None:
             return failed
-        return Observation(
-            source=self.name,
-            stream_id=frame.stream_id,
-            frame_id=frame.frame_id,
-            t_ns=frame.t_src_ns,
-            poses=poses,
-            signals={
-                "pose_count": float(len(poses)),
-                "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0,
-            },
-            processing_ms=(time.perf_counter_ns() - started) / 1e6,
-        )
+        return pose_observation(self.name, frame, started, poses)
 
     def _poses(self, rgb: np.ndarray) -> List[Pose]:
         result = self._graph.process(rgb)
