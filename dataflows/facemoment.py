@@ -25,7 +25,7 @@ from bytewax.inputs import Source
 
 from connectors.clips import ClipSink
 from connectors.frames_in import frames_in
-from connectors.sources import StreamSpec, build_source, stream_specs
+from connectors.sources import StreamSpec, build_source, stream_shares, stream_specs
 from connectors.trace_sink import JsonlSink, TraceSink, observation_record
 from connectors.trig_pub import TrigPubSink, check_trig_address
 from connectors.triggers_jsonl import TriggersJsonlSink
@@ -61,7 +61,8 @@ def build_flow(cfg: Config, start: bool = False) -> Dataflow:
 
     frames = frames_in("frames_in", flow, sources, on_start, count_frames=bool(cfg.output.metrics_port))
     observations = extract("extract", frames.items, cfg)
-    aligned = align("align", observations.items, cfg, live)
+    inputs = {spec.stream_id: stream_shares(spec, cfg) for spec in specs}
+    aligned = align("align", observations.items, cfg, live, inputs)
     fused = fuse("fuse", aligned.items, cfg)
     records = op.merge("records", frames.records, observations.records, aligned.records, fused.records)
     outputs(cfg, fused.items, observations.items, records, specs, frames.items)

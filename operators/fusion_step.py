@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
-from facemoment.core.config import Config
-from facemoment.core.records import FpsSummary, Timing
+from facemoment.core.config import Config, extractor_rates
+from facemoment.core.records import FpsSummary, FrameCarry, Timing
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
-from facemoment.core.types import FrameObservations, TraceRecord, Trigger
+from facemoment.core.types import FrameObservations, Observation, TraceRecord, Trigger
 from operators.fusion_rules import FusionRules
 from operators.fusion_state import FusionState
 
@@ -33,6 +34,9 @@ class StreamState:
     triggers: int = 0
     first_t_ns: Optional[int] = None
     last_summary_ns: int = 0
+    # The last result of each extractor with a declared rate, carried over the
+    # frames it does not run on.
+    last_fresh: Dict[str, Observation] = field(default_factory=dict)
 
 
 class Fuser:
@@ -41,6 +45,7 @@ class Fuser:
     def __init__(self, cfg: Config):
         self.rules = FusionRules(cfg.fusion, cfg.output.trace)
         self.timing = self.rules.level >= Timing.LEVEL
+        self.rates = extractor_rates(cfg.extract)
 
     def __call__(
         self, state: Optional[StreamState], fo: FrameObservations
@@ -49,10 +54,12 @@ class Fuser:
             state = StreamState()
         if state.first_t_ns is None:
             state.first_t_ns = state.last_summary_ns = fo.t_ns
+        carried: List[FrameCarry] = self._carry(state, fo) if self.rates else []
         start = time.perf_counter_ns()
         trigger, records = self.rules.process(state.fusion, fo)
         out: List[Union[Trigger, TraceRecord]] = list(records)
         if self.timing:
+            out.extend(carried)
             out.append(
                 Timing(
                     frame_id=fo.frame_id,
@@ -72,6 +79,33 @@ class Fuser:
             out.append(self._fps_summary(state, fo))
             state.last_summary_ns = fo.t_ns
         return state, out
+
+    def _carry(self, state: StreamState, fo: FrameObservations) -> List[FrameCarry]:
+        """Fill in the extractors not due on this frame from their last result.
+
+        Frames reach fusion in event-time order per stream, so the carried result is
+        the same whichever worker extracted which frame. A result older than the
+        extractor's rate (its frame was dropped or missed) is not carried: the
+        extractor counts as missing on this frame.
+        """
+        if not hasattr(state, "last_fresh"):  # resumed from a snapshot taken before rates
+            state.last_fresh = {}
+        for name, obs in fo.observations.items():
+            if name in self.rates:
+                state.last_fresh[name] = obs
+        records: List[FrameCarry] = []
+        missing = list(fo.missing)
+        for name in fo.not_due:
+            rate = self.rates.get(name, 1)
+            last = state.last_fresh.get(name)
+            if last is not None and 0 < fo.frame_id - last.frame_id < rate:
+                fo.observations[name] = dataclasses.replace(last, frame_id=fo.frame_id, t_ns=fo.t_ns)
+                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, last.frame_id, rate))
+            else:
+                missing.append(name)
+                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, None, rate))
+        fo.missing = tuple(missing)
+        return records
 
     @staticmethod
     def _fps_summary(state: StreamState, fo: FrameObservations) -> FpsSummary:

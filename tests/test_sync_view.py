@@ -86,6 +86,15 @@ def test_orchestrator_timing_settles_the_frame_and_late_results_show():
     assert "Gesture ✗ late 120ms" in body(view)[0]
 
 
+def test_a_carried_result_shows_where_it_came_from():
+    clock = FakeClock()
+    view = make_view(clock)
+    carry = dict(stream="cam0", frame_id=9, every=2)
+    view.feed([timing(9, "face", 5.0), timing(9, "quality", 2.0), timing(9, "orchestrator", 9.0)])
+    view.feed([rec("frame_carry", **carry, source="pose", from_frame_id=8), rec("frame_carry", **carry, source="gesture")])
+    assert body(view)[0] == "Frame 9:  Face ✓ 5.0ms  Pose ✓ from 8  Gesture ✗ missing  Quality ✓ 2.0ms"
+
+
 def test_progress_bar_follows_elapsed_time_against_window_plus_lateness():
     clock = FakeClock()
     view = make_view(clock)

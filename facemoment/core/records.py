@@ -382,3 +382,20 @@ class ModelsReady(Record):
     pid: int
     wall_ns: int
     extractors: List[str]
+
+
+# --- declared extractor rates ---------------------------------------------------
+@register
+@dataclasses.dataclass
+class FrameCarry(Record):
+    """An extractor that does not run on this frame (its declared rate): fusion used
+    its result from `from_frame_id`, or nothing when none was within the rate."""
+
+    TYPE: ClassVar[str] = "frame_carry"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    source: str
+    from_frame_id: Optional[int]
+    every: int

@@ -10,30 +10,23 @@ person's own hand; pass `mirrored_input=True` for mirrored sources.
 
 from __future__ import annotations
 
-import os
+import threading
+from typing import Any, List
 
-# MediaPipe's C++ side reads these when it is first imported.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import threading  # noqa: E402
-from typing import Any, List  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
-from facemoment.core.types import Frame, Hand, Observation  # noqa: E402
-from operators.extraction.common import frame_observation, run_guarded  # noqa: E402
-from operators.extraction.gesture_rules import NONE, meets_gesture_confidence, score_gesture  # noqa: E402
-from operators.extraction.pose import to_rgb  # noqa: E402
+from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
+from facemoment.core.types import Frame, Hand, Observation
+from operators.extraction.common import frame_observation, run_guarded
+from operators.extraction.gesture_rules import NONE, meets_gesture_confidence, score_gesture
+from operators.extraction.mediapipe_graph import build_graph
+from operators.extraction.pose import to_rgb
 
 # Both the full (1) and the lite (0) hand landmark models ship in the mediapipe wheel.
 SHIPPED_MODEL_COMPLEXITIES = (0, 1)
 DEFAULT_MODEL_COMPLEXITY = 1
 MAX_HANDS = 4
 SWAPPED_HANDEDNESS = {"Left": "Right", "Right": "Left"}
-# Side of the blank image `load` runs once to set the graph up.
-WARM_UP_SIZE = 64
 
 
 class GestureExtractor:
@@ -73,15 +66,14 @@ class GestureExtractor:
                 return
             from mediapipe.python.solutions import hands as mp_hands
 
-            self._graph = mp_hands.Hands(
+            self._graph = build_graph(
+                mp_hands.Hands,
+                self.cfg.graph_threads,
                 static_image_mode=True,
                 max_num_hands=self.max_hands,
                 model_complexity=self.model_complexity,
                 min_detection_confidence=self.cfg.min_detection_confidence,
             )
-            # The first run sets up the inference delegates (~0.1-0.5 s); paying it
-            # here keeps it out of the first frame's deadline.
-            self._graph.process(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
 
     def close(self) -> None:
         with self._lock:

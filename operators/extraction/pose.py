@@ -11,21 +11,16 @@ facing the camera the left shoulder appears on the image's right.
 
 from __future__ import annotations
 
-import os
+import threading
+from typing import Any, List, Optional, Sequence, Tuple
 
-# MediaPipe's C++ side reads these when it is first imported.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cv2
+import numpy as np
 
-import threading  # noqa: E402
-from typing import Any, List, Optional, Sequence, Tuple  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from facemoment.core.config import ConfigError, ExtractConfig  # noqa: E402
-from facemoment.core.types import Frame, Observation, Pose  # noqa: E402
-from operators.extraction.common import pose_observation, run_guarded  # noqa: E402
+from facemoment.core.config import ConfigError, ExtractConfig
+from facemoment.core.types import Frame, Observation, Pose
+from operators.extraction.common import pose_observation, run_guarded
+from operators.extraction.mediapipe_graph import build_graph
 
 Keypoint = Tuple[float, float, float]
 
@@ -61,8 +56,6 @@ COCO = {name: index for index, name in enumerate(COCO_NAMES)}
 ARMS = ((COCO["left_wrist"], COCO["left_shoulder"]), (COCO["right_wrist"], COCO["right_shoulder"]))
 # moments.md: both keypoints of the arm must be at least this confident.
 HAND_RAISED_MIN_CONFIDENCE = 0.5
-# Side of the blank image `load` runs once to set the graph up.
-WARM_UP_SIZE = 64
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -123,15 +116,14 @@ class PoseExtractor:
 
             # Static-image mode: a fresh detection on every call, no tracking or
             # smoothing across frames.
-            self._graph = mp_pose.Pose(
+            self._graph = build_graph(
+                mp_pose.Pose,
+                self.cfg.graph_threads,
                 static_image_mode=True,
                 model_complexity=self.model_complexity,
                 enable_segmentation=False,
                 min_detection_confidence=self.cfg.min_detection_confidence,
             )
-            # The first run sets up the inference delegates (~0.1-0.5 s); paying it
-            # here keeps it out of the first frame's deadline.
-            self._graph.process(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
 
     def close(self) -> None:
         with self._lock:
