@@ -167,6 +167,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         from bench.workloads.extraction_cpu import render as render_extraction_cpu
 
         lines += render_extraction_cpu(results["extraction_cpu"])
+    fuzz = results.get("fuzz")
+    if fuzz:
+        from bench.workloads.fuzz import fuzz_rows
+
+        lines += ["## 8. Hostile messages among a live stream (ZmqFrameSource, lossless publisher)", ""]
+        lines += _table(["", "value"], fuzz_rows(fuzz))
+        lines.append("")
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]

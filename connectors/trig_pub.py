@@ -24,6 +24,7 @@ import zmq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from facemoment.core.types import Trigger
+from facemoment.runtime.preflight import bind_error
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,9 @@ def _bind_error(address: str, exc: zmq.ZMQError) -> TrigBindError:
 
 def check_trig_address(address: str) -> None:
     """Fail fast (TrigBindError) if `address` cannot be bound right now."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.bind(address)
-    except zmq.ZMQError as exc:
+    exc = bind_error(address)
+    if exc is not None:
         raise _bind_error(address, exc) from exc
-    finally:
-        sock.close()
-        ctx.term()
 
 
 class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):

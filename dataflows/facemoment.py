@@ -29,11 +29,11 @@ from connectors.sources import StreamSpec, build_source, stream_shares, stream_s
 from connectors.trace_sink import JsonlSink, TraceSink, observation_record
 from connectors.trig_pub import TrigPubSink, check_trig_address
 from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment.core.config import Config, load_config
+from facemoment.core.config import Config
 from facemoment.core.records import Level, Record
 from facemoment.core.types import Frame, Observation, Trigger
 from facemoment.formats.frame_ring import encode_frame
-from facemoment.runtime import cluster, startup
+from facemoment.runtime import cluster, preflight, startup
 from operators.align import FRAME_MARKER, align
 from operators.extraction.orchestrator import extract, worker_orchestrator
 from operators.extraction.registry import check_backends
@@ -138,4 +138,11 @@ def outputs(
         op.output("trace", op.key_on("key_trace", records, lambda _r: "trace"), TraceSink(trace_path, cfg.output.trace))
 
 
-flow = build_flow(load_config(), start=True)
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run dataflows.facemoment` looks up `flow`: the configured
+    # flow is built then (a bad configuration is one line and exit 2), not when a test
+    # or tool imports this module. Building it starts nothing; see runtime/startup.py.
+    if name == "flow":
+        value = globals()["flow"] = build_flow(preflight.startup_config(), start=True)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

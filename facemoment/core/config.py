@@ -52,6 +52,13 @@ class SourceConfig:
     drop_strategy: str = "skip_oldest"
     keyframe_interval: int = 3
     progress: bool = False
+    # ZMQ sources: the largest frame message taken (a 4K BGR frame is 24.9 MB), and
+    # the bytes of pixels the buffer may hold whatever its frame count.
+    max_frame_mb: float = 32.0
+    buffer_max_mb: float = 256.0
+    # ZMQ sources: a t_src_ns more than this far ahead of the stream (beyond the
+    # time that passed) is rejected and counted (0: no check).
+    max_time_jump_s: float = 60.0
 
 
 @dataclass
@@ -327,7 +334,55 @@ def _apply_mapping(cfg: Config, data: Mapping[str, Any], where: str, prefix: str
         _set(cfg, prefix, key, value, where)
 
 
+_INF = float("inf")
+# (section, field, lowest, highest, lowest allowed itself); None fields are skipped.
+RANGES: List[Tuple[str, str, float, float, bool]] = [
+    ("source", "shares", 0, 1024, True),
+    ("source", "fps", 0, 1000, False),
+    ("source", "idle_timeout_s", 0, _INF, False),
+    ("source", "buffer_frames", 0, 100_000, True),
+    ("source", "keyframe_interval", 1, 100_000, True),
+    ("source", "max_frame_mb", 0, 4096, False),
+    ("source", "buffer_max_mb", 0, 65536, False),
+    ("source", "max_time_jump_s", 0, 86_400 * 365, True),
+    ("extract", "max_faces", 1, 100, True),
+    ("extract", "min_detection_confidence", 0, 1, True),
+    ("extract", "deadline_ms", 0, 60_000, True),
+    ("align", "window_ms", 0, 60_000, False),
+    ("align", "allowed_lateness_ms", 0, 3_600_000, True),
+    ("align", "idle_flush_ms", 0, 3_600_000, False),
+    ("fusion", "cooldown_sec", 0, 86_400, True),
+    ("fusion", "consecutive_frames", 1, 10_000, True),
+    ("fusion", "pre_sec", 0, 3600, True),
+    ("fusion", "post_sec", 0, 3600, True),
+    ("fusion", "ewma_alpha", 0, 1, False),
+    ("fusion", "spike_z", 0, 100, True),
+    ("fusion", "lookback_observations", 1, 100_000, True),
+    ("fusion.gate", "open_duration_sec", 0, 3600, True),
+    ("fusion.gate", "close_duration_sec", 0, 3600, True),
+    ("fusion.gate", "min_faces", 0, 100, True),
+    ("fusion.gate", "max_faces", 1, 100, True),
+    ("output", "ring_buffer_sec", 0, 86_400, False),
+    ("output", "ring_buffer_max_mb", 0, 1_048_576, False),
+    ("output", "jpeg_quality", 1, 100, True),
+    ("output", "metrics_port", 1, 65535, True),
+]
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every numeric setting in its range (NaN and infinities are outside every one)."""
+    for section, name, low, high, low_ok in RANGES:
+        value = getattr(_section(cfg, section), name)
+        if value is None:
+            continue
+        above = value >= low if low_ok else value > low
+        if not (above and value <= high and value == value):
+            bounds = f"{'[' if low_ok else '('}{low:g}, {high:g}]"
+            raise ConfigError(f"{section}.{name} = {value!r} is out of range {bounds}")
+
+
 def validate(cfg: Config) -> Config:
+    check_ranges(cfg)
     if cfg.output.trace not in LEVEL_NAMES:
         raise ConfigError(f"trace level {cfg.output.trace!r} is not one of {', '.join(LEVEL_NAMES)}")
     if cfg.source.drop_strategy not in DROP_STRATEGIES:

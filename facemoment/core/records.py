@@ -123,8 +123,9 @@ class FrameDrop(Record):
 
     frame_id: Optional[int]
     stream: str
-    dropped_frame_ids: List[int]
+    dropped_frame_ids: Optional[List[int]] = optional()  # wire gaps list only up to a cap
     dropped_count: Optional[int] = optional()
+    dropped_range: Optional[List[int]] = optional()  # wire gaps: [first, last]
     reason: str  # backpressure | queue_full | timeout
     where: Optional[str] = optional()  # wire | while_down
     strategy: Optional[str] = optional()
@@ -298,6 +299,7 @@ class MalformedMessage(Record):
     kind: str
     detail: str
     count: int
+    messages: Optional[int] = optional()  # since the previous record of this kind
     stream: str
 
 
@@ -325,6 +327,7 @@ class SourceSummary(Record):
     address: str
     end_reason: str
     duration_s: float
+    share: Optional[str] = optional()  # "0of2", ... with several shares
     frames_received: int = 0
     frames_emitted: int = 0
     dropped_backpressure: int = 0
@@ -332,6 +335,7 @@ class SourceSummary(Record):
     malformed: Dict[str, int] = dataclasses.field(default_factory=dict)
     publisher_restarts: int = 0
     records_dropped: int = 0
+    reconnects: int = 0
     error: Optional[str] = optional()
 
 
@@ -399,3 +403,20 @@ class FrameCarry(Record):
     source: str
     from_frame_id: Optional[int]
     every: int
+
+
+# --- start-up and resilience records -----------------------------------------------
+
+
+@register
+@dataclasses.dataclass
+class TraceDegraded(Record):
+    """Trace records lost to a failed write (a full disk); the run went on without them."""
+
+    TYPE: ClassVar[str] = "trace_degraded"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    lost_records: int  # since the previous write that succeeded
+    lost_total: int  # in the whole run so far
+    error: str
+    path: str

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,7 +44,7 @@ MAX_DIMENSION = 16384
 VALID_CHANNELS = (1, 3)
 
 # The kinds a frame message can be malformed in; sources count them by these names.
-FRAME_ERROR_KINDS = ("part_count", "topic", "short_header", "payload_size", "dimensions")
+FRAME_ERROR_KINDS = ("part_count", "topic", "short_header", "payload_size", "dimensions", "too_large")
 TEXT_ERROR = "text"
 
 
@@ -81,11 +81,12 @@ def _as_buffer(part: Any) -> memoryview:
     return memoryview(buffer)
 
 
-def unpack_frame(parts: Sequence[Any], copy: bool = False) -> Tuple[int, int, np.ndarray]:
-    """Decode a frame message into ``(frame_id, t_src_ns, image)``.
+def unpack_header(parts: Sequence[Any], max_payload: Optional[int] = None) -> Tuple[int, int, int, int, int]:
+    """Validate a frame message without touching its pixels.
 
-    The image is a read-only view over the payload unless ``copy`` is true, in
-    which case it is an owned, writable array.  Raises :class:`WireError`.
+    Returns ``(frame_id, t_src_ns, width, height, channels)``; raises
+    :class:`WireError` for every defect :func:`unpack_frame` rejects, and with kind
+    ``too_large`` for a payload over ``max_payload`` bytes.
     """
     if len(parts) != 3:
         raise WireError("part_count", f"expected 3 parts, got {len(parts)}")
@@ -102,13 +103,26 @@ def unpack_frame(parts: Sequence[Any], copy: bool = False) -> Tuple[int, int, np
             "dimensions",
             f"unusable dimensions width={width} height={height} channels={channels}",
         )
-    payload = _as_buffer(parts[2])
     expected = width * height * channels
+    if max_payload is not None and expected > max_payload:
+        raise WireError("too_large", f"{width}x{height}x{channels} needs {expected} bytes, the limit is {max_payload}")
+    payload = _as_buffer(parts[2])
     if payload.nbytes != expected:
         raise WireError(
             "payload_size",
             f"payload is {payload.nbytes} bytes, {width}x{height}x{channels} needs {expected}",
         )
+    return int(frame_id), int(t_src_ns), width, height, channels
+
+
+def unpack_frame(parts: Sequence[Any], copy: bool = False, max_payload: Optional[int] = None) -> Tuple[int, int, np.ndarray]:
+    """Decode a frame message into ``(frame_id, t_src_ns, image)``.
+
+    The image is a read-only view over the payload unless ``copy`` is true, in
+    which case it is an owned, writable array.  Raises :class:`WireError`.
+    """
+    frame_id, t_src_ns, width, height, channels = unpack_header(parts, max_payload)
+    payload = _as_buffer(parts[2])
     flat = np.frombuffer(payload, dtype=np.uint8)
     shape = (height, width) if channels == 1 else (height, width, channels)
     image = flat.reshape(shape)
@@ -394,6 +408,7 @@ __all__ = [
     "WireError",
     "pack_frame",
     "unpack_frame",
+    "unpack_header",
     "text_parts",
     "split_text_parts",
     "format_trig",

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Optional
 
 from facemoment.core.config import Config
 from facemoment.core.records import Record
-from facemoment.runtime import cluster, memory, metrics, shutdown
+from facemoment.runtime import cluster, exit_status, memory, metrics, shutdown
 from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
 
@@ -59,6 +59,7 @@ def start(cfg: Config, checks: Iterable[Callable[[], None]] = ()) -> Handles:
             check()
         logging.basicConfig(level=os.environ.get("FACEMOMENT_LOG_LEVEL", "INFO"), format=LOG_FORMAT)
         memory.keep_frame_memory_flat()
+        exit_status.exit_with_status_at_exit()  # registered first: runs after the summary
         handles = Handles(cfg, sigint_handler=shutdown.install_sigint_handler())
         if not handles.sigint_handler:
             log.info("Ctrl-C aborts this run (the draining handler needs the main thread)")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import atexit
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List
 
 from facemoment.core.config import Config
+from facemoment.runtime import cluster
 
 
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:
@@ -72,14 +72,13 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
 
 
 def print_summary_at_exit(cfg: Config) -> None:
-    """Print the summary when the process ends, if this process wrote the outputs."""
-    started = time.time()
+    """Print the summary when the process ends, triggers or not; in the first
+    process of a cluster only (the outputs are shared)."""
     out_dir = Path(cfg.output.output_dir)
     trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
 
     def _print() -> None:
-        marker = out_dir / "triggers.jsonl"
-        if marker.exists() and marker.stat().st_mtime >= started - 1:
+        if cluster.process_index() == 0:
             print(summarize(out_dir, trace_path), file=sys.stderr, flush=True)
 
     atexit.register(_print)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from facemoment.core.config import ConfigError, load_config
+from facemoment.core.config import ConfigError
 from facemoment.core.records import LEVEL_NAMES
 
 log = logging.getLogger("facemoment")
@@ -29,25 +29,23 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_flow, start_checks
-    from facemoment.runtime import startup
+    from facemoment.runtime import exit_status, preflight, startup
 
     env = dict(os.environ)
     env.update(env_overrides)
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
-    cfg = load_config(env)
+    cfg = preflight.startup_config(env)  # one-line error and exit 2 before anything starts
     flow = build_flow(cfg, start=True)
     # The same set-up the flow does when it starts, done now on the main thread: a
     # busy TRIG port fails before the run, and Ctrl-C drains with any worker count.
     startup.start(cfg, start_checks(cfg))
+    exit_status.reset()
     cli_main(flow, workers_per_process=workers)
-    return 0
+    return exit_status.code()  # the problems are printed at exit (runtime/exit_status.py)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
     video = Path(args.video)
-    if args.video != "sample" and not video.exists():
-        print(f"facemoment process: {video} does not exist", file=sys.stderr)
-        return 2
     overrides = {
         "FACEMOMENT_SOURCE": str(video),
         "FACEMOMENT__SOURCE__PROGRESS": "true",

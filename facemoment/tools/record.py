@@ -42,6 +42,7 @@ from facemoment.formats.recording import (
     encode_image,
     image_geometry,
 )
+from connectors.shares import frame_gap
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -243,8 +244,9 @@ class Recorder:
                 f"ending this recording, start a new one for the new run"
             )
             return "publisher_restart"
-        if last is not None and frame_id > last + 1:
-            summary.lost_frames += frame_id - last - 1
+        gap = frame_gap(last, frame_id)
+        if gap is not None:
+            summary.lost_frames += gap.count
             summary.gaps += 1
         self._last_id = frame_id
         width, height, channels = image_geometry(image)
