@@ -2,7 +2,7 @@
 
 Both take frames already in memory and the same extractor instances the benchmark
 uses elsewhere (one instance per extractor), and both finish every frame with the
-project's fusion (`FusionState`) on a `FrameObservations`, so their cost is the
+project's fusion (`FusionRules` on a `FusionState`) on a `FrameObservations`, so their cost is the
 cost of a complete frame-in, decision-out loop.
 
 - `sequential_loop`: each frame, every extractor in turn, then fusion.
@@ -26,7 +26,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from facemoment.core.config import Config
 from facemoment.core.types import Frame, FrameObservations, Observation, Trigger
-from operators.fusion_rules import FusionState
+from operators.fusion_rules import FusionRules
+from operators.fusion_state import FusionState
 
 SEED_POOL_WORKERS = 4
 SEED_TIMEOUT_S = 0.15
@@ -64,7 +65,8 @@ class _Fusion:
     """Fusion for one stream, fed one frame at a time as the baselines finish them."""
 
     def __init__(self, cfg: Config, expected: Sequence[str]):
-        self.state = FusionState(cfg.fusion, "off")
+        self.rules = FusionRules(cfg.fusion, "off")
+        self.state = FusionState()
         self.expected = tuple(expected)
         self.triggers: List[Trigger] = []
         self.errors = 0
@@ -78,9 +80,9 @@ class _Fusion:
             t_ns=frame.t_src_ns,
             observations=dict(observations),
             missing=missing,
-            ingest_ns=time.time_ns(),
+            extract_wall_ns=time.time_ns(),
         )
-        trigger, _records = self.state.process(fo)
+        trigger, _records = self.rules.process(self.state, fo)
         if trigger is not None:
             self.triggers.append(trigger)
         return trigger

@@ -14,6 +14,7 @@ from typing import Deque, List, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from facemoment.core.records import FrameDrop
 from facemoment.core.types import Frame, TraceRecord
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,13 @@ class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]
         out: List[Union[Frame, TraceRecord]] = []
         if dropped:
             out.append(
-                {
-                    "record_type": "frame_drop",
-                    "frame_id": frames[0].frame_id if frames else dropped[-1],
-                    "stream": self._stream_id,
-                    "dropped_frame_ids": dropped,
-                    "reason": "backpressure",
-                    "queue_depth": self._limit,
-                }
+                FrameDrop(
+                    frame_id=frames[0].frame_id if frames else dropped[-1],
+                    stream=self._stream_id,
+                    dropped_frame_ids=dropped,
+                    reason="backpressure",
+                    queue_depth=self._limit,
+                )
             )
         out.extend(frames)
         if not out and (self._done.is_set() or (self._stop is not None and self._stop.is_set())):

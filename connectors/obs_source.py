@@ -3,7 +3,7 @@
 One partition per stream, one SUB socket connected to every OBS publisher of that
 stream (ZeroMQ fair-queues them), topic ``msg``. Each message is parsed with
 facemoment.formats.obs; the result is an :class:`Observation` exactly like one an
-in-process extractor produces, stamped with its arrival time (``ingest_ns``), so
+in-process extractor produces, stamped with its arrival time (``extract_wall_ns``), so
 alignment, lateness and fusion treat it the same.
 
 Accounting, as the frame source does it:
@@ -43,6 +43,8 @@ import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.addresses import zmq_address
+from connectors.shares import frame_gap
+from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
 from facemoment.core.types import Observation, TraceRecord
 from facemoment.formats.obs import parse_obs_from
 from facemoment.formats.wire import MSG_TOPIC, WireError, split_text_parts
@@ -54,7 +56,6 @@ END_SOURCE = "end"  # a publisher's last message (connectors.obs_pub)
 RECEIVE_HWM = 100_000  # OBS are small: the fusion side keeps what it is sent
 POLL_MS = 100
 IDLE_WAKE = timedelta(milliseconds=20)
-MAX_LISTED_IDS = 50
 
 ObsItem = Union[Observation, TraceRecord]
 
@@ -115,16 +116,10 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
                 self._last_receive = time.monotonic()
                 self._counts["malformed"] += 1
                 self._items.append(
-                    {
-                        "record_type": "malformed_message",
-                        "kind": "obs",
-                        "detail": exc.message,
-                        "count": self._counts["malformed"],
-                        "stream": self._stream_id,
-                    }
+                    MalformedMessage(kind="obs", detail=exc.message, count=self._counts["malformed"], stream=self._stream_id)
                 )
             return
-        obs.ingest_ns = now_ns
+        obs.extract_wall_ns = now_ns  # extracted elsewhere: its arrival here is what alignment waits from
         with self._lock:
             self._last_receive = time.monotonic()
             self._heard[publisher] = self._last_receive
@@ -140,21 +135,22 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
     def _check_gap(self, publisher: str, frame_id: int) -> None:
         last = self._last_marker.get(publisher)
         self._last_marker[publisher] = frame_id if last is None else max(last, frame_id)
-        if last is None or frame_id <= last + 1:
+        gap = frame_gap(last, frame_id)
+        if gap is None:
             return
-        lost = list(range(last + 1, frame_id))
-        self._counts["lost_frames"] += len(lost)
+        self._counts["lost_frames"] += gap.count
         self._items.append(
-            {
-                "record_type": "frame_drop",
-                "frame_id": frame_id,
-                "dropped_frame_ids": lost[:MAX_LISTED_IDS],
-                "dropped_count": len(lost),
-                "reason": "queue_full",
-                "where": "obs",
-                "publisher": publisher,
-                "stream": self._stream_id,
-            }
+            FrameDrop(
+                frame_id=frame_id,
+                stream=self._stream_id,
+                dropped_frame_ids=gap.listed(),
+                dropped_count=gap.count,
+                dropped_range=[gap.first, gap.last],
+                reason="queue_full",
+                where="obs",
+                publisher=publisher,
+                queue_depth=None,
+            )
         )
 
     # ------------------------------------------------------------ worker thread
@@ -216,18 +212,17 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
     def _summary(self, reason: str) -> TraceRecord:
         with self._lock:
             counts = dict(self._counts)
-        return {
-            "record_type": "source_summary",
-            "stream": self._stream_id,
-            "address": ",".join(self._source.addresses),
-            "end_reason": reason,
-            "duration_s": round(time.monotonic() - self._started, 3),
-            "obs_received": {k[4:]: v for k, v in counts.items() if k.startswith("obs_")},
-            "malformed": counts.get("malformed", 0),
-            "lost_on_wire": counts.get("lost_frames", 0),
-            "publishers": sorted(self._last_marker),
-            "publishers_ended": sorted(self._ended_publishers),
-        }
+        return SourceSummary(
+            stream=self._stream_id,
+            address=",".join(self._source.addresses),
+            end_reason=reason,
+            duration_s=round(time.monotonic() - self._started, 3),
+            lost_on_wire=counts.get("lost_frames", 0),
+            malformed_obs=counts.get("malformed", 0),
+            obs_received={k[4:]: v for k, v in counts.items() if k.startswith("obs_")},
+            publishers=sorted(self._last_marker),
+            publishers_ended=sorted(self._ended_publishers),
+        )
 
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:

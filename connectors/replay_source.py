@@ -32,6 +32,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from facemoment.runtime import exit_status
 from facemoment.formats.recording import Record, RecordingError, RecordingReader
 from connectors.shares import in_share, parse_share, share_parts
+from facemoment.core.records import SourceError
 from facemoment.core.types import Frame, TraceRecord
 
 log = logging.getLogger(__name__)
@@ -152,14 +153,8 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, int]):
             return None
         return datetime.now(timezone.utc) + timedelta(microseconds=self._due_in_ns / 1000)
 
-    def _error_record(self, exc: RecordingError) -> TraceRecord:
-        return {
-            "record_type": "source_error",
-            "stream": self._stream_id,
-            "path": exc.path,
-            "offset": exc.offset,
-            "error": str(exc),
-        }
+    def _error_record(self, exc: RecordingError) -> SourceError:
+        return SourceError(stream=self._stream_id, path=exc.path, offset=exc.offset, error=str(exc))
 
     # -------------------------------------------------------------- state
 

@@ -13,8 +13,7 @@ from typing import Callable, List, Optional
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.appending import append_whole
-from facemoment.core.records import TraceDegraded, as_dict
-from facemoment.core.trace import level_value, wanted
+from facemoment.core.records import Level, ObservationRecord, TraceDegraded, as_dict, wanted
 from facemoment.core.types import Observation, TraceRecord
 from facemoment.formats.obs import format_obs
 
@@ -64,7 +63,7 @@ class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):
 
 
 def _line(record: TraceRecord) -> bytes:
-    return json.dumps(record, separators=(",", ":"), default=_jsonable).encode() + b"\n"
+    return json.dumps(as_dict(record), separators=(",", ":"), default=_jsonable).encode() + b"\n"
 
 
 def _jsonable(value):
@@ -99,19 +98,21 @@ class JsonlSink(FixedPartitionedSink[TraceRecord, int]):
 class TraceSink(JsonlSink):
     """Writes trace records at or below `level` to trace.jsonl."""
 
-    def __init__(self, path: str | os.PathLike[str], level: str = "normal"):
-        super().__init__(path, functools.partial(wanted, level=level_value(level)))
+    def __init__(self, path: str | os.PathLike[str], level: "str | Level" = "normal"):
+        super().__init__(path, functools.partial(_wanted_at, Level.parse(level)))
 
 
-def observation_record(obs: Observation) -> TraceRecord:
+def _wanted_at(level: Level, record: TraceRecord) -> bool:
+    return wanted(record, level)
+
+
+def observation_record(obs: Observation) -> ObservationRecord:
     """One extractor result as observations.jsonl stores it: the OBS text and the full values."""
-    data = dataclasses.asdict(obs)
-    return {
-        "record_type": "observation",
-        "stream": obs.stream_id,
-        "frame_id": obs.frame_id,
-        "t_ns": obs.t_ns,
-        "source": obs.source,
-        "obs": format_obs(obs),
-        "data": data,
-    }
+    return ObservationRecord(
+        stream=obs.stream_id,
+        frame_id=obs.frame_id,
+        t_ns=obs.t_ns,
+        source=obs.source,
+        obs=format_obs(obs),
+        data=dataclasses.asdict(obs),
+    )

@@ -42,6 +42,7 @@ from zmq.utils.monitor import recv_monitor_message
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.addresses import zmq_address
+from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
 from connectors.shares import Gap, frame_gap, in_share, parse_share, share_parts
@@ -258,14 +259,9 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             return
         for kind, (messages, detail) in self._malformed_pending.items():
             self._record(
-                {
-                    "record_type": "malformed_message",
-                    "kind": kind,
-                    "detail": detail,
-                    "count": self._stats.malformed[kind],
-                    "messages": messages,
-                    "stream": self._stream_id,
-                }
+                MalformedMessage(
+                    kind=kind, detail=detail, count=self._stats.malformed[kind], messages=messages, stream=self._stream_id
+                )
             )
         self._malformed_pending = {}
         self._malformed_flushed = now
@@ -280,13 +276,7 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             if self._share_index != 0:
                 return
             self._record(
-                {
-                    "record_type": "publisher_restart",
-                    "frame_id": frame_id,
-                    "previous_frame_id": last,
-                    "stream": self._stream_id,
-                    "address": self._address,
-                }
+                PublisherRestart(frame_id=frame_id, previous_frame_id=last, stream=self._stream_id, address=self._address)
             )
             return
         gap = frame_gap(last, frame_id, self._share_index, self._share_count)
@@ -294,21 +284,17 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             self._stats.lost_on_wire += gap.count
             self._record(self._gap_record(frame_id, gap, "while_down" if resumed else "wire"))
 
-    def _gap_record(self, frame_id: int, gap: Gap, where: str) -> TraceRecord:
-        record: TraceRecord = {
-            "record_type": "frame_drop",
-            "frame_id": frame_id,
-            "dropped_count": gap.count,
-            "dropped_range": [gap.first, gap.last],
-            "reason": "queue_full",
-            "where": where,
-            "queue_depth": len(self._buffer),
-            "stream": self._stream_id,
-        }
-        listed = gap.listed(self._share_index, self._share_count, MAX_LISTED_IDS)
-        if listed is not None:
-            record["dropped_frame_ids"] = listed
-        return record
+    def _gap_record(self, frame_id: int, gap: Gap, where: str) -> FrameDrop:
+        return FrameDrop(
+            frame_id=frame_id,
+            stream=self._stream_id,
+            dropped_frame_ids=gap.listed(self._share_index, self._share_count, MAX_LISTED_IDS),
+            dropped_count=gap.count,
+            dropped_range=[gap.first, gap.last],
+            reason="queue_full",
+            where=where,
+            queue_depth=len(self._buffer),
+        )
 
     def _record(self, record: TraceRecord) -> None:
         """Queue a trace record; the caller holds the lock."""
@@ -328,16 +314,15 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             frames = self._buffer.drain()
             if self._pending_drops:
                 out.append(
-                    {
-                        "record_type": "frame_drop",
-                        "frame_id": self._last_seen_id,
-                        "dropped_frame_ids": self._pending_drops,
-                        "dropped_count": len(self._pending_drops),
-                        "reason": "backpressure",
-                        "strategy": self._strategy,
-                        "queue_depth": self._drop_depth,
-                        "stream": self._stream_id,
-                    }
+                    FrameDrop(
+                        frame_id=self._last_seen_id,
+                        stream=self._stream_id,
+                        dropped_frame_ids=self._pending_drops,
+                        dropped_count=len(self._pending_drops),
+                        reason="backpressure",
+                        strategy=self._strategy,
+                        queue_depth=self._drop_depth,
+                    )
                 )
                 self._pending_drops = []
                 self._drop_depth = 0
@@ -382,20 +367,17 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             return datetime.now(timezone.utc) + IDLE_WAKE
         return None
 
-    def _summary(self, reason: str) -> TraceRecord:
-        record: TraceRecord = {
-            "record_type": "source_summary",
-            "stream": self._stream_id,
-            "address": self._address,
-            "end_reason": reason,
-            "duration_s": round(time.monotonic() - self._started, 3),
-        }
-        if self._share_count > 1:
-            record["share"] = f"{self._share_index}of{self._share_count}"  # share 0 counts malformed messages
-        record.update(self.stats.as_dict())
-        if self._receiver_error is not None:
-            record["error"] = self._receiver_error
-        return record
+    def _summary(self, reason: str) -> SourceSummary:
+        return SourceSummary(
+            stream=self._stream_id,
+            address=self._address,
+            end_reason=reason,
+            duration_s=round(time.monotonic() - self._started, 3),
+            # share 0 counts malformed messages
+            share=f"{self._share_index}of{self._share_count}" if self._share_count > 1 else None,
+            error=self._receiver_error,
+            **self.stats.as_dict(),
+        )
 
     @property
     def stats(self) -> SourceStats:

@@ -8,15 +8,20 @@ and handed to fusion in event-time order.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower, collect_window
 
-from facemoment.core.config import is_due
-from facemoment.core.types import FrameObservations, Observation, TraceRecord
+from facemoment.core.config import Config, extractor_rates, is_due
+from facemoment.core.records import Level, SyncDelay
+from facemoment.core.streams import ItemsAndRecords, split_keyed_records
+from facemoment.core.types import FrameObservations, Observation
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -248,11 +253,11 @@ class FrameGrouper:
         self.expected = tuple(expected)
         self.rates = dict(rates or {})
         self.window_ns = int(window_ms * 1e6)
-        self.trace = trace_level in ("normal", "verbose")
+        self.trace = Level.parse(trace_level) >= SyncDelay.LEVEL
 
     def __call__(
         self, window: Tuple[int, List[Observation]]
-    ) -> Iterable[Union[FrameObservations, TraceRecord]]:
+    ) -> Iterable[Union[FrameObservations, SyncDelay]]:
         _window_id, items = window
         by_frame: Dict[int, List[Observation]] = {}
         for obs in items:
@@ -265,32 +270,31 @@ class FrameGrouper:
             due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name, 1))]
             missing = tuple(name for name in due if name not in observations)
             not_due = tuple(name for name in self.expected if name not in due and name not in observations)
-            ingest_ns = max((obs.ingest_ns for obs in group), default=0)
+            extract_wall_ns = max((obs.extract_wall_ns for obs in group), default=0)
             if self.trace and missing:
                 # Wall-clock times: due one window after the frame entered, never arrived.
-                expected_ns = ingest_ns + self.window_ns if ingest_ns else None
-                yield {
-                    "record_type": "sync_delay",
-                    "frame_id": first.frame_id,
-                    "stream": first.stream_id,
-                    "expected_ns": expected_ns,
-                    "actual_ns": None,
-                    "delay_ms": round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
-                    "waiting_for": list(missing),
-                    "late": False,
-                }
+                expected_ns = extract_wall_ns + self.window_ns if extract_wall_ns else None
+                yield SyncDelay(
+                    frame_id=first.frame_id,
+                    stream=first.stream_id,
+                    expected_ns=expected_ns,
+                    actual_ns=None,
+                    delay_ms=round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
+                    waiting_for=list(missing),
+                    late=False,
+                )
             yield FrameObservations(
                 stream_id=first.stream_id,
                 frame_id=first.frame_id,
                 t_ns=first.t_ns,
                 observations={k: v for k, v in observations.items() if k != FRAME_MARKER},
                 missing=missing,
-                ingest_ns=ingest_ns,
+                extract_wall_ns=extract_wall_ns,
                 not_due=not_due,
             )
 
 
-def late_record(late: Tuple[int, Observation], window_ms: float = 100.0) -> TraceRecord:
+def late_record(late: Tuple[int, Observation], window_ms: float = 100.0) -> SyncDelay:
     """An observation that arrived after its window had closed.
 
     `expected_ns` and `actual_ns` are wall-clock: due one window after its frame
@@ -298,14 +302,44 @@ def late_record(late: Tuple[int, Observation], window_ms: float = 100.0) -> Trac
     """
     _window_id, obs = late
     now_ns = time.time_ns()
-    expected_ns = obs.ingest_ns + int(window_ms * 1e6) if obs.ingest_ns else None
-    return {
-        "record_type": "sync_delay",
-        "frame_id": obs.frame_id,
-        "stream": obs.stream_id,
-        "expected_ns": expected_ns,
-        "actual_ns": now_ns,
-        "delay_ms": round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
-        "waiting_for": [obs.source],
-        "late": True,
-    }
+    expected_ns = obs.extract_wall_ns + int(window_ms * 1e6) if obs.extract_wall_ns else None
+    return SyncDelay(
+        frame_id=obs.frame_id,
+        stream=obs.stream_id,
+        expected_ns=expected_ns,
+        actual_ns=now_ns,
+        delay_ms=round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
+        waiting_for=[obs.source],
+        late=True,
+    )
+
+
+def _stream_of(obs: Observation) -> str:
+    return obs.stream_id
+
+
+@operator
+def align(
+    step_id: str,
+    observations: Stream[Observation],
+    cfg: Config,
+    live: bool = True,
+    inputs: Optional[Dict[str, int]] = None,
+) -> ItemsAndRecords[Tuple[str, FrameObservations]]:
+    """Event-time alignment per stream: each frame's observations together, keyed by
+    stream and in event-time order; `sync_delay` records for missing and late ones."""
+    by_stream = op.key_on("key_stream", observations, _stream_of)
+    windows = collect_window(
+        "window",
+        by_stream,
+        make_clock(cfg.align.allowed_lateness_ms, live, cfg.align.idle_flush_ms, inputs),
+        make_windower(cfg.align.window_ms),
+    )
+    grouper = FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace, extractor_rates(cfg.extract))
+    grouped = split_keyed_records("split", op.flat_map_value("group_frames", windows.down, grouper))
+    late = op.map("late", windows.late, functools.partial(_late_value, cfg.align.window_ms))
+    return ItemsAndRecords(grouped.items, op.merge("records", grouped.records, late))
+
+
+def _late_value(window_ms: float, kv: Tuple[str, Tuple[int, Observation]]) -> SyncDelay:
+    return late_record(kv[1], window_ms)

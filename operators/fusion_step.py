@@ -7,19 +7,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
+import bytewax.operators as op
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream
+
 from facemoment.core.config import Config, extractor_rates
-from facemoment.core.records import FrameCarry
+from facemoment.core.records import FpsSummary, FrameCarry, Timing
+from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, Observation, TraceRecord, Trigger
-from operators.fusion_rules import FusionState
+from operators.fusion_rules import FusionRules
+from operators.fusion_state import FusionState
 
 FPS_SUMMARY_EVERY_NS = 5_000_000_000
 
 
 @dataclass
 class StreamState:
-    """Everything fusion keeps for one stream; snapshotted for recovery."""
+    """Everything fusion keeps for one stream; snapshotted for recovery.
 
-    fusion: FusionState
+    Temporal state only: the settings come from the step's configuration each time
+    the dataflow starts, so a resumed run follows the configuration it was started with.
+    """
+
+    fusion: FusionState = field(default_factory=FusionState)
     frames: int = 0
     triggers: int = 0
     first_t_ns: Optional[int] = None
@@ -33,35 +43,33 @@ class Fuser:
     """`stateful_flat_map` mapper: one StreamState per stream key."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.timing = cfg.output.trace in ("normal", "verbose")
+        self.rules = FusionRules(cfg.fusion, cfg.output.trace)
+        self.timing = self.rules.level >= Timing.LEVEL
         self.rates = extractor_rates(cfg.extract)
 
     def __call__(
         self, state: Optional[StreamState], fo: FrameObservations
     ) -> Tuple[StreamState, List[Union[Trigger, TraceRecord]]]:
         if state is None:
-            state = StreamState(FusionState(self.cfg.fusion, self.cfg.output.trace))
+            state = StreamState()
         if state.first_t_ns is None:
             state.first_t_ns = state.last_summary_ns = fo.t_ns
         carried: List[FrameCarry] = self._carry(state, fo) if self.rates else []
         start = time.perf_counter_ns()
-        trigger, records = state.fusion.process(fo)
+        trigger, records = self.rules.process(state.fusion, fo)
         out: List[Union[Trigger, TraceRecord]] = list(records)
         if self.timing:
             out.extend(carried)
-        if self.timing:
             out.append(
-                {
-                    "record_type": "timing",
-                    "frame_id": fo.frame_id,
-                    "stream": fo.stream_id,
-                    "component": "fusion_process",
-                    "processing_ms": round((time.perf_counter_ns() - start) / 1e6, 4),
-                    "queue_depth": None,
-                    "threshold_ms": None,
-                    "is_slow": False,
-                }
+                Timing(
+                    frame_id=fo.frame_id,
+                    stream=fo.stream_id,
+                    component="fusion_process",
+                    processing_ms=round((time.perf_counter_ns() - start) / 1e6, 4),
+                    queue_depth=None,
+                    threshold_ms=None,
+                    is_slow=False,
+                )
             )
         state.frames += 1
         if trigger is not None:
@@ -100,15 +108,20 @@ class Fuser:
         return records
 
     @staticmethod
-    def _fps_summary(state: StreamState, fo: FrameObservations) -> TraceRecord:
+    def _fps_summary(state: StreamState, fo: FrameObservations) -> FpsSummary:
         first = fo.t_ns if state.first_t_ns is None else state.first_t_ns
         span_s = (fo.t_ns - first) / 1e9
-        return {
-            "record_type": "fps_summary",
-            "stream": fo.stream_id,
-            "frame_id": fo.frame_id,
-            "t_ns": fo.t_ns,
-            "frames_fused": state.frames,
-            "event_fps": round(state.frames / span_s, 2) if span_s > 0 else None,
-            "triggers": state.triggers,
-        }
+        return FpsSummary(
+            stream=fo.stream_id,
+            frame_id=fo.frame_id,
+            t_ns=fo.t_ns,
+            frames_fused=state.frames,
+            event_fps=round(state.frames / span_s, 2) if span_s > 0 else None,
+            triggers=state.triggers,
+        )
+
+
+@operator
+def fuse(step_id: str, aligned: KeyedStream[FrameObservations], cfg: Config) -> ItemsAndRecords[Tuple[str, Trigger]]:
+    """Fusion with temporal state keyed per stream: triggers (keyed) and fusion records."""
+    return split_keyed_records("split", op.stateful_flat_map("fuse", aligned, Fuser(cfg)))

@@ -14,15 +14,21 @@ Keyed by stream: triggers and frame timestamps of one stream meet in one state.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, List, Optional, Tuple, Union
 
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
 from bytewax.operators import StatefulBatchLogic
 
+from facemoment.core.config import Config
 from facemoment.core.records import TrigRelease
-from facemoment.core.types import Trigger
+from facemoment.core.streams import ItemsAndRecords, split_keyed_records
+from facemoment.core.types import Observation, Trigger
+from operators.align import FRAME_MARKER
 
 END, EVENT = "end", "event"
 
@@ -124,3 +130,33 @@ class TrigTimer(StatefulBatchLogic[TimingItem, TimingOut, TimingState]):
 
 
 __all__ = ["TrigTimer", "TimingState", "resolve_timing", "END", "EVENT"]
+
+
+def _is_frame_marker(obs: Observation) -> bool:
+    return obs.source == FRAME_MARKER
+
+
+def _stream_time(obs: Observation) -> Tuple[str, int]:
+    return (obs.stream_id, obs.t_ns)
+
+
+@operator
+def time_triggers(
+    step_id: str,
+    triggers: Stream[Tuple[str, Trigger]],
+    observations: Stream[Observation],
+    cfg: Config,
+    live: bool,
+) -> ItemsAndRecords[Tuple[str, Trigger]]:
+    """Triggers let go for TRIG by `output.trig_timing`, and their `trig_release` records."""
+    timing = resolve_timing(cfg.output.trig_timing, live)
+    idle_s = cfg.source.idle_timeout_s or cfg.fusion.post_sec + cfg.align.idle_flush_ms / 1000.0
+    times = op.map("frame_times", op.filter("frame_markers", observations, _is_frame_marker), _stream_time)
+    timed = op.stateful_batch(
+        "timer", op.merge("timer_in", triggers, times), functools.partial(_timer, timing, idle_s)
+    )
+    return split_keyed_records("split", timed)
+
+
+def _timer(timing: str, idle_s: Optional[float], state: Optional[TimingState]) -> TrigTimer:
+    return TrigTimer(timing, idle_s, state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Tuple
+from typing import Deque, Iterable, Tuple
 
 from facemoment.core.config import FusionConfig
 
@@ -50,7 +50,8 @@ class WaveDetector:
         self.samples = deque(self.samples, maxlen=self.window_frames)
 
     @classmethod
-    def from_config(cls, cfg: FusionConfig) -> "WaveDetector":
+    def from_config(cls, cfg: FusionConfig, samples: Iterable[Tuple[int, float]] = ()) -> "WaveDetector":
+        """A detector with the configured settings, continuing from `samples` if given."""
         return cls(
             window_frames=cfg.wave_window_frames,
             min_samples=cfg.wave_min_samples,
@@ -58,6 +59,7 @@ class WaveDetector:
             min_amplitude=cfg.wave_min_amplitude,
             min_hz=cfg.wave_min_hz,
             max_hz=cfg.wave_max_hz,
+            samples=deque(samples),
         )
 
     def update(self, t_ns: int, x: float) -> WaveResult:

@@ -3,6 +3,7 @@ polling, running a source, decoding a video and writing the sample as a recordin
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -11,7 +12,14 @@ from typing import Any, Callable, List, Optional
 
 import pytest
 
+from facemoment.core.records import RECORD_TYPES, Record
 from facemoment.runtime.loopback import free_port  # noqa: F401  (tests import it from here)
+
+
+def rec(record_type: str, **fields) -> Record:
+    """A typed trace record with the given fields, the others None (tests import it from here)."""
+    cls = RECORD_TYPES[record_type]
+    return cls(**{**{f.name: None for f in dataclasses.fields(cls)}, **fields})
 
 REPO = Path(__file__).resolve().parents[1]
 

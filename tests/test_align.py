@@ -15,9 +15,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators.windowing import EventClock, collect_window
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from facemoment.core.config import Config
+from facemoment.core.records import SyncDelay
 from facemoment.core.types import FrameObservations, Observation
 from operators.align import (
     FrameGrouper,
+    align,
     SourceTimeClock,
     late_record,
     make_clock,
@@ -147,25 +150,27 @@ def test_waiting_for_frames_does_not_spin_a_core():
 def test_observation_after_its_window_closed_is_reported_late_and_the_frame_fused_without_it():
     items = [_obs(src, i) for i in range(60) for src in ("frame", "face", "quality") if (i, src) != (5, "quality")]
     items.append(_obs("quality", 5))  # arrives ~1.8 s of event time after its window
+    cfg = Config()
+    cfg.extract.extractors = ["face", "quality"]
+    cfg.align.window_ms, cfg.align.allowed_lateness_ms = 100.0, 200.0
     flow = Dataflow("late_test")
-    obs = op.input("in", flow, TestingSource(items))
-    keyed = op.key_on("key", obs, lambda o: o.stream_id)
-    win = collect_window("align", keyed, make_clock(200), make_windower(100))
-    grouped = op.flat_map_value("group", win.down, FrameGrouper(["face", "quality"], 100))
+    aligned = align("align", op.input("in", flow, TestingSource(items)), cfg)
     out: List = []
-    late: List = []
-    op.output("grouped", grouped, TestingSink(out))
-    op.output("late", op.map_value("late_rec", win.late, late_record), TestingSink(late))
+    records: List = []
+    op.output("aligned", aligned.items, TestingSink(out))
+    op.output("records", aligned.records, TestingSink(records))
     run_main(flow)
-    frames = {fo.frame_id: fo for _k, fo in out if isinstance(fo, FrameObservations)}
+    frames = {fo.frame_id: fo for _k, fo in out}
+    assert all(isinstance(fo, FrameObservations) for fo in frames.values())
     assert sorted(frames) == list(range(60))
     assert frames[5].missing == ("quality",)
     assert all(fo.missing == () for i, fo in frames.items() if i != 5)
-    missing_records = [r for _k, r in out if isinstance(r, dict)]
-    assert [(r["frame_id"], r["waiting_for"], r["late"]) for r in missing_records] == [(5, ["quality"], False)]
-    assert [(r["frame_id"], r["waiting_for"], r["late"], r["record_type"]) for _k, r in late] == [
-        (5, ["quality"], True, "sync_delay")
+    assert all(isinstance(r, SyncDelay) for r in records)
+    assert sorted((r.frame_id, r.waiting_for, r.late) for r in records) == [
+        (5, ["quality"], False),
+        (5, ["quality"], True),
     ]
+    assert [r.to_dict()["record_type"] for r in records] == ["sync_delay", "sync_delay"]
 
 
 class _FakeNow:

@@ -13,6 +13,7 @@ import pytest
 
 from facemoment.core.config import Config
 from connectors.trace_sink import TraceSink
+from facemoment.core.records import FrameDrop, Record
 from facemoment.core.types import Frame, Observation
 from operators.align import late_record
 from operators.extraction.orchestrator import Orchestrator
@@ -47,15 +48,14 @@ def trace(tmp_path_factory):
     orch = Orchestrator(cfg, lambda name, _c: _Fixed(name, FACE_MS if name == "face" else GESTURE_MS, gate))
     frames = [Frame("cam0", i, i * 33_333_333, np.zeros((2, 2, 3), np.uint8)) for i in range(5)]
     try:
-        records = [r for r in orch.run(frames[:4]) if isinstance(r, dict)]
-        records += [r for r in orch.run(frames[4:]) if isinstance(r, dict)]
+        records = [r for r in orch.run(frames[:4]) if isinstance(r, Record)]
+        records += [r for r in orch.run(frames[4:]) if isinstance(r, Record)]
     finally:
         gate.set()
         orch.close()
-    late = Observation("gesture", "cam0", 2, 2 * 33_333_333, ingest_ns=1)
+    late = Observation("gesture", "cam0", 2, 2 * 33_333_333, extract_wall_ns=1)
     records.append(late_record((0, late)))
-    records.append({"record_type": "frame_drop", "frame_id": 9, "stream": "cam0",
-                    "dropped_frame_ids": [6, 7, 8], "reason": "backpressure", "queue_depth": 8})
+    records.append(FrameDrop(frame_id=9, stream="cam0", dropped_frame_ids=[6, 7, 8], reason="backpressure", queue_depth=8))
     path = tmp_path_factory.mktemp("trace") / "trace.jsonl"
     part = TraceSink(path, "normal").build_part("trace", "trace.jsonl", None)
     part.write_batch(records)

@@ -9,8 +9,9 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, rec
 from facemoment.runtime import metrics
+
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def test_disabled_calls_are_no_ops_and_touch_no_registry():
     assert not metrics.enabled()
     assert metrics.registry() is None
     record_everything()
-    metrics.observe_record({"record_type": "trigger_fire", "stream": "cam0", "reason": "wave"})
+    metrics.observe_record(rec("trigger_fire", stream="cam0", reason="wave"))
     metrics.enable()
     assert value("facemoment_frames_in_total", stream="cam0") is None
     assert value("facemoment_extractor_latency_seconds_count", extractor="face") is None
@@ -112,16 +113,16 @@ def test_disable_forgets_values_and_enable_is_idempotent():
 def test_trace_records_feed_the_metrics():
     metrics.enable()
     records = [
-        {"record_type": "timing", "stream": "cam0", "frame_id": 1, "component": "face", "processing_ms": 42.0},
-        {"record_type": "timing", "stream": "cam0", "frame_id": 1, "component": "orchestrator", "processing_ms": 50.0, "queue_depth": 3},
-        {"record_type": "frame_drop", "stream": "cam0", "reason": "queue_full", "dropped_frame_ids": [2, 3], "dropped_count": 9},
-        {"record_type": "frame_drop", "stream": "cam0", "reason": "backpressure", "dropped_frame_ids": [4, 5]},
-        {"record_type": "sync_delay", "stream": "cam0", "frame_id": 1, "waiting_for": ["gesture"], "late": True},
-        {"record_type": "sync_delay", "stream": "cam0", "frame_id": 1, "waiting_for": ["pose"], "late": False},
-        {"record_type": "trigger_fire", "stream": "cam0", "reason": "smile"},
-        {"record_type": "timing", "stream": "cam0", "component": "pose", "processing_ms": "slow"},  # unreadable
-        {"record_type": "gate_change", "stream": "cam0", "gate_open": True},
-        {"record_type": "timing", "stream": "cam0", "frame_id": 1, "component": "fusion_process", "processing_ms": 0.1},
+        rec("timing", stream="cam0", frame_id=1, component="face", processing_ms=42.0),
+        rec("timing", stream="cam0", frame_id=1, component="orchestrator", processing_ms=50.0, queue_depth=3),
+        rec("frame_drop", stream="cam0", reason="queue_full", dropped_frame_ids=[2, 3], dropped_count=9),
+        rec("frame_drop", stream="cam0", reason="backpressure", dropped_frame_ids=[4, 5]),
+        rec("sync_delay", stream="cam0", frame_id=1, waiting_for=["gesture"], late=True),
+        rec("sync_delay", stream="cam0", frame_id=1, waiting_for=["pose"], late=False),
+        rec("trigger_fire", stream="cam0", reason="smile"),
+        rec("timing", stream="cam0", component="pose", processing_ms="slow"),  # unreadable
+        rec("gate_change", stream="cam0", gate_open=True),
+        rec("timing", stream="cam0", frame_id=1, component="fusion_process", processing_ms=0.1),
     ]
     for record in records:
         metrics.observe_record(record)

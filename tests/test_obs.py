@@ -23,6 +23,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from connectors.obs_pub import ObsPubSink
 from connectors.obs_source import ObsSource
+from facemoment.core.records import Record
 from facemoment.core.types import Face, Hand, Observation, Pose
 from facemoment.formats.obs import format_obs, parse_obs, parse_obs_from
 from facemoment.formats.wire import WireError
@@ -199,8 +200,8 @@ def test_obs_source_merges_publishers_and_accounts_for_gaps_and_garbage(short_di
         b.close()
         ctx.term()
     observations = [x for x in got if isinstance(x, Observation)]
-    records = [x for x in got if isinstance(x, dict)]
-    assert all(o.stream_id == "cam7" and o.ingest_ns > 0 for o in observations)
+    records = [x.to_dict() for x in got if isinstance(x, Record)]
+    assert all(o.stream_id == "cam7" and o.extract_wall_ns > 0 for o in observations)
     assert sorted((o.source, o.frame_id) for o in observations if o.source != "frame") == sorted(
         [("face", i) for i in (0, 1, 2, 4, 5)] + [("pose", i) for i in range(6)]
     )
@@ -211,7 +212,7 @@ def test_obs_source_merges_publishers_and_accounts_for_gaps_and_garbage(short_di
     assert bad["kind"] == "obs" and bad["count"] == 1
     (summary,) = [r for r in records if r["record_type"] == "source_summary"]
     assert summary["obs_received"] == {"frame": 11, "face": 5, "pose": 6}
-    assert (summary["malformed"], summary["lost_on_wire"], summary["end_reason"]) == (1, 1, "idle_timeout")
+    assert (summary["malformed_obs"], summary["lost_on_wire"], summary["end_reason"]) == (1, 1, "idle_timeout")
     assert summary["publishers"] == ["a", "b"]
 
 
@@ -239,7 +240,7 @@ def test_obs_source_ends_when_every_publisher_said_end(short_dir: Path) -> None:
             p.close()
         ctx.term()
     assert [o.source for o in got if isinstance(o, Observation)] == ["frame", "frame"]  # no "end" goes on
-    (summary,) = [r for r in got if isinstance(r, dict) and r["record_type"] == "source_summary"]
+    (summary,) = [r.to_dict() for r in got if isinstance(r, Record) and r.TYPE == "source_summary"]
     assert summary["end_reason"] == "publishers_ended" and summary["publishers_ended"] == ["e1", "e2"]
 
 

@@ -8,6 +8,7 @@ from typing import List
 import numpy as np
 
 from facemoment.core.config import Config
+from facemoment.core.records import FrameDrop, Record, Timing
 from facemoment.core.types import Frame, Observation
 from operators.extraction.orchestrator import Orchestrator
 
@@ -62,7 +63,8 @@ def test_missed_deadline_fuses_without_the_slow_extractor_and_says_so():
         out = orch.run([_frame(0)])
         sources = [o.source for o in out if isinstance(o, Observation)]
         assert sorted(sources) == ["fast", "frame"]
-        drops = [r for r in out if isinstance(r, dict) and r["record_type"] == "frame_drop"]
+        records = [r.to_dict() for r in out if isinstance(r, Record)]
+        drops = [r for r in records if r["record_type"] == "frame_drop"]
         assert drops == [
             {
                 "record_type": "frame_drop",
@@ -75,7 +77,7 @@ def test_missed_deadline_fuses_without_the_slow_extractor_and_says_so():
                 "threshold_ms": 50,
             }
         ]
-        timing = {r["component"]: r for r in out if isinstance(r, dict) and r["record_type"] == "timing"}
+        timing = {r["component"]: r for r in records if r["record_type"] == "timing"}
         assert set(timing) == {"fast", "orchestrator"}
         # Frames queued behind the blocked lane pass their deadline and are skipped
         # unrun, so the lane catches up instead of falling further behind.
@@ -84,7 +86,7 @@ def test_missed_deadline_fuses_without_the_slow_extractor_and_says_so():
         release.set()
         out = orch.run([_frame(3)])
         assert [o.frame_id for o in out if isinstance(o, Observation) and o.source == "slow"] == [3]
-        late = [r for r in out if isinstance(r, dict) and r.get("late")]
+        late = [r.to_dict() for r in out if isinstance(r, Timing) and r.late]
         assert [(r["frame_id"], r["component"], r["is_slow"]) for r in late] == [(0, "slow", True)]
         assert calls == [0, 3]
     finally:
@@ -103,7 +105,7 @@ def test_without_a_deadline_the_frame_waits_for_every_extractor():
         release.set()
         runner.join(30)
         assert sorted(o.source for o in result if isinstance(o, Observation)) == ["fast", "frame", "slow"]
-        assert not [r for r in result if isinstance(r, dict) and r["record_type"] == "frame_drop"]
+        assert not [r for r in result if isinstance(r, FrameDrop)]
     finally:
         release.set()
         orch.close()

@@ -11,6 +11,7 @@ import pytest
 from bytewax.testing import TestingSource, run_main
 
 from dataflows.facemoment import build_observation_flow
+from facemoment.core.records import FrameDrop
 from facemoment.core.config import Config, ConfigError, extractor_rates, is_due, load_config
 from facemoment.core.records import FrameCarry, as_dict
 from facemoment.core.types import Frame, FrameObservations, Observation
@@ -65,7 +66,7 @@ def test_the_orchestrator_runs_a_rated_extractor_on_its_frames_only_and_reports_
     assert calls == {"face": [0, 1, 2, 3, 4, 5], "pose": [0, 2, 4]}
     pose = [o.frame_id for o in out if isinstance(o, Observation) and o.source == "pose"]
     assert pose == [0, 2, 4]
-    assert not [r for r in out if isinstance(r, dict) and r["record_type"] == "frame_drop"]
+    assert not [r for r in out if isinstance(r, FrameDrop)]
 
 
 def test_the_grouper_expects_a_rated_extractor_only_on_its_frames():

@@ -13,8 +13,7 @@ import time
 import numpy as np
 
 from facemoment.core.config import Config, load_config
-from facemoment.core.records import Level, level_of
-from facemoment.core.trace import level_value, wanted
+from facemoment.core.records import Level, ModelsReady, level_of, wanted
 from facemoment.core.types import Frame, Observation
 from facemoment.runtime import readiness
 from operators.extraction.orchestrator import Orchestrator
@@ -71,14 +70,14 @@ def test_models_ready_record_comes_once_with_the_first_batch(tmp_path):
         second = orch.run([_frame(1)])
     finally:
         orch.close()
-    ready = [r.to_dict() for r in first if not isinstance(r, (Observation, dict))]
+    ready = [r.to_dict() for r in first if isinstance(r, ModelsReady)]
     assert len(ready) == 1
     assert ready[0]["record_type"] == "models_ready"
     assert ready[0]["pid"] == os.getpid() and ready[0]["extractors"] == ["face", "pose"]
     assert ready[0]["wall_ns"] >= max(loaded.values())
-    assert all(isinstance(r, (Observation, dict)) for r in second)
+    assert not [r for r in second if isinstance(r, ModelsReady)]
     assert level_of("models_ready") == Level.MINIMAL
-    assert wanted(ready[0], level_value("minimal")) and not wanted(ready[0], level_value("off"))
+    assert wanted(ready[0], Level.MINIMAL) and not wanted(ready[0], Level.OFF)
 
 
 def test_no_record_when_the_trace_is_off_and_no_file_unless_asked(tmp_path):
@@ -87,7 +86,7 @@ def test_no_record_when_the_trace_is_off_and_no_file_unless_asked(tmp_path):
         out = orch.run([_frame(0)])
     finally:
         orch.close()
-    assert all(isinstance(r, (Observation, dict)) for r in out)
+    assert not [r for r in out if isinstance(r, ModelsReady)]
     assert list(tmp_path.iterdir()) == []
 
 

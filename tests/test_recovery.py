@@ -116,3 +116,41 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(source, point, uninte
     assert sorted(triggers) == uninterrupted
     assert sorted(clips) == uninterrupted
     assert files == len(uninterrupted)
+
+
+def _event_t_ns(key: str) -> int:
+    return int(key.split(":")[1])
+
+
+def test_a_resumed_run_uses_the_changed_cooldown(uninterrupted, recording, module_flow_env, tmp_path):
+    """Settings are not frozen into the snapshot: fusion state restored for a stream
+    that already fired follows the cooldown of the run that resumes it."""
+    assert len(uninterrupted) >= 2, "the sample needs a second trigger for a cooldown to suppress"
+    first = min(uninterrupted, key=_event_t_ns)
+    # Paced at the recorded rate, so triggers are seconds apart and the kill lands between them.
+    env = _env(module_flow_env, tmp_path / "out", recording)
+    env["FACEMOMENT__SOURCE__REALTIME"] = "true"
+    _init_recovery(tmp_path / "rec")
+    proc = _start(env, tmp_path / "rec")
+    triggers = tmp_path / "out" / "triggers.jsonl"
+    deadline = time.monotonic() + 240
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if triggers.exists() and triggers.read_text().strip():
+                proc.kill()
+                break
+            time.sleep(0.05)  # polling for the first trigger, bounded by the deadline
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=60)
+    assert proc.returncode == -9, "the run ended before its first trigger"
+    assert [json.loads(line)["key"] for line in triggers.read_text().splitlines()] == [first]
+
+    env["FACEMOMENT__FUSION__COOLDOWN_SEC"] = "1000"
+    env["FACEMOMENT__SOURCE__REALTIME"] = "false"
+    resumed = _start(env, tmp_path / "rec")
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    # With the snapshot's own cooldown (2 s) the later triggers would fire again.
+    assert [json.loads(line)["key"] for line in triggers.read_text().splitlines()] == [first]

@@ -18,6 +18,7 @@ import facemoment.formats.recording as recording
 from facemoment.formats.recording import RecordingWriter, index_path
 from connectors.replay_source import ReplaySource
 from connectors.shares import share_parts
+from facemoment.core.records import Record, SourceError
 from facemoment.core.types import Frame
 
 from conftest import drain, run_source
@@ -58,7 +59,8 @@ def frames_of(items: List[Any]) -> List[Frame]:
 
 
 def records_of(items: List[Any]) -> List[dict]:
-    return [x for x in items if isinstance(x, dict)]
+    """The trace records among the items, as trace.jsonl gets them."""
+    return [x.to_dict() for x in items if isinstance(x, Record)]
 
 
 # ------------------------------------------------------------------ replay
@@ -167,8 +169,8 @@ def test_a_file_that_is_not_a_recording_reports_offset_zero(tmp_path: Path) -> N
     path = tmp_path / "junk.fmrec"
     path.write_bytes(b"definitely not a recording")
     items = run_source(ReplaySource(path))
-    assert records_of(items) == items and len(items) == 1
-    assert items[0]["offset"] == 0 and "not a FaceMoment recording" in items[0]["error"]
+    assert len(items) == 1 and isinstance(items[0], SourceError)
+    assert items[0].offset == 0 and "not a FaceMoment recording" in items[0].error
     with pytest.raises(FileNotFoundError, match="missing.fmrec"):
         ReplaySource(tmp_path / "missing.fmrec")
 

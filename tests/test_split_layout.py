@@ -105,6 +105,6 @@ def test_split_layout_triggers_equal_the_in_process_ones(flow_env: Dict[str, str
     (source,) = [r for r in trace if r["record_type"] == "source_summary"]
     frames_count = sample.sample_timeline().frame_count
     assert source["obs_received"]["frame"] == 2 * frames_count  # both publishers mark every frame
-    assert source["lost_on_wire"] == 0 and source["malformed"] == 0
+    assert source["lost_on_wire"] == 0 and source["malformed_obs"] == 0
     assert source["publishers"] == ["b1", "b2"] and source["end_reason"] == "publishers_ended"
     assert (split_out / "extract-b1.trace.jsonl").exists() and (split_out / "extract-b2.trace.jsonl").exists()

@@ -8,6 +8,8 @@ from typing import List
 
 import pytest
 
+from conftest import rec
+from facemoment.core.records import Timing
 from facemoment.runtime.sync_view import ASCII, MAX_FRAMES, UNICODE, SyncView, display_width, glyphs_for
 
 EXTRACTORS = ["face", "pose", "gesture", "quality"]
@@ -21,16 +23,9 @@ class FakeClock:
         return self.now
 
 
-def timing(frame_id: int, component: str, ms: float, stream: str = "cam0", **extra) -> dict:
-    return {
-        "record_type": "timing",
-        "frame_id": frame_id,
-        "stream": stream,
-        "component": component,
-        "processing_ms": ms,
-        "queue_depth": 0,
-        **extra,
-    }
+
+def timing(frame_id: int, component: str, ms: float, stream: str = "cam0", **extra) -> Timing:
+    return rec("timing", frame_id=frame_id, stream=stream, component=component, processing_ms=ms, queue_depth=0, **extra)
 
 
 def make_view(clock: FakeClock, out=None, **kwargs) -> SyncView:
@@ -62,14 +57,7 @@ def test_frame_line_shows_ticks_ms_and_timeouts():
             timing(100, "face", 42.4),
             timing(100, "pose", 22.0),
             timing(100, "quality", 8.04),
-            {
-                "record_type": "frame_drop",
-                "frame_id": 100,
-                "stream": "cam0",
-                "dropped_frame_ids": [100],
-                "reason": "timeout",
-                "extractors": ["gesture"],
-            },
+            rec("frame_drop", frame_id=100, stream="cam0", dropped_frame_ids=[100], reason="timeout", extractors=["gesture"]),
         ]
     )
     assert body(view)[0] == "Frame 100:  Face ✓ 42ms  Pose ✓ 22ms  Gesture ✗ timeout  Quality ✓ 8.0ms"
@@ -101,9 +89,9 @@ def test_orchestrator_timing_settles_the_frame_and_late_results_show():
 def test_a_carried_result_shows_where_it_came_from():
     clock = FakeClock()
     view = make_view(clock)
-    carry = {"record_type": "frame_carry", "stream": "cam0", "frame_id": 9, "every": 2}
+    carry = dict(stream="cam0", frame_id=9, every=2)
     view.feed([timing(9, "face", 5.0), timing(9, "quality", 2.0), timing(9, "orchestrator", 9.0)])
-    view.feed([dict(carry, source="pose", from_frame_id=8), dict(carry, source="gesture", from_frame_id=None)])
+    view.feed([rec("frame_carry", **carry, source="pose", from_frame_id=8), rec("frame_carry", **carry, source="gesture")])
     assert body(view)[0] == "Frame 9:  Face ✓ 5.0ms  Pose ✓ from 8  Gesture ✗ missing  Quality ✓ 2.0ms"
 
 
@@ -128,7 +116,7 @@ def test_recent_delays_newest_first_and_bounded():
         (97, ["pose"], -3.0, False),  # clocks of two machines can disagree
     ]
     view.feed(
-        {"record_type": "sync_delay", "frame_id": f, "stream": "cam0", "waiting_for": w, "delay_ms": d, "late": late}
+        rec("sync_delay", frame_id=f, stream="cam0", waiting_for=w, delay_ms=d, late=late)
         for f, w, d, late in delays
     )
     lines = body(view)
@@ -147,13 +135,13 @@ def test_drop_counts_by_reason_trigger_count_and_gate():
     view.feed(
         [
             # dropped_count wins over a capped id list
-            {"record_type": "frame_drop", "stream": "cam0", "reason": "backpressure", "dropped_frame_ids": [4, 5], "dropped_count": 5},
-            {"record_type": "frame_drop", "stream": "cam0", "reason": "queue_full", "dropped_frame_ids": [8, 9]},
-            {"record_type": "frame_drop", "stream": "cam0", "frame_id": 12, "reason": "timeout", "dropped_frame_ids": [12], "extractors": ["pose"]},
-            {"record_type": "trigger_fire", "stream": "cam0", "reason": "smile"},
-            {"record_type": "trigger_fire", "stream": "cam0", "reason": "wave"},
-            {"record_type": "gate_change", "stream": "cam0", "gate_open": True},
-            {"record_type": "gate_change", "stream": "cam0", "gate_open": False},
+            rec("frame_drop", stream="cam0", reason="backpressure", dropped_frame_ids=[4, 5], dropped_count=5),
+            rec("frame_drop", stream="cam0", reason="queue_full", dropped_frame_ids=[8, 9]),
+            rec("frame_drop", stream="cam0", frame_id=12, reason="timeout", dropped_frame_ids=[12], extractors=["pose"]),
+            rec("trigger_fire", stream="cam0", reason="smile"),
+            rec("trigger_fire", stream="cam0", reason="wave"),
+            rec("gate_change", stream="cam0", gate_open=True),
+            rec("gate_change", stream="cam0", gate_open=False),
         ]
     )
     lines = body(view)
@@ -165,7 +153,7 @@ def test_other_streams_and_old_frames_do_not_take_over():
     clock = FakeClock()
     view = make_view(clock)
     view.feed([timing(50, "face", 11.0), timing(900, "face", 99.0, stream="cam1")])
-    view.feed([{"record_type": "frame_drop", "stream": "cam1", "reason": "backpressure", "dropped_frame_ids": [1]}])
+    view.feed([rec("frame_drop", stream="cam1", reason="backpressure", dropped_frame_ids=[1])])
     # a record about an older frame that was never shown must not become "newest"
     view.feed([timing(49, "pose", 33.0)])
     # nor a later stage that times itself (fusion is not an extractor)
@@ -178,7 +166,7 @@ def test_other_streams_and_old_frames_do_not_take_over():
 def test_unreadable_records_are_counted_not_raised():
     clock = FakeClock()
     view = make_view(clock)
-    view.feed(["not a dict", {"record_type": "timing", "frame_id": "x", "component": "face"}, timing(1, "face", 3.0)])
+    view.feed(["not a record", rec("timing", frame_id="x", component="face"), timing(1, "face", 3.0)])
     assert view.bad_records == 2
     assert "Unreadable records skipped: 2" in body(view)
     assert body(view)[0].startswith("Frame 1:  Face ✓ 3.0ms")
@@ -298,7 +286,7 @@ def test_feed_never_formats_or_writes(monkeypatch):
     records = []
     for i in range(2000):
         records += [timing(i, name, 5.0) for name in EXTRACTORS]
-        records.append({"record_type": "sync_delay", "frame_id": i, "stream": "cam0", "waiting_for": ["pose"], "delay_ms": 3.0})
+        records.append(rec("sync_delay", frame_id=i, stream="cam0", waiting_for=["pose"], delay_ms=3.0))
     view.feed(records)
     assert calls == {"render": 0, "lines": 0}
     assert out.getvalue() == ""

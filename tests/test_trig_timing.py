@@ -95,7 +95,7 @@ def test_auto_is_end_for_live_sources_and_event_otherwise() -> None:
 
 @pytest.mark.parametrize("timing, cause", [("end", "end_of_stream"), ("event", "event")])
 def test_timing_in_a_dataflow(timing: str, cause: str) -> None:
-    from dataflows.facemoment import timed_triggers
+    from operators.trig_timing import time_triggers
 
     cfg = Config()
     cfg.output.trig_timing = timing
@@ -105,12 +105,11 @@ def test_timing_in_a_dataflow(timing: str, cause: str) -> None:
     flow = Dataflow("trig_timing_test")
     inp = op.input("in", flow, TestingSource(items))
     split = op.branch("split", inp, lambda x: isinstance(x, Trigger))
-    recs: List[Any] = []
-    timed = timed_triggers(op.key_on("key", split.trues, lambda x: x.stream_id), split.falses, cfg, recs, live=True)
+    timed = time_triggers("trig_timing", op.key_on("key", split.trues, lambda x: x.stream_id), split.falses, cfg, live=True)
     got_triggers: List[Any] = []
     got_records: List[Any] = []
-    op.output("triggers", timed, TestingSink(got_triggers))
-    op.output("records", op.merge("recs", *recs), TestingSink(got_records))
+    op.output("triggers", timed.items, TestingSink(got_triggers))
+    op.output("records", timed.records, TestingSink(got_records))
     run_main(flow)
     assert got_triggers == [("cam0", t)]
     (rec,) = got_records

@@ -19,6 +19,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.zmq_source import ZmqFrameSource
+from facemoment.core.records import FrameDrop, SourceSummary
 from facemoment.core.types import Face, Frame, Hand, Observation, Pose, Trigger
 from facemoment.formats.obs import format_obs, parse_obs
 from facemoment.formats.wire import (
@@ -153,11 +154,11 @@ def test_zmq_source_decodes_spec_frames_bit_exactly() -> None:
         assert np.array_equal(frame.image, image)
         assert frame.image.flags.owndata  # not a view into a reused ZMQ buffer
     # Ids went up by 3: those gaps are reported as frames lost on the wire.
-    gaps = [x for x in out if isinstance(x, dict) and x["record_type"] == "frame_drop"]
-    assert sorted(i for g in gaps for i in g["dropped_frame_ids"]) == sorted(
+    gaps = [x for x in out if isinstance(x, FrameDrop)]
+    assert sorted(i for g in gaps for i in g.dropped_frame_ids) == sorted(
         i for k in range(len(sent) - 1) for i in (sent[k][0] + 1, sent[k][0] + 2)
     )
-    assert out[-1]["record_type"] == "source_summary" and out[-1]["end_reason"] == "idle_timeout"
+    assert isinstance(out[-1], SourceSummary) and out[-1].end_reason == "idle_timeout"
 
 
 # -------------------------------------------------------------------------- TRIG

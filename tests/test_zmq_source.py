@@ -18,6 +18,7 @@ from bytewax.testing import TestingSink, run_main
 from connectors.frame_buffer import TIME_REBASE_FRAMES, TimeJumpGuard
 from connectors.shares import frame_gap, ids_in_share
 from connectors.zmq_source import MALFORMED_INTERVAL_S, FrameBuffer, ZmqFrameSource
+from facemoment.core.records import PublisherRestart, Record
 from facemoment.core.types import Frame
 
 from conftest import wait_until
@@ -80,7 +81,7 @@ class FlowRun:
         self.errors: List[BaseException] = []
 
     def records(self, record_type: str) -> List[Dict[str, Any]]:
-        return [x for x in self.out if isinstance(x, dict) and x["record_type"] == record_type]
+        return [x.to_dict() for x in self.out if isinstance(x, Record) and x.TYPE == record_type]
 
     def frames(self) -> List[Frame]:
         return [x for x in self.out if isinstance(x, Frame)]
@@ -215,7 +216,8 @@ def test_a_restarted_publisher_is_rejoined(context: zmq.Context) -> None:
     assert not run.records("frame_drop")  # a restart is not a gap
     # The restart record comes before the first frame of the new run.
     position = {id(x): i for i, x in enumerate(run.out)}
-    assert position[id(restart)] < position[id(frames[5])]
+    (restart_item,) = [x for x in run.out if isinstance(x, PublisherRestart)]
+    assert position[id(restart_item)] < position[id(frames[5])]
 
 
 def test_idle_timeout_ends_the_dataflow_but_only_after_frames_started(context: zmq.Context) -> None:
@@ -236,7 +238,7 @@ def test_idle_timeout_ends_the_dataflow_but_only_after_frames_started(context: z
     (summary,) = run.records("source_summary")
     assert summary["end_reason"] == "idle_timeout"
     assert summary["frames_received"] == summary["frames_emitted"] == 3
-    assert run.out[-1] is summary
+    assert run.out[-1].to_dict() == summary
 
 
 def test_stop_event_ends_the_dataflow(context: zmq.Context) -> None:
@@ -285,7 +287,7 @@ def test_backpressure_drops_are_reported_and_the_buffer_stays_bounded(context: z
             assert wait_until(lambda: part.stats.frames_received == frame_id + 1)
         items = part.next_batch()
         frames = [x for x in items if isinstance(x, Frame)]
-        (drop,) = [x for x in items if isinstance(x, dict)]
+        (drop,) = [x.to_dict() for x in items if isinstance(x, Record)]
         assert [f.frame_id for f in frames] == [7, 8, 9]
         assert drop["record_type"] == "frame_drop" and drop["reason"] == "backpressure"
         assert drop["dropped_frame_ids"] == list(range(7)) and drop["frame_id"] == 9
@@ -317,7 +319,7 @@ def test_resume_reports_frames_missed_while_down(context: zmq.Context) -> None:
         for frame_id in (8, 9):
             pub.send(spec_parts(frame_id))
         items = take_until(resumed, lambda got: sum(isinstance(x, Frame) for x in got) == 2)
-        (gap,) = [x for x in items if isinstance(x, dict)]
+        (gap,) = [x.to_dict() for x in items if isinstance(x, Record)]
         assert gap["reason"] == "queue_full" and gap["where"] == "while_down"
         assert gap["dropped_frame_ids"] == [5, 6, 7]
         assert resumed.stats.frames_received == 7  # counts continue from the snapshot
@@ -451,7 +453,7 @@ def test_a_frame_id_near_2_64_is_a_counted_gap_not_a_list(context: zmq.Context) 
         for frame_id in (0, U64_MAX, 1):
             pub.send(frame_parts(frame_id, 1_000_000))
         items = take_until(part, lambda got: sum(isinstance(x, Frame) for x in got) == 3)
-        (gap,) = [x for x in items if isinstance(x, dict) and x["record_type"] == "frame_drop"]
+        (gap,) = [x.to_dict() for x in items if isinstance(x, Record) and x.TYPE == "frame_drop"]
         assert gap["dropped_count"] == U64_MAX - 1 and gap["dropped_range"] == [1, U64_MAX - 1]
         assert "dropped_frame_ids" not in gap  # never a list for a gap this size
         assert part.stats.lost_on_wire == U64_MAX - 1
@@ -503,10 +505,10 @@ def test_an_absurd_timestamp_is_rejected_and_counted_and_later_frames_flow(conte
             t_ns = U64_MAX if frame_id == 3 else frame_id * 33_000_000
             pub.send(frame_parts(frame_id, t_ns))
         items = take_until(
-            part, lambda got: sum(isinstance(x, Frame) for x in got) == 5 and any(isinstance(x, dict) for x in got)
+            part, lambda got: sum(isinstance(x, Frame) for x in got) == 5 and any(isinstance(x, Record) for x in got)
         )
         assert [x.frame_id for x in items if isinstance(x, Frame)] == [0, 1, 2, 4, 5]
-        (record,) = [x for x in items if isinstance(x, dict) and x["record_type"] == "malformed_message"]
+        (record,) = [x.to_dict() for x in items if isinstance(x, Record) and x.TYPE == "malformed_message"]
         assert record["kind"] == "time_jump" and record["count"] == 1 and record["messages"] == 1
         assert part.stats.malformed == {"time_jump": 1}
         assert part.stats.lost_on_wire == 0  # a rejected frame is accounted for, not lost
@@ -546,7 +548,7 @@ def test_oversized_frames_are_refused_before_they_are_held(context: zmq.Context)
         pub.send(spec_parts(0))
         # A header claiming a legal 16384x16384 frame, with a small payload: refused on the header.
         pub.send([b"frame", struct.pack("!QQIIB", 1, 0, 16384, 16384, 3), b"\0" * 72])
-        items = take_until(part, lambda got: any(isinstance(x, dict) for x in got))
+        items = take_until(part, lambda got: any(isinstance(x, Record) for x in got))
         assert part.stats.malformed == {"too_large": 1}
         # A real 2000-byte frame over the 1000-byte limit: ZeroMQ refuses it unread and
         # reconnects; frames after it flow again.

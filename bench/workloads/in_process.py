@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import statistics
 import threading
 import time
@@ -77,31 +75,6 @@ def pipelined_once(frames: Sequence[Frame], extractors: Mapping[str, Any]) -> Di
         thread.join()
     wall = time.perf_counter() - start
     return {"seconds": wall, "lanes": busy, "cores_used": (own_process_cpu_seconds() - cpu_before) / wall}
-
-
-def _import_dataflow_module():
-    """`dataflows.facemoment`, imported without keeping its module-level side effects.
-
-    The module builds a flow from the environment at import (the `bytewax.run`
-    entry point): it installs a Ctrl-C handler and a summary printed at exit; the
-    benchmark keeps its own signal handling and prints nothing at exit.
-    """
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    saved_env = {k: os.environ.get(k) for k in ("FACEMOMENT__OUTPUT__SUMMARY", "FACEMOMENT_TRIG_ADDRESS")}
-    os.environ["FACEMOMENT__OUTPUT__SUMMARY"] = "false"
-    os.environ["FACEMOMENT_TRIG_ADDRESS"] = "none"
-    try:
-        import dataflows.facemoment as module
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        logging.getLogger().setLevel(logging.WARNING)
-    return module
 
 
 def batch_config(video: Path, out_dir: Path) -> Config:
@@ -180,7 +153,8 @@ def measure_in_process(
     per_extractor = sequential_costs(frames, extractors, log)
     sum_mean = sum(v["mean_ms"] for v in per_extractor.values())
     sequential_s = sum(v["total_s"] for v in per_extractor.values())
-    module = _import_dataflow_module()
+    import dataflows.facemoment as module  # builds nothing and starts nothing at import
+
     cfg = Config()
     bare_runs: List[Dict[str, Any]] = []
     flow_runs: List[Dict[str, Any]] = []

@@ -15,6 +15,7 @@ import numpy as np
 from bench.meters import rounded
 from bench.plan import INGEST_SIZE, LIVE_FPS, REPO, Plan, Progress
 from bench.workloads.inputs import flow_env
+from facemoment.core.records import as_dict
 from facemoment.core.types import Frame
 from facemoment.runtime.loopback import free_port
 
@@ -135,8 +136,8 @@ def measure_ingest(plan: Plan, work: Path, log: Progress) -> Dict[str, Any]:
                 seen["first"] = now
             seen["last"] = now
             seen["frames"] += 1
-        elif isinstance(item, dict):
-            seen["records"][item.get("record_type")] += 1
+        else:  # a trace record
+            seen["records"][as_dict(item).get("record_type")] += 1
 
     source = ZmqFrameSource(address, "ingest", idle_timeout_s=1.0, connect_timeout_s=60.0)
     flow = Dataflow("bench_ingest")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
 
 from facemoment.core.addresses import AddressError, parse_address
+from facemoment.core.records import LEVEL_NAMES
 
 
 class ConfigError(ValueError):
@@ -269,7 +270,6 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
     "FACEMOMENT_READY_FILE": ("output", "ready_file"),
 }
 
-TRACE_LEVELS = ("off", "minimal", "normal", "verbose")
 DROP_STRATEGIES = ("skip_oldest", "skip_intermediate", "keyframe_only")
 
 
@@ -358,8 +358,8 @@ def _apply_mapping(cfg: Config, data: Mapping[str, Any], where: str, prefix: str
 
 def validate(cfg: Config) -> Config:
     check_ranges(cfg)
-    if cfg.output.trace not in TRACE_LEVELS:
-        raise ConfigError(f"trace level {cfg.output.trace!r} is not one of {', '.join(TRACE_LEVELS)}")
+    if cfg.output.trace not in LEVEL_NAMES:
+        raise ConfigError(f"trace level {cfg.output.trace!r} is not one of {', '.join(LEVEL_NAMES)}")
     if cfg.source.drop_strategy not in DROP_STRATEGIES:
         raise ConfigError(f"drop strategy {cfg.source.drop_strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
     unknown = [e for e in cfg.extract.extractors if e not in KNOWN_EXTRACTORS]

@@ -85,6 +85,299 @@ def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
     return record.to_dict() if isinstance(record, Record) else record
 
 
+def wanted(record: Union[Record, Dict[str, Any]], level: Level) -> bool:
+    """Whether trace.jsonl keeps `record` at `level` (a plain dict by its record_type)."""
+    if isinstance(record, Record):
+        return record.wanted_at(level)
+    return level > Level.OFF and level_of(str(record.get("record_type", ""))) <= level
+
+
+# --- extraction -------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class Timing(Record):
+    """How long one component took on one frame (`late`: a result after its deadline)."""
+
+    TYPE: ClassVar[str] = "timing"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    frame_id: int
+    stream: str
+    component: str
+    processing_ms: float
+    queue_depth: Optional[int]
+    threshold_ms: Optional[float]
+    is_slow: bool
+    late: Optional[bool] = optional()
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class FrameDrop(Record):
+    """Frames lost: by the source (backpressure, wire gaps) or results past a deadline."""
+
+    TYPE: ClassVar[str] = "frame_drop"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    frame_id: Optional[int]
+    stream: str
+    dropped_frame_ids: Optional[List[int]] = optional()  # wire gaps list only up to a cap
+    dropped_count: Optional[int] = optional()
+    dropped_range: Optional[List[int]] = optional()  # wire gaps: [first, last]
+    reason: str  # backpressure | queue_full | timeout
+    where: Optional[str] = optional()  # wire | while_down | obs
+    publisher: Optional[str] = optional()  # where=obs: the OBS publisher that skipped frames
+    strategy: Optional[str] = optional()
+    extractors: Optional[List[str]] = optional()
+    queue_depth: Optional[int]
+    threshold_ms: Optional[float] = optional()
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class FrameExtract(Record):
+    """What one extractor found on one frame."""
+
+    TYPE: ClassVar[str] = "frame_extract"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    frame_id: int
+    stream: str
+    source: str
+    face_count: int
+    pose_count: int
+    gesture_detected: bool
+    signals: Dict[str, float]
+    processing_ms: float
+    error: Optional[str]
+
+
+# --- alignment --------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class SyncDelay(Record):
+    """A frame fused without some extractors, or an observation after its window closed."""
+
+    TYPE: ClassVar[str] = "sync_delay"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    frame_id: int
+    stream: str
+    expected_ns: Optional[int]
+    actual_ns: Optional[int]
+    delay_ms: Optional[float]
+    waiting_for: List[str]
+    late: bool
+
+
+# --- fusion -----------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class TriggerDecision(Record):
+    """Fusion's decision on one frame (every frame at verbose, eventful ones at normal)."""
+
+    TYPE: ClassVar[str] = "trigger_decision"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    gate_open: bool
+    in_cooldown: bool
+    candidates: List[Dict[str, Any]]
+    consecutive_count: int
+    consecutive_required: int
+    decision: str
+    ewma_values: Dict[str, float]
+    face_count: Optional[int]
+    missing: List[str]
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class TriggerFire(Record):
+    TYPE: ClassVar[str] = "trigger_fire"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    event_t_ns: int
+    reason: str
+    score: float
+    pre_sec: float
+    post_sec: float
+    face_count: int
+    label: str
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class GateChange(Record):
+    TYPE: ClassVar[str] = "gate_change"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    gate_open: bool
+    reason: str
+    duration_sec: float
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class GateCondition(Record):
+    TYPE: ClassVar[str] = "gate_condition"
+    LEVEL: ClassVar[Level] = Level.VERBOSE
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    face_observed: bool
+    conditions: Dict[str, Dict[str, Any]]
+    all_pass: Optional[bool]
+    gate_open: bool
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class OutOfOrder(Record):
+    """A frame older than one fusion already took: reported and dropped."""
+
+    TYPE: ClassVar[str] = "out_of_order"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    last_t_ns: int
+    behind_ms: float
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class InvalidObservation(Record):
+    TYPE: ClassVar[str] = "invalid_observation"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    source: str
+    problems: List[str]
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class FpsSummary(Record):
+    TYPE: ClassVar[str] = "fps_summary"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    frames_fused: int
+    event_fps: Optional[float]
+    triggers: int
+
+
+# --- sources ----------------------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class MalformedMessage(Record):
+    TYPE: ClassVar[str] = "malformed_message"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    kind: str
+    detail: str
+    count: int
+    messages: Optional[int] = optional()  # since the previous record of this kind
+    stream: str
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class PublisherRestart(Record):
+    TYPE: ClassVar[str] = "publisher_restart"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    frame_id: int
+    previous_frame_id: int
+    stream: str
+    address: str
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class SourceSummary(Record):
+    """How a live source ended, with its counts."""
+
+    TYPE: ClassVar[str] = "source_summary"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    address: str
+    end_reason: str
+    duration_s: float
+    share: Optional[str] = optional()  # "0of2", ... with several shares
+    frames_received: int = 0
+    frames_emitted: int = 0
+    dropped_backpressure: int = 0
+    lost_on_wire: int = 0
+    malformed: Dict[str, int] = dataclasses.field(default_factory=dict)
+    publisher_restarts: int = 0
+    records_dropped: int = 0
+    reconnects: int = 0
+    error: Optional[str] = optional()
+    # OBS input: malformed OBS texts, observations by source, the publishers heard and ended
+    malformed_obs: Optional[int] = optional()
+    obs_received: Optional[Dict[str, int]] = optional()
+    publishers: Optional[List[str]] = optional()
+    publishers_ended: Optional[List[str]] = optional()
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class SourceError(Record):
+    """A recording that could not be read further: where and why."""
+
+    TYPE: ClassVar[str] = "source_error"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    path: str
+    offset: Optional[int]
+    error: str
+
+
+# --- observations.jsonl -----------------------------------------------------------
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
+class ObservationRecord(Record):
+    """One extractor result as observations.jsonl stores it: the OBS text and the values."""
+
+    TYPE: ClassVar[str] = "observation"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    source: str
+    obs: str
+    data: Dict[str, Any]
+
+
 # ------------------------------------------------------------------ readiness
 
 

@@ -7,9 +7,11 @@ between workers. Only `Frame` carries pixels; everything after extraction is sma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from facemoment.core.records import Record
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,9 @@ class Observation:
     signals: Dict[str, float] = field(default_factory=dict)
     processing_ms: float = 0.0
     error: Optional[str] = None
-    # Set by the ingest side: wall-clock ns when the frame entered the dataflow.
-    ingest_ns: int = 0
+    # Wall clock (time.time_ns) when the extraction step took this frame's results up;
+    # alignment measures sync delays from it. 0 when not stamped (observations fed in).
+    extract_wall_ns: int = 0
 
 
 @dataclass
@@ -109,7 +112,7 @@ class FrameObservations:
     t_ns: int
     observations: Dict[str, Observation]
     missing: Tuple[str, ...] = ()
-    ingest_ns: int = 0
+    extract_wall_ns: int = 0  # the latest extract_wall_ns of the frame's observations
     # Extractors with a declared rate that do not run on this frame: fusion carries
     # their last result over (operators/fusion_step.py).
     not_due: Tuple[str, ...] = ()
@@ -152,5 +155,5 @@ class Trigger:
         return f"{self.stream_id}:{self.event_t_ns}:{self.reason}"
 
 
-# A trace record: a JSON-able dict whose first key is `record_type`.
-TraceRecord = Dict[str, Any]
+# A trace record: a typed, registered dataclass (facemoment.core.records).
+TraceRecord = Record

@@ -45,9 +45,13 @@ def total_workers(argv: Optional[List[str]] = None, env: Optional[dict] = None) 
     inside, workers = _run_setting(argv, env, "-w", "--workers-per-process", "BYTEWAX_WORKERS_PER_PROCESS")
     if not inside:
         return 1
+    return max(1, int(workers or "1")) * process_count(argv, env)
+
+
+def process_count(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:
+    """Processes in the cluster (1 outside bytewax.run)."""
     _, addresses = _run_setting(argv, env, "-a", "--addresses", "BYTEWAX_ADDRESSES")
-    processes = len([a for a in (addresses or "").split(";") if a.strip()]) or 1
-    return max(1, int(workers or "1")) * processes
+    return len([a for a in (addresses or "").split(";") if a.strip()]) or 1
 
 
 def process_index(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:

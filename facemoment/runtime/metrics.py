@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Set, Tuple
+from typing import Optional, Set, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from facemoment.core.config import KNOWN_EXTRACTORS, ConfigError
+from facemoment.core.records import FrameDrop, Record, SyncDelay, Timing, TriggerFire
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def queue_depth(stream: str, n: int) -> None:
 # --- from trace records ------------------------------------------------------------
 
 
-def observe_record(record: Mapping[str, Any]) -> None:
+def observe_record(record: Record) -> None:
     """Count what one trace record says (drops, late observations, triggers, latencies).
 
     Lets the dataflow feed metrics from the trace records it already produces; a
@@ -240,25 +241,23 @@ def observe_record(record: Mapping[str, Any]) -> None:
         _warn_once("observe_record", "metrics skipped an unreadable trace record: %s", exc)
 
 
-def _observe(record: Mapping[str, Any]) -> None:
-    kind = record.get("record_type")
-    stream = record.get("stream")
-    if kind == "timing":
-        component = record["component"]
+def _observe(record: Record) -> None:
+    if isinstance(record, Timing):
+        component = record.component
         if component == "orchestrator":
             # One per frame the orchestrator finished, with the deepest extractor queue.
-            frame_processed(stream)
-            if record.get("queue_depth") is not None:
-                queue_depth(stream, record["queue_depth"])
+            frame_processed(record.stream)
+            if record.queue_depth is not None:
+                queue_depth(record.stream, record.queue_depth)
         elif component in KNOWN_EXTRACTORS:  # other stages (fusion) time themselves too
-            extractor_latency(component, float(record["processing_ms"]) / 1000.0)
-    elif kind == "frame_drop":
-        count = record.get("dropped_count")
+            extractor_latency(component, float(record.processing_ms) / 1000.0)
+    elif isinstance(record, FrameDrop):
+        count = record.dropped_count
         if not isinstance(count, int):
-            count = len(record.get("dropped_frame_ids") or ()) or 1
-        frames_dropped(stream, str(record.get("reason")), count)
-    elif kind == "sync_delay" and record.get("late"):
-        for extractor in record.get("waiting_for") or ():
-            late_observation(stream, extractor)
-    elif kind == "trigger_fire":
-        trigger(stream, str(record.get("reason")))
+            count = len(record.dropped_frame_ids or ()) or 1
+        frames_dropped(record.stream, str(record.reason), count)
+    elif isinstance(record, SyncDelay) and record.late:
+        for extractor in record.waiting_for or ():
+            late_observation(record.stream, extractor)
+    elif isinstance(record, TriggerFire):
+        trigger(record.stream, str(record.reason))

@@ -20,10 +20,12 @@ def _on_sigint(signum, frame):  # noqa: ARG001
     log.warning("interrupt: ending the input and flushing outputs (Ctrl-C again to abort)")
 
 
-def install_sigint_handler() -> None:
+def install_sigint_handler() -> bool:
+    """Install the handler (only the main thread can); True when it is in place."""
     global _installed
     if _installed or threading.current_thread() is not threading.main_thread():
-        return
+        return _installed
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, _on_sigint)
     _installed = True
+    return True

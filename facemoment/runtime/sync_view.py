@@ -23,6 +23,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, Iterable, List, Optional, Set, TextIO, Tuple
 
+from facemoment.core.records import FrameCarry, FrameDrop, GateChange, Record, SyncDelay, Timing, TriggerFire
+
 log = logging.getLogger(__name__)
 
 # Frames remembered at once; enough for the newest frame plus late records about recent ones.
@@ -191,8 +193,8 @@ class SyncView:
 
     # ------------------------------------------------------------------ feeding
 
-    def feed(self, records: Iterable[dict]) -> None:
-        """Take trace records in; bookkeeping only, no formatting and no I/O."""
+    def feed(self, records: Iterable[Record]) -> None:
+        """Take typed trace records in; bookkeeping only, no formatting and no I/O."""
         now = self._clock()
         with self._lock:
             for record in records:
@@ -202,53 +204,54 @@ class SyncView:
                 except (AttributeError, TypeError, ValueError, KeyError):
                     self._bad_records += 1
 
-    def _take(self, record: dict, now: float) -> None:
-        stream = record.get("stream")
+    def _take(self, record: Record, now: float) -> None:
+        if not isinstance(record, Record):
+            raise TypeError(f"not a trace record: {type(record).__name__}")
+        stream = getattr(record, "stream", None)
         if self.stream is not None and stream is not None and stream != self.stream:
             return
-        kind = record.get("record_type")
-        if kind == "timing":
-            component = record["component"]
+        if isinstance(record, Timing):
+            component = record.component
             if component != "orchestrator" and component not in self._extractor_set:
                 return  # other stages (fusion) time themselves too; they are not extractors
-            frame = self._frame(stream, int(record["frame_id"]), now)
+            frame = self._frame(stream, int(record.frame_id), now)
             if frame is None:
                 return
             if component == "orchestrator":
                 frame.settled = True
-            elif record.get("late"):
-                frame.late[component] = float(record["processing_ms"])
+            elif record.late:
+                frame.late[component] = float(record.processing_ms)
             else:
-                frame.timings[component] = float(record["processing_ms"])
-        elif kind == "frame_drop":
-            reason = str(record.get("reason"))
-            count = record.get("dropped_count")
+                frame.timings[component] = float(record.processing_ms)
+        elif isinstance(record, FrameDrop):
+            reason = str(record.reason)
+            count = record.dropped_count
             if not isinstance(count, int):
-                count = len(record.get("dropped_frame_ids") or ()) or 1
+                count = len(record.dropped_frame_ids or ()) or 1
             self._drops[reason] = self._drops.get(reason, 0) + count
-            if reason == "timeout" and record.get("frame_id") is not None:
-                frame = self._frame(stream, int(record["frame_id"]), now)
+            if reason == "timeout" and record.frame_id is not None:
+                frame = self._frame(stream, int(record.frame_id), now)
                 if frame is not None:
-                    frame.timed_out.update(record.get("extractors") or ())
-        elif kind == "sync_delay":
-            waiting = tuple(str(name) for name in record.get("waiting_for") or ())
-            delay = record.get("delay_ms")
-            late = bool(record.get("late"))
-            frame_id = int(record["frame_id"])
+                    frame.timed_out.update(record.extractors or ())
+        elif isinstance(record, SyncDelay):
+            waiting = tuple(str(name) for name in record.waiting_for or ())
+            delay = record.delay_ms
+            late = bool(record.late)
+            frame_id = int(record.frame_id)
             self._delays.append(_Delay(frame_id, waiting, None if delay is None else float(delay), late))
             known = self._frames.get((stream, frame_id))
             if known is not None and not late:
                 known.missing.update(waiting)
-        elif kind == "frame_carry" and record.get("frame_id") is not None:
-            frame = self._frame(stream, int(record["frame_id"]), now)
+        elif isinstance(record, FrameCarry):
+            frame = self._frame(stream, int(record.frame_id), now)
             if frame is not None:
-                source = record.get("from_frame_id")
-                frame.carried[str(record.get("source"))] = None if source is None else int(source)
-        elif kind == "trigger_fire":
+                source = record.from_frame_id
+                frame.carried[str(record.source)] = None if source is None else int(source)
+        elif isinstance(record, TriggerFire):
             self._triggers += 1
-            self._last_trigger = record.get("reason")
-        elif kind == "gate_change":
-            self._gates[stream] = bool(record.get("gate_open"))
+            self._last_trigger = record.reason
+        elif isinstance(record, GateChange):
+            self._gates[stream] = bool(record.gate_open)
 
     def _frame(self, stream: Optional[str], frame_id: int, now: float) -> Optional[_FrameState]:
         """The frame's state, created when it is newer than any seen on its stream."""

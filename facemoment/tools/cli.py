@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from facemoment.core.config import ConfigError
+from facemoment.core.records import LEVEL_NAMES
 
 log = logging.getLogger("facemoment")
 
@@ -28,24 +29,19 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_flow
-    from facemoment.runtime import exit_status, preflight, shutdown
-    from facemoment.runtime.summary import print_summary_at_exit
+    from facemoment.runtime import exit_status, preflight, startup
 
     env = dict(os.environ)
     env.update(env_overrides)
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
     cfg = preflight.startup_config(env)  # one-line error and exit 2 before anything starts
-    from facemoment.runtime import memory
-
-    memory.keep_frame_memory_flat()
-    shutdown.install_sigint_handler()
-    if cfg.output.summary:
-        print_summary_at_exit(cfg)
+    flow = build_flow(cfg, start=True)
+    # The same set-up the flow does when it starts, done now on the main thread, so
+    # Ctrl-C drains with any worker count.
+    startup.start(cfg)
     exit_status.reset()
-    cli_main(build_flow(cfg), workers_per_process=workers)
-    for what in exit_status.problems():
-        print(f"facemoment: input incomplete: {what}", file=sys.stderr)
-    return exit_status.code()
+    cli_main(flow, workers_per_process=workers)
+    return exit_status.code()  # the problems are printed at exit (runtime/exit_status.py)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -148,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("process", help="run the dataflow on a video file")
     p.add_argument("video", help="a video file, a recording, or 'sample' for the built-in sample")
-    p.add_argument("--trace", default="normal", choices=["off", "minimal", "normal", "verbose"])
+    p.add_argument("--trace", default="normal", choices=LEVEL_NAMES)
     p.add_argument("-o", "--output", help="trace file (default OUTPUT_DIR/trace.jsonl)")
     p.add_argument("--output-dir", help="where triggers.jsonl, clips/ and trace.jsonl go")
     p.add_argument("--preset", help="comma-separated presets, e.g. batch,conservative")

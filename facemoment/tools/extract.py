@@ -49,15 +49,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_extract_flow
-    from facemoment.runtime import memory, shutdown
+    from facemoment.runtime import startup
 
     env = dict(os.environ)
     env.update(extract_env(args))
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(args.workers))
     cfg = load_config(env)
-    memory.keep_frame_memory_flat()
-    shutdown.install_sigint_handler()
-    cli_main(build_extract_flow(cfg), workers_per_process=args.workers)
+    flow = build_extract_flow(cfg, start=True)
+    startup.start(cfg)  # on the main thread, as `facemoment run` does
+    cli_main(flow, workers_per_process=args.workers)
     return 0
 
 

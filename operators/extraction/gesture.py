@@ -18,7 +18,7 @@ import numpy as np
 from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
 from facemoment.core.types import Frame, Hand, Observation
 from operators.extraction.common import frame_observation, run_guarded
-from operators.extraction.gesture_rules import NONE, score_gesture
+from operators.extraction.gesture_rules import NONE, meets_gesture_confidence, score_gesture
 from operators.extraction.mediapipe_graph import build_graph
 from operators.extraction.pose import to_rgb
 
@@ -86,7 +86,8 @@ class GestureExtractor:
         if failed is not None:
             return failed
         detected = any(
-            h.gesture != NONE and h.gesture_confidence >= self.min_gesture_confidence for h in hands
+            h.gesture != NONE and meets_gesture_confidence(h.gesture_confidence, self.min_gesture_confidence)
+            for h in hands
         )
         return frame_observation(
             self.name,

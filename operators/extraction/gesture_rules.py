@@ -166,6 +166,14 @@ def classify(landmarks: Sequence[Sequence[float]], handedness: Optional[str] = N
     return gesture, RULE_CONFIDENCE.get(gesture, 0.0)
 
 
+def meets_gesture_confidence(confidence: float, min_gesture_confidence: float) -> bool:
+    """moments.md: a gesture counts when its confidence is at least the minimum.
+
+    The one threshold rule shared by the extractor (`gesture_detected`) and fusion
+    (gesture candidates)."""
+    return confidence >= min_gesture_confidence
+
+
 def score_gesture(
     landmarks: Sequence[Sequence[float]],
     hand_confidence: float,
@@ -175,5 +183,5 @@ def score_gesture(
     """Classify and weigh by the hand detection confidence (moments.md)."""
     gesture, rule_confidence = classify(landmarks, handedness)
     confidence = rule_confidence * float(hand_confidence)
-    detected = gesture != NONE and confidence >= min_gesture_confidence
+    detected = gesture != NONE and meets_gesture_confidence(confidence, min_gesture_confidence)
     return GestureResult(gesture, rule_confidence, confidence, detected)

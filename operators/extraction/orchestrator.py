@@ -16,6 +16,7 @@ whose id is a multiple of N; fusion carries its last result over the others.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -24,8 +25,12 @@ from concurrent.futures import CancelledError, Future, TimeoutError as FutureTim
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
 from facemoment.core.config import Config, extractor_rates, is_due
-from facemoment.core.records import Level, ModelsReady
+from facemoment.core.records import FrameDrop, FrameExtract, Level, ModelsReady, Timing
+from facemoment.core.streams import ItemsAndRecords, split_records
 from facemoment.runtime import readiness
 from facemoment.core.types import Frame, Observation, TraceRecord
 from operators.align import FRAME_MARKER
@@ -141,7 +146,7 @@ class Orchestrator:
             factory = build_extractor
         self.cfg = cfg
         self.deadline_ns = int(cfg.extract.deadline_ms * 1e6) if cfg.extract.deadline_ms > 0 else None
-        self.trace = cfg.output.trace in ("normal", "verbose")
+        self.trace = Level.parse(cfg.output.trace) >= Level.NORMAL
         self.rates = extractor_rates(cfg.extract)
         self.lanes: Dict[str, Lane] = {
             name: Lane(name, (lambda n=name: factory(n, cfg))) for name in cfg.extract.extractors
@@ -211,15 +216,15 @@ class Orchestrator:
             ready = self._take_prefetched(frame.stream_id, frame.frame_id, frame)
             submitted.append(ready[0] if ready else self._submit(frame))
         for frame, start, deadline, depths, jobs in submitted:
-            ingest_ns = time.time_ns()
-            out.append(Observation(FRAME_MARKER, frame.stream_id, frame.frame_id, frame.t_src_ns, ingest_ns=ingest_ns))
+            extract_wall_ns = time.time_ns()
+            out.append(Observation(FRAME_MARKER, frame.stream_id, frame.frame_id, frame.t_src_ns, extract_wall_ns=extract_wall_ns))
             missed: List[str] = []
             for name, job in jobs.items():
                 obs = self._collect(name, job, deadline)
                 if obs is None:
                     missed.append(name)
                     continue
-                obs.ingest_ns = ingest_ns
+                obs.extract_wall_ns = extract_wall_ns
                 out.append(obs)
                 if self.trace:
                     out.append(self._timing(frame, name, obs.processing_ms, depths[name]))
@@ -227,16 +232,15 @@ class Orchestrator:
             elapsed_ms = (time.perf_counter_ns() - start) / 1e6
             if missed:
                 out.append(
-                    {
-                        "record_type": "frame_drop",
-                        "frame_id": frame.frame_id,
-                        "stream": frame.stream_id,
-                        "dropped_frame_ids": [frame.frame_id],
-                        "reason": "timeout",
-                        "extractors": missed,
-                        "queue_depth": max(depths[n] for n in missed),
-                        "threshold_ms": self.cfg.extract.deadline_ms,
-                    }
+                    FrameDrop(
+                        frame_id=frame.frame_id,
+                        stream=frame.stream_id,
+                        dropped_frame_ids=[frame.frame_id],
+                        reason="timeout",
+                        extractors=missed,
+                        queue_depth=max(depths[n] for n in missed),
+                        threshold_ms=self.cfg.extract.deadline_ms,
+                    )
                 )
             if self.trace:
                 out.append(self._timing(frame, "orchestrator", elapsed_ms, max((depths[n] for n in jobs), default=0)))
@@ -264,44 +268,42 @@ class Orchestrator:
             obs.processing_ms = (time.perf_counter_ns() - job.started_ns) / 1e6
         return obs
 
-    def _timing(self, frame: Frame, component: str, processing_ms: float, depth: int) -> TraceRecord:
+    def _timing(self, frame: Frame, component: str, processing_ms: float, depth: int) -> Timing:
         threshold = self.cfg.extract.deadline_ms if self.deadline_ns is not None else None
-        return {
-            "record_type": "timing",
-            "frame_id": frame.frame_id,
-            "stream": frame.stream_id,
-            "component": component,
-            "processing_ms": round(processing_ms, 3),
-            "queue_depth": depth,
-            "threshold_ms": threshold,
-            "is_slow": bool(threshold is not None and processing_ms > threshold),
-        }
+        return Timing(
+            frame_id=frame.frame_id,
+            stream=frame.stream_id,
+            component=component,
+            processing_ms=round(processing_ms, 3),
+            queue_depth=depth,
+            threshold_ms=threshold,
+            is_slow=bool(threshold is not None and processing_ms > threshold),
+        )
 
-    def _late_reports(self) -> Iterable[TraceRecord]:
+    def _late_reports(self) -> Iterable[Timing]:
         for name, lane in self.lanes.items():
             with lane._lock:
                 late, lane.late = lane.late, []
             for job in late:
                 obs = job.future.result()
                 record = self._timing(job.frame, name, obs.processing_ms, 0)
-                record["late"] = True
-                record["is_slow"] = True
+                record.late = True
+                record.is_slow = True
                 yield record
 
 
-def _frame_extract(obs: Observation) -> TraceRecord:
-    return {
-        "record_type": "frame_extract",
-        "frame_id": obs.frame_id,
-        "stream": obs.stream_id,
-        "source": obs.source,
-        "face_count": len(obs.faces),
-        "pose_count": len(obs.poses),
-        "gesture_detected": any(h.gesture not in ("none", "") for h in obs.hands),
-        "signals": {k: round(float(v), 4) for k, v in obs.signals.items()},
-        "processing_ms": round(obs.processing_ms, 3),
-        "error": obs.error,
-    }
+def _frame_extract(obs: Observation) -> FrameExtract:
+    return FrameExtract(
+        frame_id=obs.frame_id,
+        stream=obs.stream_id,
+        source=obs.source,
+        face_count=len(obs.faces),
+        pose_count=len(obs.poses),
+        gesture_detected=any(h.gesture not in ("none", "") for h in obs.hands),
+        signals={k: round(float(v), 4) for k, v in obs.signals.items()},
+        processing_ms=round(obs.processing_ms, 3),
+        error=obs.error,
+    )
 
 
 _shared_lock = threading.Lock()
@@ -325,5 +327,12 @@ def worker_orchestrator(cfg: Config) -> Orchestrator:
 
 
 def extract_batch(cfg: Config, frames: List[Frame]) -> List[Item]:
-    """The Bytewax step: the process's orchestrator on this worker's batch of frames."""
+    """The process's orchestrator on this worker's batch of frames."""
     return worker_orchestrator(cfg).run(frames)
+
+
+@operator
+def extract(step_id: str, frames: Stream[Frame], cfg: Config) -> ItemsAndRecords[Observation]:
+    """Stateless per-frame extraction, extractors in parallel, with a deadline:
+    observations (a frame marker included) and timing/drop records."""
+    return split_records("split", op.flat_map_batch("extract", frames, functools.partial(extract_batch, cfg)))

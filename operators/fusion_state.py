@@ -1,0 +1,94 @@
+"""The temporal state fusion keeps for one stream: what a recovery snapshot holds.
+
+Plain data only (dicts, deques, dataclasses), so Bytewax pickles it and a restored copy
+continues exactly where the original stopped; no settings, so a resumed run follows the
+configuration it was started with (`FusionRules` carries that).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Dict, FrozenSet, Optional, Tuple
+
+from facemoment.core.config import FusionConfig
+
+
+@dataclass
+class ExpressionBaseline:
+    """EWMA mean and variance of one face's expression intensity."""
+
+    ewma: float
+    var: float
+
+    def z_then_update(self, x: float, alpha: float, min_std: float) -> float:
+        # The spike is measured against the history, so z uses the mean and variance
+        # from before this sample; the sample joins the history afterwards.
+        z = (x - self.ewma) / max(min_std, math.sqrt(self.var))
+        delta = x - self.ewma
+        self.ewma += alpha * delta
+        self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
+        return z
+
+
+@dataclass
+class GateTracker:
+    """Hysteresis: open after conditions held for a while, close after they failed for a while."""
+
+    is_open: bool = False
+    held_since_ns: Optional[int] = None
+    failed_since_ns: Optional[int] = None
+
+    def update(self, t_ns: int, passed: bool, open_ns: int, close_ns: int) -> Optional[Tuple[str, int]]:
+        """Returns (reason, streak_ns) when the gate changes on this frame."""
+        if passed:
+            self.failed_since_ns = None
+            if self.held_since_ns is None:
+                self.held_since_ns = t_ns
+            held = t_ns - self.held_since_ns
+            if not self.is_open and held >= open_ns:
+                self.is_open = True
+                return ("conditions_held", held)
+        else:
+            self.held_since_ns = None
+            if self.failed_since_ns is None:
+                self.failed_since_ns = t_ns
+            failed = t_ns - self.failed_since_ns
+            if self.is_open and failed >= close_ns:
+                self.is_open = False
+                return ("conditions_failed", failed)
+        return None
+
+
+def lookback_length(cfg: FusionConfig) -> int:
+    """Frames of look-back history the configuration asks for."""
+    return max(cfg.lookback_observations, cfg.lookback_default + 1, 1)
+
+
+@dataclass
+class FusionState:
+    """All temporal state of one stream, and nothing else (no settings)."""
+
+    last_t_ns: Optional[int] = None
+    last_fire_t_ns: Optional[int] = None
+    gate: GateTracker = field(default_factory=GateTracker)
+    # Last observed quality gate; None until a quality observation has arrived.
+    quality_ok: Optional[bool] = None
+    expression: Dict[int, ExpressionBaseline] = field(default_factory=dict)
+    last_yaw: Dict[int, Tuple[int, float]] = field(default_factory=dict)
+    # Recent (t_ns, x) of each tracked wrist, keyed (person_id, wrist).
+    waves: Dict[Tuple[int, int], Deque[Tuple[int, float]]] = field(default_factory=dict)
+    pending_reason: Optional[str] = None
+    pending_count: int = 0
+    pending_score: float = 0.0
+    # Per frame: (t_ns, reasons whose signal was present), for the event-start look-back.
+    lookback: Deque[Tuple[int, FrozenSet[str]]] = field(default_factory=deque)
+    frames: int = 0
+    out_of_order: int = 0
+    invalid_observations: int = 0
+
+    def reset_pending(self) -> None:
+        self.pending_reason = None
+        self.pending_count = 0
+        self.pending_score = 0.0
