@@ -165,6 +165,17 @@ class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
     def path(self) -> Path:
         return self._path
 
+    def prepare(self) -> None:
+        """Create the file before any trigger, so a run without one still leaves its (empty) list.
+
+        Bytewax builds the writing partition at the first trigger; until then an old
+        run's file would stand in for this one's.
+        """
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._path, "ab" if self._keep_existing else "wb"):
+            pass
+        os.utime(self._path)
+
     def list_parts(self) -> List[str]:
         return [_PART]
 

@@ -26,7 +26,7 @@ from connectors.clips import ClipSink, encode_frame
 from connectors.sources import StreamSpec, build_source, stream_specs
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment.runtime import cluster, memory, metrics, shutdown
+from facemoment.runtime import cluster, memory, metrics, native_logs, shutdown
 from facemoment.core.config import Config, load_config
 from facemoment.core.records import as_dict
 from facemoment.runtime.summary import print_summary_at_exit
@@ -155,7 +155,10 @@ def outputs(
     if cfg.output.trig_address:
         ledger = out_dir / "trig_sent.keys" if keep else None
         op.output("trig_pub", triggers, TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger))
-    op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep))
+    triggers_sink = TriggersJsonlSink(out_dir, keep_existing=keep)
+    if cluster.process_index() == 0:
+        triggers_sink.prepare()
+    op.output("triggers_jsonl", triggers, triggers_sink)
     if cfg.output.clips and specs:
         clip_items = [triggers]
         for spec in specs:
@@ -198,6 +201,8 @@ def outputs(
 def _module_flow() -> Dataflow:
     logging.basicConfig(level=os.environ.get("FACEMOMENT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config()
+    if not cfg.output.native_logs:
+        native_logs.filter_native_stderr()
     memory.keep_frame_memory_flat()
     shutdown.install_sigint_handler()
     if cfg.output.summary:
@@ -217,4 +222,10 @@ def start_live_status(cfg: Config) -> Optional[SyncView]:
     return view
 
 
-flow = _module_flow()
+def __getattr__(name: str) -> Dataflow:
+    # `python -m bytewax.run dataflows.facemoment` looks up `flow`: the configured
+    # flow is built then, not when a test or tool imports this module.
+    if name == "flow":
+        value = globals()["flow"] = _module_flow()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -215,6 +215,7 @@ class FusionState:
         self.frames = 0
         self.out_of_order = 0
         self.invalid_observations = 0
+        self.outcome: Dict[str, Any] = {}
 
     # ----------------------------------------------------------------- helpers
     def _level(self, name: str) -> bool:
@@ -477,6 +478,15 @@ class FusionState:
                 }
             )
 
+        # What this frame decided and why, for the gate tally (operators/gate_tally.py).
+        self.outcome = {
+            "face_observed": faces is not None,
+            "passed": passed,
+            "conditions": conditions,
+            "gate_open": self.gate.is_open,
+            "decision": decision,
+            "candidates": tuple(candidates),
+        }
         if trigger is not None:
             self.last_fire_t_ns = t_ns
             self._reset_pending()

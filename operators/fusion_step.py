@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple, Union
 
 from facemoment.core.config import Config
 from facemoment.core.types import FrameObservations, TraceRecord, Trigger
 from operators.fusion_rules import FusionState
+from operators.gate_tally import GateTally
 
 FPS_SUMMARY_EVERY_NS = 5_000_000_000
+# The gate tally is cumulative and small: written often, so a run's last second counts too.
+GATE_TALLY_EVERY_NS = 1_000_000_000
 
 
 @dataclass
@@ -22,6 +25,8 @@ class StreamState:
     triggers: int = 0
     first_t_ns: Optional[int] = None
     last_summary_ns: int = 0
+    tally: GateTally = field(default_factory=GateTally)
+    last_tally_ns: Optional[int] = None
 
 
 class Fuser:
@@ -39,8 +44,11 @@ class Fuser:
         if state.first_t_ns is None:
             state.first_t_ns = state.last_summary_ns = fo.t_ns
         start = time.perf_counter_ns()
+        fused_before = state.fusion.frames
         trigger, records = state.fusion.process(fo)
         out: List[Union[Trigger, TraceRecord]] = list(records)
+        if state.fusion.frames > fused_before:  # not an out-of-order frame
+            out.extend(self._tally(state, fo))
         if self.timing:
             out.append(
                 {
@@ -62,6 +70,17 @@ class Fuser:
             out.append(self._fps_summary(state, fo))
             state.last_summary_ns = fo.t_ns
         return state, out
+
+    def _tally(self, state: StreamState, fo: FrameObservations) -> List[TraceRecord]:
+        if not hasattr(state, "tally"):  # a snapshot from before the tally existed
+            state.tally, state.last_tally_ns = GateTally(), None
+        state.tally.add(fo, state.fusion.outcome, self.cfg.fusion.gate, self.cfg.quality)
+        if state.last_tally_ns is None:
+            state.last_tally_ns = fo.t_ns
+        if fo.t_ns - state.last_tally_ns < GATE_TALLY_EVERY_NS:
+            return []
+        state.last_tally_ns = fo.t_ns
+        return [state.tally.record(fo)]
 
     @staticmethod
     def _fps_summary(state: StreamState, fo: FrameObservations) -> TraceRecord:

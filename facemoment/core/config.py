@@ -167,6 +167,8 @@ class OutputConfig:
     metrics_addr: str = "127.0.0.1"
     # The live sync-status panel on the terminal (verbose diagnostics; off by default).
     sync_view: bool = False
+    # Show the models' native INFO/WARNING lines (MediaPipe, absl, TF Lite); `--verbose`.
+    native_logs: bool = False
 
 
 @dataclass
@@ -196,7 +198,8 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "low_latency": {
         "align": {"window_ms": 50.0, "allowed_lateness_ms": 80.0},
         "extract": {"deadline_ms": 80.0},
-        "_remove_extractors": {"names": ["gesture"]},
+        # The seed's live preview runs face and quality only.
+        "_remove_extractors": {"names": ["gesture", "pose"]},
     },
     "high_sensitivity": {
         "fusion": {

@@ -83,3 +83,29 @@ def level_of(record_type: str) -> Level:
 def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
     """The JSON object of a record (plain dicts pass through)."""
     return record.to_dict() if isinstance(record, Record) else record
+
+
+# --- gate_tally: why frames did not fire --------------------------------------
+@register
+@dataclasses.dataclass
+class GateTallyRecord(Record):
+    """Cumulative per-stream counts of the gate and the decisions (the latest one is the total).
+
+    `conditions` maps a failing condition (`yaw`, `face_count`, `quality.brightness`,
+    ...) to `{failed, op, threshold, typical}`: the frames it failed on, how it
+    compares to the threshold, and the mean of its failing values.
+    """
+
+    TYPE: ClassVar[str] = "gate_tally"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    frames: int
+    face_observed: int
+    gate_open_frames: int
+    passed_while_closed: int
+    decisions: Dict[str, int]
+    blocked_candidates: Dict[str, int]
+    conditions: Dict[str, Dict[str, Any]]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from facemoment.core.config import Config
+from facemoment.runtime.why import latest_tallies, why_lines
 
 
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:
@@ -57,6 +58,7 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
             "frames fused without an extractor that missed its deadline: "
             + ", ".join(f"{k} {v}" for k, v in partial.most_common())
         )
+    lines.extend(why_lines(latest_tallies(trace), len(triggers)))
     lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")
     return "\n".join(lines)
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from facemoment.runtime.why import latest_tallies, why_lines
+
 # How many unreadable lines are quoted in the summary (all are counted).
 MAX_BAD_EXAMPLES = 5
 BAD_EXAMPLE_CHARS = 80
@@ -178,6 +180,7 @@ class SummaryBuilder:
         self.decisions_by_stream: Counter[str] = Counter()
         self.decision_span: Dict[str, Tuple[int, int]] = {}
         self.sources: Dict[str, Record] = {}
+        self.tallies: Dict[str, Record] = {}
 
     def add(self, record: Record) -> None:
         kind = record["record_type"]
@@ -256,6 +259,11 @@ class SummaryBuilder:
         if previous is None or fused >= previous:
             self.fps[stream] = r
         return True
+
+    def _on_gate_tally(self, r: Record) -> bool:
+        latest = latest_tallies([self.tallies.get(_text(r.get("stream"), "-"), {}), r])
+        self.tallies.update(latest)
+        return bool(latest)
 
     def _on_source_summary(self, r: Record) -> bool:
         self.sources[_text(r.get("stream"), "-")] = r
@@ -336,6 +344,7 @@ class SummaryBuilder:
             "decisions": dict(self.decisions.most_common()),
             "gate": dict(self.gate),
             "streams": streams,
+            "gate_tallies": self.tallies,
         }
 
 
@@ -503,6 +512,11 @@ def format_summary(summary: Dict[str, Any]) -> str:
         lines.append(f"  unreadable line {example['line']}: {example['text']}")
     bottleneck = summary["bottleneck"]
     lines.append(f"bottleneck: {bottleneck}" if bottleneck else "bottleneck: none (no timing records)")
+    fired = sum(t["count"] for t in summary["triggers"].values())
+    why = why_lines(summary.get("gate_tallies") or {}, fired)
+    if why:
+        lines.append("")
+        lines.extend(why)
     for table in summary_tables(summary):
         lines.append("")
         lines.extend(format_table(table))

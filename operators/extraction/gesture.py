@@ -10,23 +10,17 @@ person's own hand; pass `mirrored_input=True` for mirrored sources.
 
 from __future__ import annotations
 
-import os
+import threading
+import time
+from typing import Any, List
 
-# MediaPipe's C++ side reads these when it is first imported.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any, List  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig  # noqa: E402
-from facemoment.core.types import Frame, Hand, Observation  # noqa: E402
-from operators.extraction.common import run_guarded  # noqa: E402
-from operators.extraction.gesture_rules import NONE, score_gesture  # noqa: E402
-from operators.extraction.pose import to_rgb  # noqa: E402
+from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
+from facemoment.core.types import Frame, Hand, Observation
+from operators.extraction.common import run_guarded  # also quietens the native logs before MediaPipe loads
+from operators.extraction.gesture_rules import NONE, score_gesture
+from operators.extraction.pose import to_rgb
 
 # Both the full (1) and the lite (0) hand landmark models ship in the mediapipe wheel.
 SHIPPED_MODEL_COMPLEXITIES = (0, 1)

@@ -11,22 +11,16 @@ facing the camera the left shoulder appears on the image's right.
 
 from __future__ import annotations
 
-import os
+import threading
+import time
+from typing import Any, List, Optional, Sequence, Tuple
 
-# MediaPipe's C++ side reads these when it is first imported.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cv2
+import numpy as np
 
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any, List, Optional, Sequence, Tuple  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-from facemoment.core.config import ConfigError, ExtractConfig  # noqa: E402
-from facemoment.core.types import Frame, Observation, Pose  # noqa: E402
-from operators.extraction.common import run_guarded  # noqa: E402
+from facemoment.core.config import ConfigError, ExtractConfig
+from facemoment.core.types import Frame, Observation, Pose
+from operators.extraction.common import run_guarded  # also quietens the native logs before MediaPipe loads
 
 Keypoint = Tuple[float, float, float]
 
