@@ -38,13 +38,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from facemoment.core.config import DROP_STRATEGIES
 from facemoment.core.types import Frame, TraceRecord
 from connectors.shares import in_share, parse_share, share_parts
 from facemoment.formats.wire import FRAME_TOPIC, HEADER, WireError, unpack_frame
 
 log = logging.getLogger(__name__)
 
-DROP_STRATEGIES = ("skip_oldest", "skip_intermediate", "keyframe_only")
 RECEIVE_HWM = 2
 RECEIVE_TIMEOUT_MS = 1000
 # How long the receive thread waits on the socket before re-checking for stop.
