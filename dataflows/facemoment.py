@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -59,8 +59,13 @@ def _live_status(view: Optional[SyncView], _step_id: str, record: TraceRecord) -
         view.feed((record,))
 
 
-def build_flow(cfg: Config, sync_view: Optional[SyncView] = None) -> Dataflow:
-    """The whole pipeline for one configuration (tests build it with their own)."""
+def build_flow(
+    cfg: Config, sync_view: Optional[SyncView] = None, on_trigger: Optional[Callable[[Trigger], None]] = None
+) -> Dataflow:
+    """The whole pipeline for one configuration (tests build it with their own).
+
+    `on_trigger` is called with each trigger as it fires (the Python API's hook).
+    """
     check_backends(cfg)  # missing model weights stop the start-up, not the stream
     flow = Dataflow("facemoment")
     specs = stream_specs(cfg)
@@ -76,6 +81,8 @@ def build_flow(cfg: Config, sync_view: Optional[SyncView] = None) -> Dataflow:
     observations = extract(frames, cfg, records)
     triggers = align_and_fuse(observations, cfg, records, live=any(spec.is_live for spec in specs))
     outputs(triggers, observations, cfg, records, specs, frames_by_stream, sync_view)
+    if on_trigger is not None:
+        op.inspect("on_trigger", triggers, lambda _step, kv: on_trigger(kv[1]))
     return flow
 
 
@@ -155,7 +162,7 @@ def outputs(
     if cfg.output.trig_address:
         ledger = out_dir / "trig_sent.keys" if keep else None
         op.output("trig_pub", triggers, TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger))
-    triggers_sink = TriggersJsonlSink(out_dir, keep_existing=keep)
+    triggers_sink = TriggersJsonlSink(out_dir, keep_existing=keep, stills=bool(cfg.output.clips and specs))
     if cluster.process_index() == 0:
         triggers_sink.prepare()
     op.output("triggers_jsonl", triggers, triggers_sink)
