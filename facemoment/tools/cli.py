@@ -238,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     from facemoment.tools.trace_tools import add_trace_args
 
     add_record_args(sub)
+    from facemoment.tools.benchmark import add_benchmark_args
+    from facemoment.tools.debug_view import add_debug_args
+
+    add_benchmark_args(sub)
+    add_debug_args(sub)
 
     add_trace_args(sub)
     add_report_args(sub)
