@@ -80,3 +80,32 @@ def test_bad_settings_are_refused(tmp_path: Path):
         MomentDetector(cooldown_sec=3, output_dir=tmp_path)  # needs its section
     with pytest.raises(FileNotFoundError):
         MomentDetector(output_dir=tmp_path).process_file(tmp_path / "missing.mp4")
+
+
+def test_iterator_on_a_live_stream_stops_when_the_loop_is_left(tmp_path: Path):
+    """Leaving the loop early ends the live source; the run's outputs are complete."""
+    import subprocess as sp
+
+    from facemoment.runtime.loopback import free_port
+
+    port = free_port()
+    daemon = sp.Popen(
+        [sys.executable, "-m", "facemoment", "daemon", "--source", "sample", "--address", f"tcp://127.0.0.1:{port}",
+         "--fps", "30", "--loop", "--wait-subscribers", "1"],
+        cwd=REPO, env=_flow_env(), stdout=sp.DEVNULL, stderr=sp.DEVNULL,
+    )
+    try:
+        detector = MomentDetector(output_dir=tmp_path / "live", clips=False, extractors=["face", "quality"])
+        first = None
+        for trigger in detector.triggers(f"tcp://127.0.0.1:{port}", idle_timeout_s=30):
+            first = trigger
+            break
+        assert first is not None and first.reason == "camera_gaze"
+    finally:
+        daemon.kill()
+        daemon.wait()
+    lines = (tmp_path / "live" / "triggers.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["key"] == first.key
+    trace = [json.loads(line) for line in (tmp_path / "live" / "trace.jsonl").read_text().splitlines()]
+    ends = [r.get("end_reason") for r in trace if r["record_type"] == "source_summary"]
+    assert ends == ["stop_event"]
