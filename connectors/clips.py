@@ -272,30 +272,6 @@ def clip_file_name(trigger: Trigger, now: datetime) -> str:
     return f"{now:%Y%m%d_%H%M%S}_{label}_{trigger.score:.2f}_t{int(start_sec)}.mp4"
 
 
-def still_file_name(trigger: Trigger) -> str:
-    """The best frame's JPEG beside the clip: named by the trigger's key, so triggers.jsonl
-    can list it when the trigger fires, before the clip exists."""
-    parts = (trigger.label, trigger.stream_id, f"t{trigger.event_t_ns / 1e9:.3f}", trigger.reason)
-    return "_".join(_UNSAFE.sub("_", str(p)) for p in parts) + ".jpg"
-
-
-def _write_still(trigger: Trigger, clip: Path, clips_dir: Path) -> Dict[str, Any]:
-    """The clip's best frame as a JPEG (manifest fields); a failure is recorded, never raised."""
-    try:
-        still = stills.write_still(clip, clips_dir / still_file_name(trigger))
-    except Exception as exc:  # noqa: BLE001 - the clip itself is fine
-        log.error("best frame for %s failed: %s", trigger.key, exc)
-        return {"best_frame": None, "best_frame_error": str(exc) or type(exc).__name__}
-    if still is None:
-        return {"best_frame": None, "best_frame_error": "the clip has no decodable frame"}
-    return {
-        "best_frame": still_file_name(trigger),
-        "best_frame_index": still.frame_index,
-        "best_frame_sharpness": still.sharpness,
-        "best_frame_face_area": still.face_area_ratio,
-    }
-
-
 def _free_path(directory: Path, name: str) -> Path:
     path = directory / name
     stem, suffix = path.stem, path.suffix
@@ -332,7 +308,7 @@ def _write_clip(
         produce(tmp)
         duration = media.probe_duration(tmp)
         os.replace(tmp, target)
-        still = _write_still(trigger, target, clips_dir)
+        still = stills.still_for_clip(trigger, target, clips_dir)
         result = ClipResult(trigger.key, "ok", target.name, round(duration, 4))
         log.info("clip %s: %.3f s (asked %.3f s) for %s", target.name, duration, requested, trigger.key)
     except Exception as exc:  # noqa: BLE001 - a clip failure must never stop the dataflow

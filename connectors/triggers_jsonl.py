@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Set
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from connectors.clips import CLIPS_DIR, still_file_name
+from connectors.clips import CLIPS_DIR
+from facemoment.formats.stills import still_file_name
 from connectors.trig_pub import trigger_message
 from facemoment.core.types import Trigger
 

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from connectors.clips import CLIPS_DIR, MANIFEST_NAME, ClipSink, still_file_name
+from connectors.clips import CLIPS_DIR, MANIFEST_NAME, ClipSink
+from facemoment.formats.stills import still_file_name
 from connectors.triggers_jsonl import trigger_record
 from facemoment.core.types import Trigger
 from facemoment.formats import sample

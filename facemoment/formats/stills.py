@@ -10,13 +10,19 @@ sharpest frame wins.
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
+
+from facemoment.core.types import Trigger
+
+log = logging.getLogger(__name__)
 
 # Frames looked at per clip at most (evenly spread), so a long clip costs the same.
 MAX_CANDIDATES = 24
@@ -107,3 +113,30 @@ def write_still(video: Path, target: Path, quality: int = 92) -> Optional[Still]
     tmp.write_bytes(data.tobytes())
     tmp.replace(target)
     return still
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def still_file_name(trigger: Trigger) -> str:
+    """The best frame's JPEG beside the clip: named by the trigger's key, so triggers.jsonl
+    can list it when the trigger fires, before the clip exists."""
+    parts = (trigger.label, trigger.stream_id, f"t{trigger.event_t_ns / 1e9:.3f}", trigger.reason)
+    return "_".join(_UNSAFE.sub("_", str(p)) for p in parts) + ".jpg"
+
+
+def still_for_clip(trigger: Trigger, clip: Path, clips_dir: Path) -> Dict[str, Any]:
+    """The clip's best frame as a JPEG beside it, as manifest fields; a failure is recorded, never raised."""
+    try:
+        still = write_still(clip, clips_dir / still_file_name(trigger))
+    except Exception as exc:  # noqa: BLE001 - the clip itself is fine
+        log.error("best frame for %s failed: %s", trigger.key, exc)
+        return {"best_frame": None, "best_frame_error": str(exc) or type(exc).__name__}
+    if still is None:
+        return {"best_frame": None, "best_frame_error": "the clip has no decodable frame"}
+    return {
+        "best_frame": still_file_name(trigger),
+        "best_frame_index": still.frame_index,
+        "best_frame_sharpness": still.sharpness,
+        "best_frame_face_area": still.face_area_ratio,
+    }
