@@ -86,3 +86,31 @@ def test_each_trigger_is_shown_as_it_fires(debug_run):
     strip = lambda img: img[:30].astype(np.int16)  # noqa: E731 - the banner's strip
     assert np.abs(strip(annotated[frame_id]) - strip(raw[frame_id])).mean() > 40
     assert np.abs(strip(annotated[frame_id - 5]) - strip(raw[frame_id - 5])).mean() < 15
+
+
+def test_debug_reads_a_visualbase_stream(tmp_path):
+    """A tcp:// source: frames from a running daemon are annotated until it goes quiet."""
+    from facemoment.runtime.loopback import free_port
+
+    port = free_port()
+    env = _flow_env()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "facemoment", "daemon", "--source", "sample", "--address", f"tcp://127.0.0.1:{port}",
+         "--fps", "30", "--max-frames", "30", "--wait-subscribers", "1"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    out = tmp_path / "live.mp4"
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "facemoment", "debug", f"tcp://127.0.0.1:{port}", "-o", str(out), "--idle-timeout", "3"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        daemon.wait()
+    assert run.returncode == 0, run.stderr[-3000:]
+    frames = _decode(out)
+    # A slow annotator may miss some of a live stream's frames, never add any.
+    assert 0 < len(frames) <= 30 and frames[0].shape == (480, 640, 3)
+    assert f"{len(frames)} frames annotated (640x480)" in run.stdout
