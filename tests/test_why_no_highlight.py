@@ -105,7 +105,7 @@ def dark_video(tmp_path_factory) -> Path:
 
 
 def _process(video: Path, out_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "facemoment", *extra, "process", str(video), "--output-dir", str(out_dir)]
+    cmd = [sys.executable, "-m", "facemoment", "process", str(video), "--output-dir", str(out_dir), *extra]
     return subprocess.run(cmd, cwd=REPO, env=_flow_env(), capture_output=True, text=True, timeout=300)
 
 
@@ -148,3 +148,13 @@ def test_verbose_shows_native_logs(dark_video: Path, tmp_path: Path):
     assert run.returncode == 0, run.stderr[-3000:]
     native = [line for line in _lines(run.stderr) if NATIVE_LINE.match(line.encode())]
     assert len(native) >= 1
+
+
+def test_verbose_goes_before_or_after_the_command():
+    from facemoment.tools.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["-v", "process", "x.mp4"]).verbose is True
+    assert parser.parse_args(["process", "x.mp4", "--verbose"]).verbose is True
+    assert parser.parse_args(["debug", "sample", "-v"]).verbose is True
+    assert parser.parse_args(["process", "x.mp4"]).verbose is False

@@ -250,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write the built-in sample video")
     p.add_argument("-o", "--output")
     p.set_defaults(func=cmd_sample)
+    for command in sub.choices.values():
+        # `facemoment process x.mp4 -v` works as well as `facemoment -v process x.mp4`.
+        if not any("-v" in action.option_strings for action in command._actions):
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="debug logging and the models' native log lines")
     return parser
 
 
