@@ -15,12 +15,10 @@ import platform
 import time
 from typing import Dict, List
 
-from facemoment.core.config import Config
-from facemoment.formats.sample import render_frame, sample_timeline
+from facemoment.core.config import KNOWN_EXTRACTORS, Config
 from facemoment.core.types import Frame
+from facemoment.formats.sample import render_frame, sample_timeline
 from facemoment.tools import costs
-
-EXTRACTORS = ("face", "pose", "gesture", "quality")
 
 
 def sample_frames(count: int) -> List[Frame]:
@@ -51,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     cfg = Config()
     frames = sample_frames(args.frames)
-    results = {name: measure(name, frames, cfg) for name in EXTRACTORS}
+    results = {name: measure(name, frames, cfg) for name in KNOWN_EXTRACTORS}
     if not args.markdown:
         print(json.dumps(results, indent=2))
         return 0

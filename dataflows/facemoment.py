@@ -22,7 +22,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators.windowing import collect_window
 
-from connectors.clips import ClipSink, encode_frame
+from connectors.clips import ClipSink
 from connectors.sources import StreamSpec, build_source, stream_specs
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
@@ -33,6 +33,7 @@ from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
 from connectors.trace_sink import JsonlSink, TraceSink, observation_record
 from facemoment.core.types import Frame, FrameObservations, Observation, TraceRecord, Trigger
+from facemoment.formats.frame_ring import encode_frame
 from operators.align import FRAME_MARKER, FrameGrouper, late_record, make_clock, make_windower
 from operators.extraction.registry import check_backends
 from operators.extraction.orchestrator import extract_batch, worker_orchestrator

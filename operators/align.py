@@ -7,18 +7,13 @@ and handed to fusion in event-time order.
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from bytewax.operators.windowing import (
-    UTC_MIN,
-    EventClock,
-    TumblingWindower,
-    _EventClockLogic,
-    _EventClockState,
-)
+from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower
 
 from facemoment.core.types import FrameObservations, Observation, TraceRecord
 
@@ -37,8 +32,21 @@ def observation_time(obs: Observation) -> datetime:
     return ns_to_datetime(obs.t_ns)
 
 
+def _system_utc() -> datetime:
+    return datetime.now(tz=timezone.utc)
+
+
 @dataclass
-class _SourceTimeClockLogic(_EventClockLogic):
+class SourceTimeClockState:
+    """What a resumed clock continues from (the same two fields as Bytewax's
+    `EventClock` state, so snapshots taken by either resume the other)."""
+
+    system_time_of_max_event: datetime
+    watermark_base: datetime
+
+
+@dataclass
+class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
     """The watermark follows event time; system time moves it only after a pause.
 
     Bytewax's `EventClock` advances the watermark one-for-one with system time after
@@ -56,7 +64,21 @@ class _SourceTimeClockLogic(_EventClockLogic):
     and wakes the operator in a busy loop.
     """
 
-    idle: Optional[timedelta] = None
+    now_getter: Callable[[], datetime]
+    timestamp_getter: Callable[[Observation], datetime]
+    lateness: timedelta
+    idle: Optional[timedelta]
+    state: SourceTimeClockState
+    _system_now: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._system_now = self.now_getter()
+        if self.state.system_time_of_max_event <= UTC_MIN:
+            self.state.system_time_of_max_event = self._system_now
+
+    def before_batch(self) -> None:
+        # System time never goes backwards here (NTP steps, clock changes).
+        self._system_now = max(self._system_now, self.now_getter())
 
     def _watermark(self) -> datetime:
         state = self.state
@@ -65,11 +87,11 @@ class _SourceTimeClockLogic(_EventClockLogic):
         paused = self._system_now - state.system_time_of_max_event - self.idle
         return state.watermark_base + max(paused, timedelta(0))
 
-    def on_item(self, value) -> Tuple[datetime, datetime]:
+    def on_item(self, value: Observation) -> Tuple[datetime, datetime]:
         timestamp = self.timestamp_getter(value)
         watermark = self._watermark()
         try:
-            base = timestamp - self.wait_for_system_duration
+            base = timestamp - self.lateness
         except OverflowError:
             return timestamp, watermark
         if base > watermark:
@@ -82,6 +104,9 @@ class _SourceTimeClockLogic(_EventClockLogic):
         self.before_batch()
         return self._watermark()
 
+    def on_eof(self) -> datetime:
+        return UTC_MAX  # close every window at the end of input
+
     def to_system_utc(self, timestamp: datetime) -> Optional[datetime]:
         state = self.state
         if state.watermark_base <= UTC_MIN or self.idle is None:
@@ -91,18 +116,30 @@ class _SourceTimeClockLogic(_EventClockLogic):
         except OverflowError:
             return None
 
+    def snapshot(self) -> SourceTimeClockState:
+        return copy.deepcopy(self.state)
+
 
 @dataclass
-class SourceTimeClock(EventClock):
-    """`EventClock` over source timestamps, advanced by system time only after a pause."""
+class SourceTimeClock(Clock[Observation, SourceTimeClockState]):
+    """A clock over source timestamps, advanced by system time only after a pause.
 
+    Built on Bytewax's public `Clock`/`ClockLogic`; its arguments follow `EventClock`.
+    """
+
+    ts_getter: Callable[[Observation], datetime]
+    wait_for_system_duration: timedelta
+    now_getter: Callable[[], datetime] = _system_utc
     idle: Optional[timedelta] = None
 
-    def build(self, resume_state: Optional[_EventClockState]) -> _SourceTimeClockLogic:
-        args = (self.now_getter, self.ts_getter, self.to_system_utc, self.wait_for_system_duration)
+    def build(self, resume_state: Optional[SourceTimeClockState]) -> _SourceTimeClockLogic:
         if resume_state is None:
-            return _SourceTimeClockLogic(*args, idle=self.idle)
-        return _SourceTimeClockLogic(*args, resume_state, idle=self.idle)
+            state = SourceTimeClockState(system_time_of_max_event=UTC_MIN, watermark_base=UTC_MIN)
+        else:
+            # A copy: the runtime's resume state is not ours to change. Any object
+            # with the two fields resumes (also an `EventClock` snapshot).
+            state = SourceTimeClockState(resume_state.system_time_of_max_event, resume_state.watermark_base)
+        return _SourceTimeClockLogic(self.now_getter, self.ts_getter, self.wait_for_system_duration, self.idle, state)
 
 
 def make_clock(allowed_lateness_ms: float, live: bool = True, idle_flush_ms: float = 1000.0) -> SourceTimeClock:

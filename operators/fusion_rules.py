@@ -215,7 +215,6 @@ class FusionState:
         self.frames = 0
         self.out_of_order = 0
         self.invalid_observations = 0
-        self.outcome: Dict[str, Any] = {}
 
     # ----------------------------------------------------------------- helpers
     def _level(self, name: str) -> bool:
@@ -478,15 +477,7 @@ class FusionState:
                 }
             )
 
-        # What this frame decided and why, for the gate tally (operators/gate_tally.py).
-        self.outcome = {
-            "face_observed": faces is not None,
-            "passed": passed,
-            "conditions": conditions,
-            "gate_open": self.gate.is_open,
-            "decision": decision,
-            "candidates": tuple(candidates),
-        }
+        self.outcome = (faces is not None, passed, conditions, self.gate.is_open, decision, tuple(candidates))  # gate_tally.Outcome
         if trigger is not None:
             self.last_fire_t_ns = t_ns
             self._reset_pending()

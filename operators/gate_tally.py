@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from facemoment.core.config import GateConfig, QualityConfig
 from facemoment.core.records import GateTallyRecord
@@ -20,6 +20,17 @@ from facemoment.core.types import FrameObservations
 
 # Quality signals with their limits, in the order a person checks them.
 _QUALITY = ("brightness", "blur", "contrast")
+
+
+class Outcome(NamedTuple):
+    """What fusion decided on one frame and why: FusionState.outcome, in this order."""
+
+    face_observed: bool
+    passed: bool
+    conditions: Mapping[str, Mapping[str, Any]]
+    gate_open: bool
+    decision: str
+    candidates: Tuple[str, ...]
 
 
 @dataclass
@@ -107,26 +118,25 @@ class GateTally:
     def _fail(self, name: str, value: Optional[float], op: str, threshold: Any) -> None:
         self.conditions.setdefault(name, ConditionTally()).fail(value, op, threshold)
 
-    def add(self, fo: FrameObservations, outcome: Mapping[str, Any], gate: GateConfig, quality: QualityConfig) -> None:
+    def add(self, fo: FrameObservations, outcome: Outcome, gate: GateConfig, quality: QualityConfig) -> None:
         """Count one fused frame; `outcome` is FusionState.outcome after processing it."""
+        outcome = Outcome(*outcome)
         self.frames += 1
-        decision = str(outcome.get("decision"))
-        self.decisions[decision] = self.decisions.get(decision, 0) + 1
-        if outcome.get("gate_open"):
+        self.decisions[outcome.decision] = self.decisions.get(outcome.decision, 0) + 1
+        if outcome.gate_open:
             self.gate_open_frames += 1
-        if decision in ("blocked_gate", "blocked_cooldown"):
-            for reason in outcome.get("candidates") or ():
+        if outcome.decision in ("blocked_gate", "blocked_cooldown"):
+            for reason in outcome.candidates:
                 self.blocked_candidates[reason] = self.blocked_candidates.get(reason, 0) + 1
-        if not outcome.get("face_observed"):
+        if not outcome.face_observed:
             self._fail("face_observation", None, "is", "missing")
             return
         self.face_observed += 1
-        conditions = outcome.get("conditions") or {}
-        if outcome.get("passed") and not outcome.get("gate_open"):
+        if outcome.passed and not outcome.gate_open:
             self.passed_while_closed += 1
-        for failure in _face_failures(conditions, gate):
+        for failure in _face_failures(outcome.conditions, gate):
             self._fail(*failure)
-        q = conditions.get("quality")
+        q = outcome.conditions.get("quality")
         if q is not None and not q.get("pass"):
             found = _quality_failures(fo, quality)
             for failure in found:

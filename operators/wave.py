@@ -68,9 +68,6 @@ class WaveDetector:
             self.samples.append((int(t_ns), x))
         return self.evaluate()
 
-    def reset(self) -> None:
-        self.samples.clear()
-
     def evaluate(self) -> WaveResult:
         count = len(self.samples)
         if count < 2:

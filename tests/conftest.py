@@ -1,10 +1,13 @@
-"""Shared test helpers: free loopback ports and environment for dataflow subprocesses."""
+"""Shared test helpers: free loopback ports, environment for dataflow subprocesses,
+polling, running a source, decoding a video and writing the sample as a recording."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable, List, Optional
 
 import pytest
 
@@ -33,3 +36,64 @@ def module_flow_env():
 
 
 PYTHON = sys.executable
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll a real condition until it holds or `timeout` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)  # polling period
+    return condition()
+
+
+def run_source(source: Any) -> List[Any]:
+    """Everything a Bytewax source emits, through a one-step flow."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, run_main
+
+    out: List[Any] = []
+    flow = Dataflow("source_test")
+    op.output("out", op.input("in", flow, source), TestingSink(out))
+    run_main(flow)
+    return out
+
+
+def drain(part: Any, limit: Optional[int] = None) -> List[Any]:
+    """Batches from a source partition until it ends (or `limit` items were taken)."""
+    items: List[Any] = []
+    while limit is None or len(items) < limit:
+        try:
+            items += part.next_batch()
+        except StopIteration:
+            break
+    return items
+
+
+def decode_all(path: Any) -> list:
+    """Every frame of a video as OpenCV decodes it (the reference)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    return frames
+
+
+def write_sample_recording(path: Path) -> Path:
+    """The built-in sample stream as a recording, with its ids and timestamps."""
+    from facemoment.formats.recording import RecordingWriter
+    from facemoment.formats.sample import render_frame, sample_timeline
+
+    writer = RecordingWriter(path, {"address": "test"})
+    for frame in sample_timeline().frames:
+        writer.append_image(frame.index, frame.t_ns, render_frame(frame.index))
+    writer.close()
+    return path

@@ -217,3 +217,23 @@ def test_a_paused_live_stream_closes_its_windows_after_the_idle_time():
     files.before_batch()
     files.on_item(_obs("face", 30))
     assert files.to_system_utc(close) is None  # files never wait on system time
+
+
+def test_the_clock_resumes_from_its_own_snapshot_and_from_an_event_clock_snapshot():
+    import pickle
+
+    now = _FakeNow()
+    ours = _logic(SourceTimeClock(observation_time, timedelta(milliseconds=200), now_getter=now, idle=timedelta(seconds=1)))
+    stock = _logic(EventClock(observation_time, timedelta(milliseconds=200), now_getter=now))
+    for logic in (ours, stock):
+        logic.before_batch()
+        logic.on_item(_obs("face", 30))
+    expected = ns_to_datetime(30 * FRAME_NS) - timedelta(milliseconds=200)
+    for snapshot in (pickle.loads(pickle.dumps(ours.snapshot())), stock.snapshot()):
+        resumed = SourceTimeClock(observation_time, timedelta(milliseconds=200), now_getter=now,
+                                  idle=timedelta(seconds=1)).build(snapshot)
+        resumed.before_batch()
+        assert resumed.on_notify() == expected  # continues at the saved watermark
+        _ts, watermark = resumed.on_item(_obs("face", 60))
+        assert watermark == ns_to_datetime(60 * FRAME_NS) - timedelta(milliseconds=200)
+        assert snapshot.watermark_base == expected  # the snapshot itself was not changed

@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 import zmq
 
-from bench import run as bench
+from bench import meters, report, run
+from bench import targets as verdicts
+from bench.workloads import accounting, ingest, inputs, processes
 from bench.baselines import collect_with_timeout, sequential_loop, thread_pool_loop
 from facemoment.core.config import Config
 from facemoment.core.types import Frame, Observation
 from facemoment.formats.wire import FRAME_TOPIC, unpack_frame
+from facemoment.runtime.readiness import write_ready_file
 
 from conftest import free_port
 
@@ -25,39 +28,41 @@ from conftest import free_port
 
 
 def test_percentile_interpolates_between_ranks():
-    assert bench.percentile([10.0, 20.0, 30.0, 40.0], 50) == 25.0
-    assert bench.percentile([5.0, 1.0, 3.0], 0) == 1.0
-    assert bench.percentile([5.0, 1.0, 3.0], 100) == 5.0
-    assert bench.percentile([1.0, 2.0], 99) == pytest.approx(1.99)
-    assert bench.percentile([], 50) is None
+    assert meters.percentile([10.0, 20.0, 30.0, 40.0], 50) == 25.0
+    assert meters.percentile([5.0, 1.0, 3.0], 0) == 1.0
+    assert meters.percentile([5.0, 1.0, 3.0], 100) == 5.0
+    assert meters.percentile([1.0, 2.0], 99) == pytest.approx(1.99)
+    assert meters.percentile([], 50) is None
     with pytest.raises(ValueError):
-        bench.percentile([1.0], 101)
+        meters.percentile([1.0], 101)
 
 
 def test_bench_indices_spread_over_the_sample():
-    assert bench.bench_indices(4, total=360) == [0, 90, 180, 270]
-    assert bench.bench_indices(360, total=360) == list(range(360))
-    assert bench.bench_indices(500, total=10) == list(range(10))
+    assert inputs.bench_indices(4, total=360) == [0, 90, 180, 270]
+    assert inputs.bench_indices(360, total=360) == list(range(360))
+    assert inputs.bench_indices(500, total=10) == list(range(10))
     with pytest.raises(ValueError):
-        bench.bench_indices(0)
+        inputs.bench_indices(0)
 
 
 def test_parse_size():
-    assert bench._parse_size("1920x1080") == (1920, 1080)
+    assert run._parse_size("1920x1080") == (1920, 1080)
     with pytest.raises(Exception):
-        bench._parse_size("big")
+        run._parse_size("big")
 
 
-def test_read_ready_times_keeps_the_first_note_per_process(tmp_path):
-    path = tmp_path / "ready"
-    path.write_text("11 1000\n12 1500\n11 2000\ngarbage\n")
-    assert bench.read_ready_times(path) == {11: 1000, 12: 1500}
-    assert bench.read_ready_times(tmp_path / "missing") == {}
+def test_ready_times_reads_one_note_per_process(tmp_path):
+    template = str(tmp_path / "ready-{pid}.json")
+    write_ready_file(template.replace("{pid}", "11"), {"pid": 11, "wall_ns": 1000, "extractors": ["face"]})
+    write_ready_file(template.replace("{pid}", "12"), {"pid": 12, "wall_ns": 1500, "extractors": ["face"]})
+    (tmp_path / "ready-13.json").write_text("garbage\n")
+    assert processes.ready_times(template) == {11: 1000, 12: 1500}
+    assert processes.ready_times(str(tmp_path / "missing" / "ready-{pid}.json")) == {}
 
 
 def test_process_cpu_seconds_reads_a_live_process_and_none_for_a_gone_one():
-    assert bench.process_cpu_seconds(os.getpid()) >= 0.0
-    assert bench.process_cpu_seconds(2**22 + 12345) is None
+    assert meters.process_cpu_seconds(os.getpid()) >= 0.0
+    assert meters.process_cpu_seconds(2**22 + 12345) is None
 
 
 # ------------------------------------------------------------------ trigger latency
@@ -71,7 +76,7 @@ def test_latency_is_receive_time_minus_the_send_time_of_the_firing_frame():
     send = {10: 1_000_000_000, 20: 2_000_000_000}
     received = [(1_300_000_000, "TRIG a"), (2_450_000_000, "TRIG b")]
     rows = [_row(10, "TRIG a"), _row(20, "TRIG b", "head_turn")]
-    result = bench.trigger_latencies(send, received, rows)
+    result = accounting.trigger_latencies(send, received, rows)
     assert [t["latency_ms"] for t in result["triggers"]] == [300.0, 450.0]
     assert [t["reason"] for t in result["triggers"]] == ["camera_gaze", "head_turn"]
     assert result["count"] == 2
@@ -84,7 +89,7 @@ def test_identical_trig_texts_pair_up_in_order():
     send = {1: 0, 5: 100_000_000}
     rows = [_row(1, "TRIG same"), _row(5, "TRIG same")]
     received = [(200_000_000, "TRIG same"), (400_000_000, "TRIG same")]
-    result = bench.trigger_latencies(send, received, rows)
+    result = accounting.trigger_latencies(send, received, rows)
     assert [(t["frame_id"], t["latency_ms"]) for t in result["triggers"]] == [(1, 200.0), (5, 300.0)]
 
 
@@ -92,12 +97,12 @@ def test_unknown_messages_and_missing_receipts_are_reported():
     send = {1: 0}
     rows = [_row(1, "TRIG a"), _row(2, "TRIG b"), _row(3, "TRIG c")]
     received = [(50_000_000, "TRIG zzz"), (60_000_000, "TRIG a"), (70_000_000, "TRIG b")]
-    result = bench.trigger_latencies(send, received, rows)
+    result = accounting.trigger_latencies(send, received, rows)
     # "TRIG b" fired on a frame with no recorded send time: it cannot be timed.
     assert result["count"] == 1
     assert result["unmatched_messages"] == ["TRIG zzz", "TRIG b"]
     assert result["not_received"] == 1  # TRIG c never arrived
-    empty = bench.trigger_latencies({}, [], [])
+    empty = accounting.trigger_latencies({}, [], [])
     assert empty["count"] == 0 and empty["p99_ms"] is None
 
 
@@ -122,7 +127,7 @@ def test_drop_accounting_puts_every_sent_frame_somewhere():
         {"record_type": "source_summary", "frames_received": 9},
         {"record_type": "timing", "component": "pose", "frame_id": 0, "processing_ms": 3.0},
     ]
-    acc = bench.drop_accounting(records, frames_attempted=11, publisher_dropped=1)
+    acc = accounting.drop_accounting(records, frames_attempted=11, publisher_dropped=1)
     assert acc["fused"] == 6
     assert acc["fused_complete"] == 4  # 5 and 6 lacked an extractor
     assert acc["dropped_by_reason"] == {"backpressure": 2, "queue_full": 1}
@@ -139,7 +144,7 @@ def test_drop_accounting_puts_every_sent_frame_somewhere():
 
 def test_a_late_frame_that_was_fused_anyway_is_not_counted_as_lost():
     records = [_fused(1), {"record_type": "sync_delay", "late": True, "frame_id": 1, "waiting_for": ["frame"]}]
-    acc = bench.drop_accounting(records, frames_attempted=1)
+    acc = accounting.drop_accounting(records, frames_attempted=1)
     assert acc["late_frames_not_fused"] == 0 and acc["unaccounted"] == 0
 
 
@@ -150,11 +155,11 @@ def test_kept_up_needs_every_frame_complete():
         acc.update(changes)
         return {"accounting": acc}
 
-    assert bench.kept_up(live())
-    assert not bench.kept_up(live(dropped_by_reason={"backpressure": 1}))
-    assert not bench.kept_up(live(partial_frames_timeout=3))
-    assert not bench.kept_up(live(late_frames_not_fused=1))
-    assert not bench.kept_up(live(unaccounted=2))
+    assert accounting.kept_up(live())
+    assert not accounting.kept_up(live(dropped_by_reason={"backpressure": 1}))
+    assert not accounting.kept_up(live(partial_frames_timeout=3))
+    assert not accounting.kept_up(live(late_frames_not_fused=1))
+    assert not accounting.kept_up(live(unaccounted=2))
 
 
 def test_late_frame_delays_use_the_send_time_of_each_frame():
@@ -164,7 +169,7 @@ def test_late_frame_delays_use_the_send_time_of_each_frame():
         {"record_type": "sync_delay", "late": True, "frame_id": 4, "waiting_for": ["pose"], "actual_ns": 9_000_000_000},
         {"record_type": "sync_delay", "late": True, "frame_id": 99, "waiting_for": ["frame"], "actual_ns": 5},
     ]
-    result = bench.late_frame_delays(records, {3: 1_000_000_000, 4: 1_100_000_000})
+    result = accounting.late_frame_delays(records, {3: 1_000_000_000, 4: 1_100_000_000})
     assert result == {"count": 2, "p50_ms": 500.0, "min_ms": 400.0, "max_ms": 600.0}
 
 
@@ -173,7 +178,7 @@ def test_late_frame_delays_use_the_send_time_of_each_frame():
 
 def test_rss_stats_slope_in_mb_per_minute():
     samples = [(t * 0.5, 400.0 + 2.0 * (t * 0.5)) for t in range(121)]  # +2 MB per second for 60 s
-    stats = bench.rss_stats(samples)
+    stats = meters.rss_stats(samples)
     assert stats["slope_mb_per_min"] == pytest.approx(120.0)
     assert stats["slope_after_warmup_mb_per_min"] == pytest.approx(120.0)
     assert stats["min_mb"] == 400.0 and stats["max_mb"] == 520.0 and stats["samples"] == 121
@@ -181,16 +186,16 @@ def test_rss_stats_slope_in_mb_per_minute():
 
 def test_rss_stats_judges_the_trend_after_the_warm_up():
     samples = [(100.0 + t, 300.0 + min(t, 10) * 5.0) for t in range(60)]  # grows 10 s, then flat
-    stats = bench.rss_stats(samples, warmup_s=10.0)
+    stats = meters.rss_stats(samples, warmup_s=10.0)
     assert stats["slope_mb_per_min"] > 10  # the warm-up pulls the whole-run trend up
     assert stats["slope_after_warmup_mb_per_min"] == pytest.approx(0.0, abs=1e-9)
     assert stats["range_after_warmup_mb"] == 0.0
     assert stats["range_last_third_mb"] == 0.0
-    rising = bench.rss_stats([(float(t), float(t)) for t in range(31)])
+    rising = meters.rss_stats([(float(t), float(t)) for t in range(31)])
     assert rising["range_last_third_mb"] == 10.0  # t = 20..30
-    assert bench.rss_stats([])["slope_mb_per_min"] is None
-    assert bench.rss_stats([(0.0, 5.0)])["slope_mb_per_min"] is None
-    assert bench.rss_stats([(0.0, 5.0), (1.0, 6.0)], warmup_s=10.0)["slope_after_warmup_mb_per_min"] is None
+    assert meters.rss_stats([])["slope_mb_per_min"] is None
+    assert meters.rss_stats([(0.0, 5.0)])["slope_mb_per_min"] is None
+    assert meters.rss_stats([(0.0, 5.0), (1.0, 6.0)], warmup_s=10.0)["slope_after_warmup_mb_per_min"] is None
 
 
 # ------------------------------------------------------------------ verdicts and rendering
@@ -264,7 +269,7 @@ def _target(targets, prefix):
 
 
 def test_targets_say_met_or_by_how_much_they_are_missed():
-    targets = bench.evaluate_targets(_results())
+    targets = verdicts.evaluate_targets(_results())
     overhead = _target(targets, "dataflow / bare")
     assert overhead["measured"] == 1.1 and overhead["met"] is False and overhead["shortfall"] == "0.050 over"
     procs = _target(targets, "2 processes")
@@ -287,13 +292,13 @@ def test_targets_met_have_no_shortfall():
     results = _results()
     results["dataflow"]["overhead_ratio"] = 1.01
     results["ingest"]["zmq_frame_source"]["fps"] = 300.0
-    targets = bench.evaluate_targets(results)
+    targets = verdicts.evaluate_targets(results)
     assert _target(targets, "dataflow / bare")["met"] is True
     assert _target(targets, "ZMQ ingest")["shortfall"] is None
 
 
 def test_headline_counts_only_640x480_runs_and_names_the_losses():
-    head = bench.headline(_results())
+    head = verdicts.headline(_results())
     assert head["answer"] is False
     assert head["frames_attempted"] == 300  # the overload run used 1920x1080
     assert head["backpressure_drops"] == 10 and head["late_frames_not_fused"] == 90
@@ -307,16 +312,16 @@ def test_headline_yes_when_every_frame_is_complete():
     acc = results["latency"]["accounting"]
     acc.update(dropped_by_reason={}, partial_frames_timeout=0, timeouts_by_extractor={}, late_frames_not_fused=0,
                fused=300, fused_complete=300)
-    head = bench.headline(results)
+    head = verdicts.headline(results)
     assert head["answer"] is True and head["text"].startswith("Yes.")
-    assert bench.headline(_results(latency=None, overload=None))["answer"] is None
+    assert verdicts.headline(_results(latency=None, overload=None))["answer"] is None
 
 
 def test_results_markdown_renders_every_section_from_the_results():
     results = _results()
-    results["headline"] = bench.headline(results)
-    results["targets"] = bench.evaluate_targets(results)
-    text = bench.render_markdown(results)
+    results["headline"] = verdicts.headline(results)
+    results["targets"] = verdicts.evaluate_targets(results)
+    text = report.render_markdown(results)
     assert text.startswith("# FaceMoment benchmark results")
     assert "`.venv/bin/python bench/run.py`" in text
     assert "Test CPU, 2 cores, 8.0 GB" in text
@@ -334,7 +339,7 @@ def test_results_markdown_renders_every_section_from_the_results():
 
 
 def test_results_markdown_leaves_out_what_did_not_run():
-    text = bench.render_markdown({"date": "d", "command": "c", "machine": {}, "bare": None})
+    text = report.render_markdown({"date": "d", "command": "c", "machine": {}, "bare": None})
     assert "## 1." not in text and "## Targets" not in text and "## 5." not in text
 
 
@@ -407,7 +412,7 @@ def test_raw_frame_server_sends_every_frame_with_its_own_header():
     address = f"tcp://127.0.0.1:{free_port()}"
     outcome: dict = {}
     server = threading.Thread(
-        target=lambda: outcome.update(bench.serve_raw_frames(address, 3, (8, 4), wait_s=10.0)), daemon=True
+        target=lambda: outcome.update(ingest.serve_raw_frames(address, 3, (8, 4), wait_s=10.0)), daemon=True
     )
     server.start()
     ctx = zmq.Context()
@@ -429,5 +434,5 @@ def test_raw_frame_server_sends_every_frame_with_its_own_header():
 
 
 def test_raw_frame_server_reports_a_missing_subscriber():
-    result = bench.serve_raw_frames(f"tcp://127.0.0.1:{free_port()}", 1, (8, 4), wait_s=0.05)
+    result = ingest.serve_raw_frames(f"tcp://127.0.0.1:{free_port()}", 1, (8, 4), wait_s=0.05)
     assert "no subscriber" in result["error"]

@@ -13,17 +13,9 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from connectors.clips import (
-    CLIPS_DIR,
-    MANIFEST_NAME,
-    ClipSink,
-    ClipSource,
-    ClipState,
-    EncodedFrame,
-    FrameRing,
-    clip_source,
-    encode_frame,
-)
+from connectors.clips import ClipSink, ClipState
+from facemoment.formats.clip_files import CLIPS_DIR, MANIFEST_NAME, ClipSource, clip_source
+from facemoment.formats.frame_ring import EncodedFrame, FrameRing, encode_frame
 from facemoment.formats import media, sample
 from facemoment.core.types import Frame, Trigger
 

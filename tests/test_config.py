@@ -99,3 +99,19 @@ def test_every_preset_applies_cleanly():
     for name in PRESETS:
         assert name in load_config(env={"FACEMOMENT_PRESET": name}).preset
     assert isinstance(Config(), Config)
+
+
+def test_every_known_extractor_has_a_builder_and_nothing_else_does():
+    from facemoment.core.config import KNOWN_EXTRACTORS, Config, ConfigError
+    from operators.extraction.registry import build_extractor
+
+    cfg = Config()
+    assert cfg.extract.extractors == list(KNOWN_EXTRACTORS)
+    for name in KNOWN_EXTRACTORS:
+        extractor = build_extractor(name, cfg)  # builds; models load later, in load()
+        assert hasattr(extractor, "extract"), name
+        close = getattr(extractor, "close", None)
+        if close is not None:
+            close()
+    with pytest.raises(ConfigError, match="face, pose, gesture, quality"):
+        build_extractor("nose", cfg)

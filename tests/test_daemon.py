@@ -16,6 +16,8 @@ import zmq
 
 from facemoment.tools.daemon import FramePublisher, Pacer, add_daemon_args, daemon_main, run_daemon
 
+from conftest import decode_all
+
 FPS = 50.0
 N_FRAMES = 12
 SIZE = (32, 24)
@@ -35,13 +37,7 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(video: Path) -> List[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
+    frames = decode_all(video)
     assert len(frames) == N_FRAMES
     return frames
 

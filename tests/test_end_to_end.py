@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 
 import cv2
 import pytest
-import zmq
 
 from facemoment.tools.daemon import run_daemon
 from facemoment.core.config import FusionConfig
 from facemoment.formats.sample import sample_timeline, t_face_centred_ns, t_face_gone_ns
+from facemoment.runtime.trig_listener import TrigListener
 
 from conftest import PYTHON, REPO, free_port
 
@@ -35,20 +34,6 @@ def _clip_seconds(path) -> float:
         cap.release()
 
 
-def _collect_trig(address: str, stop: threading.Event, into: list) -> None:
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"msg")
-    sub.connect(address)
-    try:
-        while not stop.is_set():
-            if sub.poll(100):
-                into.append(sub.recv_multipart())
-    finally:
-        sub.close()
-
-
 @pytest.mark.slow
 def test_sample_through_zmq_gives_triggers_only_while_the_face_is_centred(flow_env, tmp_path):
     frames_port, trig_port = free_port(), free_port()
@@ -60,9 +45,7 @@ def test_sample_through_zmq_gives_triggers_only_while_the_face_is_centred(flow_e
             "FACEMOMENT_IDLE_TIMEOUT_S": "2",
         }
     )
-    received: list = []
-    stop = threading.Event()
-    listener = threading.Thread(target=_collect_trig, args=(trig_address, stop, received))
+    listener = TrigListener(trig_address)
     listener.start()
     flow = subprocess.Popen(
         [PYTHON, "-m", "bytewax.run", "dataflows.facemoment"],
@@ -80,8 +63,7 @@ def test_sample_through_zmq_gives_triggers_only_while_the_face_is_centred(flow_e
     finally:
         if flow.poll() is None:
             flow.kill()
-        stop.set()
-        listener.join(10)
+        listener.close(10)
     assert flow.returncode == 0, output
     assert summary.frames_sent + summary.frames_dropped == sample_timeline().frame_count
 
@@ -98,7 +80,7 @@ def test_sample_through_zmq_gives_triggers_only_while_the_face_is_centred(flow_e
     assert min(t["t_ns"] for t in triggers) >= centred + gate_open_ns
 
     # The TRIG messages visualbase would receive: topic msg, text per the documented grammar.
-    texts = [text.decode() for topic, text in received if topic == b"msg"]
+    texts = listener.texts
     parsed = [TRIG_RE.match(t) for t in texts]
     assert all(parsed), texts
     assert [(int(m["t_start_ns"]), int(m["t_end_ns"]), m["reason"]) for m in parsed] == [

@@ -75,3 +75,46 @@ def test_layer_rule_catches_an_upward_import(tmp_path, monkeypatch):
     bad.write_text("from facemoment.tools.cli import main\nimport connectors.clips\n")
     found = [target for _line, target in _imports(bad) if _layer(target) and _layer(target)[1] > 1]
     assert found == ["facemoment.tools.cli", "facemoment.tools.cli.main", "connectors.clips"]
+
+
+# Small modules with names that explain themselves: a module past this is doing two jobs.
+MAX_MODULE_LINES = 500
+
+
+def long_modules(limit: int = MAX_MODULE_LINES) -> List[str]:
+    long = []
+    for _module, path in _product_modules():
+        count = len(path.read_text().splitlines())
+        if count > limit:
+            long.append(f"{path.relative_to(REPO)}: {count} lines")
+    return long
+
+
+def test_no_product_module_is_over_the_line_limit():
+    assert long_modules() == []
+
+
+def test_line_limit_names_a_long_module():
+    # The same check with a limit every non-empty module exceeds.
+    found = long_modules(limit=0)
+    assert any(entry.startswith("dataflows/facemoment.py: ") for entry in found)
+
+
+def private_bytewax_imports() -> List[str]:
+    found = []
+    for _module, path in _product_modules():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: List[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.split(".")[0] == "bytewax"]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "bytewax":
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if any(part.startswith("_") for part in name.split(".")):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
+    return found
+
+
+def test_no_product_module_uses_private_bytewax_names():
+    # docs/architecture.md ("Bytewax API") says why each close use of Bytewax is public.
+    assert private_bytewax_imports() == []

@@ -11,7 +11,6 @@ import re
 import signal
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
@@ -26,6 +25,7 @@ from bytewax.testing import TestingSink, run_main
 
 import facemoment.tools.daemon as daemon_module
 import facemoment.formats.recording as recording
+import facemoment.formats.recording.writer as recording_writer
 from facemoment.tools.daemon import run_daemon
 from facemoment.formats.frames import open_frames
 from facemoment.formats.recording import (
@@ -40,6 +40,8 @@ from facemoment.formats.recording import (
 from connectors.replay_source import ReplaySource
 from facemoment.tools.record import Recorder, RecordSummary, add_record_args, parse_size, record_main
 from facemoment.formats.wire import pack_frame
+
+from conftest import wait_until
 
 W, H = 64, 48
 # Frame ids the publisher sends: 5 and 6 are lost "on the wire".
@@ -67,15 +69,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = WAIT_S) -> bool:
-    """Poll a real condition with a bounded timeout."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        pause.wait(0.005)
-    return condition()
 
 
 class Publisher:
@@ -294,7 +287,7 @@ def test_disk_full_names_the_path_and_keeps_the_complete_records(
     publisher: Publisher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "full.fmrec"
-    real_write = recording._write_all
+    real_write = recording_writer._write_all
     record_writes = []
 
     def filling_disk(file: Any, data: bytes) -> None:
@@ -305,7 +298,7 @@ def test_disk_full_names_the_path_and_keeps_the_complete_records(
                 raise OSError(errno.ENOSPC, "No space left on device")
         real_write(file, data)
 
-    monkeypatch.setattr(recording, "_write_all", filling_disk)
+    monkeypatch.setattr(recording_writer, "_write_all", filling_disk)
     lines: List[str] = []
     args = parse(["record", publisher.endpoint, "-o", str(path), "--encoding", "raw"])
     runner = InThread(lambda: record_main(args, progress=lines.append))
@@ -328,7 +321,7 @@ def test_disk_full_in_the_writer_raises_a_clear_error(tmp_path: Path, monkeypatc
     def full(file: Any, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recording, "_write_all", full)
+    monkeypatch.setattr(recording_writer, "_write_all", full)
     with pytest.raises(RecordingWriteError, match="disk full while writing .*w.fmrec") as caught:
         writer.append_image(1, 2, make_image(1), "raw")
     assert caught.value.disk_full and caught.value.path == str(path)

@@ -12,10 +12,9 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from facemoment.formats.recording import RecordingWriter
-from facemoment.formats.sample import ensure_sample_video, render_frame, sample_timeline
+from facemoment.formats.sample import ensure_sample_video
 
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, write_sample_recording
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +24,7 @@ SEED = 20261126
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rec") / "sample.fmrec"
-    writer = RecordingWriter(path, {"address": "test"})
-    for frame in sample_timeline().frames:
-        writer.append_image(frame.index, frame.t_ns, render_frame(frame.index))
-    writer.close()
-    return path
+    return write_sample_recording(tmp_path_factory.mktemp("rec") / "sample.fmrec")
 
 
 def _env(base: Dict[str, str], out: Path, source: Path = None) -> Dict[str, str]:

@@ -10,22 +10,15 @@ from typing import Dict, List
 
 import pytest
 
-from facemoment.formats.recording import RecordingWriter
-from facemoment.formats.sample import render_frame, sample_timeline
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, free_port, write_sample_recording
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rec") / "sample.fmrec"
-    writer = RecordingWriter(path, {"address": "test"})
-    for frame in sample_timeline().frames:
-        writer.append_image(frame.index, frame.t_ns, render_frame(frame.index))
-    writer.close()
-    return path
+    return write_sample_recording(tmp_path_factory.mktemp("rec") / "sample.fmrec")
 
 
 def _env(base: Dict[str, str], source: Path, out: Path) -> Dict[str, str]:

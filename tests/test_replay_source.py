@@ -20,6 +20,8 @@ from connectors.replay_source import ReplaySource
 from connectors.shares import share_parts
 from facemoment.core.types import Frame
 
+from conftest import drain, run_source
+
 W, H = 32, 24
 IDS = [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 17, 18]  # gaps at 6-7 and 15-16
 T0 = 5_000_000_000
@@ -47,22 +49,8 @@ def rec(tmp_path: Path) -> Path:
     return path
 
 
-def run(source: ReplaySource) -> List[Any]:
-    out: List[Any] = []
-    flow = Dataflow("replay_source_test")
-    op.output("out", op.input("in", flow, source), TestingSink(out))
-    run_main(flow)
-    return out
 
 
-def drain(part: Any, limit: Optional[int] = None) -> List[Any]:
-    items: List[Any] = []
-    while limit is None or len(items) < limit:
-        try:
-            items += part.next_batch()
-        except StopIteration:
-            break
-    return items
 
 
 def frames_of(items: List[Any]) -> List[Frame]:
@@ -77,7 +65,7 @@ def records_of(items: List[Any]) -> List[dict]:
 
 
 def test_replay_emits_every_recorded_frame_exactly(rec: Path) -> None:
-    items = run(ReplaySource(rec, stream_id="camA", batch_size=3))
+    items = run_source(ReplaySource(rec, stream_id="camA", batch_size=3))
     frames = frames_of(items)
     assert len(frames) == len(items)  # no records on a healthy file
     assert [f.frame_id for f in frames] == IDS
@@ -95,7 +83,7 @@ def test_shares_split_by_frame_id_and_cover_the_recording(rec: Path) -> None:
         assert [f.frame_id for f in frames] == [i for i in IDS if i % 3 == index]
         seen += frames
     assert sorted(f.frame_id for f in seen) == IDS
-    assert sorted(f.frame_id for f in frames_of(run(ReplaySource(rec, shares=2)))) == IDS
+    assert sorted(f.frame_id for f in frames_of(run_source(ReplaySource(rec, shares=2)))) == IDS
 
 
 @pytest.mark.parametrize("shares", [1, 2])
@@ -131,7 +119,7 @@ def test_resume_works_without_an_index(rec: Path) -> None:
 def test_jpeg_replay_is_identical_every_time(tmp_path: Path) -> None:
     path = tmp_path / "j.fmrec"
     write(path, encoding="jpeg")
-    first, second = run(ReplaySource(path)), run(ReplaySource(path, shares=2))
+    first, second = run_source(ReplaySource(path)), run_source(ReplaySource(path, shares=2))
     second = sorted(second, key=lambda f: f.frame_id)
     assert [f.frame_id for f in first] == [f.frame_id for f in second] == IDS
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, second))
@@ -162,7 +150,7 @@ def test_damaged_recording_ends_the_stream_without_failing_the_dataflow(
     offsets = write(path)
     bad_offset = damage(path, offsets, 9, 100)  # inside frame 11's record
     with caplog.at_level(logging.ERROR):
-        items = run(ReplaySource(path, shares=shares))
+        items = run_source(ReplaySource(path, shares=shares))
     frames = frames_of(items)
     assert sorted(f.frame_id for f in frames) == IDS[:9]
     assert all(np.array_equal(f.image, image_of(f.frame_id)) for f in frames)
@@ -178,7 +166,7 @@ def test_damaged_recording_ends_the_stream_without_failing_the_dataflow(
 def test_a_file_that_is_not_a_recording_reports_offset_zero(tmp_path: Path) -> None:
     path = tmp_path / "junk.fmrec"
     path.write_bytes(b"definitely not a recording")
-    items = run(ReplaySource(path))
+    items = run_source(ReplaySource(path))
     assert records_of(items) == items and len(items) == 1
     assert items[0]["offset"] == 0 and "not a FaceMoment recording" in items[0]["error"]
     with pytest.raises(FileNotFoundError, match="missing.fmrec"):

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from facemoment.tools.report import Clock, Timeline, add_report_args, build_figure, read_timeline
-from facemoment.tools.trace_tools import add_trace_args, summarize_trace
+from facemoment.tools.report import add_report_args
+from facemoment.tools.report_figure import build_figure
+from facemoment.tools.timeline import Clock, Timeline, read_timeline
+from facemoment.tools.trace_summary import summarize_trace
+from facemoment.tools.trace_tools import add_trace_args
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -122,12 +125,17 @@ def test_figure_panels_hold_the_trace_data(tmp_path):
     assert "2 triggers" in fig._suptitle.get_text()
 
 
-def test_frame_only_records_are_placed_by_interpolation():
+def _clock_with_frames_10_and_20_timed(untimed_frame: int) -> Clock:
+    """Frames 10 and 20 at 2 s and 3 s of event time, and one frame with only a timing record."""
     timeline = Timeline()
     for f, t in ((10, 2_000_000_000), (20, 3_000_000_000)):
         timeline.add({"record_type": "trigger_decision", "stream": "a", "frame_id": f, "t_ns": t, "candidates": []})
-    timeline.add({"record_type": "timing", "stream": "a", "frame_id": 15, "component": "face", "processing_ms": 1.0})
-    clock = Clock(timeline)
+    timeline.add({"record_type": "timing", "stream": "a", "frame_id": untimed_frame, "component": "face", "processing_ms": 1.0})
+    return Clock(timeline)
+
+
+def test_frame_only_records_are_placed_by_interpolation():
+    clock = _clock_with_frames_10_and_20_timed(15)
     assert clock.seconds
     # Between known frames: interpolated; beyond them: the mean frame interval (0.1 s).
     assert clock.from_frames("a", [10, 15, 20, 25, 0]).tolist() == pytest.approx([0.0, 0.5, 1.0, 1.5, -1.0])
@@ -138,11 +146,7 @@ def test_frame_only_records_are_placed_by_interpolation():
 
 
 def test_time_zero_is_the_earliest_frame_even_without_a_timestamp():
-    timeline = Timeline()
-    for f, t in ((10, 2_000_000_000), (20, 3_000_000_000)):
-        timeline.add({"record_type": "trigger_decision", "stream": "a", "frame_id": f, "t_ns": t, "candidates": []})
-    timeline.add({"record_type": "timing", "stream": "a", "frame_id": 4, "component": "face", "processing_ms": 1.0})
-    clock = Clock(timeline)
+    clock = _clock_with_frames_10_and_20_timed(4)
     assert clock.from_frames("a", [4, 10]).tolist() == pytest.approx([0.0, 0.6])
     assert clock.from_t("a", [2_000_000_000]).tolist() == pytest.approx([0.6])
 

@@ -8,6 +8,8 @@ import pytest
 
 from facemoment.formats import media, sample
 
+from conftest import decode_all
+
 
 def quality(image: np.ndarray) -> tuple[float, float, float]:
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -21,16 +23,6 @@ def assert_quality_gate(image: np.ndarray, what: str) -> None:
     assert contrast >= 40, f"{what}: grey std {contrast:.1f} < 40"
 
 
-def decode_all(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ from typing import Any, Dict, List
 import numpy as np
 import pytest
 
-from facemoment.tools.trace_tools import add_trace_args, percentile, summarize_trace
+from facemoment.tools.trace_reader import percentile
+from facemoment.tools.trace_summary import summarize_trace
+from facemoment.tools.trace_tools import add_trace_args
 
 
 def run_cli(argv: List[str]) -> int:

@@ -6,18 +6,17 @@ import logging
 import sys
 import types
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
-import bytewax.operators as op
 import cv2
 import numpy as np
 import pytest
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, run_main
 
 from facemoment.formats.frames import open_frames
 from connectors.video_source import VideoFileSource
 from facemoment.core.types import Frame
+
+from conftest import decode_all, drain, run_source
 
 FPS = 10.0
 N_FRAMES = 20
@@ -35,17 +34,6 @@ def write_video(path: Path, n: int = N_FRAMES, fps: float = FPS) -> Path:
     return path
 
 
-def decode_all(path: Path) -> List[np.ndarray]:
-    """The reference: every frame as OpenCV decodes the file."""
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    cap.release()
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -60,23 +48,8 @@ def reference(video: Path) -> List[np.ndarray]:
     return frames
 
 
-def run_source(source: VideoFileSource) -> List[Frame]:
-    out: List[Any] = []
-    flow = Dataflow("video_source_test")
-    op.output("out", op.input("in", flow, source), TestingSink(out))
-    run_main(flow)
-    return out
 
 
-def drain(part: Any, limit: Optional[int] = None) -> List[Frame]:
-    """Batches from a partition until it ends (or `limit` frames were taken)."""
-    frames: List[Frame] = []
-    while limit is None or len(frames) < limit:
-        try:
-            frames += part.next_batch()
-        except StopIteration:
-            break
-    return frames
 
 
 # ------------------------------------------------------------------ open_frames

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
-import time
-from typing import Any, Callable, List
+from typing import Any, List
 
 import bytewax.operators as op
 import numpy as np
@@ -35,6 +34,8 @@ from facemoment.formats.wire import (
     unpack_frame,
 )
 
+from conftest import wait_until
+
 SPEC_HEADER = "!QQIIB"
 
 
@@ -45,13 +46,6 @@ def spec_parts(frame_id: int, t_ns: int, image: np.ndarray) -> List[bytes]:
     return [b"frame", struct.pack(SPEC_HEADER, frame_id, t_ns, w, h, c), image.tobytes()]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
 
 
 # ------------------------------------------------------------------ frame layout

@@ -18,14 +18,9 @@ from bytewax.testing import TestingSink, run_main
 from connectors.zmq_source import FrameBuffer, ZmqFrameSource
 from facemoment.core.types import Frame
 
+from conftest import wait_until
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return condition()
+
 
 
 def image_for(frame_id: int) -> np.ndarray:

@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """A configuration value, file or preset that cannot be used."""
 
 
+# Every extractor the registry (operators/extraction/registry.py) can build, in the default order.
+KNOWN_EXTRACTORS = ("face", "pose", "gesture", "quality")
+
+
 @dataclass
 class SourceConfig:
     # tcp://host:port (visualbase publisher), a video file, a recording, a camera
@@ -50,7 +54,7 @@ class SourceConfig:
 
 @dataclass
 class ExtractConfig:
-    extractors: List[str] = field(default_factory=lambda: ["face", "pose", "gesture", "quality"])
+    extractors: List[str] = field(default_factory=lambda: list(KNOWN_EXTRACTORS))
     # mediapipe (bundled, offline) | insightface (an InsightFace model pack)
     face_backend: str = "mediapipe"
     insightface_pack: str = "buffalo_l"
@@ -167,6 +171,8 @@ class OutputConfig:
     metrics_addr: str = "127.0.0.1"
     # The live sync-status panel on the terminal (verbose diagnostics; off by default).
     sync_view: bool = False
+    # Written (atomically, "{pid}" replaced) once the process's models are ready.
+    ready_file: Optional[str] = None
     # Show the models' native INFO/WARNING lines (MediaPipe, absl, TF Lite); `--verbose`.
     native_logs: bool = False
 
@@ -223,11 +229,11 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
     "FACEMOMENT_TRIG_ADDRESS": ("output", "trig_address"),
     "FACEMOMENT_OUTPUT_DIR": ("output", "output_dir"),
     "FACEMOMENT_TRACE": ("output", "trace"),
+    "FACEMOMENT_READY_FILE": ("output", "ready_file"),
 }
 
 TRACE_LEVELS = ("off", "minimal", "normal", "verbose")
 DROP_STRATEGIES = ("skip_oldest", "skip_intermediate", "keyframe_only")
-KNOWN_EXTRACTORS = ("face", "pose", "gesture", "quality")
 
 
 def _section(cfg: Config, path: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import IntEnum
-from typing import Any, ClassVar, Dict, Type, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Type, TypeVar, Union
 
 
 class Level(IntEnum):
@@ -83,6 +83,22 @@ def level_of(record_type: str) -> Level:
 def as_dict(record: Union[Record, Dict[str, Any]]) -> Dict[str, Any]:
     """The JSON object of a record (plain dicts pass through)."""
     return record.to_dict() if isinstance(record, Record) else record
+
+
+# ------------------------------------------------------------------ readiness
+
+
+@register
+@dataclasses.dataclass
+class ModelsReady(Record):
+    """A process has every extraction model loaded and warmed; `wall_ns` is wall-clock."""
+
+    TYPE: ClassVar[str] = "models_ready"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    pid: int
+    wall_ns: int
+    extractors: List[str]
 
 
 # --- gate_tally: why frames did not fire --------------------------------------

@@ -20,6 +20,7 @@ RECORD_LEVELS: Dict[str, int] = {
     "source_summary": 1,
     "source_error": 1,
     "fps_summary": 1,
+    "models_ready": 1,
     "gate_tally": 1,
     "timing": 2,
     "frame_drop": 2,

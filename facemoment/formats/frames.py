@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
+from facemoment.formats.closing import Closing
 
 if TYPE_CHECKING:
     from facemoment.formats.recording import RecordingFrameReader
@@ -41,7 +42,7 @@ FALLBACK_FPS = 30.0
 FrameTuple = Tuple[int, int, np.ndarray]
 
 
-class FrameReader:
+class FrameReader(Closing):
     """Iterator of ``(frame_id, t_src_ns, image)`` over one source; see the module doc."""
 
     def __init__(
@@ -244,12 +245,6 @@ class FrameReader:
     def close(self) -> None:
         self._exhausted = True
         self._cap.release()
-
-    def __enter__(self) -> "FrameReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _positive(value: float) -> Optional[float]:

@@ -88,10 +88,6 @@ class SampleTimeline:
     def frame_count(self) -> int:
         return len(self.frames)
 
-    @property
-    def duration_ns(self) -> int:
-        return frame_t_ns(self.frame_count)
-
     def phase_spans(self, name: str) -> Tuple[Tuple[int, int], ...]:
         return tuple((start, end) for phase, start, end in self.phases if phase == name)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 
 def _bytewax_run_args(argv: Optional[List[str]] = None) -> Optional[List[str]]:
@@ -31,31 +31,29 @@ def _option(args: List[str], short: str, long: str) -> Optional[str]:
     return None
 
 
-def total_workers(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:
-    """Workers in the whole cluster: workers per process × processes (1 outside bytewax.run)."""
-    env = os.environ if env is None else env
+def _run_setting(argv: Optional[List[str]], env: Optional[dict], short: str, long: str, env_name: str) -> Tuple[bool, Optional[str]]:
+    """(inside `bytewax.run`?, the option from its command line or environment)."""
     args = _bytewax_run_args(argv)
     if args is None:
+        return False, None
+    env = os.environ if env is None else env
+    return True, _option(args, short, long) or env.get(env_name) or None
+
+
+def total_workers(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:
+    """Workers in the whole cluster: workers per process × processes (1 outside bytewax.run)."""
+    inside, workers = _run_setting(argv, env, "-w", "--workers-per-process", "BYTEWAX_WORKERS_PER_PROCESS")
+    if not inside:
         return 1
-    workers = _option(args, "-w", "--workers-per-process") or env.get("BYTEWAX_WORKERS_PER_PROCESS") or "1"
-    addresses = _option(args, "-a", "--addresses") or env.get("BYTEWAX_ADDRESSES") or ""
-    processes = len([a for a in addresses.split(";") if a.strip()]) or 1
-    return max(1, int(workers)) * processes
+    _, addresses = _run_setting(argv, env, "-a", "--addresses", "BYTEWAX_ADDRESSES")
+    processes = len([a for a in (addresses or "").split(";") if a.strip()]) or 1
+    return max(1, int(workers or "1")) * processes
 
 
 def process_index(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> int:
-    env = os.environ if env is None else env
-    args = _bytewax_run_args(argv)
-    if args is None:
-        return 0
-    value = _option(args, "-i", "--process-id") or env.get("BYTEWAX_PROCESS_ID") or "0"
-    return int(value)
+    return int(_run_setting(argv, env, "-i", "--process-id", "BYTEWAX_PROCESS_ID")[1] or "0")
 
 
 def recovery_directory(argv: Optional[List[str]] = None, env: Optional[dict] = None) -> Optional[str]:
     """The Bytewax recovery directory of this run, if recovery is on."""
-    env = os.environ if env is None else env
-    args = _bytewax_run_args(argv)
-    if args is None:
-        return None
-    return _option(args, "-r", "--recovery-directory") or env.get("BYTEWAX_RECOVERY_DIRECTORY") or None
+    return _run_setting(argv, env, "-r", "--recovery-directory", "BYTEWAX_RECOVERY_DIRECTORY")[1]

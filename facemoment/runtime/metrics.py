@@ -142,12 +142,6 @@ def start_metrics_server(port: int, addr: str = "127.0.0.1") -> None:
     log.info("metrics on http://%s:%d/metrics", addr, port)
 
 
-def stop_metrics_server() -> None:
-    """Stop the endpoint (metrics stay enabled)."""
-    with _lock:
-        _stop_server_locked()
-
-
 def _stop_server_locked() -> None:
     global _server
     if _server is None:
@@ -165,12 +159,16 @@ def _warn_once(key: str, message: str, *args: object) -> None:
         log.warning(message, *args)
 
 
-def _non_negative(value: object) -> bool:
-    """A usable count or duration: a number, not negative, not NaN."""
+def _usable(key: str, value: object, message: str, *args: object) -> bool:
+    """A count or duration a metric can take: a number, not negative, not NaN.
+    Otherwise `message` (with `value` first) is logged once per `key`."""
     try:
-        return bool(value >= 0)  # type: ignore[operator]
+        if value >= 0:  # type: ignore[operator]
+            return True
     except TypeError:
-        return False
+        pass
+    _warn_once(key, message, value, *args)
+    return False
 
 
 # --- hot path: one global check while off ----------------------------------------
@@ -192,10 +190,7 @@ def frame_processed(stream: str) -> None:
 
 def frames_dropped(stream: str, reason: str, n: int = 1) -> None:
     m = _active
-    if m is None:
-        return
-    if not _non_negative(n):
-        _warn_once("frames_dropped", "ignoring an invalid dropped-frame count (%r) for stream %s", n, stream)
+    if m is None or not _usable("frames_dropped", n, "ignoring an invalid dropped-frame count (%r) for stream %s", stream):
         return
     m.frames_dropped.labels(stream, reason).inc(n)
 
@@ -216,10 +211,7 @@ def trigger(stream: str, reason: str) -> None:
 
 def extractor_latency(extractor: str, seconds: float) -> None:
     m = _active
-    if m is None:
-        return
-    if not _non_negative(seconds):
-        _warn_once("extractor_latency", "ignoring an invalid latency (%r s) for extractor %s", seconds, extractor)
+    if m is None or not _usable("extractor_latency", seconds, "ignoring an invalid latency (%r s) for extractor %s", extractor):
         return
     m.extractor_latency.labels(extractor).observe(seconds)
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -116,30 +115,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return daemon_main(args) or 0
 
 
-def _listen_trig(address: str, stop: threading.Event, received: List[str]) -> None:
-    """Print TRIG messages as visualbase would receive them."""
-    import zmq
-
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, b"msg")
-    sub.connect(address)
-    try:
-        while not stop.is_set():
-            if sub.poll(200):
-                _topic, text = sub.recv_multipart()
-                message = text.decode()
-                received.append(message)
-                print(f"[visualbase side] received {message}", flush=True)
-    finally:
-        sub.close()
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default end to end: daemon → ZMQ → dataflow → TRIG + clips."""
-    from facemoment.tools.daemon import run_daemon
     from facemoment.formats.sample import ensure_sample_video
+    from facemoment.runtime.trig_listener import TrigListener
+    from facemoment.tools.daemon import run_daemon
 
     out_dir = Path(args.output_dir)
     if out_dir.exists() and args.clean:
@@ -161,9 +141,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "bytewax.run", "dataflows.facemoment", "-w", str(args.workers)]
     print("starting: " + " ".join(cmd), flush=True)
     flow = subprocess.Popen(cmd, env=env)
-    stop = threading.Event()
-    received: List[str] = []
-    listener = threading.Thread(target=_listen_trig, args=(trig_address, stop, received), daemon=True)
+    # Prints TRIG messages as visualbase would receive them.
+    listener = TrigListener(trig_address, on_message=lambda text: print(f"[visualbase side] received {text}", flush=True))
     listener.start()
     try:
         # The daemon waits for the dataflow to subscribe, so no frame is lost to ZMQ's slow joiner.
@@ -178,9 +157,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         flow.terminate()
         code = flow.wait()
     finally:
-        stop.set()
-        listener.join(timeout=2)
-    print(f"TRIG messages received on {trig_address}: {len(received)}", flush=True)
+        listener.close(timeout=2)
+    print(f"TRIG messages received on {trig_address}: {len(listener.received)}", flush=True)
     return code
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from facemoment.core.config import Config, ConfigError, load_config
 from facemoment.core.types import Frame, FrameObservations, Observation, Trigger
+from operators.gate_tally import Outcome
 
 # BGR colours.
 GREEN, RED, YELLOW, CYAN, WHITE, ORANGE = (80, 220, 80), (60, 60, 235), (40, 220, 240), (230, 200, 60), (255, 255, 255), (0, 140, 255)
@@ -105,7 +106,7 @@ def _failing(conditions: Mapping[str, Mapping[str, Any]]) -> List[str]:
     return [name for name, c in conditions.items() if not c.get("pass")]
 
 
-def draw_status(img: np.ndarray, fo: FrameObservations, outcome: Mapping[str, Any], banner: Optional[Trigger], fired: int) -> None:
+def draw_status(img: np.ndarray, fo: FrameObservations, outcome: Outcome, banner: Optional[Trigger], fired: int) -> None:
     h, w = img.shape[:2]
     quality = _usable(fo, "quality")
     lines: List[Tuple[str, Tuple[int, int, int]]] = []
@@ -114,17 +115,17 @@ def draw_status(img: np.ndarray, fo: FrameObservations, outcome: Mapping[str, An
         ok = s.get("quality_gate", 0) >= 0.5
         lines.append((f"quality {'ok' if ok else 'LOW'}: blur {s.get('blur', 0):.0f} brightness {s.get('brightness', 0):.0f} "
                       f"contrast {s.get('contrast', 0):.0f}", GREEN if ok else RED))
-    gate_open = bool(outcome.get("gate_open"))
-    failing = _failing(outcome.get("conditions") or {}) if outcome.get("face_observed") else ["no face observation"]
+    gate_open = bool(outcome.gate_open)
+    failing = _failing(outcome.conditions) if outcome.face_observed else ["no face observation"]
     gate = "gate OPEN" if gate_open else "gate closed"
     if failing:
         gate += " (failing: " + ", ".join(failing) + ")"
     elif not gate_open:
         gate += " (conditions hold, opening)"
     lines.append((gate, GREEN if gate_open else RED))
-    candidates = outcome.get("candidates") or ()
+    candidates = outcome.candidates
     lines.append(("candidates: " + (", ".join(candidates) if candidates else "none"), YELLOW))
-    lines.append((f"decision: {outcome.get('decision', '-')}   frame {fo.frame_id}  t {fo.t_ns / 1e9:.2f} s  triggers {fired}", WHITE))
+    lines.append((f"decision: {outcome.decision}   frame {fo.frame_id}  t {fo.t_ns / 1e9:.2f} s  triggers {fired}", WHITE))
     if fo.missing:
         lines.append(("missing: " + ", ".join(fo.missing), RED))
     y = h - 10 - 18 * (len(lines) - 1)
@@ -138,7 +139,7 @@ def draw_status(img: np.ndarray, fo: FrameObservations, outcome: Mapping[str, An
         cv2.rectangle(img, (0, 0), (w - 1, h - 1), RED, 4)
 
 
-def annotate(image: np.ndarray, fo: FrameObservations, outcome: Mapping[str, Any], banner: Optional[Trigger], fired: int) -> np.ndarray:
+def annotate(image: np.ndarray, fo: FrameObservations, outcome: Outcome, banner: Optional[Trigger], fired: int) -> np.ndarray:
     img = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     draw_poses(img, fo)
     draw_hands(img, fo)
@@ -225,7 +226,7 @@ def run_debug(
                 print(f"frame {frame_id} t={t_ns / 1e9:.2f}s: TRIGGER {trigger.reason} score {trigger.score:.2f}", flush=True)
             if banner is not None and t_ns - banner.t_ns > BANNER_NS:
                 banner = None
-            drawn = annotate(image, fo, fusion.outcome, banner, len(result.triggers))
+            drawn = annotate(image, fo, Outcome(*fusion.outcome), banner, len(result.triggers))
             if writer is None and output is not None:
                 output.parent.mkdir(parents=True, exist_ok=True)
                 result.size = (drawn.shape[1], drawn.shape[0])

@@ -299,16 +299,6 @@ class Recorder:
         return self.encoding
 
 
-def record_stream(
-    address: str,
-    path: Union[str, Path],
-    stop_event: Optional[threading.Event] = None,
-    **options: Any,
-) -> RecordSummary:
-    """Record ``address`` to ``path``; options as for :class:`Recorder`."""
-    return Recorder(address, path, **options).run(stop_event)
-
-
 # ------------------------------------------------------------------ CLI
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}

@@ -8,22 +8,28 @@ backends load in the constructor, so a missing model fails at start-up.
 from __future__ import annotations
 
 import time
-from typing import List
+from typing import Callable, List, Optional, Tuple, TypeVar
+
+import numpy as np
 
 from facemoment.core.config import ExtractConfig
 from facemoment.core.types import Face, Frame, Observation
-from operators.extraction.common import error_observation, image_problem
+from operators.extraction.common import error_observation, frame_observation, image_problem, pose_observation
+
+T = TypeVar("T")
 
 
-def _observation(name: str, frame: Frame, started: int, **fields) -> Observation:
-    return Observation(
-        source=name,
-        stream_id=frame.stream_id,
-        frame_id=frame.frame_id,
-        t_ns=frame.t_src_ns,
-        processing_ms=(time.perf_counter_ns() - started) / 1e6,
-        **fields,
-    )
+def _detect(name: str, frame: Frame, detect: Callable[[np.ndarray], T], backend: str) -> Tuple[Optional[T], Optional[Observation], int]:
+    """`detect(image)` on a checked image: `(result, None, started_ns)`, or `(None, error
+    observation, started_ns)` for a bad image or a failing backend, never raises."""
+    started = time.perf_counter_ns()
+    problem = image_problem(getattr(frame, "image", None))
+    if problem is not None:
+        return None, error_observation(name, frame, problem, started), started
+    try:
+        return detect(frame.image), None, started
+    except Exception as exc:
+        return None, error_observation(name, frame, f"{backend} failed: {exc}", started), started
 
 
 def _expression_model(cfg: ExtractConfig):
@@ -52,16 +58,11 @@ class InsightFaceExtractor:
         )
 
     def extract(self, frame: Frame) -> Observation:
-        started = time.perf_counter_ns()
-        problem = image_problem(getattr(frame, "image", None))
-        if problem is not None:
-            return error_observation(self.name, frame, problem, started)
-        try:
-            faces = self.backend.detect(frame.image)
-        except Exception as exc:
-            return error_observation(self.name, frame, f"insightface failed: {exc}", started)
+        faces, failed, started = _detect(self.name, frame, self.backend.detect, "insightface")
+        if failed is not None:
+            return failed
         faces = _left_to_right(faces)
-        return _observation(self.name, frame, started, faces=faces, signals={"face_count": float(len(faces))})
+        return frame_observation(self.name, frame, started, faces=faces, signals={"face_count": float(len(faces))})
 
     def close(self) -> None:
         pass
@@ -78,24 +79,10 @@ class YoloPoseExtractor:
         self.backend = YoloPoseBackend(cfg.pose_model, prefer_gpu=cfg.prefer_gpu)
 
     def extract(self, frame: Frame) -> Observation:
-        started = time.perf_counter_ns()
-        problem = image_problem(getattr(frame, "image", None))
-        if problem is not None:
-            return error_observation(self.name, frame, problem, started)
-        try:
-            poses = self.backend.detect(frame.image)
-        except Exception as exc:
-            return error_observation(self.name, frame, f"yolo pose failed: {exc}", started)
-        return _observation(
-            self.name,
-            frame,
-            started,
-            poses=poses,
-            signals={
-                "pose_count": float(len(poses)),
-                "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0,
-            },
-        )
+        poses, failed, started = _detect(self.name, frame, self.backend.detect, "yolo pose")
+        if failed is not None:
+            return failed
+        return pose_observation(self.name, frame, started, poses)
 
     def close(self) -> None:
         pass

@@ -7,7 +7,7 @@ each extractor instance a thread of its own (operators/extraction/orchestrator.p
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional, Protocol, Tuple, TypeVar, runtime_checkable
+from typing import Any, Callable, List, Optional, Protocol, Tuple, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -81,6 +81,24 @@ def error_observation(source: str, frame: Any, message: str, started_ns: int) ->
         processing_ms=(time.perf_counter_ns() - started_ns) / 1e6,
         error=message,
     )
+
+
+def frame_observation(source: str, frame: Any, started_ns: int, **fields: Any) -> Observation:
+    """What `source` saw in `frame`, timed from `started_ns`."""
+    return Observation(
+        source=source,
+        stream_id=frame.stream_id,
+        frame_id=frame.frame_id,
+        t_ns=frame.t_src_ns,
+        processing_ms=(time.perf_counter_ns() - started_ns) / 1e6,
+        **fields,
+    )
+
+
+def pose_observation(source: str, frame: Any, started_ns: int, poses: List[Any]) -> Observation:
+    """The pose observation of a frame, whichever backend found the people."""
+    signals = {"pose_count": float(len(poses)), "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0}
+    return frame_observation(source, frame, started_ns, poses=poses, signals=signals)
 
 
 def run_guarded(extractor: Any, frame: Any, work: Callable[[np.ndarray], T]) -> Tuple[Optional[T], Optional[Observation], int]:

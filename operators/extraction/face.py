@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Face, Frame, Observation
-from operators.extraction.common import quiet_native_logs, run_guarded
+from operators.extraction.common import frame_observation, quiet_native_logs, run_guarded
 
 BACKENDS = ("mediapipe",)
 
@@ -314,14 +313,12 @@ class FaceExtractor:
         if failed is not None:
             return failed
         faces, meshed = result
-        return Observation(
-            source=self.name,
-            stream_id=frame.stream_id,
-            frame_id=frame.frame_id,
-            t_ns=frame.t_src_ns,
+        return frame_observation(
+            self.name,
+            frame,
+            started,
             faces=faces,
             signals={"face_count": float(len(faces)), "mesh_count": float(meshed)},
-            processing_ms=(time.perf_counter_ns() - started) / 1e6,
         )
 
     # -- steps
@@ -410,12 +407,3 @@ def _points_box(points: np.ndarray, width: int, height: int) -> Box:
     x0, y0 = points[:, 0].min() / width, points[:, 1].min() / height
     x1, y1 = points[:, 0].max() / width, points[:, 1].max() / height
     return (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
-
-
-def describe(faces: Sequence[Face]) -> str:
-    """One line per face, for logs and reports."""
-    return "; ".join(
-        f"id={f.face_id} conf={f.confidence:.3f} bbox=({', '.join(f'{v:.3f}' for v in f.bbox)}) "
-        f"yaw={f.yaw:.1f} pitch={f.pitch:.1f} roll={f.roll:.1f} expr={f.expression:.2f}"
-        for f in faces
-    )

@@ -11,14 +11,13 @@ person's own hand; pass `mirrored_input=True` for mirrored sources.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, List
 
 import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
 from facemoment.core.types import Frame, Hand, Observation
-from operators.extraction.common import run_guarded  # also quietens the native logs before MediaPipe loads
+from operators.extraction.common import frame_observation, run_guarded  # also quietens the native logs before MediaPipe loads
 from operators.extraction.gesture_rules import NONE, score_gesture
 from operators.extraction.pose import to_rgb
 
@@ -91,14 +90,12 @@ class GestureExtractor:
         detected = any(
             h.gesture != NONE and h.gesture_confidence >= self.min_gesture_confidence for h in hands
         )
-        return Observation(
-            source=self.name,
-            stream_id=frame.stream_id,
-            frame_id=frame.frame_id,
-            t_ns=frame.t_src_ns,
+        return frame_observation(
+            self.name,
+            frame,
+            started,
             hands=hands,
             signals={"hand_count": float(len(hands)), "gesture_detected": 1.0 if detected else 0.0},
-            processing_ms=(time.perf_counter_ns() - started) / 1e6,
         )
 
     def _hands(self, image: np.ndarray) -> List[Hand]:

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from facemoment.core.config import Config
+from facemoment.core.records import Level, ModelsReady
+from facemoment.runtime import readiness
 from facemoment.core.types import Frame, Observation, TraceRecord
 from operators.align import FRAME_MARKER
 
 log = logging.getLogger(__name__)
 
-Item = Union[Observation, TraceRecord]
+Item = Union[Observation, TraceRecord, ModelsReady]
 
 
 @dataclass
@@ -142,6 +144,9 @@ class Orchestrator:
         }
         for lane in self.lanes.values():
             lane.ready.wait()
+        # Every model is loaded: tell a waiting parent (ready file) and the trace (first batch).
+        ready = readiness.announce(cfg.output.ready_file, list(self.lanes))
+        self._ready_record: Optional[ModelsReady] = ready if ready.wanted_at(Level.parse(cfg.output.trace)) else None
         self._prefetch_lock = threading.Lock()
         self._prefetched: Dict[Tuple[str, int], _Submitted] = {}
 
@@ -177,6 +182,9 @@ class Orchestrator:
 
     def run(self, frames: Sequence[Frame]) -> List[Item]:
         out: List[Item] = []
+        if self._ready_record is not None:
+            out.append(self._ready_record)
+            self._ready_record = None
         submitted = []
         for frame in frames:
             with self._prefetch_lock:

@@ -12,7 +12,6 @@ facing the camera the left shoulder appears on the image's right.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 import cv2
@@ -20,7 +19,7 @@ import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Frame, Observation, Pose
-from operators.extraction.common import run_guarded  # also quietens the native logs before MediaPipe loads
+from operators.extraction.common import pose_observation, run_guarded  # also quietens the native logs before MediaPipe loads
 
 Keypoint = Tuple[float, float, float]
 
@@ -138,18 +137,7 @@ class PoseExtractor:
         poses, failed, started = run_guarded(self, frame, lambda image: self._poses(to_rgb(image)))
         if failed is not None:
             return failed
-        return Observation(
-            source=self.name,
-            stream_id=frame.stream_id,
-            frame_id=frame.frame_id,
-            t_ns=frame.t_src_ns,
-            poses=poses,
-            signals={
-                "pose_count": float(len(poses)),
-                "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0,
-            },
-            processing_ms=(time.perf_counter_ns() - started) / 1e6,
-        )
+        return pose_observation(self.name, frame, started, poses)
 
     def _poses(self, rgb: np.ndarray) -> List[Pose]:
         result = self._graph.process(rgb)

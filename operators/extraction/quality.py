@@ -10,7 +10,7 @@ import numpy as np
 
 from facemoment.core.config import QualityConfig
 from facemoment.core.types import Frame, Observation
-from operators.extraction.common import error_observation, image_problem
+from operators.extraction.common import error_observation, frame_observation, image_problem
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -55,13 +55,11 @@ class QualityExtractor:
         metrics = quality_metrics(to_grey(image))
         signals = dict(metrics)
         signals["quality_gate"] = 1.0 if passes_gate(metrics, self.cfg) else 0.0
-        return Observation(
-            source=self.name,
-            stream_id=frame.stream_id,
-            frame_id=frame.frame_id,
-            t_ns=frame.t_src_ns,
+        return frame_observation(
+            self.name,
+            frame,
+            started,
             signals=signals,
-            processing_ms=(time.perf_counter_ns() - started) / 1e6,
         )
 
     def close(self) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from facemoment.core.config import Config, ConfigError
+from facemoment.core.config import KNOWN_EXTRACTORS, Config, ConfigError
 from operators.extraction.common import Extractor
-
-IMPLEMENTED = ("face", "quality", "pose", "gesture")
 
 
 def build_extractor(name: str, cfg: Config) -> Extractor:
@@ -46,7 +44,7 @@ def build_extractor(name: str, cfg: Config) -> Extractor:
         from operators.extraction.gesture import GestureExtractor
 
         return GestureExtractor(ext, cfg.fusion)
-    raise ConfigError(f"unknown extractor {name!r}; available: {', '.join(IMPLEMENTED)}")
+    raise ConfigError(f"unknown extractor {name!r}; available: {', '.join(KNOWN_EXTRACTORS)}")
 
 
 def check_backends(cfg: Config) -> None:

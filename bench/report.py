@@ -1,0 +1,186 @@
+"""results.md from the results, and writing results.json and results.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, List, Mapping, Sequence, Tuple
+
+from bench.plan import RSS_PERIOD_S
+from bench.targets import percent_text, share_of
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+    return str(value).replace("|", "\\|")  # a bare pipe would split the table cell
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """results.md from a results dict; sections for measurements that did not run are left out."""
+    m = results.get("machine") or {}
+    lines = [
+        "# FaceMoment benchmark results",
+        "",
+        f"- date: {results.get('date')}",
+        f"- command: `{results.get('command')}` ({'quick' if results.get('quick') else 'full'} mode, "
+        f"{results.get('duration_s')} s)",
+        f"- machine: {m.get('platform')}; {m.get('cpu_model')}, {m.get('cores')} cores, {m.get('memory_gb')} GB",
+        f"- software: Python {m.get('python')}, bytewax {m.get('bytewax')}, mediapipe {m.get('mediapipe')}, "
+        f"numpy {m.get('numpy')}, opencv {m.get('opencv')}, pyzmq {m.get('pyzmq')}",
+        f"- load average (1, 5, 15 min) before: {_cell(results.get('load_before'))}, after: {_cell(results.get('load_after'))}"
+        + (f" — {results['load_note']}" if results.get("load_note") else ""),
+        "",
+    ]
+    head = results.get("headline")
+    if head:
+        lines += ["## Headline: do all four extractors keep up with a live 30 fps 640x480 stream?", "", head["text"], ""]
+    targets = results.get("targets") or []
+    if targets:
+        lines += ["## Targets", ""]
+        lines += _table(
+            ["target", "goal", "measured", "met", "missed by", "why"],
+            [(t["name"], t["target"], t["measured"], t["met"], t["shortfall"], t["why"]) for t in targets],
+        )
+        lines.append("")
+    bare = results.get("bare")
+    if bare:
+        lines += [f"## 1. Extractors alone ({bare['frames']} frames, 640x480, no Bytewax)", ""]
+        lines += _table(
+            ["extractor", "mean ms", "median ms", "p90 ms", "pipelined lane s"],
+            [(n, v["mean_ms"], v["median_ms"], v["p90_ms"], bare["pipelined_lane_s"].get(n)) for n, v in bare["per_extractor"].items()],
+        )
+        lines += [
+            "",
+            f"- sequential, one thread (sum of per-extractor costs, {bare['sum_mean_ms']} ms/frame): "
+            f"**{bare['sequential_fps']} fps**",
+            f"- pipelined, one thread per extractor over all frames (the limit on this machine): "
+            f"**{bare['pipelined_fps']} fps** (median {bare['pipelined_s']} s of runs {bare['pipelined_runs_s']}, "
+            f"{bare['pipelined_cores_used']} cores busy)",
+            f"- all {m.get('cores')} cores with the summed cost split perfectly would give {bare['ideal_fps_all_cores']} fps",
+            "",
+        ]
+    df = results.get("dataflow")
+    if df:
+        lines += [
+            "## 2. The dataflow, 1 worker (batch preset, trace, clips and TRIG off)",
+            "",
+            f"- {df['frames']} frames from a video file in {df['seconds']} s (median of runs {df['runs_s']}): "
+            f"**{df['fps']} fps**, {df['cores_used']} cores busy",
+            f"- overhead ratio (dataflow time / bare pipelined time): **{df['overhead_ratio']}** "
+            f"(per run: {df['overhead_ratio_runs']})",
+            f"- decoding the video alone: {df['decode']['ms_per_frame']} ms/frame",
+            f"- method: {df['method']}",
+            "",
+        ]
+    procs = results.get("processes")
+    if procs:
+        lines += ["## 3. Processes and workers (`python -m bytewax.run dataflows.facemoment`)", ""]
+        lines += _table(
+            ["layout", "fps", "speed-up vs 1 process", "cores busy", "seconds (median)", "runs s"],
+            [(name, v["fps"], v.get("speedup_vs_1_process"), v.get("cores_used"), v["seconds"], v["runs_s"])
+             for name, v in procs["layouts"].items()],
+        )
+        lines += ["", f"- method: {procs['method']}", ""]
+    base = results.get("baselines")
+    if base:
+        lines += ["## 4. The seed's loops on the same frames and models", ""]
+        lines += _table(
+            ["baseline", "fps", "dataflow speed-up", "triggers", "same triggers as the dataflow", "timeouts", "runs s"],
+            [(n, v["fps"], v["dataflow_speedup"], v["triggers"], v["same_triggers_as_dataflow"], v["timeouts"], v.get("runs_s"))
+             for n, v in base.items()],
+        )
+        lines += ["", "- sequential_loop: each frame, every extractor in turn, then fusion; thread_pool_loop: the seed's "
+                  "ExtractorOrchestrator, ThreadPoolExecutor(max_workers=4) and as_completed(timeout=0.15) per frame, "
+                  "then fusion (bench/baselines.py)", ""]
+    for key, title in (("latency", "5. Trigger latency, 30 fps paced input (realtime preset)"),
+                       ("overload", "6. Overload: 30 fps paced input")):
+        run = results.get(key)
+        if not run:
+            continue
+        acc = run["accounting"]
+        lines += [f"## {title}", ""]
+        lines += [
+            f"- frame size {run['frame_size']}, {acc['frames_attempted']} frames over {run['stream_seconds']} s"
+            + (f" ({run['frame_size_reason']})" if run.get("frame_size_reason") else ""),
+            f"- fused {run['fused_fps']} fps, fused with all four extractors {run['complete_fps']} fps",
+            f"- publisher: sent {run['publisher']['sent']}, dropped at its high-water mark "
+            f"{run['publisher']['dropped_at_hwm']}, max lag behind schedule {run['publisher']['max_schedule_lag_ms']} ms",
+            f"- frames: fused {acc['fused']} + dropped {_cell(acc['dropped_by_reason'])} + late {acc['late_frames_not_fused']}"
+            f" = {acc['frames_attempted'] - acc['unaccounted']} of {acc['frames_attempted']} sent"
+            f" (unaccounted {acc['unaccounted']})",
+            f"- partial frames (an extractor missed the deadline): {acc['partial_frames_timeout']}; "
+            f"by extractor: {_cell(acc['timeouts_by_extractor'])}",
+        ]
+        late = run.get("late_frames_capture_to_alignment") or {}
+        if late.get("count"):
+            lines.append(f"- whole frames late at alignment: {late['count']}, reaching it {late['min_ms']}-{late['max_ms']} ms "
+                         f"(median {late['p50_ms']} ms) after capture")
+        if run.get("timings"):
+            lines.append("- per-frame processing from the trace (median / p99 ms): "
+                         + ", ".join(f"{k} {v['median_ms']} / {v['p99_ms']}" for k, v in run["timings"].items()))
+        lat = run.get("latency")
+        if lat:
+            line = (f"- TRIG latency (receive time minus the send time of the frame it fired on), "
+                    f"{lat['count']} triggers: **p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms**, max {lat['max_ms']} ms")
+            parts = run.get("target_parts_ms")
+            if parts:
+                line += (f"; target {run['target_ms']} ms (window {parts['window']} + lateness "
+                         f"{parts['allowed_lateness']} + two frames {parts['two_frames']})")
+            lines.append(line)
+        rss = run.get("rss")
+        if rss:
+            lines.append(
+                f"- dataflow RSS while streaming ({rss['samples']} samples every {RSS_PERIOD_S} s): "
+                f"min {rss['min_mb']} MB, max {rss['max_mb']} MB, slope {rss['slope_mb_per_min']} MB/min over the "
+                f"whole stream; after the first {rss['warmup_s']:.0f} s: **{rss['slope_after_warmup_mb_per_min']} MB/min**, "
+                f"range {rss['range_after_warmup_mb']} MB; last third of the run: range {rss['range_last_third_mb']} MB"
+            )
+        lines.append("")
+    ingest = results.get("ingest")
+    if ingest:
+        pipe, src = ingest["raw_pipe"], ingest["zmq_frame_source"]
+        lines += [
+            f"## 7. ZMQ ingest of raw {ingest['frame_size']} frames ({ingest['mb_per_frame']} MB each)",
+            "",
+            f"- ZmqFrameSource in a Bytewax flow (count only): **{src['fps']} fps, {src['mb_per_s']} MB/s**; "
+            f"{src['frames']} of {ingest['frames_published']} frames, buffer drops "
+            f"{(src.get('source_stats') or {}).get('dropped_backpressure')}",
+            f"- the pipe alone (plain SUB, no copy): {pipe['fps']} fps, {pipe['mb_per_s']} MB/s",
+            f"- publisher send loop (blocking, lossless): {pipe['publisher']['fps']} fps with the plain SUB, "
+            f"{src['publisher']['fps']} fps with the source, waiting in send for the subscriber "
+            f"{percent_text(share_of(src['publisher'].get('send_call_s'), src['publisher'].get('seconds')))} of its time "
+            "(so the subscriber, not the publisher, sets the rate)",
+            "",
+        ]
+    cpu = results.get("cpu") or {}
+    if cpu:
+        lines += ["## CPU during each measurement (average cores busy)", ""]
+        lines += _table(
+            ["measurement", "seconds", "all processes", "the benchmark and its children", "other processes", "steal"],
+            [(name, c["seconds"], c["system_cores"], c["own_cores"], c["foreign_cores"], c["steal_cores"]) for name, c in cpu.items()],
+        )
+        lines.append("")
+    notes = results.get("notes") or []
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def write_results(results: Mapping[str, Any], out: Path) -> Tuple[Path, Path]:
+    """results.json (every figure) and results.md (the report) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "results.json", out / "results.md"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path.write_text(render_markdown(results))
+    return json_path, md_path
