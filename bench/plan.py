@@ -39,6 +39,8 @@ class Plan:
     quiet_wait_s: float
     # Alternating bare-pipelined / dataflow runs (medians are reported).
     repeats: int
+    # Preset(s) of the live runs (5, 6): `realtime`, or `realtime,lean` for declared rates.
+    live_preset: str = "realtime"
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Plan":

@@ -135,8 +135,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                     f"{lat['count']} triggers: **p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms**, max {lat['max_ms']} ms")
             parts = run.get("target_parts_ms")
             if parts:
-                line += (f"; target {run['target_ms']} ms (window {parts['window']} + lateness "
-                         f"{parts['allowed_lateness']} + two frames {parts['two_frames']})")
+                line += (f"; target {run['target_ms']} ms (window {parts['window']} + two frames "
+                         f"{parts['two_frames']} + extraction p99 {parts.get('extraction_p99')})")
             lines.append(line)
         rss = run.get("rss")
         if rss:
@@ -163,6 +163,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "(so the subscriber, not the publisher, sets the rate)",
             "",
         ]
+    if results.get("extraction_cpu"):
+        from bench.workloads.extraction_cpu import render as render_extraction_cpu
+
+        lines += render_extraction_cpu(results["extraction_cpu"])
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]

@@ -11,6 +11,7 @@ does and how its time is taken is in bench/README.md and in each function's doc.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -30,6 +31,7 @@ from bench.plan import FOREIGN_LOAD_NOTE, INGEST_SIZE, OVERLOAD_LARGE_SIZE, REPO
 from bench.report import write_results  # noqa: E402
 from bench.targets import evaluate_targets, headline  # noqa: E402
 from bench.workloads.accounting import kept_up  # noqa: E402
+from bench.workloads.extraction_cpu import measure_extraction_cpu  # noqa: E402
 from bench.workloads.in_process import load_extractors, measure_in_process  # noqa: E402
 from bench.workloads.ingest import measure_ingest, serve_raw_frames  # noqa: E402
 from bench.workloads.inputs import prepare_inputs  # noqa: E402
@@ -79,6 +81,7 @@ def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[T
         finally:
             for extractor in extractors.values():
                 extractor.close()
+        results["extraction_cpu"] = measured("extraction_cpu", lambda: measure_extraction_cpu(inputs.frames, log))
         results["processes"] = measured("processes", lambda: measure_processes(inputs, work, plan.repeats, log))
         results["latency"] = measured("latency", lambda: measure_latency(inputs, plan, work, log))
         if overload_size is None:
@@ -106,8 +109,8 @@ def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[T
     results["notes"] = [
         "All figures come from this one run; the dataflow, bare and baseline figures use the same 640x480 frames "
         "(decoded from the same encoded video).",
-        "Live runs (5, 6) use the realtime preset (150 ms extractor deadline, 100 ms window, 200 ms allowed "
-        "lateness), trace level normal (the drop accounting comes from it) and clips off: TRIG goes to "
+        f"Live runs (5, 6) use the {plan.live_preset} preset (realtime: 150 ms extractor deadline, 100 ms window, "
+        "200 ms allowed lateness), trace level normal (the drop accounting comes from it) and clips off: TRIG goes to "
         "visualbase, which cuts the clips; the in-process live ring buffer would add a JPEG encode per frame.",
         "Before each measurement the benchmark waits (up to "
         f"{plan.quiet_wait_s:.0f} s) for other processes to leave the cores; the CPU table shows what they still used.",
@@ -121,6 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="where results.json/md go")
     parser.add_argument("--overload-size", type=_parse_size, default=None,
                         help="frame size for the overload run (default: 640x480 unless it kept up, then 1920x1080)")
+    parser.add_argument("--live-preset", default="realtime",
+                        help="preset(s) of the live runs, e.g. realtime,lean (default: realtime)")
     # The raw frame publisher for the ingest measurement runs as a child process of the benchmark.
     parser.add_argument("--serve-raw-frames", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--serve-count", type=int, default=0, help=argparse.SUPPRESS)
@@ -133,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     log = Progress()
-    plan = Plan.for_mode(args.quick)
+    plan = dataclasses.replace(Plan.for_mode(args.quick), live_preset=args.live_preset)
     python = os.path.relpath(sys.executable) if sys.executable.startswith(str(REPO)) else sys.executable
     script = os.path.relpath(__file__) if __file__.startswith(os.getcwd()) else __file__
     entry = ["-m", "bench"] if sys.argv[0].endswith("__main__.py") else [script]

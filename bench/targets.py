@@ -75,12 +75,13 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
         target = lat["target_ms"]
         p99 = lat["latency"]["p99_ms"]
         orch = ((lat.get("timings") or {}).get("orchestrator") or {})
-        why = (f"a trigger is sent once its frame's window has closed, i.e. once a frame "
-               f"{lat['target_parts_ms']['allowed_lateness']:.0f} ms (the allowed lateness) past the window's end has "
-               f"been extracted: the firing frame waits for the rest of its window, the allowed lateness and that later "
-               f"frame's extraction (orchestrator median {orch.get('median_ms')} ms, p99 {orch.get('p99_ms')} ms from a "
-               f"frame's submission to its collection, deadline 150 ms), where the target allows two frame times "
-               f"({lat['target_parts_ms']['two_frames']} ms); {lat['latency']['count']} triggers measured")
+        parts = lat["target_parts_ms"]
+        why = (f"a trigger is sent once its frame's window has closed, i.e. once every share has delivered a frame "
+               f"past the window's end: the firing frame waits for the rest of its window ({parts['window']:.0f} ms), "
+               f"the next frame and its extraction; target = window + two frames ({parts['two_frames']} ms) + "
+               f"extraction p99 ({parts.get('extraction_p99')} ms, orchestrator median {orch.get('median_ms')} ms, from a "
+               f"frame's submission to its collection); {lat['latency']['count']} triggers measured, "
+               f"preset {lat.get('preset', 'realtime')}")
         if p99 is None:
             add("TRIG latency p99, 30 fps 640x480 (realtime)", f"<= {target} ms", None, None, "no trigger received", why)
         else:

@@ -70,11 +70,18 @@ def stream_specs(cfg: Config) -> List[StreamSpec]:
     return specs
 
 
+def stream_shares(spec: StreamSpec, cfg: Config) -> int:
+    """How many shares (partitions split by frame id) feed this stream; a camera is one."""
+    if spec.kind not in ("zmq", "recording", "file", "sample"):
+        return 1
+    return max(1, cfg.source.shares or cluster.total_workers())
+
+
 def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -> Source:
     """The source for one stream. `extraction()` returns this process's extraction
     service (its `prefetch`/`discard` take frames as they are accepted)."""
     src = cfg.source
-    shares = src.shares or cluster.total_workers()
+    shares = stream_shares(spec, cfg)
 
     if spec.kind == "zmq":
         from connectors.zmq_source import ZmqFrameSource

@@ -23,11 +23,11 @@ from bytewax.inputs import Source
 from bytewax.operators.windowing import collect_window
 
 from connectors.clips import ClipSink
-from connectors.sources import StreamSpec, build_source, stream_specs
+from connectors.sources import StreamSpec, build_source, stream_shares, stream_specs
 from connectors.trig_pub import TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment.runtime import cluster, memory, metrics, native_logs, shutdown
-from facemoment.core.config import Config, load_config
+from facemoment.core.config import Config, extractor_rates, load_config
 from facemoment.core.records import as_dict
 from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
@@ -80,7 +80,8 @@ def build_flow(
     frames_by_stream = frames_in(flow, specs, cfg, records)
     frames = op.merge("frames", *frames_by_stream.values())
     observations = extract(frames, cfg, records)
-    triggers = align_and_fuse(observations, cfg, records, live=any(spec.is_live for spec in specs))
+    inputs = {spec.stream_id: stream_shares(spec, cfg) for spec in specs}
+    triggers = align_and_fuse(observations, cfg, records, live=any(spec.is_live for spec in specs), inputs=inputs)
     outputs(triggers, observations, cfg, records, specs, frames_by_stream, sync_view)
     if on_trigger is not None:
         op.inspect("on_trigger", triggers, lambda _step, kv: on_trigger(kv[1]))
@@ -122,19 +123,23 @@ def extract(frames: Stream[Frame], cfg: Config, records: List[Stream[TraceRecord
 
 # --- align by event time, then C: fusion with temporal state keyed per stream ---
 def align_and_fuse(
-    observations: Stream[Observation], cfg: Config, records: List[Stream[TraceRecord]], live: bool = True
+    observations: Stream[Observation],
+    cfg: Config,
+    records: List[Stream[TraceRecord]],
+    live: bool = True,
+    inputs: Optional[Dict[str, int]] = None,
 ) -> Stream[Tuple[str, Trigger]]:
     by_stream = op.key_on("key_stream", observations, lambda obs: obs.stream_id)
     windows = collect_window(
         "align",
         by_stream,
-        make_clock(cfg.align.allowed_lateness_ms, live, cfg.align.idle_flush_ms),
+        make_clock(cfg.align.allowed_lateness_ms, live, cfg.align.idle_flush_ms, inputs),
         make_windower(cfg.align.window_ms),
     )
     grouped = op.flat_map_value(
         "group_frames",
         windows.down,
-        FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace),
+        FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace, extractor_rates(cfg.extract)),
     )
     aligned = op.branch("split_aligned", grouped, lambda kv: isinstance(kv[1], FrameObservations))
     records.append(op.map("unkey_grouped", aligned.falses, _unkey))

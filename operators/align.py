@@ -11,10 +11,11 @@ import copy
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower
 
+from facemoment.core.config import is_due
 from facemoment.core.types import FrameObservations, Observation, TraceRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -38,25 +39,41 @@ def _system_utc() -> datetime:
 
 @dataclass
 class SourceTimeClockState:
-    """What a resumed clock continues from (the same two fields as Bytewax's
-    `EventClock` state, so snapshots taken by either resume the other)."""
+    """What a resumed clock continues from: Bytewax's `EventClock` state (the first
+    two fields, so either's snapshot resumes the other) plus how far each known
+    input has delivered."""
 
     system_time_of_max_event: datetime
     watermark_base: datetime
+    progress: Dict[int, datetime] = field(default_factory=dict)
 
 
 @dataclass
 class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
-    """The watermark follows event time; system time moves it only after a pause.
+    """The watermark is the minimum over the stream's known inputs, bounded by lateness.
+
+    A stream is fed by `inputs` shares (share `i` of `n` carries the frames with
+    `frame_id % n == i`). Each share hands on a frame's observations together, the
+    frame marker with them, and its frames in order, so once every share has
+    delivered an observation at or past a window's end, nothing more can come for
+    that window: it closes then (as a Flink watermark is the minimum over its
+    inputs), not after the allowed lateness.
+
+    Live streams keep the allowed lateness as the bound for an input that went
+    silent (a share whose frames all dropped, or one far behind): the watermark
+    never lags the newest event time by more. Files and replays with known inputs
+    wait for the slowest share instead (a share ends only with its file; the end of
+    input closes the rest), so results do not depend on how far processes drift
+    apart. With `inputs=0` (unknown, e.g. observations fed in directly) the bound
+    alone sets the watermark.
 
     Bytewax's `EventClock` advances the watermark one-for-one with system time after
     the newest item. When extraction runs slower than real time, or hands frames on
     in bursts, that watermark outruns the frames still on their way, and whole
-    frames are dropped as late. Here the watermark is the newest event time minus
-    the allowed lateness, and only when no newer item has come for `idle` (a paused
-    camera) does it advance with system time, so the last windows still close.
-    `idle=None` (files, replays) never uses system time: the end of input closes
-    the last windows.
+    frames are dropped as late. Here only when no item at all has come for `idle`
+    (a paused camera; a share still catching up is not a pause) does the bound
+    advance with system time, so the last windows still close. `idle=None` (files, replays) never uses system time: the end of
+    input closes the last windows.
 
     Wake-ups are mapped to the system time at which the watermark will reach a
     close time; Bytewax's default treats the close time (event time) itself as the
@@ -68,8 +85,10 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
     timestamp_getter: Callable[[Observation], datetime]
     lateness: timedelta
     idle: Optional[timedelta]
+    inputs: Mapping[str, int]
     state: SourceTimeClockState
     _system_now: datetime = field(init=False)
+    _count: Optional[int] = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._system_now = self.now_getter()
@@ -80,25 +99,57 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
         # System time never goes backwards here (NTP steps, clock changes).
         self._system_now = max(self._system_now, self.now_getter())
 
-    def _watermark(self) -> datetime:
+    def _bound(self) -> datetime:
+        """Newest event time minus the allowed lateness, moved on by a pause when live."""
         state = self.state
         if self.idle is None:
             return state.watermark_base
         paused = self._system_now - state.system_time_of_max_event - self.idle
         return state.watermark_base + max(paused, timedelta(0))
 
+    def _inputs_passed(self) -> Optional[datetime]:
+        """How far every known input has delivered; None until each has delivered."""
+        progress = self.state.progress
+        if not self._count or len(progress) < self._count:
+            return None
+        return min(progress.values())
+
+    def _watermark(self) -> datetime:
+        passed = self._inputs_passed()
+        if self.idle is None and self._count:
+            # Files and replays: no input goes silent before its end, and shares read
+            # at their own pace (two processes drift apart by seconds): waiting for
+            # the slowest keeps every frame, whatever the machine's speed.
+            return UTC_MIN if passed is None else passed
+        bound = self._bound()
+        return bound if passed is None or passed < bound else passed
+
+    def _note_input(self, value: Any, timestamp: datetime) -> None:
+        if self._count is None:
+            self._count = max(0, int(self.inputs.get(getattr(value, "stream_id", None), 0)))
+        if not self._count:
+            return
+        share = int(value.frame_id) % self._count
+        progress = self.state.progress
+        if share not in progress or timestamp > progress[share]:
+            progress[share] = timestamp
+
     def on_item(self, value: Observation) -> Tuple[datetime, datetime]:
         timestamp = self.timestamp_getter(value)
-        watermark = self._watermark()
+        bound = self._bound()
         try:
             base = timestamp - self.lateness
         except OverflowError:
-            return timestamp, watermark
-        if base > watermark:
-            self.state.watermark_base = base
-            self.state.system_time_of_max_event = self._system_now
-            return timestamp, base
-        return timestamp, watermark
+            return timestamp, self._watermark()
+        # Any item shows the stream is not paused, also an older one from a share that
+        # lags behind: the pause's advance so far is kept (the bound never goes back)
+        # and the idle time starts again.
+        self.state.watermark_base = base if base > bound else bound
+        self.state.system_time_of_max_event = self._system_now
+        # Counting this item first cannot make it late: the minimum over the inputs is
+        # at most its own input's newest time, which this item now is.
+        self._note_input(value, timestamp)
+        return timestamp, self._watermark()
 
     def on_notify(self) -> datetime:
         self.before_batch()
@@ -122,7 +173,8 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
 
 @dataclass
 class SourceTimeClock(Clock[Observation, SourceTimeClockState]):
-    """A clock over source timestamps, advanced by system time only after a pause.
+    """A clock over source timestamps: the minimum over known inputs, bounded by the
+    allowed lateness, advanced by system time only after a pause.
 
     Built on Bytewax's public `Clock`/`ClockLogic`; its arguments follow `EventClock`.
     """
@@ -131,31 +183,47 @@ class SourceTimeClock(Clock[Observation, SourceTimeClockState]):
     wait_for_system_duration: timedelta
     now_getter: Callable[[], datetime] = _system_utc
     idle: Optional[timedelta] = None
+    # Stream id -> how many shares feed it (0 or absent: unknown, lateness only).
+    inputs: Mapping[str, int] = field(default_factory=dict)
 
-    def build(self, resume_state: Optional[SourceTimeClockState]) -> _SourceTimeClockLogic:
+    def build(self, resume_state: Optional[Any]) -> _SourceTimeClockLogic:
         if resume_state is None:
             state = SourceTimeClockState(system_time_of_max_event=UTC_MIN, watermark_base=UTC_MIN)
         else:
             # A copy: the runtime's resume state is not ours to change. Any object
-            # with the two fields resumes (also an `EventClock` snapshot).
-            state = SourceTimeClockState(resume_state.system_time_of_max_event, resume_state.watermark_base)
-        return _SourceTimeClockLogic(self.now_getter, self.ts_getter, self.wait_for_system_duration, self.idle, state)
+            # with the first two fields resumes (also an `EventClock` snapshot).
+            state = SourceTimeClockState(
+                resume_state.system_time_of_max_event,
+                resume_state.watermark_base,
+                dict(getattr(resume_state, "progress", None) or {}),
+            )
+        return _SourceTimeClockLogic(
+            self.now_getter, self.ts_getter, self.wait_for_system_duration, self.idle, dict(self.inputs), state
+        )
 
 
-def make_clock(allowed_lateness_ms: float, live: bool = True, idle_flush_ms: float = 1000.0) -> SourceTimeClock:
+def make_clock(
+    allowed_lateness_ms: float,
+    live: bool = True,
+    idle_flush_ms: float = 1000.0,
+    inputs: Optional[Mapping[str, int]] = None,
+) -> SourceTimeClock:
     """The alignment clock.
 
-    Observations up to `allowed_lateness_ms` of event time behind the newest are
-    still placed in their window. Live streams: after `idle_flush_ms` without a
-    newer observation the watermark advances with system time, so the windows of a
-    paused camera close. Files and replays are read as fast as extraction goes,
-    slower or faster than real time: only event time moves them, so results do not
-    depend on machine speed.
+    `inputs` maps each stream to the number of shares that feed it: a window closes
+    once every share has delivered past its end. Observations up to
+    `allowed_lateness_ms` of event time behind the newest are still placed in their
+    window: that bound closes windows an input no longer feeds. Live streams: after
+    `idle_flush_ms` without a newer observation the watermark advances with system
+    time, so the windows of a paused camera close. Files and replays are read as
+    fast as extraction goes, slower or faster than real time: only event time moves
+    them, so results do not depend on machine speed.
     """
     return SourceTimeClock(
         ts_getter=observation_time,
         wait_for_system_duration=timedelta(milliseconds=allowed_lateness_ms),
         idle=timedelta(milliseconds=idle_flush_ms) if live else None,
+        inputs=dict(inputs or {}),
     )
 
 
@@ -164,10 +232,21 @@ def make_windower(window_ms: float) -> TumblingWindower:
 
 
 class FrameGrouper:
-    """Splits a closed window's observations into frames, in event-time order."""
+    """Splits a closed window's observations into frames, in event-time order.
 
-    def __init__(self, expected: Sequence[str], window_ms: float, trace_level: str = "normal"):
+    An extractor with a declared rate (`rates`, name -> N) is expected only on frames
+    whose id is a multiple of N; on the others it is not missing but `not_due`.
+    """
+
+    def __init__(
+        self,
+        expected: Sequence[str],
+        window_ms: float,
+        trace_level: str = "normal",
+        rates: Optional[Mapping[str, int]] = None,
+    ):
         self.expected = tuple(expected)
+        self.rates = dict(rates or {})
         self.window_ns = int(window_ms * 1e6)
         self.trace = trace_level in ("normal", "verbose")
 
@@ -183,7 +262,9 @@ class FrameGrouper:
         for group in frames:
             first = group[0]
             observations = {obs.source: obs for obs in group}
-            missing = tuple(name for name in self.expected if name not in observations)
+            due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name, 1))]
+            missing = tuple(name for name in due if name not in observations)
+            not_due = tuple(name for name in self.expected if name not in due and name not in observations)
             ingest_ns = max((obs.ingest_ns for obs in group), default=0)
             if self.trace and missing:
                 # Wall-clock times: due one window after the frame entered, never arrived.
@@ -205,6 +286,7 @@ class FrameGrouper:
                 observations={k: v for k, v in observations.items() if k != FRAME_MARKER},
                 missing=missing,
                 ingest_ns=ingest_ns,
+                not_due=not_due,
             )
 
 

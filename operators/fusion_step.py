@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
-from facemoment.core.config import Config
-from facemoment.core.types import FrameObservations, TraceRecord, Trigger
+from facemoment.core.config import Config, extractor_rates
+from facemoment.core.records import FrameCarry
+from facemoment.core.types import FrameObservations, Observation, TraceRecord, Trigger
 from operators.fusion_rules import FusionState
 from operators.gate_tally import GateTally
 
@@ -27,6 +29,9 @@ class StreamState:
     last_summary_ns: int = 0
     tally: GateTally = field(default_factory=GateTally)
     last_tally_ns: Optional[int] = None
+    # The last result of each extractor with a declared rate, carried over the
+    # frames it does not run on.
+    last_fresh: Dict[str, Observation] = field(default_factory=dict)
 
 
 class Fuser:
@@ -35,6 +40,7 @@ class Fuser:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.timing = cfg.output.trace in ("normal", "verbose")
+        self.rates = extractor_rates(cfg.extract)
 
     def __call__(
         self, state: Optional[StreamState], fo: FrameObservations
@@ -43,12 +49,15 @@ class Fuser:
             state = StreamState(FusionState(self.cfg.fusion, self.cfg.output.trace))
         if state.first_t_ns is None:
             state.first_t_ns = state.last_summary_ns = fo.t_ns
+        carried: List[FrameCarry] = self._carry(state, fo) if self.rates else []
         start = time.perf_counter_ns()
         fused_before = state.fusion.frames
         trigger, records = state.fusion.process(fo)
         out: List[Union[Trigger, TraceRecord]] = list(records)
         if state.fusion.frames > fused_before:  # not an out-of-order frame
             out.extend(self._tally(state, fo))
+        if self.timing:
+            out.extend(carried)
         if self.timing:
             out.append(
                 {
@@ -81,6 +90,33 @@ class Fuser:
             return []
         state.last_tally_ns = fo.t_ns
         return [state.tally.record(fo)]
+
+    def _carry(self, state: StreamState, fo: FrameObservations) -> List[FrameCarry]:
+        """Fill in the extractors not due on this frame from their last result.
+
+        Frames reach fusion in event-time order per stream, so the carried result is
+        the same whichever worker extracted which frame. A result older than the
+        extractor's rate (its frame was dropped or missed) is not carried: the
+        extractor counts as missing on this frame.
+        """
+        if not hasattr(state, "last_fresh"):  # resumed from a snapshot taken before rates
+            state.last_fresh = {}
+        for name, obs in fo.observations.items():
+            if name in self.rates:
+                state.last_fresh[name] = obs
+        records: List[FrameCarry] = []
+        missing = list(fo.missing)
+        for name in fo.not_due:
+            rate = self.rates.get(name, 1)
+            last = state.last_fresh.get(name)
+            if last is not None and 0 < fo.frame_id - last.frame_id < rate:
+                fo.observations[name] = dataclasses.replace(last, frame_id=fo.frame_id, t_ns=fo.t_ns)
+                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, last.frame_id, rate))
+            else:
+                missing.append(name)
+                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, None, rate))
+        fo.missing = tuple(missing)
+        return records
 
     @staticmethod
     def _fps_summary(state: StreamState, fo: FrameObservations) -> TraceRecord:

@@ -237,3 +237,170 @@ def test_the_clock_resumes_from_its_own_snapshot_and_from_an_event_clock_snapsho
         _ts, watermark = resumed.on_item(_obs("face", 60))
         assert watermark == ns_to_datetime(60 * FRAME_NS) - timedelta(milliseconds=200)
         assert snapshot.watermark_base == expected  # the snapshot itself was not changed
+
+
+# --- the watermark as the minimum over the stream's known inputs ---------------
+
+def _shares_logic(shares=2, lateness_ms=200, live=False):
+    now = _FakeNow()
+    clock = SourceTimeClock(
+        observation_time,
+        timedelta(milliseconds=lateness_ms),
+        now_getter=now,
+        idle=timedelta(seconds=1) if live else None,
+        inputs={"cam0": shares},
+    )
+    logic = clock.build(None)
+    logic.before_batch()
+    return logic, now
+
+
+def _window_end(frame_id: int, window_ms: float = 100.0) -> datetime:
+    start_ms = (frame_id * FRAME_NS // 1_000_000) // int(window_ms) * int(window_ms)
+    return ns_to_datetime(int((start_ms + window_ms) * 1_000_000))
+
+
+def test_a_window_closes_as_soon_as_every_input_has_passed_its_end():
+    logic, _ = _shares_logic(shares=2)
+    end = _window_end(0)  # window [0, 100 ms): frames 0-3 (frame 3 at 99.99 ms)
+    marks = []
+    for frame in range(8):  # share 0: even frames, share 1: odd frames, in turn
+        for source in ("frame", "face"):
+            ts, watermark = logic.on_item(_obs(source, frame))
+            assert ts >= watermark  # nothing an input delivers in order is late
+        marks.append(watermark)
+    # Share 0 passes the end with frame 4 (133 ms), share 1 with frame 5 (167 ms):
+    # the window closes on frame 5, the first moment both have passed it.
+    assert marks[4] < end
+    assert marks[5] >= end
+    assert marks[5] == ns_to_datetime(4 * FRAME_NS)  # the lagging share's newest time
+    # The allowed lateness alone would have held it until an item at 300 ms.
+    assert ns_to_datetime(7 * FRAME_NS) - timedelta(milliseconds=200) < end
+
+
+def test_a_silent_live_input_holds_windows_only_up_to_the_allowed_lateness():
+    logic, _ = _shares_logic(shares=2, lateness_ms=200, live=True)
+    end = _window_end(0)
+    watermark = None
+    closed_at = None
+    for frame in range(0, 20, 2):  # only share 0 delivers; share 1 went silent
+        _ts, watermark = logic.on_item(_obs("frame", frame))
+        if closed_at is None and watermark >= end:
+            closed_at = frame
+    # Closed by the bound: the first item at least 200 ms past the window's end.
+    assert closed_at == 10  # t = 333 ms, 333 - 200 >= 100
+    assert watermark == ns_to_datetime(18 * FRAME_NS) - timedelta(milliseconds=200)
+
+
+def test_a_live_input_behind_by_more_than_the_lateness_is_late_and_the_rest_is_not():
+    logic, _ = _shares_logic(shares=2, lateness_ms=100, live=True)
+    late = []
+    order = [0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]  # share 1 arrives far behind share 0
+    for frame in order:
+        ts, watermark = logic.on_item(_obs("face", frame))
+        if ts < watermark:
+            late.append(frame)
+    # While share 1 is silent the bound is 333 - 100 = 233 ms: frames 1, 3, 5 (33,
+    # 100, 167 ms) are behind it; from frame 7 (233 ms) on they are in time.
+    assert late == [1, 3, 5]
+
+
+def test_file_shares_wait_for_the_slowest_however_far_behind_it_is():
+    logic, _ = _shares_logic(shares=2, lateness_ms=100, live=False)
+    late = []
+    marks = []
+    order = list(range(0, 40, 2)) + list(range(1, 40, 2))  # share 1 starts 0.67 s behind
+    for frame in order:
+        ts, watermark = logic.on_item(_obs("face", frame))
+        late += [frame] if ts < watermark else []
+        marks.append(watermark)
+    assert late == []
+    assert marks[19] == datetime.min.replace(tzinfo=timezone.utc)  # share 1 not heard from yet
+    assert marks[-1] == ns_to_datetime(38 * FRAME_NS)  # the slower share 0's newest
+
+
+def test_unknown_inputs_keep_the_lateness_rule():
+    now = _FakeNow()
+    logic = SourceTimeClock(observation_time, timedelta(milliseconds=200), now_getter=now).build(None)
+    logic.before_batch()
+    for frame in range(10):
+        _ts, watermark = logic.on_item(_obs("face", frame))
+    assert watermark == ns_to_datetime(9 * FRAME_NS) - timedelta(milliseconds=200)
+
+
+def test_input_progress_survives_a_snapshot():
+    import pickle
+
+    logic, _ = _shares_logic(shares=2)
+    for frame in range(4):
+        logic.on_item(_obs("frame", frame))
+    resumed = SourceTimeClock(
+        observation_time, timedelta(milliseconds=200), now_getter=_FakeNow(), inputs={"cam0": 2}
+    ).build(pickle.loads(pickle.dumps(logic.snapshot())))
+    resumed.before_batch()
+    _ts, watermark = resumed.on_item(_obs("frame", 4))
+    assert watermark == ns_to_datetime(3 * FRAME_NS)
+
+
+def test_a_live_input_that_pauses_still_closes_after_the_idle_time():
+    logic, now = _shares_logic(shares=2, live=True)
+    logic.on_item(_obs("frame", 0))
+    _ts, watermark = logic.on_item(_obs("frame", 1))
+    end = _window_end(1)
+    assert watermark < end
+    now.now += timedelta(seconds=2)
+    assert logic.on_notify() >= end
+
+
+def _share_flow(items, shares, window_ms=100.0, lateness_ms=5000.0):
+    flow = Dataflow("align_shares")
+    obs = op.input("in", flow, TestingSource(items))
+    keyed = op.key_on("key", obs, lambda o: o.stream_id)
+    clock = make_clock(lateness_ms, live=False, inputs={"cam0": shares})
+    win = collect_window("align", keyed, clock, make_windower(window_ms))
+    grouped = op.flat_map_value("group", win.down, FrameGrouper(["face"], window_ms))
+    frames: List = []
+    late: List = []
+    op.output("frames", op.filter("only_frames", grouped, lambda kv: isinstance(kv[1], FrameObservations)), TestingSink(frames))
+    op.output("late", op.map_value("late_rec", win.late, late_record), TestingSink(late))
+    return flow, frames, late
+
+
+def test_two_shares_interleaved_within_the_lateness_lose_nothing_and_keep_event_order():
+    # Share 1 runs up to 5 frames behind share 0 (166 ms, inside the 200 ms bound).
+    share0 = [i for i in range(60) if i % 2 == 0]
+    share1 = [i for i in range(60) if i % 2 == 1]
+    order = share0[:3] + [x for pair in zip(share1, share0[3:]) for x in pair] + share1[len(share0) - 3:]
+    items = [_obs(src, i) for i in order for src in ("frame", "face")]
+    flow, frames, late = _share_flow(items, shares=2, lateness_ms=200.0)
+    run_main(flow)
+    assert late == []
+    fused = [fo.frame_id for _k, fo in frames]
+    assert fused == list(range(60))
+    assert all(fo.missing == () for _k, fo in frames)
+
+
+def test_a_snapshot_without_input_progress_resumes():
+    from types import SimpleNamespace
+
+    older = SimpleNamespace(system_time_of_max_event=_FakeNow().now, watermark_base=ns_to_datetime(2 * FRAME_NS))
+    logic = SourceTimeClock(observation_time, timedelta(milliseconds=200), now_getter=_FakeNow(), inputs={"cam0": 1}).build(older)
+    logic.before_batch()
+    _ts, watermark = logic.on_item(_obs("frame", 5))
+    assert watermark == ns_to_datetime(5 * FRAME_NS)
+    assert older.watermark_base == ns_to_datetime(2 * FRAME_NS)  # the resume state is not changed
+
+
+def test_a_live_share_still_catching_up_is_not_a_pause():
+    logic, now = _shares_logic(shares=2, lateness_ms=5000, live=True)
+    for frame in range(0, 60, 2):
+        logic.on_item(_obs("frame", frame))  # share 0 ran ahead, to 1.93 s
+    late = []
+    for frame in range(1, 60, 2):  # share 1 follows, 0.5 s of system time per frame
+        now.now += timedelta(milliseconds=500)
+        logic.before_batch()
+        ts, watermark = logic.on_item(_obs("frame", frame))
+        late += [frame] if ts < watermark else []
+    assert late == []  # 15 s of system time went by, but items kept coming
+    now.now += timedelta(seconds=2)
+    assert logic.on_notify() > ns_to_datetime(59 * FRAME_NS) - timedelta(milliseconds=5000)  # a real pause moves it

@@ -436,3 +436,31 @@ def test_raw_frame_server_sends_every_frame_with_its_own_header():
 def test_raw_frame_server_reports_a_missing_subscriber():
     result = ingest.serve_raw_frames(f"tcp://127.0.0.1:{free_port()}", 1, (8, 4), wait_s=0.05)
     assert "no subscriber" in result["error"]
+
+
+def test_extraction_cpu_section_lists_every_setting_and_extractor():
+    from bench.workloads.extraction_cpu import SETTINGS, render
+
+    rows = [
+        {"setting": label, "per_extractor_ms": {"face": 1.0, "pose": 2.0, "gesture": 3.0, "quality": 4.0},
+         "sum_ms": 10.0, "cpu_ms_per_frame": 11.0, "fps": 30.0}
+        for label, _threads, _every in SETTINGS
+    ]
+    lines = render({"frames": 8, "settings": rows})
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| setting | face | pose | gesture | quality | sum (one thread) | all lanes, CPU ms/frame | all lanes, fps |"
+    assert [line.split(" | ")[0][2:] for line in table[1:]] == [label for label, _t, _e in SETTINGS]
+    assert table[1].endswith("| 1.0 | 2.0 | 3.0 | 4.0 | 10.0 | 11.0 | 30.0 |")
+
+
+def test_a_carried_frame_counts_as_complete_and_one_with_nothing_to_carry_does_not():
+    from bench.workloads import accounting as acc_mod
+
+    fused = [{"record_type": "timing", "component": "fusion_process", "frame_id": i} for i in range(4)]
+    carries = [
+        {"record_type": "frame_carry", "frame_id": 1, "source": "pose", "from_frame_id": 0, "every": 2},
+        {"record_type": "frame_carry", "frame_id": 3, "source": "pose", "from_frame_id": None, "every": 2},
+    ]
+    acc = acc_mod.drop_accounting(fused + carries, frames_attempted=4)
+    assert acc["fused"] == 4 and acc["fused_complete"] == 3 and acc["unaccounted"] == 0
+    assert acc["carried_by_extractor"] == {"pose": 1} and acc["not_carried_by_extractor"] == {"pose": 1}

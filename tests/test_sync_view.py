@@ -98,6 +98,15 @@ def test_orchestrator_timing_settles_the_frame_and_late_results_show():
     assert "Gesture ✗ late 120ms" in body(view)[0]
 
 
+def test_a_carried_result_shows_where_it_came_from():
+    clock = FakeClock()
+    view = make_view(clock)
+    carry = {"record_type": "frame_carry", "stream": "cam0", "frame_id": 9, "every": 2}
+    view.feed([timing(9, "face", 5.0), timing(9, "quality", 2.0), timing(9, "orchestrator", 9.0)])
+    view.feed([dict(carry, source="pose", from_frame_id=8), dict(carry, source="gesture", from_frame_id=None)])
+    assert body(view)[0] == "Frame 9:  Face ✓ 5.0ms  Pose ✓ from 8  Gesture ✗ missing  Quality ✓ 2.0ms"
+
+
 def test_progress_bar_follows_elapsed_time_against_window_plus_lateness():
     clock = FakeClock()
     view = make_view(clock)

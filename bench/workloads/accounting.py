@@ -78,6 +78,9 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
     timeout_by_extractor: Counter = Counter()
     partial: set = set()
     late_frames: set = set()
+    uncarried: set = set()  # a declared rate's frame with nothing within the rate to carry
+    carried_by_extractor: Counter = Counter()
+    uncarried_by_extractor: Counter = Counter()
     waiting: Counter = Counter()
     out_of_order = 0
     summary: Optional[Record] = None
@@ -97,6 +100,12 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
                 late_frames.add(r.get("frame_id"))
             elif not r.get("late"):
                 waiting.update(r.get("waiting_for") or [])
+        elif kind == "frame_carry":
+            if r.get("from_frame_id") is None:
+                uncarried.add(r.get("frame_id"))
+                uncarried_by_extractor[str(r.get("source"))] += 1
+            else:
+                carried_by_extractor[str(r.get("source"))] += 1
         elif kind == "out_of_order":
             out_of_order += 1
         elif kind == "source_summary":
@@ -107,7 +116,10 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
         "frames_attempted": frames_attempted,
         "publisher_dropped": publisher_dropped,
         "fused": len(fused),
-        "fused_complete": len(fused - partial),
+        # Every extractor's result, fresh or carried within its declared rate.
+        "fused_complete": len(fused - partial - uncarried),
+        "carried_by_extractor": dict(sorted(carried_by_extractor.items())),
+        "not_carried_by_extractor": dict(sorted(uncarried_by_extractor.items())),
         "dropped_by_reason": dict(sorted(drops.items())),
         "partial_frames_timeout": len(partial),
         "timeouts_by_extractor": dict(sorted(timeout_by_extractor.items())),

@@ -70,6 +70,13 @@ class ExtractConfig:
     min_detection_confidence: float = 0.5
     # Per-frame extractor deadline in ms (the orchestrator's timeout); 0 disables.
     deadline_ms: float = 150.0
+    # Executor threads per MediaPipe graph (0: MediaPipe's default, one per core).
+    # Extractors already run in parallel on their own lanes (docs/algorithms.md).
+    graph_threads: int = 1
+    # Declared rates as "name=N": the extractor runs on frames whose frame_id % N == 0
+    # and fusion carries its last result over the N-1 frames between (traced as
+    # frame_carry). Unlisted extractors run on every frame (docs/algorithms.md).
+    every: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -198,7 +205,8 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # waits for every extractor instead (deadline off) and never sheds frames.
     "batch": {
         "align": {"window_ms": 200.0, "allowed_lateness_ms": 5000.0},
-        "extract": {"deadline_ms": 0.0},
+        # Full fidelity: every extractor on every frame.
+        "extract": {"deadline_ms": 0.0, "every": []},
         "source": {"buffer_frames": 0},
     },
     "low_latency": {
@@ -206,6 +214,11 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "extract": {"deadline_ms": 80.0},
         # The seed's live preview runs face and quality only.
         "_remove_extractors": {"names": ["gesture", "pose"]},
+    },
+    # Declared rates for a live stream on few cores: pose and hands every 2nd frame
+    # (waves and gestures can fire a frame or few later; docs/algorithms.md).
+    "lean": {
+        "extract": {"every": ["pose=2", "gesture=2"]},
     },
     "high_sensitivity": {
         "fusion": {
@@ -334,9 +347,40 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("align.window_ms must be positive")
     if cfg.align.allowed_lateness_ms < 0:
         raise ConfigError("align.allowed_lateness_ms must not be negative")
+    extractor_rates(cfg.extract)  # raises on a malformed entry
+    if cfg.extract.graph_threads < 0:
+        raise ConfigError("extract.graph_threads must not be negative")
     if cfg.fusion.consecutive_frames < 1:
         raise ConfigError("fusion.consecutive_frames must be at least 1")
     return cfg
+
+
+def extractor_rates(ext: ExtractConfig) -> Dict[str, int]:
+    """`extract.every` as {extractor: N} for the extractors that skip frames (N > 1)."""
+    rates: Dict[str, int] = {}
+    for entry in ext.every:
+        name, sep, value = str(entry).partition("=")
+        name = name.strip()
+        try:
+            rate = int(value)
+        except ValueError:
+            rate = 0
+        if not sep or name not in KNOWN_EXTRACTORS or rate < 1:
+            raise ConfigError(
+                f"extract.every entry {entry!r}: expected NAME=N with NAME one of "
+                f"{', '.join(KNOWN_EXTRACTORS)} and N a whole number >= 1"
+            )
+        if rate > 1:
+            rates[name] = rate
+    return rates
+
+
+def is_due(frame_id: int, rate: int) -> bool:
+    """Whether an extractor declared to run every `rate` frames runs on this frame.
+
+    Decided by the frame id alone, so any worker or process decides the same.
+    """
+    return rate <= 1 or frame_id % rate == 0
 
 
 def load_config(

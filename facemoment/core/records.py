@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import IntEnum
-from typing import Any, ClassVar, Dict, List, Type, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Optional, Type, TypeVar, Union
 
 
 class Level(IntEnum):
@@ -99,6 +99,23 @@ class ModelsReady(Record):
     pid: int
     wall_ns: int
     extractors: List[str]
+
+
+# --- declared extractor rates ---------------------------------------------------
+@register
+@dataclasses.dataclass
+class FrameCarry(Record):
+    """An extractor that does not run on this frame (its declared rate): fusion used
+    its result from `from_frame_id`, or nothing when none was within the rate."""
+
+    TYPE: ClassVar[str] = "frame_carry"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    source: str
+    from_frame_id: Optional[int]
+    every: int
 
 
 # --- gate_tally: why frames did not fire --------------------------------------

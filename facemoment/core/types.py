@@ -110,6 +110,9 @@ class FrameObservations:
     observations: Dict[str, Observation]
     missing: Tuple[str, ...] = ()
     ingest_ns: int = 0
+    # Extractors with a declared rate that do not run on this frame: fusion carries
+    # their last result over (operators/fusion_step.py).
+    not_due: Tuple[str, ...] = ()
 
     def get(self, source: str) -> Optional[Observation]:
         return self.observations.get(source)

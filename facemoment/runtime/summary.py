@@ -35,8 +35,12 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
     sources = [r for r in trace if r.get("record_type") == "source_summary"]
     drops = Counter()
     partial = Counter()
+    carried = Counter()
+    uncarried = Counter()
     for r in trace:
-        if r.get("record_type") == "frame_drop":
+        if r.get("record_type") == "frame_carry":
+            (carried if r.get("from_frame_id") is not None else uncarried)[r.get("source")] += 1
+        elif r.get("record_type") == "frame_drop":
             if r.get("reason") == "timeout":
                 for name in r.get("extractors") or ["?"]:
                     partial[name] += 1
@@ -57,6 +61,12 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
         lines.append(
             "frames fused without an extractor that missed its deadline: "
             + ", ".join(f"{k} {v}" for k, v in partial.most_common())
+        )
+    if carried or uncarried:
+        lines.append(
+            "frames an extractor skipped for its declared rate: "
+            + ", ".join(f"{k} {carried[k]} carried" + (f", {uncarried[k]} with nothing to carry" if uncarried[k] else "")
+                        for k, _n in (carried + uncarried).most_common())
         )
     lines.extend(why_lines(latest_tallies(trace), len(triggers)))
     lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")

@@ -104,6 +104,9 @@ class _FrameState:
     late: Dict[str, float] = field(default_factory=dict)
     timed_out: Set[str] = field(default_factory=set)
     missing: Set[str] = field(default_factory=set)
+    # Extractors with a declared rate that skipped this frame: the frame their
+    # result was carried from (None: none within the rate).
+    carried: Dict[str, Optional[int]] = field(default_factory=dict)
     # The orchestrator's own timing comes after every extractor it waited for.
     settled: bool = False
 
@@ -236,6 +239,11 @@ class SyncView:
             known = self._frames.get((stream, frame_id))
             if known is not None and not late:
                 known.missing.update(waiting)
+        elif kind == "frame_carry" and record.get("frame_id") is not None:
+            frame = self._frame(stream, int(record["frame_id"]), now)
+            if frame is not None:
+                source = record.get("from_frame_id")
+                frame.carried[str(record.get("source"))] = None if source is None else int(source)
         elif kind == "trigger_fire":
             self._triggers += 1
             self._last_trigger = record.get("reason")
@@ -279,6 +287,7 @@ class SyncView:
                     dict(newest.late),
                     set(newest.timed_out),
                     set(newest.missing),
+                    dict(newest.carried),
                     newest.settled,
                 )
             return _Snapshot(
@@ -370,6 +379,8 @@ class SyncView:
                 cells.append(f"{label} {g.failed} late {_ms(frame.late[name])}")
             elif name in frame.timed_out:
                 cells.append(f"{label} {g.failed} timeout")
+            elif frame.carried.get(name) is not None:
+                cells.append(f"{label} {g.ok} from {frame.carried[name]}")
             elif name in frame.missing or frame.settled or window_over:
                 cells.append(f"{label} {g.failed} missing")
             else:

@@ -28,7 +28,8 @@ import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Face, Frame, Observation
-from operators.extraction.common import frame_observation, quiet_native_logs, run_guarded
+from operators.extraction.common import frame_observation, run_guarded
+from operators.extraction.mediapipe_graph import build_graph
 
 BACKENDS = ("mediapipe",)
 
@@ -281,25 +282,24 @@ class FaceExtractor:
         with self._lock:
             if self._detector is not None:
                 return
-            quiet_native_logs()
             from mediapipe.python.solutions import face_detection, face_mesh
 
-            self._detector = face_detection.FaceDetection(
+            threads = self.cfg.graph_threads
+            self._detector = build_graph(
+                face_detection.FaceDetection,
+                threads,
                 model_selection=self.detector_model,
                 min_detection_confidence=self.cfg.min_detection_confidence,
             )
             # Static-image mode: a fresh detection on every call, no tracking across frames.
-            self._mesh = face_mesh.FaceMesh(
+            self._mesh = build_graph(
+                face_mesh.FaceMesh,
+                threads,
                 static_image_mode=True,
                 max_num_faces=self.cfg.max_faces,
                 refine_landmarks=False,
                 min_detection_confidence=MESH_MIN_DETECTION_CONFIDENCE,
             )
-            # The first run sets up the inference delegates; pay it here, not on
-            # the first frame's deadline.
-            blank = np.zeros((64, 64, 3), np.uint8)
-            self._detector.process(blank)
-            self._mesh.process(blank)
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
 from facemoment.core.types import Frame, Hand, Observation
 from operators.extraction.common import frame_observation, run_guarded  # also quietens the native logs before MediaPipe loads
 from operators.extraction.gesture_rules import NONE, score_gesture
+from operators.extraction.mediapipe_graph import build_graph
 from operators.extraction.pose import to_rgb
 
 # Both the full (1) and the lite (0) hand landmark models ship in the mediapipe wheel.
@@ -26,8 +27,6 @@ SHIPPED_MODEL_COMPLEXITIES = (0, 1)
 DEFAULT_MODEL_COMPLEXITY = 1
 MAX_HANDS = 4
 SWAPPED_HANDEDNESS = {"Left": "Right", "Right": "Left"}
-# Side of the blank image `load` runs once to set the graph up.
-WARM_UP_SIZE = 64
 
 
 class GestureExtractor:
@@ -67,15 +66,14 @@ class GestureExtractor:
                 return
             from mediapipe.python.solutions import hands as mp_hands
 
-            self._graph = mp_hands.Hands(
+            self._graph = build_graph(
+                mp_hands.Hands,
+                self.cfg.graph_threads,
                 static_image_mode=True,
                 max_num_hands=self.max_hands,
                 model_complexity=self.model_complexity,
                 min_detection_confidence=self.cfg.min_detection_confidence,
             )
-            # The first run sets up the inference delegates (~0.1-0.5 s); paying it
-            # here keeps it out of the first frame's deadline.
-            self._graph.process(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
 
     def close(self) -> None:
         with self._lock:

@@ -9,6 +9,9 @@ next frames. A result that misses the frame's deadline is not waited for: the fr
 is fused without it and a `frame_drop` (reason `timeout`) record says so. A lane
 skips jobs that are already past their deadline when it reaches them, so one slow
 frame does not make every following frame late.
+
+An extractor with a declared rate (`extract.every`, N > 1) gets only the frames
+whose id is a multiple of N; fusion carries its last result over the others.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from concurrent.futures import CancelledError, Future, TimeoutError as FutureTim
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from facemoment.core.config import Config
+from facemoment.core.config import Config, extractor_rates, is_due
 from facemoment.core.records import Level, ModelsReady
 from facemoment.runtime import readiness
 from facemoment.core.types import Frame, Observation, TraceRecord
@@ -139,6 +142,7 @@ class Orchestrator:
         self.cfg = cfg
         self.deadline_ns = int(cfg.extract.deadline_ms * 1e6) if cfg.extract.deadline_ms > 0 else None
         self.trace = cfg.output.trace in ("normal", "verbose")
+        self.rates = extractor_rates(cfg.extract)
         self.lanes: Dict[str, Lane] = {
             name: Lane(name, (lambda n=name: factory(n, cfg))) for name in cfg.extract.extractors
         }
@@ -158,7 +162,11 @@ class Orchestrator:
         start = time.perf_counter_ns()
         deadline = start + self.deadline_ns if self.deadline_ns is not None else None
         depths = {name: lane.depth for name, lane in self.lanes.items()}
-        jobs = {name: lane.submit(_Job(frame, deadline)) for name, lane in self.lanes.items()}
+        jobs = {
+            name: lane.submit(_Job(frame, deadline))
+            for name, lane in self.lanes.items()
+            if is_due(frame.frame_id, self.rates.get(name, 1))
+        }
         return (frame, start, deadline, depths, jobs)
 
     def prefetch(self, frame: Frame) -> None:
@@ -219,7 +227,7 @@ class Orchestrator:
                     }
                 )
             if self.trace:
-                out.append(self._timing(frame, "orchestrator", elapsed_ms, max(depths.values(), default=0)))
+                out.append(self._timing(frame, "orchestrator", elapsed_ms, max((depths[n] for n in jobs), default=0)))
         if self.trace:
             out.extend(self._late_reports())
         return out

@@ -20,6 +20,7 @@ import numpy as np
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Frame, Observation, Pose
 from operators.extraction.common import pose_observation, run_guarded  # also quietens the native logs before MediaPipe loads
+from operators.extraction.mediapipe_graph import build_graph
 
 Keypoint = Tuple[float, float, float]
 
@@ -55,8 +56,6 @@ COCO = {name: index for index, name in enumerate(COCO_NAMES)}
 ARMS = ((COCO["left_wrist"], COCO["left_shoulder"]), (COCO["right_wrist"], COCO["right_shoulder"]))
 # moments.md: both keypoints of the arm must be at least this confident.
 HAND_RAISED_MIN_CONFIDENCE = 0.5
-# Side of the blank image `load` runs once to set the graph up.
-WARM_UP_SIZE = 64
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -117,15 +116,14 @@ class PoseExtractor:
 
             # Static-image mode: a fresh detection on every call, no tracking or
             # smoothing across frames.
-            self._graph = mp_pose.Pose(
+            self._graph = build_graph(
+                mp_pose.Pose,
+                self.cfg.graph_threads,
                 static_image_mode=True,
                 model_complexity=self.model_complexity,
                 enable_segmentation=False,
                 min_detection_confidence=self.cfg.min_detection_confidence,
             )
-            # The first run sets up the inference delegates (~0.1-0.5 s); paying it
-            # here keeps it out of the first frame's deadline.
-            self._graph.process(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
 
     def close(self) -> None:
         with self._lock:
