@@ -135,8 +135,10 @@ def write_clip(
         tmp = target.with_name(f".{target.name}.part")
         produce(tmp)
         duration = media.probe_duration(tmp)
+        # The still first: moving the clip into place and recording it stay back to
+        # back, so a kill between them (a clip without its manifest line) stays rare.
+        still = stills.still_for_clip(trigger, tmp, clips_dir)
         os.replace(tmp, target)
-        still = stills.still_for_clip(trigger, target, clips_dir)
         result = ClipResult(trigger.key, "ok", target.name, round(duration, 4))
         log.info("clip %s: %.3f s (asked %.3f s) for %s", target.name, duration, requested, trigger.key)
     except Exception as exc:  # noqa: BLE001 - a clip failure must never stop the dataflow
