@@ -138,6 +138,14 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                 line += (f"; target {run['target_ms']} ms (window {parts['window']} + two frames "
                          f"{parts['two_frames']} + extraction p99 {parts.get('extraction_p99')})")
             lines.append(line)
+        release = run.get("trig_release")
+        if release and release.get("count"):
+            lines.append(
+                f"- TRIG timing {_cell(release['timing'])} ({_cell(release['causes'])}), {release['count']} triggers: "
+                f"to the decision p50 {release['decision']['p50_ms']} ms, p99 {release['decision']['p99_ms']} ms; "
+                f"to the send p50 {release['release']['p50_ms']} ms, p99 {release['release']['p99_ms']} ms "
+                f"(held until the stream reached the clip's end, see docs/interop.md)"
+            )
         rss = run.get("rss")
         if rss:
             lines.append(
@@ -167,6 +175,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         from bench.workloads.extraction_cpu import render as render_extraction_cpu
 
         lines += render_extraction_cpu(results["extraction_cpu"])
+    fuzz = results.get("fuzz")
+    if fuzz:
+        from bench.workloads.fuzz import fuzz_rows
+
+        lines += ["## 8. Hostile messages among a live stream (ZmqFrameSource, lossless publisher)", ""]
+        lines += _table(["", "value"], fuzz_rows(fuzz))
+        lines.append("")
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]

@@ -33,6 +33,7 @@ from bench.targets import evaluate_targets, headline  # noqa: E402
 from bench.workloads.accounting import kept_up  # noqa: E402
 from bench.workloads.extraction_cpu import measure_extraction_cpu  # noqa: E402
 from bench.workloads.in_process import load_extractors, measure_in_process  # noqa: E402
+from bench.workloads.fuzz import measure_fuzz  # noqa: E402
 from bench.workloads.ingest import measure_ingest, serve_raw_frames  # noqa: E402
 from bench.workloads.inputs import prepare_inputs  # noqa: E402
 from bench.workloads.live import measure_latency, measure_overload  # noqa: E402
@@ -97,6 +98,7 @@ def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[T
             "overload", lambda: measure_overload(inputs, plan, work, overload_size, why, log)
         )
         results["ingest"] = measured("ingest", lambda: measure_ingest(plan, work, log))
+        results["fuzz"] = measured("fuzz", lambda: measure_fuzz(plan, log))
     results["load_after"] = load_average()
     results["duration_s"] = round(time.monotonic() - log.started, 1)
     results["headline"] = headline(results)

@@ -74,6 +74,11 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
     if lat:
         target = lat["target_ms"]
         p99 = lat["latency"]["p99_ms"]
+        release = lat.get("trig_release") or {}
+        if release.get("count") and release.get("timing", {}).get("end"):
+            # TRIG timing `end` holds each TRIG until the stream reached its clip's end
+            # (post_sec later) on purpose; the target is about reaching the decision.
+            p99 = release["decision"]["p99_ms"]
         orch = ((lat.get("timings") or {}).get("orchestrator") or {})
         parts = lat["target_parts_ms"]
         why = (f"a trigger is sent once its frame's window has closed, i.e. once every share has delivered a frame "
@@ -81,7 +86,8 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
                f"the next frame and its extraction; target = window + two frames ({parts['two_frames']} ms) + "
                f"extraction p99 ({parts.get('extraction_p99')} ms, orchestrator median {orch.get('median_ms')} ms, from a "
                f"frame's submission to its collection); {lat['latency']['count']} triggers measured, "
-               f"preset {lat.get('preset', 'realtime')}")
+               f"preset {lat.get('preset', 'realtime')}; with TRIG timing end the figure is the latency to the decision, "
+               f"the send follows once the stream reached the clip's end")
         if p99 is None:
             add("TRIG latency p99, 30 fps 640x480 (realtime)", f"<= {target} ms", None, None, "no trigger received", why)
         else:

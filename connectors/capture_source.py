@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.zmq_source import FrameBuffer
+from connectors.frame_buffer import FrameBuffer
 from facemoment.core.types import Frame, TraceRecord
 
 log = logging.getLogger(__name__)

@@ -169,10 +169,10 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         ready = [t for t in self._pending if t.t_end_ns <= newest_t_ns]
         self._pending = [t for t in self._pending if t.t_end_ns > newest_t_ns]
         for trigger in ready:
-            self._submit(trigger, self._from_ring(trigger))
+            self._submit(trigger, self._from_ring(trigger), ring=True)
 
-    def _submit(self, trigger: Trigger, produce: Callable[[Path], None]) -> None:
-        future = self._pool.submit(write_clip, trigger, self.clips_dir, self.manifest, produce)
+    def _submit(self, trigger: Trigger, produce: Callable[[Path], None], ring: bool = False) -> None:
+        future = self._pool.submit(write_clip, trigger, self.clips_dir, self.manifest, produce, ring)
         self._in_flight[trigger.key] = (trigger, future)
 
     def _harvest(self, wait: bool = False) -> None:
@@ -203,7 +203,7 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         # End of stream: pending triggers get whatever the buffer holds.
         pending, self._pending = self._pending, []
         for trigger in pending:
-            self._submit(trigger, self._from_ring(trigger))
+            self._submit(trigger, self._from_ring(trigger), ring=True)
         self.drain()
         self._pool.shutdown(wait=True)
 

@@ -8,6 +8,8 @@ names the first frame not yet emitted, so a resume re-reads the ones read ahead.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import deque
 from datetime import datetime
 from typing import Any, Callable, Deque, List, Optional
@@ -16,10 +18,22 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.types import Frame
 
+log = logging.getLogger(__name__)
+
 
 class _PrefetchingPartition(StatefulSourcePartition[Any, int]):
-    def __init__(self, inner: StatefulSourcePartition, prefetcher: Any, depth: int, emit: int):
+    def __init__(
+        self,
+        inner: StatefulSourcePartition,
+        prefetcher: Any,
+        depth: int,
+        emit: int,
+        stop_event: Optional[threading.Event] = None,
+        name: str = "",
+    ):
         self._inner = inner
+        self._name = name
+        self._stop_event = stop_event
         self._prefetcher = prefetcher
         self._depth = depth
         self._emit = emit
@@ -28,6 +42,10 @@ class _PrefetchingPartition(StatefulSourcePartition[Any, int]):
         self._inner_done = False
 
     def _fill(self) -> None:
+        if self._stop_event is not None and self._stop_event.is_set() and not self._inner_done:
+            # Ctrl-C / SIGTERM: stop reading; frames already read ahead still go out.
+            self._inner_done = True
+            log.warning("input stopped: %s ends before the end of its file", self._name)
         while self._frames_ahead < self._depth and not self._inner_done:
             try:
                 items = self._inner.next_batch()
@@ -68,7 +86,7 @@ class _PrefetchingPartition(StatefulSourcePartition[Any, int]):
     def close(self) -> None:
         for item in self._ahead:
             if isinstance(item, Frame):
-                self._prefetcher.discard(item.stream_id, item.frame_id)
+                self._prefetcher.discard(item.stream_id, item.frame_id, item)
         self._ahead.clear()
         self._inner.close()
 
@@ -76,8 +94,17 @@ class _PrefetchingPartition(StatefulSourcePartition[Any, int]):
 class PrefetchingSource(FixedPartitionedSource[Any, int]):
     """`inner` with `depth` frames per partition read ahead into `prefetcher()`."""
 
-    def __init__(self, inner: FixedPartitionedSource, prefetcher: Callable[[], Any], depth: int = 8, emit: int = 4):
+    def __init__(
+        self,
+        inner: FixedPartitionedSource,
+        prefetcher: Callable[[], Any],
+        depth: int = 8,
+        emit: int = 4,
+        stop_event: Optional[threading.Event] = None,
+    ):
         self.inner = inner
+        # Set it to end the input early (the rest of the file is not read).
+        self.stop_event = stop_event
         self.prefetcher = prefetcher
         self.depth = depth
         self.emit = emit
@@ -87,4 +114,4 @@ class PrefetchingSource(FixedPartitionedSource[Any, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _PrefetchingPartition:
         part = self.inner.build_part(step_id, for_part, resume_state)
-        return _PrefetchingPartition(part, self.prefetcher(), self.depth, self.emit)
+        return _PrefetchingPartition(part, self.prefetcher(), self.depth, self.emit, self.stop_event, for_part)

@@ -29,6 +29,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from facemoment.runtime import exit_status
 from facemoment.formats.recording import Record, RecordingError, RecordingReader
 from connectors.shares import in_share, parse_share, share_parts
 from facemoment.core.types import Frame, TraceRecord
@@ -91,6 +92,7 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, int]):
         self._finished = True
         if self._share[0] == 0:  # every share meets the same damage; one reports it
             log.error("replay of %s ends: %s; the frames before it were emitted", self._stream_id, exc)
+            exit_status.input_incomplete(f"recording of {self._stream_id}: {exc}")
         else:
             log.debug("replay of %s share %d ends: %s", self._stream_id, self._share[0], exc)
 

@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, List
 from bytewax.inputs import Source
 
 from facemoment.runtime import cluster, shutdown
+from facemoment.runtime.preflight import configured_streams, source_kind
 from facemoment.core.config import Config, ConfigError
 
 
@@ -38,32 +39,12 @@ class StreamSpec:
 
 
 def classify(source: str) -> str:
-    if source.startswith(("tcp://", "ipc://", "inproc://")):
-        return "zmq"
-    if source == "sample":
-        return "sample"
-    if source.isdigit():
-        return "camera"
-    if "://" in source:
-        return "url"
-    from facemoment.formats.recording import is_recording
-
-    if is_recording(source):
-        return "recording"
-    return "file"
+    return source_kind(source)
 
 
 def stream_specs(cfg: Config) -> List[StreamSpec]:
     """The configured streams: the main one plus `source.extra` ("id=source") entries."""
-    specs = [StreamSpec(cfg.source.stream_id, cfg.source.source, classify(cfg.source.source))]
-    for entry in cfg.source.extra:
-        stream_id, sep, source = entry.partition("=")
-        if not sep or not stream_id.strip() or not source.strip():
-            raise ConfigError(f"extra source {entry!r}: expected STREAM_ID=SOURCE")
-        specs.append(StreamSpec(stream_id.strip(), source.strip(), classify(source.strip())))
-    ids = [s.stream_id for s in specs]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"stream ids must be unique, got {ids}")
+    specs = [StreamSpec(stream_id, source, classify(source)) for stream_id, source in configured_streams(cfg)]
     for spec in specs:
         if spec.kind == "file" and not Path(spec.source).exists():
             raise ConfigError(f"source {spec.source!r} is neither a tcp:// address, a camera index nor an existing file")
@@ -99,6 +80,9 @@ def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -
             before_connect=extraction,
             prefetcher=extraction,
             shares=shares,
+            max_frame_bytes=int(src.max_frame_mb * 1024 * 1024),
+            buffer_max_bytes=int(src.buffer_max_mb * 1024 * 1024),
+            max_time_jump_s=src.max_time_jump_s or None,
         )
     if spec.kind in ("recording", "file", "sample"):
         from connectors.prefetch import PrefetchingSource
@@ -112,7 +96,7 @@ def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -
 
             inner = VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress, shares=shares)
         # Frames are read a little ahead so the extractors never wait between batches.
-        return PrefetchingSource(inner, extraction)
+        return PrefetchingSource(inner, extraction, stop_event=shutdown.STOP)
     from connectors.capture_source import CaptureSource
 
     return CaptureSource(

@@ -5,15 +5,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from connectors.appending import append_whole
+from facemoment.core.records import TraceDegraded, as_dict
 from facemoment.core.trace import level_value, wanted
 from facemoment.core.types import Observation, TraceRecord
-from facemoment.formats.wire import format_obs
+from facemoment.formats.obs import format_obs
+
+log = logging.getLogger(__name__)
 
 
 class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):
@@ -24,24 +29,42 @@ class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):
         if resume_bytes is not None and path.exists() and path.stat().st_size > resume_bytes:
             with open(path, "r+b") as f:
                 f.truncate(resume_bytes)
-        self._file = open(path, "ab" if resume_bytes is not None else "wb")
+        self._file = open(path, "ab" if resume_bytes is not None else "wb", buffering=0)
         self._keep = keep
+        # Records a failed write (a full disk) lost since the last good one: the run
+        # goes on without them and the next write that succeeds says how many.
+        self.lost = 0
+        self.lost_total = 0
+        self._error = ""
 
     def write_batch(self, values: List[TraceRecord]) -> None:
-        lines = [
-            json.dumps(record, separators=(",", ":"), default=_jsonable).encode() + b"\n"
-            for record in values
-            if self._keep(record)
-        ]
-        if lines:
-            self._file.write(b"".join(lines))
-            self._file.flush()
+        lines = [_line(record) for record in values if self._keep(record)]
+        if self.lost:
+            lines.insert(0, _line(as_dict(TraceDegraded(self.lost, self.lost_total, self._error, str(self._file.name)))))
+        if not lines:
+            return
+        error = append_whole(self._file, b"".join(lines))
+        if error is None:
+            self.lost = 0
+            return
+        count = len(lines) - (1 if self.lost else 0)
+        if not self.lost_total:
+            log.error("%s: cannot write the trace, dropping records until it can: %s", self._file.name, error)
+        self.lost += count
+        self.lost_total += count
+        self._error = f"{type(error).__name__}: {error}"
 
     def snapshot(self) -> int:
         return self._file.tell()
 
     def close(self) -> None:
+        if self.lost:
+            self.write_batch([])
         self._file.close()
+
+
+def _line(record: TraceRecord) -> bytes:
+    return json.dumps(record, separators=(",", ":"), default=_jsonable).encode() + b"\n"
 
 
 def _jsonable(value):

@@ -1,46 +1,57 @@
-"""TRIG messages to visualbase over ZeroMQ PUB.
+"""TRIG messages to visualbase, over ZeroMQ PUB or a Unix datagram socket.
 
 One partition, so exactly one process binds the address. Each trigger goes out as
-the 2-part message [topic, TRIG text]. The partition remembers the keys of recent
-triggers it sent, so a resumed run does not ask for the same clip twice.
+one TRIG text through the transport its address names (connectors.text_transports:
+``tcp://``/``ipc://`` as the 2-part message [topic, text], ``unix:///path`` as one
+datagram). The partition remembers the keys of recent triggers it sent, and with a
+ledger file across restarts, so a resumed run does not ask for the same clip twice.
 
 Bytewax builds a sink partition when its first item arrives, so the socket is bound
-just before the first TRIG. A PUB drops what it sends before a subscriber has
-joined, so the socket is an XPUB (same wire protocol, but it sees subscriptions)
-and the first send waits, bounded, for a subscriber to arrive.
+just before the first TRIG. Sends happen on a thread of their own, so the dataflow
+never waits on a socket. Every send is appended to ``sends`` (a JSONL file next to
+the ledger when one is given): key, transport, status (sent | unheard | dropped) and
+the wall time, which the run summary counts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from pathlib import Path
-from typing import Deque, List, Optional
+from typing import Deque, List, Optional, Tuple
 
-import zmq
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from connectors.text_transports import (
+    DROPPED,
+    SENT,
+    UNHEARD,
+    BindError,
+    ZmqTextTransport,
+    check_bindable,
+    open_text_transport,
+)
+from facemoment.core.addresses import parse_address
 from facemoment.core.types import Trigger
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 SEND_HWM = 100  # visualbase's message PUB high-water mark
-# On close, give queued TRIGs this long to reach subscribers.
-CLOSE_LINGER_MS = 1000
 # Keys remembered for de-duplication; triggers come at most one per cooldown.
 RECENT_KEYS = 1024
 # Before the first send, how long to wait for a subscriber (ZMQ reconnects every 100 ms).
 SUBSCRIBER_WAIT_S = 1.0
+SENDS_FILE = "trig_sends.jsonl"
 
 _PART = "trig_pub"
 
-
-class TrigBindError(RuntimeError):
-    """The TRIG address cannot be bound."""
+TrigBindError = BindError
 
 
 def _local_format(trigger: Trigger) -> str:
@@ -60,25 +71,9 @@ def trigger_message(trigger: Trigger) -> str:
     return format_trigger(trigger)
 
 
-def _bind_error(address: str, exc: zmq.ZMQError) -> TrigBindError:
-    return TrigBindError(
-        f"cannot bind the TRIG publisher at {address}: {exc.strerror}; "
-        "set FACEMOMENT_TRIG_ADDRESS to a free address"
-    )
-
-
 def check_trig_address(address: str) -> None:
-    """Fail fast (TrigBindError) if `address` cannot be bound right now."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.bind(address)
-    except zmq.ZMQError as exc:
-        raise _bind_error(address, exc) from exc
-    finally:
-        sock.close()
-        ctx.term()
+    """Fail fast (TrigBindError) if `address` is malformed or cannot be bound right now."""
+    check_bindable(address, "TRIG")
 
 
 class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
@@ -89,65 +84,50 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
         resume_state: Optional[List[str]],
         subscriber_wait_s: float = SUBSCRIBER_WAIT_S,
         ledger: Optional[Path] = None,
+        sends: Optional[Path] = None,
     ):
-        self._topic = topic
         self._subscriber_wait_s = subscriber_wait_s
-        self._waited = False
-        self.subscriptions = 0
+        self.transport = open_text_transport(address, topic, subscriber_wait_s, "TRIG")
+        self.endpoint: str = self.transport.endpoint
         # The ledger records each key before its TRIG is sent, so a restart that
         # replays past the last snapshot does not send it again.
         self._ledger = None
+        self._sends = None
         known = list(resume_state or ())
         if ledger is not None:
             ledger.parent.mkdir(parents=True, exist_ok=True)
             if ledger.exists():
                 known += [line for line in ledger.read_text().splitlines() if line]
             self._ledger = open(ledger, "a")
+        if sends is not None:
+            sends.parent.mkdir(parents=True, exist_ok=True)
+            # A run that keeps its outputs (it has a ledger) continues the file; others start it anew.
+            self._sends = open(sends, "a" if ledger is not None else "w")
         self._sent: Deque[str] = deque(known, maxlen=RECENT_KEYS)
         self._sent_set = set(self._sent)
-        self.sent_count = 0
+        self.sent_count = 0  # handed to the transport (heard or not)
         self.skipped_count = 0
-        self.error_count = 0
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.XPUB)
-        self._sock.setsockopt(zmq.SNDHWM, SEND_HWM)
-        self._sock.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
-        try:
-            self._sock.bind(address)
-        except zmq.ZMQError as exc:
-            self._sock.close(linger=0)
-            self._ctx.term()
-            raise _bind_error(address, exc) from exc
-        self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("TRIG publisher bound at %s", self.endpoint)
-        self._outbox: "queue.SimpleQueue[Optional[str]]" = queue.SimpleQueue()
+        self.error_count = 0  # not formatted, or dropped by a full queue
+        self.outcomes: Counter = Counter()
+        log.info("TRIG messages go to %s", self.endpoint)
+        self._outbox: "queue.SimpleQueue[Optional[Tuple[str, str]]]" = queue.SimpleQueue()
         self._handled = threading.Condition()
         self._queued_count = 0
         self._handled_count = 0
         self._sender = threading.Thread(target=self._send_loop, name="trig-pub", daemon=True)
         self._sender.start()
 
+    @property
+    def subscriptions(self) -> int:
+        """ZeroMQ subscribers seen so far (a datagram socket has none to count)."""
+        transport = self.transport
+        return transport.subscribers.count if isinstance(transport, ZmqTextTransport) else 0
+
     def _remember(self, key: str) -> None:
         if len(self._sent) == self._sent.maxlen:
             self._sent_set.discard(self._sent[0])
         self._sent.append(key)
         self._sent_set.add(key)
-
-    def _read_subscriptions(self, timeout_ms: int = 0) -> None:
-        while self._sock.poll(timeout_ms, zmq.POLLIN):
-            message = self._sock.recv()
-            if message[:1] == b"\x01":
-                self.subscriptions += 1
-            timeout_ms = 0
-
-    def _await_first_subscriber(self) -> None:
-        self._read_subscriptions()
-        if self._waited or self.subscriptions:
-            return
-        self._waited = True
-        self._read_subscriptions(int(self._subscriber_wait_s * 1000))
-        if not self.subscriptions:
-            log.warning("no TRIG subscriber at %s yet: TRIG messages are published to nobody", self.endpoint)
 
     def write_batch(self, values: List[Trigger]) -> None:
         # Formatting and de-duplication happen here; the socket work (including the
@@ -169,22 +149,33 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
                 self._ledger.write(key + "\n")
                 self._ledger.flush()
             self._queued_count += 1
-            self._outbox.put(text)
+            self._outbox.put((key, text))
 
     def _send_loop(self) -> None:
         while True:
-            text = self._outbox.get()
-            if text is None:
+            item = self._outbox.get()
+            if item is None:
                 break
-            self._await_first_subscriber()
+            key, text = item
             try:
-                # A PUB never blocks; NOBLOCK only turns "no route" oddities into errors.
-                self._sock.send_multipart([self._topic, text.encode("utf-8")], flags=zmq.NOBLOCK)
-                self.sent_count += 1
-                log.info("sent %s", text)
-            except zmq.Again:
+                status = self.transport.send(text)
+            except Exception as exc:  # noqa: BLE001 - a socket error must not end the sender
+                log.error("TRIG to %s failed: %s", self.endpoint, exc)
+                status = DROPPED
+            self.outcomes[status] += 1
+            if status == DROPPED:
                 self.error_count += 1
-                log.warning("TRIG dropped (publisher queue full): %s", text)
+                log.warning("TRIG dropped (queue full): %s", text)
+            else:
+                self.sent_count += 1
+                if status == UNHEARD:
+                    log.warning("TRIG sent with nobody listening at %s: %s", self.endpoint, text)
+                else:
+                    log.info("sent %s", text)
+            if self._sends is not None:
+                row = {"key": key, "to": self.endpoint, "status": status, "sent_at_ns": time.time_ns()}
+                self._sends.write(json.dumps(row) + "\n")
+                self._sends.flush()
             with self._handled:
                 self._handled_count += 1
                 self._handled.notify_all()
@@ -202,15 +193,18 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
             self._ledger.close()
         self._outbox.put(None)
         self._sender.join(timeout=self._subscriber_wait_s + 10)
-        self._sock.close()
-        self._ctx.term()
+        self.transport.close()
+        if self._sends is not None:
+            self._sends.close()
 
 
 class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
-    """Publish `(stream_id, Trigger)` items as TRIG text on a ZMQ PUB socket.
+    """Send `(stream_id, Trigger)` items as TRIG text to `address`.
 
-    `address` may use a wildcard port (`tcp://127.0.0.1:*`); the bound endpoint is
-    the partition's `endpoint`.
+    `address` is a ZeroMQ address to bind a PUB at (a wildcard port,
+    `tcp://127.0.0.1:*`, is allowed; the bound endpoint is the partition's
+    `endpoint`) or `unix:///path`, a datagram socket some receiver binds.
+    `sends` names a JSONL file that gets one row per send.
     """
 
     def __init__(
@@ -219,18 +213,20 @@ class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
         topic: bytes = b"msg",
         subscriber_wait_s: float = SUBSCRIBER_WAIT_S,
         ledger: Optional[str | os.PathLike[str]] = None,
+        sends: Optional[str | os.PathLike[str]] = None,
     ):
         if not address:
             raise ValueError("TRIG address must not be empty (FACEMOMENT_TRIG_ADDRESS)")
+        parse_address(address, "TRIG", unix=True)
         self._address = address
         self._topic = topic
         self._subscriber_wait_s = subscriber_wait_s
         self._ledger = Path(ledger) if ledger is not None else None
+        self._sends = Path(sends) if sends is not None else None
 
     def check_address(self) -> None:
         """Fail fast if the address is taken (the partition binds only at the first trigger)."""
-        if "*" not in self._address:
-            check_trig_address(self._address)
+        check_trig_address(self._address)
 
     def list_parts(self) -> List[str]:
         return [_PART]
@@ -241,7 +237,9 @@ class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[List[str]]
     ) -> _TrigPubPartition:
-        return _TrigPubPartition(self._address, self._topic, resume_state, self._subscriber_wait_s, self._ledger)
+        return _TrigPubPartition(
+            self._address, self._topic, resume_state, self._subscriber_wait_s, self._ledger, self._sends
+        )
 
 
-__all__ = ["TrigPubSink", "TrigBindError", "check_trig_address", "trigger_message", "DEFAULT_ADDRESS"]
+__all__ = ["TrigPubSink", "TrigBindError", "check_trig_address", "trigger_message", "DEFAULT_ADDRESS", "SENDS_FILE", "SENT", "UNHEARD", "DROPPED"]

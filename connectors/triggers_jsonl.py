@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Set
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from connectors.appending import append_whole
 from connectors.clips import CLIPS_DIR
 from facemoment.formats.stills import still_file_name
 from connectors.trig_pub import trigger_message
@@ -139,8 +140,10 @@ class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
                 )
             self._written = read_keys(path)
         # Binary append: tell() is the exact byte count committed.
-        self._f = open(path, "ab")
+        self._f = open(path, "ab", buffering=0)
         self.skipped_count = 0
+        # Lines a failed write (a full disk) could not store; retried on every batch.
+        self._unwritten: List[str] = []
 
     def write_batch(self, values: List[Trigger]) -> None:
         lines = []
@@ -151,16 +154,29 @@ class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
                 continue
             self._written.add(key)
             lines.append(json.dumps(trigger_record(trigger, stills=self._stills), ensure_ascii=False) + "\n")
+        lines = self._unwritten + lines
         if not lines:
             return
-        self._f.write("".join(lines).encode("utf-8"))
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        error = append_whole(self._f, "".join(lines).encode("utf-8"), sync=True)
+        if error is not None:
+            # The TRIG messages went out already; keep the lines and try again later
+            # rather than end the run.
+            if not self._unwritten:
+                log.error("%s: cannot write %d trigger(s), keeping them for a retry: %s", self._f.name, len(lines), error)
+            self._unwritten = lines
+            return
+        if self._unwritten:
+            log.warning("%s: %d trigger(s) held back by a failed write are stored now", self._f.name, len(self._unwritten))
+        self._unwritten = []
 
     def snapshot(self) -> int:
         return self._f.tell()
 
     def close(self) -> None:
+        if self._unwritten:
+            self.write_batch([])
+        if self._unwritten:
+            log.error("%s: %d trigger(s) could not be stored: %s", self._f.name, len(self._unwritten), "".join(self._unwritten))
         self._f.close()
 
 
@@ -172,21 +188,15 @@ class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
         self._keep_existing = keep_existing
         # Clips are written, each with its best frame: list the still's path.
         self._stills = stills
+        if not keep_existing:
+            # Bytewax builds the partition only for a first trigger: a run without
+            # one must still leave its own (empty) file, not the previous run's.
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._path.write_bytes(b"")
 
     @property
     def path(self) -> Path:
         return self._path
-
-    def prepare(self) -> None:
-        """Create the file before any trigger, so a run without one still leaves its (empty) list.
-
-        Bytewax builds the writing partition at the first trigger; until then an old
-        run's file would stand in for this one's.
-        """
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._path, "ab" if self._keep_existing else "wb"):
-            pass
-        os.utime(self._path)
 
     def list_parts(self) -> List[str]:
         return [_PART]

@@ -20,6 +20,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from facemoment.formats.frames import FrameReader, open_frames
 from connectors.shares import in_share, parse_share, share_parts
 from facemoment.core.types import Frame
+from facemoment.runtime import exit_status
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class _VideoFilePartition(StatefulSourcePartition[Frame, int]):
             self._reader = open_frames(source, fps=fps, start_frame_id=start_frame_id)
         except (ValueError, OSError) as exc:
             log.error("video source %s (%s) cannot be read and ends: %s", stream_id, source, exc)
+            if share[0] == 0:
+                exit_status.input_incomplete(f"{source} ({stream_id}) cannot be read: {exc}")
             self._ended = True
             return
         self._next_id = self._reader.next_frame_id
@@ -61,6 +64,8 @@ class _VideoFilePartition(StatefulSourcePartition[Frame, int]):
             item = self._read()
             if item is None:
                 self._ended = True
+                if getattr(self._reader, "truncated", False) and self._share[0] == 0:
+                    exit_status.input_incomplete(f"{self._stream_id} ended after frame {self._next_id - 1}: truncated or damaged")
                 break
             frame_id, t_ns, image = item
             self._next_id = frame_id + 1
@@ -79,6 +84,8 @@ class _VideoFilePartition(StatefulSourcePartition[Frame, int]):
             return self._reader.read()
         except Exception as exc:  # a decoder failure must end this file, not the dataflow
             log.error("video source %s failed while decoding and ends: %s", self._stream_id, exc)
+            if self._share[0] == 0:
+                exit_status.input_incomplete(f"{self._stream_id} failed while decoding after frame {self._next_id - 1}: {exc}")
             return None
 
     def snapshot(self) -> int:

@@ -11,8 +11,10 @@ key is ``record_type``) for the dataflow to route to its trace:
 - ``frame_drop`` with reason ``queue_full``: gaps in ``frame_id`` seen on the wire,
   i.e. frames lost at the publisher's high-water mark (``where`` says ``wire``, or
   ``while_down`` for frames missed between a snapshot and a resume);
-- ``malformed_message``: a message that is not a valid frame, by kind, with the
-  running count for that kind;
+- ``malformed_message``: messages that are not valid frames, at most one record per
+  kind per second (``messages``: how many it stands for); kinds include
+  ``too_large`` (over ``max_frame_bytes``) and ``time_jump`` (see
+  :class:`connectors.frame_buffer.TimeJumpGuard`);
 - ``publisher_restart``: a ``frame_id`` that does not increase.  visualbase numbers
   frames from 0 on every run, so a publisher that went away and came back shows up
   as ids going back; ZeroMQ reconnects by itself, this only keeps the restart from
@@ -36,12 +38,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from facemoment.core.config import DROP_STRATEGIES
+from facemoment.core.addresses import zmq_address
 from facemoment.core.types import Frame, TraceRecord
-from connectors.shares import in_share, parse_share, share_parts
-from facemoment.formats.wire import FRAME_TOPIC, HEADER, WireError, unpack_frame
+from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
+from connectors.shares import Gap, frame_gap, in_share, parse_share, share_parts
+from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,13 @@ POLL_INTERVAL_MS = 50
 IDLE_WAKE = timedelta(milliseconds=5)
 # Trace records waiting for the next batch; beyond this the oldest are lost (and counted).
 MAX_PENDING_RECORDS = 10_000
-# A gap record lists at most this many ids (dropped_count always has the total).
-MAX_LISTED_IDS = 10_000
+# A gap record lists its ids only up to this many (dropped_count and dropped_range always).
+MAX_LISTED_IDS = 32
+# Malformed messages of one kind make at most one trace record per this interval.
+MALFORMED_INTERVAL_S = 1.0
+# Defaults: the largest frame message (a 4K BGR frame is 24.9 MB) and the buffer's bytes.
+DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
+DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 
 SourceItem = Union[Frame, TraceRecord]
 
@@ -68,6 +77,8 @@ class SourceStats:
     malformed: Dict[str, int] = field(default_factory=dict)
     publisher_restarts: int = 0
     records_dropped: int = 0
+    # Connections dropped (an oversized message, a publisher gone) and made again.
+    reconnects: int = 0
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -78,65 +89,6 @@ class SourceStats:
         stats = cls(**known)
         stats.malformed = dict(stats.malformed)
         return stats
-
-
-class FrameBuffer:
-    """Frames between the socket and the dataflow, bounded by a drop strategy.
-
-    ``offer`` returns the frame ids it dropped (possibly the offered one).  A
-    capacity <= 0 means unbounded: nothing is dropped for space (``keyframe_only``
-    still keeps only keyframes).  Not thread-safe: the source guards it with a lock.
-    """
-
-    def __init__(self, capacity: int, strategy: str = "skip_oldest", keyframe_interval: int = 3) -> None:
-        if strategy not in DROP_STRATEGIES:
-            raise ValueError(f"drop strategy {strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
-        if keyframe_interval < 1:
-            raise ValueError(f"keyframe_interval must be at least 1, got {keyframe_interval}")
-        self.capacity = capacity
-        self.strategy = strategy
-        self.keyframe_interval = keyframe_interval
-        self._items: Deque[Any] = deque()
-
-    @property
-    def bounded(self) -> bool:
-        return self.capacity > 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def offer(self, item: Any) -> List[int]:
-        frame_id = int(item.frame_id)
-        if self.strategy == "keyframe_only" and frame_id % self.keyframe_interval != 0:
-            return [frame_id]
-        dropped: List[int] = []
-        if self.bounded and len(self._items) >= self.capacity:
-            if self.strategy == "skip_intermediate" and self.capacity >= 2:
-                # Keep the oldest (what the consumer is due next) and the newest.
-                oldest = self._items.popleft()
-                dropped = [int(x.frame_id) for x in self._items]
-                self._items.clear()
-                self._items.append(oldest)
-            else:
-                dropped = [int(self._items.popleft().frame_id)]
-        self._items.append(item)
-        return dropped
-
-    def drain(self) -> List[Any]:
-        items = list(self._items)
-        self._items.clear()
-        return items
-
-
-def _other_share_id(parts: List[Any], index: int, count: int) -> Optional[int]:
-    """The frame id of a well-formed message for another share, else None."""
-    if len(parts) != 3:
-        return None
-    header = parts[1].bytes if hasattr(parts[1], "bytes") else parts[1]
-    if len(header) != HEADER.size:
-        return None
-    frame_id = HEADER.unpack(header)[0]
-    return None if in_share(frame_id, index, count) else frame_id
 
 
 class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
@@ -158,7 +110,13 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         self._stop_event = source.stop_event
         self._strategy = source.drop_strategy
         self._lock = threading.Lock()
-        self._buffer = FrameBuffer(source.buffer_frames, source.drop_strategy, source.keyframe_interval)
+        self._buffer = FrameBuffer(
+            source.buffer_frames, source.drop_strategy, source.keyframe_interval, source.buffer_max_bytes
+        )
+        self._max_frame_bytes = source.max_frame_bytes
+        self._time_guard = TimeJumpGuard(source.max_time_jump_s)
+        self._malformed_pending: Dict[str, List[Any]] = {}
+        self._malformed_flushed = 0.0
         self._records: Deque[TraceRecord] = deque()
         self._pending_drops: List[int] = []
         self._drop_depth = 0
@@ -180,6 +138,11 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
         self._socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if self._max_frame_bytes is not None:
+            # ZeroMQ refuses a larger message before allocating it and drops that
+            # connection; the receive thread connects again (the frames lost
+            # meanwhile show up as a gap).
+            self._socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
         self._socket.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
         try:
             self._socket.connect(self._address)
@@ -196,9 +159,19 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
 
     def _receive_loop(self) -> None:
         sock = self._socket
+        # A message over MAXMSGSIZE makes ZeroMQ drop the connection for good: the
+        # monitor sees that and the source connects again.
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) if self._max_frame_bytes is not None else None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not sock.poll(POLL_INTERVAL_MS):
+                ready = dict(poller.poll(POLL_INTERVAL_MS))
+                if monitor is not None and monitor in ready:
+                    self._reconnect(sock, monitor)
+                if sock not in ready:
                     continue
                 while not self._stop.is_set():
                     try:
@@ -210,36 +183,46 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             log.exception("frame receiver for %s failed", self._stream_id)
             self._receiver_error = f"{type(exc).__name__}: {exc}"
         finally:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(linger=0)
             sock.close(linger=0)
 
-    def _handle(self, parts: List[Any]) -> None:
-        if self._share_count > 1:
-            other = _other_share_id(parts, self._share_index, self._share_count)
-            if other is not None:
-                with self._lock:
-                    self._got_frame = True
-                    self._last_receive = time.monotonic()
-                    self._check_sequence(other)
-                    self._last_seen_id = other
-                return
-        try:
-            frame_id, t_src_ns, image = unpack_frame(parts, copy=True)  # owned: zmq buffers get reused
-        except WireError as exc:
-            if self._share_index != 0:
-                return
+    def _reconnect(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        while True:
+            try:
+                recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            sock.disconnect(self._address)
+            sock.connect(self._address)
             with self._lock:
-                count = self._stats.malformed.get(exc.kind, 0) + 1
-                self._stats.malformed[exc.kind] = count
-                self._record(
-                    {
-                        "record_type": "malformed_message",
-                        "kind": exc.kind,
-                        "detail": exc.message,
-                        "count": count,
-                        "stream": self._stream_id,
-                    }
-                )
+                self._stats.reconnects += 1
+
+    def _handle(self, parts: List[Any]) -> None:
+        # Every share validates the whole header of every message it reads: a
+        # malformed header must not cost the other shares what it costs share 0.
+        try:
+            frame_id, t_src_ns, _w, _h, _c = unpack_header(parts, self._max_frame_bytes)
+        except WireError as exc:
+            with self._lock:
+                self._note_malformed(exc)
             return
+        if not self._time_guard.plausible(t_src_ns):
+            exc = WireError("time_jump", f"t_src_ns {t_src_ns} is more than {self._time_guard.describe()} past the stream's time")
+            with self._lock:
+                self._note_malformed(exc)
+                if self._last_seen_id is not None and frame_id == self._last_seen_id + 1:
+                    self._last_seen_id = frame_id  # the next id, accounted for: not a gap
+            return
+        if not in_share(frame_id, self._share_index, self._share_count):
+            with self._lock:
+                self._got_frame = True
+                self._last_receive = time.monotonic()
+                self._check_sequence(frame_id)
+                self._last_seen_id = frame_id
+            return
+        _, _, image = unpack_frame(parts, copy=True)  # owned: zmq buffers get reused
         frame = Frame(self._stream_id, frame_id, t_src_ns, image)
         with self._lock:
             self._stats.frames_received += 1
@@ -249,15 +232,43 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             self._last_seen_id = frame_id
             dropped = self._buffer.offer(frame)
             if dropped:
-                self._pending_drops.extend(dropped)
+                self._pending_drops.extend(int(d.frame_id) for d in dropped)
                 self._stats.dropped_backpressure += len(dropped)
                 self._drop_depth = max(self._drop_depth, len(self._buffer))
         if self._prefetcher is not None:
             for lost in dropped:
-                if lost != frame_id:
-                    self._prefetcher.discard(self._stream_id, lost)
-            if frame_id not in dropped:
+                if lost is not frame:
+                    self._prefetcher.discard(self._stream_id, lost.frame_id, lost)
+            if not any(d is frame for d in dropped):
                 self._prefetcher.prefetch(frame)
+
+    def _note_malformed(self, exc: WireError) -> None:
+        """Count a malformed message; the caller holds the lock. Share 0 alone reports."""
+        if self._share_index != 0:
+            return
+        self._stats.malformed[exc.kind] = self._stats.malformed.get(exc.kind, 0) + 1
+        pending = self._malformed_pending.setdefault(exc.kind, [0, ""])
+        pending[0] += 1
+        pending[1] = exc.message
+
+    def _flush_malformed(self, force: bool = False) -> None:
+        """One record per kind for the messages counted since the last; the caller holds the lock."""
+        now = time.monotonic()
+        if not self._malformed_pending or (not force and now - self._malformed_flushed < MALFORMED_INTERVAL_S):
+            return
+        for kind, (messages, detail) in self._malformed_pending.items():
+            self._record(
+                {
+                    "record_type": "malformed_message",
+                    "kind": kind,
+                    "detail": detail,
+                    "count": self._stats.malformed[kind],
+                    "messages": messages,
+                    "stream": self._stream_id,
+                }
+            )
+        self._malformed_pending = {}
+        self._malformed_flushed = now
 
     def _check_sequence(self, frame_id: int) -> None:
         last = self._last_seen_id
@@ -277,24 +288,27 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
                     "address": self._address,
                 }
             )
-        elif frame_id > last + 1:
-            lost = [i for i in range(last + 1, frame_id) if in_share(i, self._share_index, self._share_count)]
-            if not lost:
-                return
-            missing = len(lost)
-            self._stats.lost_on_wire += missing
-            self._record(
-                {
-                    "record_type": "frame_drop",
-                    "frame_id": frame_id,
-                    "dropped_frame_ids": lost[:MAX_LISTED_IDS],
-                    "dropped_count": missing,
-                    "reason": "queue_full",
-                    "where": "while_down" if resumed else "wire",
-                    "queue_depth": len(self._buffer),
-                    "stream": self._stream_id,
-                }
-            )
+            return
+        gap = frame_gap(last, frame_id, self._share_index, self._share_count)
+        if gap is not None:
+            self._stats.lost_on_wire += gap.count
+            self._record(self._gap_record(frame_id, gap, "while_down" if resumed else "wire"))
+
+    def _gap_record(self, frame_id: int, gap: Gap, where: str) -> TraceRecord:
+        record: TraceRecord = {
+            "record_type": "frame_drop",
+            "frame_id": frame_id,
+            "dropped_count": gap.count,
+            "dropped_range": [gap.first, gap.last],
+            "reason": "queue_full",
+            "where": where,
+            "queue_depth": len(self._buffer),
+            "stream": self._stream_id,
+        }
+        listed = gap.listed(self._share_index, self._share_count, MAX_LISTED_IDS)
+        if listed is not None:
+            record["dropped_frame_ids"] = listed
+        return record
 
     def _record(self, record: TraceRecord) -> None:
         """Queue a trace record; the caller holds the lock."""
@@ -308,6 +322,7 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
     def _take(self) -> List[SourceItem]:
         """Everything received so far: records first, then a drop record, then frames."""
         with self._lock:
+            self._flush_malformed()
             out: List[SourceItem] = list(self._records)
             self._records.clear()
             frames = self._buffer.drain()
@@ -354,6 +369,8 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         reason = self._end_reason()
         if reason is not None:
             self._stop_receiver()
+            with self._lock:
+                self._flush_malformed(force=True)
             out.extend(self._take())  # whatever arrived while stopping
             out.append(self._summary(reason))
             self._ended = True
@@ -373,6 +390,8 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             "end_reason": reason,
             "duration_s": round(time.monotonic() - self._started, 3),
         }
+        if self._share_count > 1:
+            record["share"] = f"{self._share_index}of{self._share_count}"  # share 0 counts malformed messages
         record.update(self.stats.as_dict())
         if self._receiver_error is not None:
             record["error"] = self._receiver_error
@@ -412,6 +431,10 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
     :arg keyframe_interval: keyframe_only keeps frame ids divisible by this.
     :arg stop_event: set it to end the stream gracefully.
     :arg connect_timeout_s: end if no frame arrives within this long of starting.
+    :arg max_frame_bytes: the largest frame payload taken (None: no limit).
+    :arg buffer_max_bytes: pixels held between the socket and the dataflow (None: no limit).
+    :arg max_time_jump_s: event time may leap ahead this much beyond the time that
+        passed (None: no check); see ``time_jump`` above.
 
     ``partitions`` maps stream id to the built partition, whose ``stats`` are the
     receive counters (useful after ``run_main``).
@@ -431,9 +454,11 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         before_connect: Optional[Callable[[], None]] = None,
         shares: int = 1,
         prefetcher: Optional[Callable[[], Any]] = None,
+        max_frame_bytes: Optional[int] = DEFAULT_MAX_FRAME_BYTES,
+        buffer_max_bytes: Optional[int] = DEFAULT_BUFFER_MAX_BYTES,
+        max_time_jump_s: Optional[float] = 60.0,
     ) -> None:
-        if "://" not in address:
-            raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
+        zmq_address(address, "frame publisher")
         if drop_strategy not in DROP_STRATEGIES:
             raise ValueError(f"drop strategy {drop_strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
         if keyframe_interval < 1:
@@ -453,9 +478,12 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         # the first frames are not lost while they load.
         self.before_connect = before_connect
         self.shares = max(1, shares)
-        # Returns an object with prefetch(frame) and discard(stream_id, frame_id):
+        # Returns an object with prefetch(frame) and discard(stream_id, frame_id, frame):
         # extraction starts as soon as a frame is accepted, not when it is emitted.
         self.prefetcher = prefetcher
+        self.max_frame_bytes = max_frame_bytes
+        self.buffer_max_bytes = buffer_max_bytes
+        self.max_time_jump_s = max_time_jump_s
         self.partitions: Dict[str, _ZmqFramePartition] = {}
 
     def list_parts(self) -> List[str]:

@@ -14,6 +14,7 @@ import copy
 import functools
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -23,11 +24,13 @@ from bytewax.inputs import Source
 from bytewax.operators.windowing import collect_window
 
 from connectors.clips import ClipSink
+from connectors.obs_pub import ObsPubSink
+from connectors.obs_source import ObsSource
 from connectors.sources import StreamSpec, build_source, stream_shares, stream_specs
-from connectors.trig_pub import TrigPubSink
+from connectors.trig_pub import SENDS_FILE, TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
-from facemoment.runtime import cluster, memory, metrics, native_logs, shutdown
-from facemoment.core.config import Config, extractor_rates, load_config
+from facemoment.runtime import cluster, exit_status, memory, metrics, native_logs, preflight, shutdown
+from facemoment.core.config import Config, ConfigError, extractor_rates, obs_input
 from facemoment.core.records import as_dict
 from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
@@ -38,6 +41,7 @@ from operators.align import FRAME_MARKER, FrameGrouper, late_record, make_clock,
 from operators.extraction.registry import check_backends
 from operators.extraction.orchestrator import extract_batch, worker_orchestrator
 from operators.fusion_step import Fuser
+from operators.trig_timing import TrigTimer, resolve_timing
 
 log = logging.getLogger("facemoment")
 
@@ -67,7 +71,8 @@ def build_flow(
 
     `on_trigger` is called with each trigger as it fires (the Python API's hook).
     """
-    check_backends(cfg)  # missing model weights stop the start-up, not the stream
+    if not cfg.source.obs_inputs:  # fusion alone loads no model
+        check_backends(cfg)  # missing model weights stop the start-up, not the stream
     flow = Dataflow("facemoment")
     specs = stream_specs(cfg)
     if cfg.extract.deadline_ms and not any(spec.is_live for spec in specs):
@@ -77,15 +82,61 @@ def build_flow(
         cfg.extract.deadline_ms = 0.0
     records: List[Stream[TraceRecord]] = []
 
+    if cfg.source.obs_inputs:
+        # Extractors run elsewhere (`facemoment extract`): observations come as OBS.
+        observations = observations_in(flow, cfg, records)
+        triggers = align_and_fuse(observations, cfg, records, live=True)
+        clip_specs = [spec for spec in specs if not spec.is_live]  # no frames here for a ring buffer
+        outputs(triggers, observations, cfg, records, clip_specs, None, sync_view, live=True)
+        return flow
     frames_by_stream = frames_in(flow, specs, cfg, records)
     frames = op.merge("frames", *frames_by_stream.values())
     observations = extract(frames, cfg, records)
+    live = any(spec.is_live for spec in specs)
     inputs = {spec.stream_id: stream_shares(spec, cfg) for spec in specs}
-    triggers = align_and_fuse(observations, cfg, records, live=any(spec.is_live for spec in specs), inputs=inputs)
-    outputs(triggers, observations, cfg, records, specs, frames_by_stream, sync_view)
+    triggers = align_and_fuse(observations, cfg, records, live=live, inputs=inputs)
+    outputs(triggers, observations, cfg, records, specs, frames_by_stream, sync_view, live)
     if on_trigger is not None:
         op.inspect("on_trigger", triggers, lambda _step, kv: on_trigger(kv[1]))
     return flow
+
+
+def build_extract_flow(cfg: Config) -> Dataflow:
+    """The remote B*: frames in, extraction, every observation out as OBS (no fusion)."""
+    check_backends(cfg)
+    if not cfg.output.obs_address:
+        raise ConfigError("extraction alone needs an OBS address (FACEMOMENT_OBS_ADDRESS)")
+    flow = Dataflow("facemoment_extract")
+    records: List[Stream[TraceRecord]] = []
+    frames_by_stream = frames_in(flow, stream_specs(cfg), cfg, records)
+    observations = extract(op.merge("frames", *frames_by_stream.values()), cfg, records)
+    obs_out(observations, cfg)
+    trace_out(records, cfg, Path(cfg.output.output_dir))
+    return flow
+
+
+# --- OBS in (from remote extractors) and out (to remote fusion) ------------------
+def observations_in(flow: Dataflow, cfg: Config, records: List[Stream[TraceRecord]]) -> Stream[Observation]:
+    addresses: Dict[str, List[str]] = {}
+    for entry in cfg.source.obs_inputs:
+        stream_id, address = obs_input(entry, cfg.source.stream_id)
+        addresses.setdefault(stream_id, []).append(address)
+    streams = []
+    for stream_id, publishers in addresses.items():
+        hold_s = cfg.align.idle_flush_ms / 1000.0
+        source = ObsSource(stream_id, publishers, idle_timeout_s=cfg.source.idle_timeout_s, hold_s=hold_s)
+        items = op.input(f"obs_{stream_id}", flow, source)
+        split = op.branch(f"split_obs_{stream_id}", items, lambda x: isinstance(x, Observation))
+        records.append(split.falses)
+        streams.append(split.trues)
+    return op.merge("observations", *streams)
+
+
+def obs_out(observations: Stream[Observation], cfg: Config) -> None:
+    publisher = cfg.output.obs_publisher or f"{socket.gethostname()}-{os.getpid()}"
+    topic = cfg.output.trig_topic.encode()
+    sink = ObsPubSink(cfg.output.obs_address or "", topic, publisher, cfg.output.obs_subscriber_wait_s)
+    op.output("obs_pub", op.key_on("key_obs_pub", observations, lambda _o: "obs"), sink)
 
 
 def build_observation_flow(cfg: Config, source: Source) -> Dataflow:
@@ -151,6 +202,26 @@ def align_and_fuse(
     return decided.trues
 
 
+# --- TRIG timing: at the decision, or once the stream reached the clip's end -----
+def timed_triggers(
+    triggers: Stream[Tuple[str, Trigger]],
+    observations: Stream[Observation],
+    cfg: Config,
+    records: List[Stream[TraceRecord]],
+    live: bool,
+) -> Stream[Tuple[str, Trigger]]:
+    timing = resolve_timing(cfg.output.trig_timing, live)
+    idle_s = cfg.source.idle_timeout_s or cfg.fusion.post_sec + cfg.align.idle_flush_ms / 1000.0
+    markers = op.filter("frame_markers", observations, lambda obs: obs.source == FRAME_MARKER)
+    times = op.map("frame_times", markers, lambda obs: (obs.stream_id, obs.t_ns))
+    timed = op.stateful_batch(
+        "trig_timing", op.merge("trig_timing_in", triggers, times), lambda state: TrigTimer(timing, idle_s, state)
+    )
+    split = op.branch("split_trig_timing", timed, lambda kv: _is_trigger(kv[1]))
+    records.append(op.map("unkey_trig_timing", split.falses, _unkey))
+    return split.trues
+
+
 # --- out: TRIG, triggers.jsonl, clips, observations, trace -----------------------
 def outputs(
     triggers: Stream[Tuple[str, Trigger]],
@@ -160,6 +231,7 @@ def outputs(
     specs: Optional[List[StreamSpec]] = None,
     frames_by_stream: Optional[Dict[str, Stream[Frame]]] = None,
     sync_view: Optional[SyncView] = None,
+    live: bool = False,
 ) -> None:
     out_dir = Path(cfg.output.output_dir)
     keep = cfg.output.keep_existing
@@ -167,11 +239,9 @@ def outputs(
         keep = cluster.recovery_directory() is not None  # a resumed run continues its outputs
     if cfg.output.trig_address:
         ledger = out_dir / "trig_sent.keys" if keep else None
-        op.output("trig_pub", triggers, TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger))
-    triggers_sink = TriggersJsonlSink(out_dir, keep_existing=keep, stills=bool(cfg.output.clips and specs))
-    if cluster.process_index() == 0:
-        triggers_sink.prepare()
-    op.output("triggers_jsonl", triggers, triggers_sink)
+        sink = TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger, sends=out_dir / SENDS_FILE)
+        op.output("trig_pub", timed_triggers(triggers, observations, cfg, records, live), sink)
+    op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep, stills=bool(cfg.output.clips and specs)))
     if cfg.output.clips and specs:
         clip_items = [triggers]
         for spec in specs:
@@ -199,6 +269,14 @@ def outputs(
             op.key_on("key_observations", op.map("observation_records", observations, observation_record), lambda _r: "observations"),
             JsonlSink(out_dir / "observations.jsonl", keep=lambda r: r["source"] != FRAME_MARKER),
         )
+    if cfg.output.obs_address:
+        obs_out(observations, cfg)
+    trace_out(records, cfg, out_dir, sync_view)
+
+
+def trace_out(
+    records: List[Stream[TraceRecord]], cfg: Config, out_dir: Path, sync_view: Optional[SyncView] = None
+) -> None:
     all_records = op.map("record_dicts", op.merge("trace_records", *records), as_dict)
     if cfg.output.metrics_port or sync_view is not None:
         op.inspect("live_status", all_records, functools.partial(_live_status, sync_view))
@@ -213,7 +291,8 @@ def outputs(
 
 def _module_flow() -> Dataflow:
     logging.basicConfig(level=os.environ.get("FACEMOMENT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config()
+    cfg = preflight.startup_config()  # one-line error and exit 2 before anything starts
+    exit_status.exit_with_status_at_exit()  # registered first: runs after the summary
     if not cfg.output.native_logs:
         native_logs.filter_native_stderr()
     memory.keep_frame_memory_flat()

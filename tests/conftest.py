@@ -87,13 +87,25 @@ def decode_all(path: Any) -> list:
     return frames
 
 
-def write_sample_recording(path: Path) -> Path:
-    """The built-in sample stream as a recording, with its ids and timestamps."""
-    from facemoment.formats.recording import RecordingWriter
-    from facemoment.formats.sample import render_frame, sample_timeline
+def write_sample_recording(path: Path, video_time_base: bool = False) -> Path:
+    """The built-in sample stream as a recording, with its ids and timestamps.
 
+    ``video_time_base``: the timestamps a publisher of the sample video sends
+    instead (file positions truncated to ns, as visualbase does), 1 ns below the
+    sample's own on some frames.
+    """
+    from facemoment.formats.frames import open_frames
+    from facemoment.formats.recording import RecordingWriter
+    from facemoment.formats.sample import ensure_sample_video, render_frame, sample_timeline
+
+    frames = sample_timeline().frames
+    stamps = [frame.t_ns for frame in frames]
+    if video_time_base:
+        with open_frames(str(ensure_sample_video())) as reader:
+            stamps = [item[1] for item in iter(reader.read, None)]
+        assert len(stamps) == len(frames)
     writer = RecordingWriter(path, {"address": "test"})
-    for frame in sample_timeline().frames:
-        writer.append_image(frame.index, frame.t_ns, render_frame(frame.index))
+    for frame, t_ns in zip(frames, stamps):
+        writer.append_image(frame.index, t_ns, render_frame(frame.index))
     writer.close()
     return path

@@ -464,3 +464,22 @@ def test_a_carried_frame_counts_as_complete_and_one_with_nothing_to_carry_does_n
     acc = acc_mod.drop_accounting(fused + carries, frames_attempted=4)
     assert acc["fused"] == 4 and acc["fused_complete"] == 3 and acc["unaccounted"] == 0
     assert acc["carried_by_extractor"] == {"pose": 1} and acc["not_carried_by_extractor"] == {"pose": 1}
+
+
+def test_release_latencies_time_the_decision_and_the_send_from_trig_release_records():
+    send = {10: 1_000_000_000, 20: 2_000_000_000}
+    rows = [{"key": "cam0:1:a", "frame_id": 10}, {"key": "cam0:2:b", "frame_id": 20}]
+    trace = [
+        {"record_type": "trig_release", "key": "cam0:1:a", "timing": "end", "cause": "end_reached",
+         "decided_ns": 1_300_000_000, "released_ns": 3_400_000_000},
+        {"record_type": "trig_release", "key": "cam0:2:b", "timing": "end", "cause": "end_of_stream",
+         "decided_ns": 2_500_000_000, "released_ns": 2_600_000_000},
+        {"record_type": "trig_release", "key": "cam0:9:z", "timing": "end", "cause": "idle",
+         "decided_ns": 0, "released_ns": 0},  # no send time for its frame: not timed
+        {"record_type": "timing", "key": "cam0:1:a"},
+    ]
+    result = accounting.release_latencies(send, trace, rows)
+    assert result["count"] == 2
+    assert result["decision"]["max_ms"] == 500.0 and result["release"]["max_ms"] == 2400.0
+    assert result["timing"] == {"end": 2} and result["causes"] == {"end_reached": 1, "end_of_stream": 1}
+    assert accounting.release_latencies({}, [], [])["count"] == 0

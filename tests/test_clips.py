@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import bytewax.operators as op
@@ -14,7 +16,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 from connectors.clips import ClipSink, ClipState
-from facemoment.formats.clip_files import CLIPS_DIR, MANIFEST_NAME, ClipSource, clip_source
+from facemoment.formats.clip_files import CLIPS_DIR, MANIFEST_NAME, ClipSource, clip_file_name, clip_source
 from facemoment.formats.frame_ring import EncodedFrame, FrameRing, encode_frame
 from facemoment.formats import media, sample
 from facemoment.core.types import Frame, Trigger
@@ -241,6 +243,19 @@ def test_ring_buffer_clip_has_the_full_span_despite_lost_frames(tmp_path):
     assert abs(duration - 4.0) <= 0.2
     assert entry["duration_s"] == pytest.approx(duration, abs=1e-3)
     assert media.probe_frame_count(clip) == 120
+    # visualbase's ring-buffer name: no _t{start} suffix.
+    assert re.match(r"^\d{8}_\d{6}_highlight_0\.85(_\d+)?\.mp4$", entry["file"]), entry["file"]
+
+
+def test_clip_names_follow_visualbase_for_files_rings_and_a_zero_score():
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    scored = make_trigger(4.0)
+    unscored = dataclasses.replace(scored, score=0.0)
+    assert clip_file_name(scored, now) == "20260102_030405_highlight_0.85_t2.mp4"
+    assert clip_file_name(scored, now, ring=True) == "20260102_030405_highlight_0.85.mp4"
+    # visualbase leaves the score out when it is not above 0.
+    assert clip_file_name(unscored, now) == "20260102_030405_highlight_t2.mp4"
+    assert clip_file_name(unscored, now, ring=True) == "20260102_030405_highlight.mp4"
 
 
 def test_trigger_with_nothing_buffered_is_recorded_as_failed(tmp_path):

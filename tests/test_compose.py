@@ -31,7 +31,7 @@ def compose_config() -> Dict:
 
 def test_compose_file_is_valid_and_describes_daemon_and_two_process_cluster():
     config = compose_config()
-    services = config["services"]
+    services = {name: s for name, s in config["services"].items() if not s.get("profiles")}
     assert set(services) == {"daemon", "flow-0", "flow-1"}
     assert services["daemon"]["command"][:2] == ["facemoment", "daemon"]
     for index in (0, 1):
@@ -45,6 +45,27 @@ def test_compose_file_is_valid_and_describes_daemon_and_two_process_cluster():
     assert "facemoment-out" in config["volumes"]
     for service in services.values():
         assert service["build"]["context"] == str(REPO)
+
+
+def test_split_profile_describes_the_a_b_c_layout():
+    config = compose_config()
+    split = {name: s for name, s in config["services"].items() if "split" in (s.get("profiles") or [])}
+    assert set(split) == {"split-daemon", "extract-face", "extract-pose", "fusion"}
+    daemon = split["split-daemon"]["command"]
+    assert daemon[:2] == ["facemoment", "daemon"] and daemon[daemon.index("--wait-subscribers") + 1] == "2"
+    obs_addresses = []
+    extractors = []
+    for name in ("extract-face", "extract-pose"):
+        command = split[name]["command"]
+        assert command[:3] == ["facemoment", "extract", "tcp://split-daemon:5555"]
+        port = command[command.index("--obs-address") + 1].rsplit(":", 1)[1]
+        obs_addresses.append(f"tcp://{name}:{port}")
+        extractors += command[command.index("--extractors") + 1].split(",")
+    assert sorted(extractors) == ["face", "gesture", "pose", "quality"]  # every extractor runs once
+    fusion = split["fusion"]
+    assert fusion["command"][:4] == ["python", "-m", "bytewax.run", "dataflows.facemoment"]
+    assert fusion["environment"]["FACEMOMENT_OBS_INPUTS"].split(",") == obs_addresses
+    assert "FACEMOMENT_SOURCE" not in fusion["environment"]  # it reads no frames
 
 
 def _localize(arg: str, ports: Dict[str, int], out: Path) -> str:

@@ -101,6 +101,41 @@ def test_every_preset_applies_cleanly():
     assert isinstance(Config(), Config)
 
 
+@pytest.mark.parametrize(
+    "var, value, setting",
+    [
+        ("FACEMOMENT__FUSION__COOLDOWN_SEC", "-5", "fusion.cooldown_sec"),
+        ("FACEMOMENT__FUSION__COOLDOWN_SEC", "nan", "fusion.cooldown_sec"),
+        ("FACEMOMENT__FUSION__PRE_SEC", "-3", "fusion.pre_sec"),
+        ("FACEMOMENT__FUSION__POST_SEC", "1e12", "fusion.post_sec"),  # TRIG times past 2^64
+        ("FACEMOMENT__ALIGN__WINDOW_MS", "nan", "align.window_ms"),
+        ("FACEMOMENT__ALIGN__WINDOW_MS", "inf", "align.window_ms"),
+        ("FACEMOMENT__ALIGN__ALLOWED_LATENESS_MS", "inf", "align.allowed_lateness_ms"),
+        ("FACEMOMENT__ALIGN__ALLOWED_LATENESS_MS", "nan", "align.allowed_lateness_ms"),
+        ("FACEMOMENT__OUTPUT__RING_BUFFER_SEC", "0", "output.ring_buffer_sec"),
+        ("FACEMOMENT__OUTPUT__JPEG_QUALITY", "0", "output.jpeg_quality"),
+        ("FACEMOMENT__SOURCE__MAX_FRAME_MB", "0", "source.max_frame_mb"),
+        ("FACEMOMENT__SOURCE__MAX_TIME_JUMP_S", "-1", "source.max_time_jump_s"),
+        ("FACEMOMENT__SOURCE__FPS", "0", "source.fps"),
+        ("FACEMOMENT__EXTRACT__DEADLINE_MS", "-1", "extract.deadline_ms"),
+    ],
+)
+def test_absurd_settings_are_rejected_naming_the_setting_and_its_range(var, value, setting):
+    with pytest.raises(ConfigError, match=rf"{setting} = .* is out of range [\[(]"):
+        load_config(env={var: value})
+
+
+def test_every_range_names_a_real_numeric_setting_and_admits_its_default():
+    from facemoment.core.config import RANGES, _section, check_ranges
+
+    cfg = Config()
+    for section, name, *_ in RANGES:
+        assert hasattr(_section(cfg, section), name), f"{section}.{name}"
+    check_ranges(cfg)  # the defaults are in range
+    for name in PRESETS:
+        check_ranges(load_config(env={"FACEMOMENT_PRESET": name}))
+
+
 def test_every_known_extractor_has_a_builder_and_nothing_else_does():
     from facemoment.core.config import KNOWN_EXTRACTORS, Config, ConfigError
     from operators.extraction.registry import build_extractor

@@ -160,26 +160,119 @@ def test_wait_for_subscribers_counts_real_subscriptions(context: zmq.Context) ->
             assert parts[2] == image.tobytes()
 
 
-def test_publish_drops_and_counts_when_the_queue_is_full(context: zmq.Context) -> None:
-    with FramePublisher("tcp://127.0.0.1:*", wait_subscribers=1) as publisher:
-        # A subscriber that never reads and buffers almost nothing, so the
-        # backpressure reaches the publisher's own queue.
-        sub = context.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, 1)
-        sub.setsockopt(zmq.RCVBUF, 65536)
-        sub.setsockopt(zmq.SUBSCRIBE, b"frame")
-        sub.connect(publisher.endpoint)
-        assert publisher.wait_for_subscribers(timeout=10)
-        image = np.zeros((1000, 1000, 3), np.uint8)
-        results = []
-        for frame_id in range(3000):
-            results.append(publisher.publish(frame_id, frame_id, image))
-            if results.count(False) >= 3:
-                break
-        assert results.count(False) >= 3, "the send queue never filled"
-        assert publisher.dropped == results.count(False)
-        assert publisher.sent == results.count(True)
+BIG = np.zeros((720, 1280, 3), np.uint8)  # 2.7 MB: a stalled peer's socket buffers fill in a few frames
+MANY = 40
+
+
+def spec_subscriber(context: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A subscriber as the protocol describes it: SUB, receive high-water mark 2, topic frame."""
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 2)
+    sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+    sub.connect(endpoint)
+    return sub
+
+
+class Reader:
+    """Receives frames on a thread and records their ids; `wait_for(id)` polls a real condition."""
+
+    def __init__(self, sub: zmq.Socket) -> None:
+        self.sub = sub
+        self.ids: List[int] = []
+        self.go = threading.Event()
+        self.stop = threading.Event()
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.go.wait()
+        while not self.stop.is_set():
+            if self.sub.poll(50):
+                parts = self.sub.recv_multipart()
+                with self.changed:
+                    self.ids.append(struct.unpack("!QQIIB", parts[1])[0])
+                    self.changed.notify_all()
+
+    def wait_for(self, frame_id: int, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: frame_id in self.ids, timeout)
+
+    def wait_quiet(self, count: int, timeout: float) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.ids) >= count, timeout)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.go.set()
+        self.thread.join(5)
+        self.sub.close()
+
+
+def test_a_stalled_subscriber_does_not_cost_a_fast_one_any_frame(context: zmq.Context) -> None:
+    with FramePublisher("tcp://127.0.0.1:*", wait_subscribers=2) as publisher:
+        stalled = Reader(spec_subscriber(context, publisher.endpoint))  # never reads until the end
+        fast = Reader(spec_subscriber(context, publisher.endpoint))
+        fast.go.set()
+        try:
+            assert publisher.wait_for_subscribers(timeout=10)
+            for frame_id in range(MANY):
+                assert publisher.publish(frame_id, frame_id * 1000, BIG)
+                # Lock-step with the fast reader: it is never the one that is slow.
+                assert fast.wait_for(frame_id, timeout=10), f"the fast subscriber lost frame {frame_id}"
+            assert fast.ids == list(range(MANY))
+            stalled.go.set()
+            stalled.wait_quiet(MANY, timeout=1.0)  # takes what its queues held; bounded wait
+            assert len(stalled.ids) < MANY, "the stalled subscriber never backed up: the test proved nothing"
+            assert stalled.ids == sorted(stalled.ids)
+        finally:
+            stalled.close()
+            fast.close()
+
+
+def test_lossless_mode_waits_for_the_slowest_subscriber_and_nobody_loses_a_frame(context: zmq.Context) -> None:
+    with FramePublisher("tcp://127.0.0.1:*", wait_subscribers=2, lossless=True) as publisher:
+        slow = Reader(spec_subscriber(context, publisher.endpoint))
+        fast = Reader(spec_subscriber(context, publisher.endpoint))
+        fast.go.set()
+        stop = threading.Event()
+        results: List[bool] = []
+        try:
+            assert publisher.wait_for_subscribers(timeout=10)
+            sender = threading.Thread(
+                target=lambda: results.extend(publisher.publish(i, i, BIG, stop) for i in range(MANY)), daemon=True
+            )
+            sender.start()
+            deadline = time.monotonic() + 20
+            while publisher.waits == 0 and sender.is_alive() and time.monotonic() < deadline:
+                sender.join(0.05)  # poll a real condition: the publisher is held back by the slow peer
+            assert publisher.waits >= 1, "the slow subscriber never held the publisher back"
+            slow.go.set()  # now it reads, and the publisher continues
+            sender.join(30)
+            assert not sender.is_alive()
+            assert results == [True] * MANY and publisher.dropped == 0
+            for reader in (slow, fast):
+                reader.wait_quiet(MANY, timeout=10)
+                assert reader.ids == list(range(MANY))
+        finally:
+            stop.set()
+            slow.close()
+            fast.close()
+
+
+def test_lossless_publish_gives_up_and_counts_when_stopped(context: zmq.Context) -> None:
+    with FramePublisher("tcp://127.0.0.1:*", wait_subscribers=1, lossless=True) as publisher:
+        stalled = Reader(spec_subscriber(context, publisher.endpoint))
+        stop = threading.Event()
+        try:
+            assert publisher.wait_for_subscribers(timeout=10)
+            stop.set()  # a stop is pending: the first frame that finds no room is given up
+            results = [publisher.publish(i, i, BIG, stop) for i in range(MANY)]
+            assert results.count(False) >= 1
+            assert publisher.dropped == results.count(False) and publisher.sent == results.count(True)
+        finally:
+            stalled.close()
 
 
 def test_publisher_binds_clearly_or_fails_clearly() -> None:
@@ -228,8 +321,11 @@ def test_cli_arguments_and_exit_codes(video: Path, tmp_path: Path, capsys: pytes
     args = parse(["--source", str(video), "--address", "tcp://127.0.0.1:*", "--max-frames", "3", "--fps", "25"])
     assert (args.fps, args.loop, args.wait_subscribers, args.max_frames) == (25.0, False, 0, 3)
     assert parse(["--source", "0", "--loop", "--wait-subscribers", "2"]).wait_subscribers == 2
+    assert args.lossless is False and parse(["--source", "0", "--lossless"]).lossless is True
     assert daemon_main(args) == 0
-    assert "sent 3 frames" in capsys.readouterr().out
+    assert "sent 3 frames (a slow subscriber misses frames on its own)" in capsys.readouterr().out
+    assert daemon_main(parse(["--source", str(video), "--address", "tcp://127.0.0.1:*", "--max-frames", "2", "--lossless"])) == 0
+    assert "sent 2 frames (0 waited for a slow subscriber, 0 given up at the stop)" in capsys.readouterr().out
     assert daemon_main(parse(["--source", str(tmp_path / "missing.mp4")])) == 2
     assert "missing.mp4" in capsys.readouterr().err
     with pytest.raises(SystemExit):

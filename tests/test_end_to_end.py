@@ -94,5 +94,17 @@ def test_sample_through_zmq_gives_triggers_only_while_the_face_is_centred(flow_e
     assert len(clips) == len(triggers)
     for clip in clips:
         assert abs(_clip_seconds(clip) - (fusion.pre_sec + fusion.post_sec)) <= 0.2, clip.name
-        assert re.match(r"^\d{8}_\d{6}_highlight_\d\.\d\d_t\d+\.mp4$", clip.name)
+        assert re.match(r"^\d{8}_\d{6}_highlight_\d\.\d\d\.mp4$", clip.name)  # visualbase's ring-buffer name
     assert "FaceMoment run summary" in output
+
+    # A live source: each TRIG went out once its stream had reached the clip's end
+    # (visualbase's live ring buffer then holds the whole span), or at the stream's end.
+    trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    releases = [r for r in trace if r["record_type"] == "trig_release"]
+    assert sorted(r["key"] for r in releases) == sorted(t["key"] for t in triggers)
+    for release in releases:
+        assert release["timing"] == "end" and release["released_ns"] >= release["decided_ns"]
+        assert release["cause"] in ("end_reached", "end_of_stream", "idle"), release
+        if release["cause"] == "end_reached":
+            assert release["newest_t_ns"] >= release["t_end_ns"]
+    assert any(r["cause"] == "end_reached" and r["held_ms"] > 0 for r in releases)

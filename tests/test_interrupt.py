@@ -62,3 +62,51 @@ def test_sigint_flushes_outputs_and_pending_clips(flow_env, tmp_path):
     summaries = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()
                  if '"source_summary"' in line]
     assert [s["end_reason"] for s in summaries] == ["stop_event"]
+
+
+def _long_video(path: Path, n: int) -> Path:
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for i in range(n):
+        writer.write(np.full((120, 160, 3), i % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def _extracted(trace: Path) -> int:
+    if not trace.exists():
+        return 0
+    return trace.read_text().count('"record_type":"frame_extract"')
+
+
+@pytest.mark.parametrize("entry, sig", [("cli", signal.SIGTERM), ("module", signal.SIGINT)])
+def test_a_signal_stops_the_input_of_a_file_run(entry, sig, flow_env, tmp_path):
+    frames = 3000
+    video = _long_video(tmp_path / "long.avi", frames)
+    out = tmp_path / "out"
+    env = dict(flow_env)
+    env.update({"FACEMOMENT_TRIG_ADDRESS": "none", "FACEMOMENT__EXTRACT__EXTRACTORS": "quality",
+                "FACEMOMENT__OUTPUT__CLIPS": "false", "FACEMOMENT_OUTPUT_DIR": str(out)})
+    if entry == "cli":
+        cmd = [PYTHON, "-m", "facemoment", "process", str(video), "--output-dir", str(out)]
+    else:
+        cmd = [PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]
+        env["FACEMOMENT_SOURCE"] = str(video)
+    flow = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    trace = out / "trace.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _extracted(trace) == 0 and flow.poll() is None:
+            time.sleep(0.02)  # polling the trace for the first processed frame, bounded by the deadline
+        assert _extracted(trace) > 0, "no frame processed to interrupt after"
+        flow.send_signal(sig)
+        output = flow.communicate(timeout=120)[0]
+    finally:
+        if flow.poll() is None:
+            flow.kill()
+    assert flow.returncode == 0, output[-3000:]
+    assert "input stopped" in output and "FaceMoment run summary" in output
+    processed = _extracted(trace)
+    assert 0 < processed < frames // 2, processed  # the rest of the file was not read

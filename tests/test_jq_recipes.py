@@ -111,7 +111,7 @@ def test_slow_components_over_50ms(trace):
 
 
 def test_frame_drop_causes(trace):
-    rows = stream(jq(trace, """cat trace.jsonl | jq 'select(.record_type=="frame_drop") | {reason, count: (.dropped_frame_ids | length)}'"""))
+    rows = stream(jq(trace, """cat trace.jsonl | jq 'select(.record_type=="frame_drop") | {reason, count: (.dropped_count // (.dropped_frame_ids | length))}'"""))
     assert rows == [{"reason": "timeout", "count": 1}, {"reason": "backpressure", "count": 3}]
 
 

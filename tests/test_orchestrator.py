@@ -158,3 +158,39 @@ def test_an_extractor_skipped_for_its_cost_keeps_being_tried():
         assert len(calls) < 80  # and hopeless frames are skipped, not all run
     finally:
         orch.close()
+
+
+class _Pixels:
+    """Reports the frame's first pixel, so a result shows which frame it came from."""
+
+    name = "pixels"
+
+    def extract(self, frame: Frame) -> Observation:
+        return Observation("pixels", frame.stream_id, frame.frame_id, frame.t_src_ns,
+                           signals={"pixel": float(frame.image.flat[0])})
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_duplicate_frame_id_with_other_pixels_gets_its_own_observations():
+    cfg = Config()
+    cfg.extract.extractors = ["pixels"]
+    cfg.extract.deadline_ms = 0
+    orch = Orchestrator(cfg, lambda _name, _cfg: _Pixels())
+    try:
+        first = Frame("cam0", 7, 100, np.full((4, 4, 3), 11, np.uint8))
+        second = Frame("cam0", 7, 200, np.full((4, 4, 3), 22, np.uint8))  # same id, other frame
+        orch.prefetch(first)
+        orch.prefetch(second)
+        dropped = Frame("cam0", 7, 300, np.full((4, 4, 3), 33, np.uint8))
+        orch.prefetch(dropped)
+        orch.discard("cam0", 7, dropped)  # the source dropped this one only
+        out = [o for o in orch.run([first, second]) if isinstance(o, Observation) and o.source == "pixels"]
+        assert [(o.t_ns, o.signals["pixel"]) for o in out] == [(100, 11.0), (200, 22.0)]
+        assert orch._prefetched == {}  # nothing left behind
+        # Without prefetching, the same frames still get their own results.
+        out = [o for o in orch.run([second, first]) if isinstance(o, Observation) and o.source == "pixels"]
+        assert [o.signals["pixel"] for o in out] == [22.0, 11.0]
+    finally:
+        orch.close()

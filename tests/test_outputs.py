@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from datetime import datetime, timedelta
@@ -356,3 +357,74 @@ def test_pub_waiting_for_a_first_subscriber_does_not_block_the_dataflow():
         assert part.sent_count == 1 and part.subscriptions == 0
     finally:
         part.close()
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+class FillingFile:
+    """A real file that fails with ENOSPC while `full` is set, after storing `torn` bytes."""
+
+    def __init__(self, real, torn: int = 7) -> None:
+        self.real = real
+        self.full = False
+        self.torn = torn
+        self.name = real.name
+
+    def write(self, data) -> int:
+        if self.full:
+            self.real.write(bytes(data[: self.torn]))  # a partial write, then no space
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_trace_sink_survives_a_full_disk_and_says_what_it_lost(tmp_path):
+    from connectors.trace_sink import TraceSink
+
+    path = tmp_path / "trace.jsonl"
+    part = TraceSink(path, "minimal").build_part("trace", "trace.jsonl", None)
+    part._file = disk = FillingFile(part._file)
+    record = lambda i: {"record_type": "trigger_fire", "frame_id": i}  # noqa: E731
+    part.write_batch([record(0), {"record_type": "timing", "frame_id": 0}])  # timing: below minimal
+    disk.full = True
+    part.write_batch([record(1), record(2)])
+    part.write_batch([record(3)])
+    disk.full = False
+    part.write_batch([record(4)])
+    part.close()
+    rows = lines(path)  # every line whole: the torn bytes were cut back
+    assert [r["record_type"] for r in rows] == ["trigger_fire", "trace_degraded", "trigger_fire"]
+    assert [r.get("frame_id") for r in rows if r["record_type"] == "trigger_fire"] == [0, 4]
+    degraded = rows[1]
+    assert degraded["lost_records"] == 3 and degraded["lost_total"] == 3
+    assert "No space left" in degraded["error"]
+
+
+def test_triggers_held_back_by_a_full_disk_are_written_when_space_returns(tmp_path):
+    part = TriggersJsonlSink(tmp_path).build_part("jsonl", "triggers_jsonl", None)
+    part._f = disk = FillingFile(part._f)
+    part.write_batch([make_trigger(3.0)])
+    disk.full = True
+    part.write_batch([make_trigger(6.0)])  # does not raise: the run goes on
+    part.write_batch([make_trigger(9.0)])
+    assert [r["event_t_ns"] for r in lines(tmp_path / FILE_NAME)] == [3_000_000_000]
+    disk.full = False
+    part.write_batch([make_trigger(12.0)])
+    part.close()
+    assert [r["event_t_ns"] // 10**9 for r in lines(tmp_path / FILE_NAME)] == [3, 6, 9, 12]
+
+
+def test_a_run_whose_trace_cannot_be_written_keeps_its_triggers(tmp_path, monkeypatch):
+    import connectors.trace_sink as trace_sink
+    from test_scenarios import SCENARIOS, run, script
+
+    def no_space(_file, _data, sync=False):
+        return OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trace_sink, "append_whole", no_space)
+    triggers = run(script(**SCENARIOS["expression_spike"]), tmp_path)
+    assert [t["reason"] for t in triggers] == ["expression_spike"]
+    assert not (tmp_path / "trace.jsonl").read_text()

@@ -24,7 +24,8 @@ SEED = 20261126
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory) -> Path:
-    return write_sample_recording(tmp_path_factory.mktemp("rec") / "sample.fmrec")
+    # Stamped as a publisher of the sample video stamps it, so it shares the video's time base.
+    return write_sample_recording(tmp_path_factory.mktemp("rec") / "sample.fmrec", video_time_base=True)
 
 
 def _env(base: Dict[str, str], out: Path, source: Path = None) -> Dict[str, str]:

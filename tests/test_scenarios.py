@@ -141,7 +141,7 @@ def test_the_baseline_alone_never_fires(tmp_path):
 
 
 def test_observations_jsonl_carries_visualbase_obs_text(tmp_path):
-    from facemoment.formats.wire import parse_obs
+    from facemoment.formats.obs import parse_obs
 
     observations = script(faces=lambda i, s: [face(yaw=12.0)])[:50]
     cfg = Config()

@@ -193,3 +193,22 @@ def test_video_source_progress_bar_goes_to_stderr(video: Path, capsys: pytest.Ca
 def test_video_source_rejects_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.mp4"):
         VideoFileSource(tmp_path / "missing.mp4")
+
+
+def test_file_timestamps_truncate_the_decoder_position_as_visualbase_does(tmp_path: Path) -> None:
+    # At 30 fps the positions are 33.33.. ms, 66.66.. ms: truncating pts_ms * 1e6
+    # (visualbase's file source) and rounding differ by 1 ns on every third frame.
+    path = write_video(tmp_path / "thirty.mp4", n=9, fps=30.0)
+    cap = cv2.VideoCapture(str(path))
+    expected = []
+    while cap.read()[0]:
+        expected.append(int(cap.get(cv2.CAP_PROP_POS_MSEC) * 1e6))
+    cap.release()
+    reader = open_frames(str(path))
+    got = []
+    while (item := reader.read()) is not None:
+        got.append(item[1])
+    reader.close()
+    assert len(expected) == 9
+    assert got == expected
+    assert any(t % 10 == 6 for t in got), "no position where truncating and rounding differ"

@@ -20,14 +20,13 @@ from bytewax.testing import TestingSink, run_main
 
 from connectors.zmq_source import ZmqFrameSource
 from facemoment.core.types import Face, Frame, Hand, Observation, Pose, Trigger
+from facemoment.formats.obs import format_obs, parse_obs
 from facemoment.formats.wire import (
     HEADER,
     WireError,
-    format_obs,
     format_trig,
     format_trigger,
     pack_frame,
-    parse_obs,
     parse_trig,
     split_text_parts,
     text_parts,
@@ -286,6 +285,21 @@ def test_face_obs_round_trips() -> None:
     assert empty.faces == [] and empty.stream_id == ""
 
 
+def test_face_obs_writes_the_angle_pair_as_visualbase_does() -> None:
+    def text(yaw: float, pitch: float) -> str:
+        obs = Observation("face", "", 1, 2, faces=[Face(0, 0.9, (0.1, 0.1, 0.2, 0.2), yaw=yaw, pitch=pitch)])
+        return format_obs(obs).split(",expr:0.000")[1]
+
+    # Both angles go out together when either is non-zero before rounding.
+    assert text(-0.04, 0.0) == ",yaw:-0.0,pitch:0.0"
+    assert text(0.0, 3.0) == ",yaw:0.0,pitch:3.0"
+    assert text(12.0, -3.0) == ",yaw:12.0,pitch:-3.0"
+    # Zero (negative zero included, as -0.0 != 0 is false) leaves both out.
+    assert text(0.0, 0.0) == "" and text(-0.0, -0.0) == ""
+    back = parse_obs(format_obs(Observation("face", "", 1, 2, faces=[Face(0, 0.9, (0.1, 0.1, 0.2, 0.2), yaw=-0.04)])))
+    assert back.faces[0].yaw == 0.0 and back.faces[0].pitch == 0.0
+
+
 def test_pose_obs_matches_the_spec_and_round_trips() -> None:
     obs = Observation(
         source="pose", stream_id="cam0", frame_id=1234, t_ns=1234567890,
@@ -295,7 +309,7 @@ def test_pose_obs_matches_the_spec_and_round_trips() -> None:
     text = format_obs(obs)
     assert text == (
         "OBS src=pose frame=1234 t_ns=1234567890 poses=2 p0=id:0,conf:0.910,hr:1,hw:0,wc:3 "
-        "p1=id:4,conf:0.500,hr:0,hw:1,wc:0"
+        "p1=id:4,conf:0.500,hr:0,hw:1"  # visualbase writes wc only when it is > 0
     )
     back = parse_obs(text)
     assert [(p.person_id, p.hand_raised) for p in back.poses] == [(0, True), (4, False)]

@@ -15,7 +15,9 @@ import zmq
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.zmq_source import FrameBuffer, ZmqFrameSource
+from connectors.frame_buffer import TIME_REBASE_FRAMES, TimeJumpGuard
+from connectors.shares import frame_gap, ids_in_share
+from connectors.zmq_source import MALFORMED_INTERVAL_S, FrameBuffer, ZmqFrameSource
 from facemoment.core.types import Frame
 
 from conftest import wait_until
@@ -352,8 +354,13 @@ def test_constructor_rejects_bad_settings() -> None:
 
 
 class Item:
-    def __init__(self, frame_id: int) -> None:
+    def __init__(self, frame_id: int, nbytes: int = 0) -> None:
         self.frame_id = frame_id
+        self.image = np.zeros(nbytes, np.uint8)
+
+
+def _ids(items) -> List[int]:
+    return [x.frame_id for x in items]
 
 
 @pytest.mark.parametrize("strategy", ["skip_oldest", "skip_intermediate", "keyframe_only"])
@@ -364,7 +371,7 @@ def test_every_offered_frame_is_emitted_or_reported(strategy: str, capacity: int
     emitted: List[int] = []
     dropped: List[int] = []
     for frame_id in range(400):
-        dropped += buffer.offer(Item(frame_id))
+        dropped += _ids(buffer.offer(Item(frame_id)))
         if capacity > 0:
             assert len(buffer) <= capacity
         if rng.random() < 0.2:
@@ -381,20 +388,208 @@ def test_every_offered_frame_is_emitted_or_reported(strategy: str, capacity: int
 
 def test_skip_oldest_keeps_the_newest() -> None:
     buffer = FrameBuffer(3, "skip_oldest")
-    drops = [buffer.offer(Item(i)) for i in range(5)]
+    drops = [_ids(buffer.offer(Item(i))) for i in range(5)]
     assert drops == [[], [], [], [0], [1]]
     assert [x.frame_id for x in buffer.drain()] == [2, 3, 4]
 
 
 def test_skip_intermediate_keeps_the_oldest_and_the_newest() -> None:
     buffer = FrameBuffer(4, "skip_intermediate")
-    drops = [buffer.offer(Item(i)) for i in range(6)]
+    drops = [_ids(buffer.offer(Item(i))) for i in range(6)]
     assert drops == [[], [], [], [], [1, 2, 3], []]
     assert [x.frame_id for x in buffer.drain()] == [0, 4, 5]
 
 
 def test_keyframe_only_keeps_every_nth_id() -> None:
     buffer = FrameBuffer(0, "keyframe_only", keyframe_interval=4)
-    drops = [i for f in range(10) for i in buffer.offer(Item(f))]
+    drops = [i for f in range(10) for i in _ids(buffer.offer(Item(f)))]
     assert drops == [1, 2, 3, 5, 6, 7, 9]
     assert [x.frame_id for x in buffer.drain()] == [0, 4, 8]
+
+
+def test_buffer_is_bounded_in_bytes_whatever_its_frame_count() -> None:
+    buffer = FrameBuffer(0, "skip_oldest", max_bytes=1000)  # unbounded in count
+    drops = [_ids(buffer.offer(Item(i, 300))) for i in range(6)]
+    assert drops == [[], [], [], [0], [1], [2]]
+    assert buffer.bytes == 900
+    assert _ids(buffer.offer(Item(6, 2000))) == [6]  # could never fit: refused, nothing evicted
+    assert _ids(buffer.drain()) == [3, 4, 5] and buffer.bytes == 0
+
+
+# --------------------------------------------------------- hostile input
+
+U64_MAX = 2**64 - 1
+
+
+def frame_parts(frame_id: int, t_ns: int, image: Optional[np.ndarray] = None) -> List[bytes]:
+    image = image_for(frame_id) if image is None else image
+    h, w = image.shape[:2]
+    c = 1 if image.ndim == 2 else image.shape[2]
+    return [b"frame", struct.pack("!QQIIB", frame_id, t_ns, w, h, c), image.tobytes()]
+
+
+def test_gap_arithmetic_matches_enumeration() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        first, last = sorted(rng.randrange(0, 60) for _ in range(2))
+        count = rng.choice([1, 2, 3, 5])
+        index = rng.randrange(count)
+        expected = [i for i in range(first, last + 1) if i % count == index or count == 1]
+        assert ids_in_share(first, last, index, count) == len(expected)
+        gap = frame_gap(first - 1, last + 1, index, count) if first > 0 else None
+        if gap is not None:
+            assert (gap.first, gap.last, gap.count) == (first, last, len(expected))
+            assert gap.listed(index, count, limit=100) == expected
+    assert frame_gap(None, 5) is None and frame_gap(5, 6) is None and frame_gap(5, 3) is None
+
+
+def test_a_frame_id_near_2_64_is_a_counted_gap_not_a_list(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    part = ZmqFrameSource(pub.endpoint, buffer_frames=0).build_part("in", "cam0", None)
+    try:
+        pub.wait_subscribed()
+        for frame_id in (0, U64_MAX, 1):
+            pub.send(frame_parts(frame_id, 1_000_000))
+        items = take_until(part, lambda got: sum(isinstance(x, Frame) for x in got) == 3)
+        (gap,) = [x for x in items if isinstance(x, dict) and x["record_type"] == "frame_drop"]
+        assert gap["dropped_count"] == U64_MAX - 1 and gap["dropped_range"] == [1, U64_MAX - 1]
+        assert "dropped_frame_ids" not in gap  # never a list for a gap this size
+        assert part.stats.lost_on_wire == U64_MAX - 1
+        assert part.stats.publisher_restarts == 1  # the id after the huge one goes back
+    finally:
+        part.close()
+        pub.close()
+
+
+def test_every_share_validates_the_headers_it_reads(context: zmq.Context) -> None:
+    """Malformed headers carrying ids of the other share cost that share nothing."""
+    pub = TestPublisher(context)
+    source = ZmqFrameSource(pub.endpoint, buffer_frames=0, shares=2)
+    parts = {name: source.build_part("in", name, None) for name in source.list_parts()}
+    even_huge = U64_MAX - 1  # share 0's id: share 1 used to read it unvalidated
+    bad = [
+        [b"frame", struct.pack("!QQIIB", even_huge, 0, 0, 0, 3), b""],  # dimensions
+        [b"frame", struct.pack("!QQIIB", even_huge, 0, 6, 4, 3), b"\0" * 5],  # payload_size
+        [b"frame", struct.pack("!QQIIB", even_huge, 0, 6, 4, 3), b"\0" * 72, b"x"],  # part_count
+    ]
+    try:
+        pub.wait_subscribed()
+        pub.wait_subscribed()
+        for frame_id in range(6):
+            pub.send(spec_parts(frame_id))
+            if frame_id == 2:
+                for message in bad:
+                    pub.send(message)
+        got = {name: take_until(p, lambda items: sum(isinstance(x, Frame) for x in items) == 3) for name, p in parts.items()}
+        zero, one = (parts[name] for name in sorted(parts))
+        assert [x.frame_id for x in got[sorted(parts)[0]] if isinstance(x, Frame)] == [0, 2, 4]
+        assert [x.frame_id for x in got[sorted(parts)[1]] if isinstance(x, Frame)] == [1, 3, 5]
+        assert zero.stats.lost_on_wire == one.stats.lost_on_wire == 0
+        assert zero.stats.publisher_restarts == one.stats.publisher_restarts == 0
+        assert wait_until(lambda: zero.stats.malformed == {"dimensions": 1, "payload_size": 1, "part_count": 1})
+        assert one.stats.malformed == {}  # share 0 alone reports
+    finally:
+        for p in parts.values():
+            p.close()
+        pub.close()
+
+
+def test_an_absurd_timestamp_is_rejected_and_counted_and_later_frames_flow(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    part = ZmqFrameSource(pub.endpoint, buffer_frames=0, max_time_jump_s=60).build_part("in", "cam0", None)
+    try:
+        pub.wait_subscribed()
+        for frame_id in range(6):
+            t_ns = U64_MAX if frame_id == 3 else frame_id * 33_000_000
+            pub.send(frame_parts(frame_id, t_ns))
+        items = take_until(
+            part, lambda got: sum(isinstance(x, Frame) for x in got) == 5 and any(isinstance(x, dict) for x in got)
+        )
+        assert [x.frame_id for x in items if isinstance(x, Frame)] == [0, 1, 2, 4, 5]
+        (record,) = [x for x in items if isinstance(x, dict) and x["record_type"] == "malformed_message"]
+        assert record["kind"] == "time_jump" and record["count"] == 1 and record["messages"] == 1
+        assert part.stats.malformed == {"time_jump": 1}
+        assert part.stats.lost_on_wire == 0  # a rejected frame is accounted for, not lost
+    finally:
+        part.close()
+        pub.close()
+
+
+def test_a_clock_that_really_stepped_becomes_the_new_time_base() -> None:
+    now = [0]
+    guard = TimeJumpGuard(60, clock=lambda: now[0])
+    second = 1_000_000_000
+    assert guard.plausible(10 * second)
+    assert guard.plausible(9 * second)  # backward: a restart or a late frame, not a leap
+    assert not guard.plausible(U64_MAX)
+    now[0] = 120 * second  # two minutes later: 70 s ahead of the 10 s base is fine now
+    assert guard.plausible(80 * second)
+    stepped = 10_000 * second
+    for i in range(10 * TIME_REBASE_FRAMES):  # many frames, no time: not yet
+        assert not guard.plausible(stepped + i * 1000)
+    now[0] += 2 * second
+    assert guard.plausible(stepped + 2 * second)  # they agreed on it for over a second
+    assert guard.plausible(stepped + 2 * second + 33_000_000)
+    # A stray jumped frame among plausible ones never becomes the base.
+    base_t, base_wall = stepped + 2 * second + 33_000_000, now[0]
+    for _ in range(10):
+        now[0] += second
+        assert not guard.plausible(U64_MAX)
+        assert guard.plausible(base_t + now[0] - base_wall)
+
+
+def test_oversized_frames_are_refused_before_they_are_held(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    part = ZmqFrameSource(pub.endpoint, buffer_frames=0, max_frame_bytes=1000).build_part("in", "cam0", None)
+    try:
+        pub.wait_subscribed()
+        pub.send(spec_parts(0))
+        # A header claiming a legal 16384x16384 frame, with a small payload: refused on the header.
+        pub.send([b"frame", struct.pack("!QQIIB", 1, 0, 16384, 16384, 3), b"\0" * 72])
+        items = take_until(part, lambda got: any(isinstance(x, dict) for x in got))
+        assert part.stats.malformed == {"too_large": 1}
+        # A real 2000-byte frame over the 1000-byte limit: ZeroMQ refuses it unread and
+        # reconnects; frames after it flow again.
+        pub.send(frame_parts(1, 1_000_000, np.zeros((20, 100), np.uint8)))
+        pub.wait_subscribed()  # the reconnected socket subscribes anew
+        pub.send(spec_parts(2))
+        items += take_until(part, lambda got: any(isinstance(x, Frame) and x.frame_id == 2 for x in got))
+        assert [x.frame_id for x in items if isinstance(x, Frame)] == [0, 2]
+        assert part.stats.frames_received == 2 and part.stats.reconnects >= 1
+    finally:
+        part.close()
+        pub.close()
+
+
+def test_a_malformed_flood_makes_one_record_per_kind_per_second(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    pub.socket.setsockopt(zmq.XPUB_NODROP, 1)  # a send waits for the subscriber: every message counts
+    stop = threading.Event()
+    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop, buffer_frames=0))
+    sent = {"topic": 0, "short_header": 0}
+    started = []
+
+    def script(r: FlowRun) -> None:
+        pub.wait_subscribed()
+        started.append(time.monotonic())
+        for i in range(3000):
+            if i % 2:
+                pub.send([b"frameX", b"\0" * 25, b""])
+                sent["topic"] += 1
+            else:
+                pub.send([b"frame", b"\0" * 7, b""])
+                sent["short_header"] += 1
+        r.send_and_wait(pub, spec_parts(0))
+        assert wait_until(lambda: r.source.partitions["cam0"].stats.malformed == sent)
+        started.append(time.monotonic())
+        stop.set()
+
+    run.run(script)
+    pub.close()
+    records = run.records("malformed_message")
+    assert {k: sum(r["messages"] for r in records if r["kind"] == k) for k in sent} == sent
+    assert {k: max(r["count"] for r in records if r["kind"] == k) for k in sent} == sent
+    seconds = started[1] - started[0]
+    assert len(records) <= len(sent) * (int(seconds / MALFORMED_INTERVAL_S) + 2)
+    (summary,) = run.records("source_summary")
+    assert summary["malformed"] == sent

@@ -56,6 +56,50 @@ def trigger_latencies(
     }
 
 
+def release_latencies(
+    send_wall_ns: Mapping[int, int],
+    trace: Iterable[Record],
+    trigger_rows: Sequence[Record],
+) -> Dict[str, Any]:
+    """Latency to the decision and to the release of every TRIG, from `trig_release` records.
+
+    Both are wall-clock times minus the send time of the frame the trigger fired on
+    (`frame_id` of its triggers.jsonl row, matched by key). With TRIG timing `end`
+    (the default for live sources) a TRIG is held until its stream reached the
+    clip's end, so the release comes about `post_sec` after the decision.
+    """
+    frame_of = {str(row.get("key")): int(row["frame_id"]) for row in trigger_rows if "frame_id" in row}
+    decided: List[float] = []
+    released: List[float] = []
+    timings: Counter = Counter()
+    causes: Counter = Counter()
+    for record in trace:
+        if record.get("record_type") != "trig_release":
+            continue
+        sent = send_wall_ns.get(frame_of.get(str(record.get("key")), -1))
+        if sent is None:
+            continue
+        decided.append(round((int(record["decided_ns"]) - sent) / 1e6, 3))
+        released.append(round((int(record["released_ns"]) - sent) / 1e6, 3))
+        timings[str(record.get("timing"))] += 1
+        causes[str(record.get("cause"))] += 1
+
+    def stats(values: List[float]) -> Dict[str, Any]:
+        return {
+            "p50_ms": rounded(percentile(values, 50)),
+            "p99_ms": rounded(percentile(values, 99)),
+            "max_ms": rounded(max(values) if values else None),
+        }
+
+    return {
+        "count": len(decided),
+        "decision": stats(decided),
+        "release": stats(released),
+        "timing": dict(timings),
+        "causes": dict(causes),
+    }
+
+
 def _dropped_count(record: Record) -> int:
     if isinstance(record.get("dropped_count"), int):
         return int(record["dropped_count"])

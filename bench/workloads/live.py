@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.meters import read_rss_mb, rss_stats
 from bench.plan import LIVE_FPS, REPO, RSS_PERIOD_S, Plan, Progress
-from bench.workloads.accounting import drop_accounting, late_frame_delays, trace_timings, trigger_latencies
+from bench.workloads.accounting import drop_accounting, late_frame_delays, release_latencies, trace_timings, trigger_latencies
 from bench.workloads.inputs import Inputs, flow_env, log_tail
 from facemoment.core.config import load_config
 from facemoment.runtime.loopback import free_port
@@ -186,6 +186,7 @@ def summarize_live(run: LiveRun) -> Dict[str, Any]:
         "timings": trace_timings(trace),
         "late_frames_capture_to_alignment": late_frame_delays(trace, run.send_wall_ns),
         "latency": trigger_latencies(run.send_wall_ns, run.received, rows),
+        "trig_release": release_latencies(run.send_wall_ns, trace, rows),
     }
 
 

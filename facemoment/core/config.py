@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
 
+from facemoment.core.addresses import AddressError, parse_address
+
 
 class ConfigError(ValueError):
     """A configuration value, file or preset that cannot be used."""
@@ -50,6 +52,16 @@ class SourceConfig:
     drop_strategy: str = "skip_oldest"
     keyframe_interval: int = 3
     progress: bool = False
+    # ZMQ sources: the largest frame message taken (a 4K BGR frame is 24.9 MB), and
+    # the bytes of pixels the buffer may hold whatever its frame count.
+    max_frame_mb: float = 32.0
+    buffer_max_mb: float = 256.0
+    # ZMQ sources: a t_src_ns more than this far ahead of the stream (beyond the
+    # time that passed) is rejected and counted (0: no check).
+    max_time_jump_s: float = 60.0
+    # Observations from OBS publishers instead of frames (extractors run elsewhere):
+    # "[stream_id=]tcp://host:port" entries, several per stream allowed.
+    obs_inputs: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -158,8 +170,20 @@ class FusionConfig:
 @dataclass
 class OutputConfig:
     output_dir: str = "out"
+    # tcp://host:port or ipc:///path (ZMQ PUB, bound here) or unix:///path (a
+    # datagram socket visualbase's ingest binds).
     trig_address: Optional[str] = "tcp://127.0.0.1:5556"
     trig_topic: str = "msg"
+    # When TRIG goes out: "end" once the stream reached the clip's end (what a live
+    # visualbase ring buffer needs), "event" as soon as fusion decides; "auto": end
+    # for live sources, event otherwise.
+    trig_timing: str = "auto"
+    # Publish every observation as OBS text on this ZMQ address (off when unset).
+    obs_address: Optional[str] = None
+    # This publisher's name in its OBS messages (default: host name and process id).
+    obs_publisher: str = ""
+    # Before its first OBS, how long the publisher waits for a subscriber to join.
+    obs_subscriber_wait_s: float = 1.0
     clips: bool = True
     ring_buffer_sec: float = 120.0
     ring_buffer_max_mb: float = 512.0
@@ -240,6 +264,9 @@ ENV_NAMES: Dict[str, Tuple[str, str]] = {
     "FACEMOMENT_STREAM_ID": ("source", "stream_id"),
     "FACEMOMENT_IDLE_TIMEOUT_S": ("source", "idle_timeout_s"),
     "FACEMOMENT_TRIG_ADDRESS": ("output", "trig_address"),
+    "FACEMOMENT_OBS_ADDRESS": ("output", "obs_address"),
+    "FACEMOMENT_OBS_INPUTS": ("source", "obs_inputs"),
+    "FACEMOMENT_TRIG_TIMING": ("output", "trig_timing"),
     "FACEMOMENT_OUTPUT_DIR": ("output", "output_dir"),
     "FACEMOMENT_TRACE": ("output", "trace"),
     "FACEMOMENT_READY_FILE": ("output", "ready_file"),
@@ -302,6 +329,9 @@ def _set(cfg: Config, section: str, name: str, value: Any, where: str) -> None:
     setattr(target, name, _coerce(value, hints[name], where))
 
 
+from facemoment.core.config_ranges import RANGES, check_ranges  # noqa: E402  (needs the sections above)
+
+
 def apply_preset(cfg: Config, name: str) -> None:
     name = name.strip()
     if name not in PRESETS:
@@ -330,6 +360,7 @@ def _apply_mapping(cfg: Config, data: Mapping[str, Any], where: str, prefix: str
 
 
 def validate(cfg: Config) -> Config:
+    check_ranges(cfg)
     if cfg.output.trace not in TRACE_LEVELS:
         raise ConfigError(f"trace level {cfg.output.trace!r} is not one of {', '.join(TRACE_LEVELS)}")
     if cfg.source.drop_strategy not in DROP_STRATEGIES:
@@ -352,7 +383,33 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("extract.graph_threads must not be negative")
     if cfg.fusion.consecutive_frames < 1:
         raise ConfigError("fusion.consecutive_frames must be at least 1")
+    _validate_outputs(cfg)
     return cfg
+
+
+TRIG_TIMINGS = ("auto", "end", "event")
+
+
+def obs_input(entry: str, default_stream: str) -> Tuple[str, str]:
+    """``"[stream_id=]address"`` -> (stream_id, address)."""
+    stream_id, sep, address = entry.partition("=")
+    if not sep or "://" in stream_id:
+        return default_stream, entry.strip()
+    return stream_id.strip() or default_stream, address.strip()
+
+
+def _validate_outputs(cfg: Config) -> None:
+    if cfg.output.trig_timing not in TRIG_TIMINGS:
+        raise ConfigError(f"output.trig_timing {cfg.output.trig_timing!r} is not one of {', '.join(TRIG_TIMINGS)}")
+    try:
+        if cfg.output.trig_address:
+            parse_address(cfg.output.trig_address, "TRIG", unix=True)
+        if cfg.output.obs_address:
+            parse_address(cfg.output.obs_address, "OBS")
+        for entry in cfg.source.obs_inputs:
+            parse_address(obs_input(entry, cfg.source.stream_id)[1], "OBS publisher")
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def extractor_rates(ext: ExtractConfig) -> Dict[str, int]:

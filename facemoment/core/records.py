@@ -118,6 +118,47 @@ class FrameCarry(Record):
     every: int
 
 
+# --- start-up and resilience records -----------------------------------------------
+
+
+@register
+@dataclasses.dataclass
+class TraceDegraded(Record):
+    """Trace records lost to a failed write (a full disk); the run went on without them."""
+
+    TYPE: ClassVar[str] = "trace_degraded"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    lost_records: int  # since the previous write that succeeded
+    lost_total: int  # in the whole run so far
+    error: str
+    path: str
+
+
+# --- TRIG timing: when a TRIG was decided and when it was handed to its sink ---
+
+
+@register
+@dataclasses.dataclass
+class TrigRelease(Record):
+    """One TRIG let go to the TRIG sink. `decided_ns`/`released_ns` are wall-clock ns;
+    `cause` is event (sent at once), end_reached (a frame at or past t_end_ns
+    arrived), end_of_stream or idle (no newer frame for the idle time)."""
+
+    TYPE: ClassVar[str] = "trig_release"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    key: str
+    timing: str
+    cause: str
+    t_end_ns: int
+    decided_ns: int
+    released_ns: int
+    held_ms: float
+    newest_t_ns: Any = optional()
+
+
 # --- gate_tally: why frames did not fire --------------------------------------
 @register
 @dataclasses.dataclass

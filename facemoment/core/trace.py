@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Dict
 
+from facemoment.core.records import level_of
 from facemoment.core.types import TraceRecord
 
 LEVELS = {"off": 0, "minimal": 1, "normal": 2, "verbose": 3}
@@ -41,4 +42,8 @@ def level_value(level: str) -> int:
 
 
 def wanted(record: TraceRecord, level: int) -> bool:
-    return level > 0 and RECORD_LEVELS.get(record.get("record_type", ""), 2) <= level
+    kind = record.get("record_type", "")
+    lowest = RECORD_LEVELS.get(kind)
+    if lowest is None:
+        lowest = int(level_of(kind))  # typed records declare their own level
+    return level > 0 and lowest <= level

@@ -93,11 +93,16 @@ class ClipManifest:
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def clip_file_name(trigger: Trigger, now: datetime) -> str:
-    """visualbase's name: `{YYYYmmdd_HHMMSS}_{label}_{score:.2f}_t{int(start_sec)}.mp4`."""
+def clip_file_name(trigger: Trigger, now: datetime, ring: bool = False) -> str:
+    """visualbase's names: `{YYYYmmdd_HHMMSS}_{label}{_score}_t{int(start_sec)}.mp4` for
+    clips cut from a file, `{YYYYmmdd_HHMMSS}_{label}{_score}.mp4` for clips from a live
+    ring buffer; `_score` is `_{score:.2f}`, left out when the score is not above 0."""
     label = _UNSAFE.sub("_", trigger.label) or "clip"
+    score = f"_{trigger.score:.2f}" if trigger.score > 0 else ""
+    if ring:
+        return f"{now:%Y%m%d_%H%M%S}_{label}{score}.mp4"
     start_sec = trigger.t_start_ns / 1e9
-    return f"{now:%Y%m%d_%H%M%S}_{label}_{trigger.score:.2f}_t{int(start_sec)}.mp4"
+    return f"{now:%Y%m%d_%H%M%S}_{label}{score}_t{int(start_sec)}.mp4"
 
 
 def _free_path(directory: Path, name: str) -> Path:
@@ -124,6 +129,7 @@ def write_clip(
     clips_dir: Path,
     manifest: ClipManifest,
     produce: Callable[[Path], None],
+    ring: bool = False,
 ) -> ClipResult:
     """Run `produce(tmp_path)`, probe, move into place, record in the manifest. Never raises."""
     requested = (trigger.t_end_ns - trigger.t_start_ns) / 1e9
@@ -131,7 +137,7 @@ def write_clip(
     still: Dict[str, Any] = {}
     try:
         clips_dir.mkdir(parents=True, exist_ok=True)
-        target = _free_path(clips_dir, clip_file_name(trigger, datetime.now()))
+        target = _free_path(clips_dir, clip_file_name(trigger, datetime.now(), ring))
         tmp = target.with_name(f".{target.name}.part")
         produce(tmp)
         duration = media.probe_duration(tmp)

@@ -215,7 +215,7 @@ class FrameReader(Closing):
         pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         t = by_index
         if math.isfinite(pos_ms) and pos_ms >= 0:
-            by_decoder = int(round(pos_ms * 1e6))
+            by_decoder = int(pos_ms * 1e6)  # truncated, as visualbase's file source does
             # Some backends report 0 or stale positions; use the decoder's clock only while it moves forward.
             if by_decoder > self._last_file_t_ns:
                 t = by_decoder

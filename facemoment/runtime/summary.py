@@ -5,12 +5,12 @@ from __future__ import annotations
 import atexit
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List
 
 from facemoment.core.config import Config
+from facemoment.runtime import cluster
 from facemoment.runtime.why import latest_tallies, why_lines
 
 
@@ -47,6 +47,7 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
             else:
                 drops[r.get("reason")] += r.get("dropped_count") or len(r.get("dropped_frame_ids") or [])
     ok_clips = [c for c in clips if c.get("status") == "ok"]
+    sends = Counter(row.get("status") for row in read_jsonl(out_dir / "trig_sends.jsonl"))
     lines = ["", "FaceMoment run summary", "----------------------"]
     for s in sources:
         detail = ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("record_type",))
@@ -54,6 +55,8 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
     lines.append(f"triggers: {len(triggers)}" + (f" ({', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else ""))
     for t in triggers:
         lines.append(f"  {t.get('message')}")
+    if sends:
+        lines.append("TRIG sends: " + ", ".join(f"{k} {v}" for k, v in sorted(sends.items())))
     lines.append(f"clips: {len(ok_clips)} written, {len(clips) - len(ok_clips)} failed -> {out_dir / 'clips'}")
     if drops:
         lines.append("dropped frames: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
@@ -74,14 +77,13 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
 
 
 def print_summary_at_exit(cfg: Config) -> None:
-    """Print the summary when the process ends, if this process wrote the outputs."""
-    started = time.time()
+    """Print the summary when the process ends, triggers or not; in the first
+    process of a cluster only (the outputs are shared)."""
     out_dir = Path(cfg.output.output_dir)
     trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
 
     def _print() -> None:
-        marker = out_dir / "triggers.jsonl"
-        if marker.exists() and marker.stat().st_mtime >= started - 1:
+        if cluster.process_index() == 0:
             print(summarize(out_dir, trace_path), file=sys.stderr, flush=True)
 
     atexit.register(_print)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from facemoment.core.config import ConfigError, load_config
+from facemoment.core.config import ConfigError
 
 log = logging.getLogger("facemoment")
 
@@ -28,32 +28,28 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_flow
-    from facemoment.runtime import shutdown
+    from facemoment.runtime import exit_status, preflight, shutdown
     from facemoment.runtime.summary import print_summary_at_exit
 
     env = dict(os.environ)
     env.update(env_overrides)
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
-    cfg = load_config(env)
+    cfg = preflight.startup_config(env)  # one-line error and exit 2 before anything starts
     from facemoment.runtime import memory
 
     memory.keep_frame_memory_flat()
-    if cfg.output.trig_address:
-        from connectors.trig_pub import check_trig_address
-
-        check_trig_address(cfg.output.trig_address)  # a busy port fails now, not at the first trigger
     shutdown.install_sigint_handler()
     if cfg.output.summary:
         print_summary_at_exit(cfg)
+    exit_status.reset()
     cli_main(build_flow(cfg), workers_per_process=workers)
-    return 0
+    for what in exit_status.problems():
+        print(f"facemoment: input incomplete: {what}", file=sys.stderr)
+    return exit_status.code()
 
 
 def cmd_process(args: argparse.Namespace) -> int:
     video = Path(args.video)
-    if args.video != "sample" and not video.exists():
-        print(f"facemoment process: {video} does not exist", file=sys.stderr)
-        return 2
     overrides = {
         "FACEMOMENT_SOURCE": str(video),
         "FACEMOMENT__SOURCE__PROGRESS": "true",
@@ -211,11 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
     p.set_defaults(func=cmd_demo)
 
+    from facemoment.tools.extract import add_extract_args
     from facemoment.tools.record import add_record_args
     from facemoment.tools.report import add_report_args
     from facemoment.tools.trace_tools import add_trace_args
 
     add_record_args(sub)
+    add_extract_args(sub)
     from facemoment.tools.benchmark import add_benchmark_args
     from facemoment.tools.debug_view import add_debug_args
 

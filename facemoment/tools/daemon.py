@@ -1,16 +1,21 @@
 """The frame daemon: publish a video source as visualbase frame messages.
 
 ``FramePublisher`` binds a PUB socket the way visualbase's daemon does (send
-high-water mark 2, linger 0, non-blocking sends).  To count the frames a slow
-subscriber cannot take, the socket sets ``ZMQ_XPUB_NODROP``: a send that would
-exceed the high-water mark fails instead of vanishing, and the frame is dropped
-and counted.  (With several subscribers this drops the frame for all of them
-rather than only for the slow one.)
+high-water mark 2, linger 0, non-blocking sends).  Each subscriber has its own
+queue: when a slow one's queue is full, frames are dropped for that subscriber
+only, and the others still get every frame (plain PUB semantics; the slow one
+sees gaps in ``frame_id``).
 
-With ``wait_subscribers=N`` the socket is an XPUB instead, which SUB peers cannot
-tell from a PUB, so :meth:`FramePublisher.wait_for_subscribers` can block until N
-subscriptions to ``frame`` have arrived: a demo or a test then does not lose its
-first frames to ZeroMQ's slow-joiner window.
+``lossless=True`` (``--lossless``) trades that for completeness: the socket sets
+``ZMQ_XPUB_NODROP``, so a send that would overflow any subscriber's queue is
+retried until every subscriber has room.  Nobody loses a frame, and the daemon
+goes at the pace of its slowest subscriber (``waits`` counts the frames that had
+to wait).
+
+With ``wait_subscribers=N`` (or in lossless mode) the socket is an XPUB, which SUB
+peers cannot tell from a PUB, so :meth:`FramePublisher.wait_for_subscribers` can
+block until N subscriptions to ``frame`` have arrived: a demo or a test then does
+not lose its first frames to ZeroMQ's slow-joiner window.
 
 ``run_daemon`` paces frames by their timestamps against a monotonic clock
 (frame k is due at ``start + (t_k - t_0)``), so timing errors do not accumulate.
@@ -30,10 +35,11 @@ import zmq
 
 from facemoment.formats.frames import open_frames
 from facemoment.formats.wire import FRAME_TOPIC, pack_frame
+from facemoment.runtime.subscriptions import SubscriberCount
 
 SEND_HWM = 2
-SUBSCRIBE = b"\x01"
-UNSUBSCRIBE = b"\x00"
+# Lossless mode: how long one wait for room lasts before the stop event is checked again.
+ROOM_POLL_MS = 100
 # When the daemon falls this far behind its schedule it starts a new schedule instead of bursting.
 MAX_LAG_NS = 1_000_000_000
 
@@ -41,23 +47,26 @@ MAX_LAG_NS = 1_000_000_000
 class FramePublisher:
     """Binds and publishes frame messages; see the module doc."""
 
-    def __init__(self, address: str = "tcp://*:5555", wait_subscribers: int = 0) -> None:
+    def __init__(self, address: str = "tcp://*:5555", wait_subscribers: int = 0, lossless: bool = False) -> None:
         if wait_subscribers < 0:
             raise ValueError(f"wait_subscribers must not be negative, got {wait_subscribers}")
         self.address = address
         self.wait_subscribers = wait_subscribers
+        self.lossless = lossless
         self.sent = 0
-        self.dropped = 0
-        self.subscribers = 0
+        self.dropped = 0  # lossless mode only: frames given up on because of a stop
+        self.waits = 0  # lossless mode only: frames that waited for a slow subscriber
         self._context = zmq.Context()
-        kind = zmq.XPUB if wait_subscribers > 0 else zmq.PUB
+        kind = zmq.XPUB if wait_subscribers > 0 or lossless else zmq.PUB
         self._socket = self._context.socket(kind)
         self._socket.setsockopt(zmq.SNDHWM, SEND_HWM)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+        if lossless:
+            self._socket.setsockopt(zmq.XPUB_NODROP, 1)
         if kind == zmq.XPUB:
             # Without this an XPUB passes on only the first subscription to a topic.
             self._socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self._subscriptions = SubscriberCount(self._socket, FRAME_TOPIC) if kind == zmq.XPUB else None
         try:
             self._socket.bind(address)
         except zmq.ZMQError as exc:
@@ -68,44 +77,46 @@ class FramePublisher:
         # The address actually bound (resolves a "*" port); connect to this one.
         self.endpoint = endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
 
-    def _read_subscriptions(self, timeout_ms: int) -> None:
-        if self.wait_subscribers == 0:
-            return
-        while self._socket.poll(timeout_ms, zmq.POLLIN):
-            message = self._socket.recv()
-            timeout_ms = 0
-            # SUB peers subscribe to b"frame", or to b"" (everything), which also gets frames.
-            topic = message[1:]
-            if not FRAME_TOPIC.startswith(topic):
-                continue
-            if message[:1] == SUBSCRIBE:
-                self.subscribers += 1
-            elif message[:1] == UNSUBSCRIBE:
-                self.subscribers = max(0, self.subscribers - 1)
+    @property
+    def subscribers(self) -> int:
+        """Subscriptions to frames seen so far (counted on an XPUB only)."""
+        return self._subscriptions.count if self._subscriptions is not None else 0
+
+    def _read_subscriptions(self, timeout_ms: int = 0) -> None:
+        # An XPUB's incoming queue holds the subscriptions; keep it drained.
+        if self._subscriptions is not None:
+            self._subscriptions.read(timeout_ms)
 
     def wait_for_subscribers(self, timeout: Optional[float] = None) -> bool:
         """Block until ``wait_subscribers`` peers subscribed to frames; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.subscribers < self.wait_subscribers:
-            if deadline is None:
-                wait_ms = 100
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                wait_ms = max(1, min(100, int(remaining * 1000)))
-            self._read_subscriptions(wait_ms)
-        return True
+        if self._subscriptions is None:
+            return self.wait_subscribers == 0
+        return self._subscriptions.wait_for(self.wait_subscribers, timeout)
 
-    def publish(self, frame_id: int, t_ns: int, image: np.ndarray) -> bool:
-        """Send one frame without waiting; False (and counted) when the queue is full."""
-        self._read_subscriptions(0)  # keep the XPUB's incoming queue drained
+    def publish(self, frame_id: int, t_ns: int, image: np.ndarray, stop: Optional[threading.Event] = None) -> bool:
+        """Send one frame.
+
+        Default: never waits; a subscriber whose queue is full misses this frame.
+        Lossless: waits until every subscriber has room, or until ``stop`` is set
+        (then the frame is counted in ``dropped`` and False is returned).
+        """
+        self._read_subscriptions(0)
         parts = pack_frame(frame_id, t_ns, image)
-        try:
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return False
+        waited = False
+        while True:
+            try:
+                self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                # Only a NODROP socket refuses a send; wait for room, subscriptions read meanwhile.
+                if not waited:
+                    waited = True
+                    self.waits += 1
+                if stop is not None and stop.is_set():
+                    self.dropped += 1
+                    return False
+                self._socket.poll(ROOM_POLL_MS, zmq.POLLOUT)
+                self._read_subscriptions(0)
         self.sent += 1
         return True
 
@@ -153,11 +164,17 @@ class DaemonSummary:
     duration_s: float
     source: str
     address: str
+    lossless: bool = False
+    frames_waited: int = 0
 
     def line(self) -> str:
         rate = self.frames_sent / self.duration_s if self.duration_s > 0 else 0.0
+        if self.lossless:
+            detail = f"{self.frames_waited} waited for a slow subscriber, {self.frames_dropped} given up at the stop"
+        else:
+            detail = "a slow subscriber misses frames on its own"
         return (
-            f"daemon: sent {self.frames_sent} frames, dropped {self.frames_dropped} at the high-water mark, "
+            f"daemon: sent {self.frames_sent} frames ({detail}), "
             f"{self.duration_s:.1f} s ({rate:.1f} fps) from {self.source} to {self.address}"
         )
 
@@ -173,6 +190,7 @@ def run_daemon(
     stop_event: Optional[threading.Event] = None,
     wait_timeout_s: Optional[float] = None,
     on_bound: Optional[Callable[[str], None]] = None,
+    lossless: bool = False,
 ) -> DaemonSummary:
     """Publish ``source`` until it is exhausted, ``max_frames`` were sent or ``stop_event`` is set.
 
@@ -186,7 +204,7 @@ def run_daemon(
     publisher: Optional[FramePublisher] = None
     interrupted = False
     try:
-        publisher = FramePublisher(address, wait_subscribers=wait_subscribers)
+        publisher = FramePublisher(address, wait_subscribers=wait_subscribers, lossless=lossless)
         if on_bound is not None:
             on_bound(publisher.endpoint)
         if wait_subscribers:
@@ -205,7 +223,7 @@ def run_daemon(
                 delay = pacer.delay_ns(t_ns)
                 if delay and stop.wait(delay / 1e9):
                     break
-            publisher.publish(frame_id, t_ns, image)
+            publisher.publish(frame_id, t_ns, image, stop)
             attempts += 1
     except KeyboardInterrupt:
         interrupted = True  # still close and report below
@@ -213,10 +231,11 @@ def run_daemon(
         reader.close()
         sent = publisher.sent if publisher else 0
         dropped = publisher.dropped if publisher else 0
+        waited = publisher.waits if publisher else 0
         endpoint = publisher.endpoint if publisher else address
         if publisher is not None:
             publisher.close()
-    summary = DaemonSummary(sent, dropped, time.monotonic() - started, source, endpoint)
+    summary = DaemonSummary(sent, dropped, time.monotonic() - started, source, endpoint, lossless, waited)
     log(summary.line())
     if interrupted:
         raise KeyboardInterrupt
@@ -240,6 +259,11 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="wait until N subscribers joined before the first frame",
     )
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    parser.add_argument(
+        "--lossless",
+        action="store_true",
+        help="never drop a frame for any subscriber: wait for the slowest one (default: a slow subscriber misses frames alone)",
+    )
     return parser
 
 
@@ -253,6 +277,7 @@ def daemon_main(args: argparse.Namespace) -> int:
             loop=args.loop,
             wait_subscribers=args.wait_subscribers,
             max_frames=args.max_frames,
+            lossless=getattr(args, "lossless", False),
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"facemoment daemon: {exc}", file=sys.stderr)

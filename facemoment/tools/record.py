@@ -32,6 +32,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, 
 
 import zmq
 
+from facemoment.core.addresses import zmq_address
 from facemoment.formats.recording import (
     DEFAULT_ENCODING,
     DEFAULT_JPEG_QUALITY,
@@ -42,6 +43,7 @@ from facemoment.formats.recording import (
     encode_image,
     image_geometry,
 )
+from connectors.shares import frame_gap
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -112,8 +114,7 @@ class Recorder:
         progress_interval_s: float = PROGRESS_INTERVAL_S,
         receive_hwm: int = RECEIVE_HWM,
     ) -> None:
-        if "://" not in address:
-            raise ValueError(f"frame publisher address {address!r} must look like tcp://host:port")
+        zmq_address(address, "frame publisher")
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
         if not 1 <= jpeg_quality <= 100:
@@ -243,8 +244,9 @@ class Recorder:
                 f"ending this recording, start a new one for the new run"
             )
             return "publisher_restart"
-        if last is not None and frame_id > last + 1:
-            summary.lost_frames += frame_id - last - 1
+        gap = frame_gap(last, frame_id)
+        if gap is not None:
+            summary.lost_frames += gap.count
             summary.gaps += 1
         self._last_id = frame_id
         width, height, channels = image_geometry(image)

@@ -152,7 +152,9 @@ class Orchestrator:
         ready = readiness.announce(cfg.output.ready_file, list(self.lanes))
         self._ready_record: Optional[ModelsReady] = ready if ready.wanted_at(Level.parse(cfg.output.trace)) else None
         self._prefetch_lock = threading.Lock()
-        self._prefetched: Dict[Tuple[str, int], _Submitted] = {}
+        # By (stream, frame id), but a result belongs to the very Frame it was
+        # computed on: a publisher may send two different frames with one id.
+        self._prefetched: Dict[Tuple[str, int], List[_Submitted]] = {}
 
     def close(self) -> None:
         for lane in self.lanes.values():
@@ -178,13 +180,24 @@ class Orchestrator:
         """
         submitted = self._submit(frame)
         with self._prefetch_lock:
-            self._prefetched[(frame.stream_id, frame.frame_id)] = submitted
+            self._prefetched.setdefault((frame.stream_id, frame.frame_id), []).append(submitted)
 
-    def discard(self, stream_id: str, frame_id: int) -> None:
-        """A prefetched frame the source dropped: its jobs are cancelled, not run."""
+    def _take_prefetched(self, stream_id: str, frame_id: int, frame: Optional[Frame]) -> List["_Submitted"]:
+        """The prefetched work for ``frame`` (every frame with that id when None)."""
+        key = (stream_id, frame_id)
         with self._prefetch_lock:
-            submitted = self._prefetched.pop((stream_id, frame_id), None)
-        if submitted is not None:
+            entries = self._prefetched.get(key, [])
+            taken = [e for e in entries if frame is None or e[0] is frame]
+            rest = [e for e in entries if not (frame is None or e[0] is frame)]
+            if rest:
+                self._prefetched[key] = rest
+            else:
+                self._prefetched.pop(key, None)
+        return taken
+
+    def discard(self, stream_id: str, frame_id: int, frame: Optional[Frame] = None) -> None:
+        """A prefetched frame the source dropped: its jobs are cancelled, not run."""
+        for submitted in self._take_prefetched(stream_id, frame_id, frame):
             for job in submitted[4].values():
                 job.future.cancel()
 
@@ -195,9 +208,8 @@ class Orchestrator:
             self._ready_record = None
         submitted = []
         for frame in frames:
-            with self._prefetch_lock:
-                ready = self._prefetched.pop((frame.stream_id, frame.frame_id), None)
-            submitted.append(ready if ready is not None else self._submit(frame))
+            ready = self._take_prefetched(frame.stream_id, frame.frame_id, frame)
+            submitted.append(ready[0] if ready else self._submit(frame))
         for frame, start, deadline, depths, jobs in submitted:
             ingest_ns = time.time_ns()
             out.append(Observation(FRAME_MARKER, frame.stream_id, frame.frame_id, frame.t_src_ns, ingest_ns=ingest_ns))

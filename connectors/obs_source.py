@@ -1,0 +1,282 @@
+"""OBS messages in: observations from extractor processes elsewhere (the remote B*).
+
+One partition per stream, one SUB socket connected to every OBS publisher of that
+stream (ZeroMQ fair-queues them), topic ``msg``. Each message is parsed with
+facemoment.formats.obs; the result is an :class:`Observation` exactly like one an
+in-process extractor produces, stamped with its arrival time (``ingest_ns``), so
+alignment, lateness and fusion treat it the same.
+
+Accounting, as the frame source does it:
+
+- ``malformed_message`` (kind ``obs``): a message that is not OBS text; counted
+  and skipped.
+- ``frame_drop`` (reason ``queue_full``, where ``obs``): a gap in the frame ids of
+  one publisher's ``frame`` markers (publishers name themselves in ``pub=``):
+  frames that publisher never received, or whose OBS were lost on the way.
+- ``source_summary`` at the end: messages by source, malformed, lost frames.
+
+Event time across publishers: a publisher that runs ahead (it has less to do)
+must not move alignment's watermark past frames a slower one has not delivered
+yet, or the slower one's observations would all come late. So observations are
+held here until every publisher still at work has reached their time (the merge
+of ordered streams); a publisher silent for ``hold_s`` is not waited for (its
+observations then come late and are accounted as such), nor is one that ended.
+Publishers are told apart by ``pub=``; messages without it count as one publisher.
+
+The stream ends once every publisher sent its ``OBS src=end`` (as many as there
+are addresses), after ``idle_timeout_s`` without a message (once messages have
+started), after ``connect_timeout_s`` without any, or when ``stop_event`` is set.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import Counter, deque
+from datetime import datetime, timedelta, timezone
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
+
+import zmq
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from facemoment.core.addresses import zmq_address
+from facemoment.core.types import Observation, TraceRecord
+from facemoment.formats.obs import parse_obs_from
+from facemoment.formats.wire import MSG_TOPIC, WireError, split_text_parts
+
+log = logging.getLogger(__name__)
+
+FRAME_MARKER = "frame"  # the source name of the per-frame marker (operators.align)
+END_SOURCE = "end"  # a publisher's last message (connectors.obs_pub)
+RECEIVE_HWM = 100_000  # OBS are small: the fusion side keeps what it is sent
+POLL_MS = 100
+IDLE_WAKE = timedelta(milliseconds=20)
+MAX_LISTED_IDS = 50
+
+ObsItem = Union[Observation, TraceRecord]
+
+
+class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
+    def __init__(self, source: "ObsSource", resume_state: Optional[Dict[str, Any]]) -> None:
+        self._source = source
+        self._stream_id = source.stream_id
+        state = resume_state or {}
+        self._last_marker: Dict[str, int] = dict(state.get("last_marker") or {})
+        self._ended_publishers: set = set(state.get("ended") or ())
+        self._counts: Counter = Counter(state.get("counts") or {})
+        self._lock = threading.Lock()
+        self._items: Deque[ObsItem] = deque()  # records, ready to go
+        self._held: List[Tuple[int, int, Observation]] = []  # (t_ns, arrival order, obs), a heap
+        self._order = itertools.count()
+        self._progress: Dict[str, int] = {}  # publisher -> newest t_ns it sent
+        self._heard: Dict[str, float] = {}  # publisher -> monotonic time of its last message
+        self._started = time.monotonic()
+        self._last_receive: Optional[float] = None
+        self._ended = False
+        self._empty = False
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SUBSCRIBE, source.topic)
+        for address in source.addresses:
+            self._socket.connect(address)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive_loop, name=f"obs-in-{self._stream_id}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ receive thread
+
+    def _receive_loop(self) -> None:
+        sock = self._socket
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(POLL_MS):
+                    continue
+                while not self._stop.is_set():
+                    try:
+                        parts = sock.recv_multipart(flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(parts)
+        finally:
+            sock.close(linger=0)
+
+    def _handle(self, parts: List[bytes]) -> None:
+        now_ns = time.time_ns()
+        try:
+            _topic, text = split_text_parts(parts)
+            obs, publisher = parse_obs_from(text, self._stream_id)
+        except WireError as exc:
+            with self._lock:
+                self._last_receive = time.monotonic()
+                self._counts["malformed"] += 1
+                self._items.append(
+                    {
+                        "record_type": "malformed_message",
+                        "kind": "obs",
+                        "detail": exc.message,
+                        "count": self._counts["malformed"],
+                        "stream": self._stream_id,
+                    }
+                )
+            return
+        obs.ingest_ns = now_ns
+        with self._lock:
+            self._last_receive = time.monotonic()
+            self._heard[publisher] = self._last_receive
+            if obs.source == END_SOURCE:
+                self._ended_publishers.add(publisher)
+                return
+            self._progress[publisher] = max(obs.t_ns, self._progress.get(publisher, obs.t_ns))
+            self._counts[f"obs_{obs.source}"] += 1
+            if obs.source == FRAME_MARKER:
+                self._check_gap(publisher, obs.frame_id)
+            heapq.heappush(self._held, (obs.t_ns, next(self._order), obs))
+
+    def _check_gap(self, publisher: str, frame_id: int) -> None:
+        last = self._last_marker.get(publisher)
+        self._last_marker[publisher] = frame_id if last is None else max(last, frame_id)
+        if last is None or frame_id <= last + 1:
+            return
+        lost = list(range(last + 1, frame_id))
+        self._counts["lost_frames"] += len(lost)
+        self._items.append(
+            {
+                "record_type": "frame_drop",
+                "frame_id": frame_id,
+                "dropped_frame_ids": lost[:MAX_LISTED_IDS],
+                "dropped_count": len(lost),
+                "reason": "queue_full",
+                "where": "obs",
+                "publisher": publisher,
+                "stream": self._stream_id,
+            }
+        )
+
+    # ------------------------------------------------------------ worker thread
+
+    def _end_reason(self) -> Optional[str]:
+        source = self._source
+        if source.stop_event is not None and source.stop_event.is_set():
+            return "stop_event"
+        with self._lock:
+            last = self._last_receive
+            ended = len(self._ended_publishers)
+        if ended >= len(source.addresses):
+            return "publishers_ended"
+        now = time.monotonic()
+        if last is not None and source.idle_timeout_s is not None and now - last >= source.idle_timeout_s:
+            return "idle_timeout"
+        if last is None and source.connect_timeout_s is not None and now - self._started >= source.connect_timeout_s:
+            return "connect_timeout"
+        return None
+
+    def _horizon(self) -> Optional[int]:
+        """Observations up to this event time can go (None: all of them). Caller holds the lock."""
+        now = time.monotonic()
+        hold_s = self._source.hold_s
+        waiting = [
+            p for p in self._progress if p not in self._ended_publishers and now - self._heard.get(p, now) < hold_s
+        ]
+        if len(self._progress) < len(self._source.addresses) and now - self._started < hold_s:
+            return -1  # not every publisher has spoken yet: hold everything for now
+        if not waiting:
+            return None
+        return min(self._progress[p] for p in waiting)
+
+    def _take(self, everything: bool = False) -> List[ObsItem]:
+        with self._lock:
+            out: List[ObsItem] = list(self._items)
+            self._items.clear()
+            horizon = None if everything else self._horizon()
+            while self._held and (horizon is None or self._held[0][0] <= horizon):
+                out.append(heapq.heappop(self._held)[2])
+        return out
+
+    def next_batch(self) -> List[ObsItem]:
+        if self._ended:
+            raise StopIteration
+        out = self._take()
+        reason = self._end_reason()
+        if reason is not None:
+            self._stop_receiver()
+            out.extend(self._take(everything=True))
+            out.append(self._summary(reason))
+            self._ended = True
+        self._empty = not out
+        return out
+
+    def next_awake(self) -> Optional[datetime]:
+        return datetime.now(timezone.utc) + IDLE_WAKE if self._empty else None
+
+    def _summary(self, reason: str) -> TraceRecord:
+        with self._lock:
+            counts = dict(self._counts)
+        return {
+            "record_type": "source_summary",
+            "stream": self._stream_id,
+            "address": ",".join(self._source.addresses),
+            "end_reason": reason,
+            "duration_s": round(time.monotonic() - self._started, 3),
+            "obs_received": {k[4:]: v for k, v in counts.items() if k.startswith("obs_")},
+            "malformed": counts.get("malformed", 0),
+            "lost_on_wire": counts.get("lost_frames", 0),
+            "publishers": sorted(self._last_marker),
+            "publishers_ended": sorted(self._ended_publishers),
+        }
+
+    def snapshot(self) -> Dict[str, Any]:
+        with self._lock:
+            return {
+                "last_marker": dict(self._last_marker),
+                "counts": dict(self._counts),
+                "ended": sorted(self._ended_publishers),
+            }
+
+    def _stop_receiver(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5.0)
+
+    def close(self) -> None:
+        self._stop_receiver()
+        if not self._thread.is_alive():
+            self._context.term()
+
+
+class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):
+    """Observations of one stream from OBS publishers at `addresses` (ZeroMQ, connected)."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        addresses: List[str],
+        idle_timeout_s: Optional[float] = None,
+        connect_timeout_s: Optional[float] = None,
+        stop_event: Optional[threading.Event] = None,
+        topic: bytes = MSG_TOPIC,
+        hold_s: float = 1.0,
+    ) -> None:
+        if not addresses:
+            raise ValueError(f"stream {stream_id!r}: no OBS publisher address")
+        self.addresses = [zmq_address(a, "OBS publisher") for a in addresses]
+        self.stream_id = stream_id
+        self.idle_timeout_s = idle_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.stop_event = stop_event
+        # How long a silent publisher is waited for before the others go on without it.
+        self.hold_s = hold_s
+        self.topic = topic
+
+    def list_parts(self) -> List[str]:
+        return [f"obs_{self.stream_id}"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[Dict[str, Any]]) -> _ObsPartition:
+        return _ObsPartition(self, resume_state)
+
+
+__all__ = ["ObsSource", "ObsItem"]

@@ -1,0 +1,182 @@
+"""Start-up checks, the same at every entry point, before the dataflow starts.
+
+`facemoment process`/`run` and `python -m bytewax.run dataflows.facemoment` both
+call :func:`startup_config`: the configuration is loaded, then every configured
+stream, the output paths and the TRIG address are checked.  A problem prints one
+line on stderr and exits with :data:`EXIT_STARTUP`, instead of a traceback from
+deep inside the dataflow (or, for a busy TRIG port, lost triggers later).
+
+Exit codes of a run (README, docs/architecture.md):
+
+- 0: the input was read to its end (or stopped by Ctrl-C / SIGTERM) and every
+  output written;
+- 1: the run failed;
+- 2 (:data:`EXIT_STARTUP`): it could not start: a configuration, source, output
+  or TRIG problem, named on stderr;
+- 3 (:data:`EXIT_INPUT_INCOMPLETE`): a file or recording could not be read to its
+  end (damaged part way, or nothing readable); the outputs hold what was read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import List, Mapping, Optional, Tuple
+
+from facemoment.core.addresses import UNIX_SCHEME, ZMQ_SCHEMES, parse_address
+from facemoment.core.config import Config, ConfigError, load_config
+from facemoment.runtime import cluster
+from facemoment.runtime.exit_status import EXIT_INPUT_INCOMPLETE  # noqa: F401  (one table of codes)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_STARTUP = 2
+
+# Stream ids name Bytewax steps ("frames_<id>") and share partitions ("<id>/0of2"):
+# Bytewax refuses '.' in step ids and '/' separates a share.
+_STREAM_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+LIVE_PREFIXES = tuple(f"{scheme}://" for scheme in ZMQ_SCHEMES)
+
+
+class StartupError(ConfigError):
+    """A configured stream, output or address that cannot work."""
+
+
+def source_kind(source: str) -> str:
+    """zmq | sample | camera | url | recording | file."""
+    if source.startswith(LIVE_PREFIXES):
+        return "zmq"
+    if source == "sample":
+        return "sample"
+    if source.isdigit():
+        return "camera"
+    if "://" in source:
+        return "url"
+    from facemoment.formats.recording import is_recording
+
+    if is_recording(source):
+        return "recording"
+    return "file"
+
+
+def configured_streams(cfg: Config) -> List[Tuple[str, str]]:
+    """(stream id, source) of the main stream and every `source.extra` "id=source" entry."""
+    streams = [(cfg.source.stream_id, cfg.source.source)]
+    for entry in cfg.source.extra:
+        stream_id, sep, source = entry.partition("=")
+        if not sep or not stream_id.strip() or not source.strip():
+            raise ConfigError(f"extra source {entry!r}: expected STREAM_ID=SOURCE")
+        streams.append((stream_id.strip(), source.strip()))
+    ids = [s for s, _ in streams]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"stream ids must be unique, got {ids}")
+    for stream_id, _source in streams:
+        if not _STREAM_ID.match(stream_id):
+            raise StartupError(f"stream id {stream_id!r} may only hold letters, digits, '_' and '-'")
+    return streams
+
+
+def check_source(source: str) -> None:
+    """A file or recording source must exist, be a file, and yield a first frame."""
+    kind = source_kind(source)
+    if kind not in ("file", "recording"):
+        return
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise StartupError(f"source {source!r} does not exist (and is not a tcp:// address or a camera index)")
+    if not path.is_file():
+        raise StartupError(f"source {source!r} is a directory, not a video file or recording")
+    from facemoment.formats.frames import open_frames
+
+    try:
+        reader = open_frames(str(path))
+        try:
+            first = reader.read()
+        finally:
+            reader.close()
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means "not usable"
+        raise StartupError(f"source {source!r} cannot be read as a {_what(kind)}: {_one_line(exc)}") from exc
+    if first is None:
+        raise StartupError(f"source {source!r} holds no readable frame (not a {_what(kind)}, or damaged at its start)")
+
+
+def check_output(cfg: Config) -> None:
+    """The output directory (and the trace file's) can be created and written."""
+    out = cfg.output
+    dirs = [Path(out.output_dir)]
+    if out.trace_path:
+        trace = Path(out.trace_path)
+        if trace.is_dir():
+            raise StartupError(f"trace path {out.trace_path!r} is a directory, not a file")
+        dirs.append(trace.parent)
+    for folder in dirs:
+        if folder.exists() and not folder.is_dir():
+            raise StartupError(f"output directory {str(folder)!r} is a file")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create output directory {str(folder)!r}: {exc.strerror or exc}") from exc
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StartupError(f"output directory {str(folder)!r} is not writable")
+
+
+def check_trig(address: Optional[str]) -> None:
+    """The TRIG address binds now, not at the first trigger (whose TRIG would be lost).
+
+    Only the first process checks: the others start while it may hold the port.
+    """
+    if not address or cluster.process_index() != 0:
+        return
+    exc = bind_error(address)
+    if exc is not None:
+        raise StartupError(f"TRIG address {address} cannot be bound ({exc}); is another run using it?") from exc
+
+
+def bind_error(address: str) -> Optional[Exception]:
+    """Why a PUB socket cannot bind `address` right now (None: it can). Datagram
+    (unix://) addresses bind nothing on this side; wildcard addresses are not probed."""
+    import zmq
+
+    if parse_address(address, "TRIG", unix=True).scheme == UNIX_SCHEME or "*" in address:
+        return None
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.bind(address)
+    except zmq.ZMQError as exc:
+        return exc
+    finally:
+        sock.close()
+        ctx.term()
+    return None
+
+
+def check(cfg: Config) -> None:
+    """Every start-up check; raises :class:`ConfigError` with a one-line message."""
+    for _stream_id, source in configured_streams(cfg):
+        check_source(source)
+    check_output(cfg)
+    check_trig(cfg.output.trig_address)
+
+
+def startup_config(env: Optional[Mapping[str, str]] = None) -> Config:
+    """The checked configuration, or one line on stderr and exit :data:`EXIT_STARTUP`."""
+    try:
+        cfg = load_config(env)
+        check(cfg)
+    except ConfigError as exc:
+        print(f"facemoment: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_STARTUP) from None
+    return cfg
+
+
+def _what(kind: str) -> str:
+    return "recording" if kind == "recording" else "video"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,85 @@
+"""`facemoment extract`: the remote B*.
+
+Subscribes to a frame publisher (a visualbase daemon or ``facemoment daemon``),
+runs the chosen extractors and publishes every observation as OBS text on a ZMQ
+PUB. A fusion-only dataflow elsewhere (``FACEMOMENT_OBS_INPUTS``) subscribes to
+one or more of these, aligns and fuses:
+
+    facemoment daemon --source video.mp4 --address tcp://*:5555                 # A
+    facemoment extract tcp://a-host:5555 --obs-address tcp://*:5560 --extractors face,quality   # B*
+    facemoment extract tcp://a-host:5555 --obs-address tcp://*:5561 --extractors pose,gesture   # B*
+    FACEMOMENT_OBS_INPUTS=tcp://b1:5560,tcp://b2:5561 facemoment run                             # C
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from typing import Dict
+
+from facemoment.core.config import load_config
+
+
+def extract_env(args: argparse.Namespace) -> Dict[str, str]:
+    """The configuration overrides for one extraction process."""
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    env = {
+        "FACEMOMENT_SOURCE": args.source,
+        "FACEMOMENT_OBS_ADDRESS": args.obs_address,
+        "FACEMOMENT__OUTPUT__OBS_PUBLISHER": name,
+        "FACEMOMENT__OUTPUT__OBS_SUBSCRIBER_WAIT_S": str(args.subscriber_wait),
+    }
+    if args.extractors:
+        env["FACEMOMENT__EXTRACT__EXTRACTORS"] = args.extractors
+    if args.stream_id:
+        env["FACEMOMENT_STREAM_ID"] = args.stream_id
+    if args.preset:
+        env["FACEMOMENT_PRESET"] = args.preset
+    if args.idle_timeout is not None:
+        env["FACEMOMENT_IDLE_TIMEOUT_S"] = str(args.idle_timeout)
+    if args.output_dir:
+        env["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
+    # Its own trace file, so it can share an output directory with the fusion process.
+    env.setdefault("FACEMOMENT__OUTPUT__TRACE_PATH", os.path.join(args.output_dir or "out", f"extract-{name}.trace.jsonl"))
+    return env
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from bytewax.run import cli_main
+
+    from dataflows.facemoment import build_extract_flow
+    from facemoment.runtime import memory, shutdown
+
+    env = dict(os.environ)
+    env.update(extract_env(args))
+    env.setdefault("FACEMOMENT__SOURCE__SHARES", str(args.workers))
+    cfg = load_config(env)
+    memory.keep_frame_memory_flat()
+    shutdown.install_sigint_handler()
+    cli_main(build_extract_flow(cfg), workers_per_process=args.workers)
+    return 0
+
+
+def add_extract_args(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("extract", help="run extractors on published frames and publish OBS messages (the remote B*)")
+    p.add_argument("source", help="the frame publisher, e.g. tcp://127.0.0.1:5555 (a file or camera also works)")
+    p.add_argument(
+        "--obs-address",
+        default=os.environ.get("FACEMOMENT_OBS_ADDRESS", "tcp://127.0.0.1:5560"),
+        help="ZMQ address to bind the OBS publisher to (default: FACEMOMENT_OBS_ADDRESS or tcp://127.0.0.1:5560)",
+    )
+    p.add_argument("--extractors", help="comma-separated: face,pose,gesture,quality (default: all)")
+    p.add_argument("--name", help="this publisher's name in its OBS messages (default: host-pid)")
+    p.add_argument("--stream-id", help="the stream these frames belong to (default cam0)")
+    p.add_argument("--preset", help="comma-separated presets, e.g. batch")
+    p.add_argument("--idle-timeout", type=float, help="end after this many seconds without a frame")
+    p.add_argument("--output-dir", help="where its trace goes (extract-NAME.trace.jsonl)")
+    p.add_argument(
+        "--subscriber-wait", type=float, default=1.0, metavar="S", help="before the first OBS, wait up to S seconds for a subscriber"
+    )
+    p.add_argument("-w", "--workers", type=int, default=1)
+    p.set_defaults(func=cmd_extract)
+
+
+__all__ = ["add_extract_args", "cmd_extract", "extract_env"]
