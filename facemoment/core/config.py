@@ -483,23 +483,5 @@ def load_config(
     return validate(cfg)
 
 
-def apply_settings(cfg: Config, settings: Mapping[str, Any], where: str = "settings") -> Config:
-    """Apply `{"fusion": {"cooldown_sec": 3}}` or `{"fusion.cooldown_sec": 3}` and validate."""
-    nested: Dict[str, Any] = {}
-    for key, value in settings.items():
-        *sections, name = key.replace("__", ".").split(".")
-        if not sections:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: setting {key!r} needs its section, e.g. fusion.{key}")
-            nested.setdefault(key, {}).update(value)
-            continue
-        node = nested
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[name] = value
-    _apply_mapping(cfg, nested, where)
-    return validate(cfg)
-
-
 def as_dict(cfg: Config) -> Dict[str, Any]:
     return dataclasses.asdict(cfg)
