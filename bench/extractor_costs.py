@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from typing import Dict, List
 
 from facemoment.core.config import KNOWN_EXTRACTORS, Config
 from facemoment.core.types import Frame
 from facemoment.formats.sample import render_frame, sample_timeline
-from operators.extraction.registry import build_extractor
+from facemoment.tools import costs
 
 
 def sample_frames(count: int) -> List[Frame]:
@@ -32,28 +31,14 @@ def sample_frames(count: int) -> List[Frame]:
 
 
 def measure(name: str, frames: List[Frame], cfg: Config) -> Dict[str, float]:
-    extractor = build_extractor(name, cfg)
-    load = getattr(extractor, "load", None)
-    if load is not None:
-        load()
-    extractor.extract(frames[0])  # first-call costs are not per-frame costs
-    with_face: List[float] = []
-    without: List[float] = []
+    """The product's measurement (facemoment/tools/costs.py), split into person and empty frames."""
     half = len(frames) // 2
-    for i, frame in enumerate(frames):
-        start = time.perf_counter_ns()
-        obs = extractor.extract(frame)
-        ms = (time.perf_counter_ns() - start) / 1e6
-        if obs.error:
-            raise RuntimeError(f"{name}: {obs.error}")
-        (with_face if i < half else without).append(ms)
-    extractor.close()
-    both = with_face + without
+    r = costs.measure(name, frames, cfg, groups=["person"] * half + ["empty"] * (len(frames) - half))
     return {
-        "person_median_ms": round(statistics.median(with_face), 2),
-        "empty_median_ms": round(statistics.median(without), 2),
-        "median_ms": round(statistics.median(both), 2),
-        "p90_ms": round(sorted(both)[int(0.9 * (len(both) - 1))], 2),
+        "person_median_ms": r["groups"]["person"],
+        "empty_median_ms": r["groups"]["empty"],
+        "median_ms": r["median_ms"],
+        "p90_ms": r["p90_ms"],
     }
 
 

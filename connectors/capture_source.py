@@ -1,19 +1,21 @@
 """A live capture device (camera index, rtsp:// or http:// URL) read in-process.
 
-The device is read on its own thread so a slow dataflow never stalls capture; the
-newest `buffer_frames` frames are kept and older ones are dropped and reported.
+The device is read on its own thread so a slow dataflow never stalls capture; at
+most `buffer_frames` frames wait, and the source's drop strategy (skip_oldest,
+skip_intermediate, keyframe_only: the ZMQ source's buffer) decides which go; every
+dropped frame is reported in a `frame_drop` record.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from datetime import datetime, timedelta, timezone
-from typing import Deque, List, Optional, Union
+from typing import Any, List, Optional, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.frame_buffer import FrameBuffer
 from facemoment.core.records import FrameDrop
 from facemoment.core.types import Frame, TraceRecord
 
@@ -23,12 +25,21 @@ _IDLE_WAKE = timedelta(milliseconds=5)
 
 
 class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]):
-    def __init__(self, source: str, stream_id: str, buffer_frames: int, stop_event: Optional[threading.Event]):
+    def __init__(
+        self,
+        source: str,
+        stream_id: str,
+        buffer_frames: int,
+        stop_event: Optional[threading.Event],
+        drop_strategy: str = "skip_oldest",
+        keyframe_interval: int = 3,
+    ):
         from facemoment.formats.frames import open_frames
 
         self._reader = open_frames(source)
         self._stream_id = stream_id
-        self._buffer: Deque[Frame] = deque()
+        self._buffer = FrameBuffer(buffer_frames, drop_strategy, keyframe_interval)
+        self._strategy = drop_strategy
         self._limit = buffer_frames
         self._dropped: List[int] = []
         self._lock = threading.Lock()
@@ -44,9 +55,8 @@ class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]
                 if self._stop is not None and self._stop.is_set():
                     break
                 with self._lock:
-                    self._buffer.append(Frame(self._stream_id, frame_id, t_ns, image))
-                    while len(self._buffer) > self._limit:
-                        self._dropped.append(self._buffer.popleft().frame_id)
+                    dropped = self._buffer.offer(Frame(self._stream_id, frame_id, t_ns, image))
+                    self._dropped.extend(_frame_id(d) for d in dropped)
         except Exception as exc:  # a device that fails ends the stream, it does not crash the flow
             self._error = f"{type(exc).__name__}: {exc}"
             log.error("capture %s failed: %s", self._stream_id, self._error)
@@ -55,8 +65,7 @@ class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]
 
     def next_batch(self) -> List[Union[Frame, TraceRecord]]:
         with self._lock:
-            frames = list(self._buffer)
-            self._buffer.clear()
+            frames = list(self._buffer.drain())
             dropped, self._dropped = self._dropped, []
         out: List[Union[Frame, TraceRecord]] = []
         if dropped:
@@ -65,7 +74,9 @@ class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]
                     frame_id=frames[0].frame_id if frames else dropped[-1],
                     stream=self._stream_id,
                     dropped_frame_ids=dropped,
+                    dropped_count=len(dropped),
                     reason="backpressure",
+                    strategy=self._strategy,
                     queue_depth=self._limit,
                 )
             )
@@ -76,7 +87,7 @@ class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]
 
     def next_awake(self) -> Optional[datetime]:
         with self._lock:
-            pending = bool(self._buffer)
+            pending = len(self._buffer) > 0
         return None if pending else datetime.now(timezone.utc) + _IDLE_WAKE
 
     def snapshot(self) -> None:
@@ -89,17 +100,33 @@ class _CapturePartition(StatefulSourcePartition[Union[Frame, TraceRecord], None]
             close()
 
 
+def _frame_id(dropped: Any) -> int:
+    return int(getattr(dropped, "frame_id", dropped))
+
+
 class CaptureSource(FixedPartitionedSource[Union[Frame, TraceRecord], None]):
     """One partition per device; frames are stamped with capture time."""
 
-    def __init__(self, source: str, stream_id: str, buffer_frames: int = 8, stop_event: Optional[threading.Event] = None):
+    def __init__(
+        self,
+        source: str,
+        stream_id: str,
+        buffer_frames: int = 8,
+        stop_event: Optional[threading.Event] = None,
+        drop_strategy: str = "skip_oldest",
+        keyframe_interval: int = 3,
+    ):
         self.source = source
         self.stream_id = stream_id
         self.buffer_frames = buffer_frames
         self.stop_event = stop_event
+        self.drop_strategy = drop_strategy
+        self.keyframe_interval = keyframe_interval
 
     def list_parts(self) -> List[str]:
         return [self.stream_id]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CapturePartition:
-        return _CapturePartition(self.source, self.stream_id, self.buffer_frames, self.stop_event)
+        return _CapturePartition(
+            self.source, self.stream_id, self.buffer_frames, self.stop_event, self.drop_strategy, self.keyframe_interval
+        )

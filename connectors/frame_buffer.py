@@ -7,7 +7,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-DROP_STRATEGIES = ("skip_oldest", "skip_intermediate", "keyframe_only")
+from facemoment.core.config import DROP_STRATEGIES  # one definition: the configuration
+
 # A jumped clock becomes the new time base after this many frames in a row agreeing
 # on it, over at least this long, with no plausible frame between them: a clock that
 # really stepped keeps sending, while stray frames among a live stream's never qualify.

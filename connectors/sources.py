@@ -99,4 +99,11 @@ def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -
         return PrefetchingSource(inner, extraction, stop_event=shutdown.STOP)
     from connectors.capture_source import CaptureSource
 
-    return CaptureSource(spec.source, spec.stream_id, buffer_frames=max(1, src.buffer_frames), stop_event=shutdown.STOP)
+    return CaptureSource(
+        spec.source,
+        spec.stream_id,
+        buffer_frames=max(1, src.buffer_frames),
+        stop_event=shutdown.STOP,
+        drop_strategy=src.drop_strategy,
+        keyframe_interval=src.keyframe_interval,
+    )

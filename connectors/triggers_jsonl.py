@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Set
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.appending import append_whole
+from connectors.clips import CLIPS_DIR
+from facemoment.formats.stills import still_file_name
 from connectors.trig_pub import trigger_message
 from facemoment.core.types import Trigger
 
@@ -27,15 +29,19 @@ _PART = "triggers_jsonl"
 _TAIL_CHUNK = 4096
 
 
-def trigger_record(trigger: Trigger, written_at: Optional[datetime] = None) -> Dict[str, Any]:
-    """The JSON object for one trigger; wall-clock time only under `written_at`."""
+def trigger_record(trigger: Trigger, written_at: Optional[datetime] = None, stills: bool = False) -> Dict[str, Any]:
+    """The JSON object for one trigger; wall-clock time only under `written_at`.
+
+    With `stills` (clips are written), `best_frame` names the clip's best frame,
+    relative to the output directory.
+    """
     try:
         message: Optional[str] = trigger_message(trigger)
     except ValueError as exc:
         log.error("trigger %s has no TRIG text: %s", trigger.key, exc)
         message = None
     when = written_at or datetime.now(timezone.utc).astimezone()
-    return {
+    record = {
         "label": trigger.label,
         "t_start_ns": int(trigger.t_start_ns),
         "t_end_ns": int(trigger.t_end_ns),
@@ -50,6 +56,9 @@ def trigger_record(trigger: Trigger, written_at: Optional[datetime] = None) -> D
         "message": message,
         "written_at": when.isoformat(timespec="milliseconds"),
     }
+    if stills:
+        record["best_frame"] = f"{CLIPS_DIR}/{still_file_name(trigger)}"
+    return record
 
 
 def _record_key(record: Dict[str, Any]) -> Optional[str]:
@@ -111,7 +120,8 @@ def read_keys(path: Path) -> Set[str]:
 
 
 class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
-    def __init__(self, path: Path, resume_state: Optional[int], keep_existing: bool = True):
+    def __init__(self, path: Path, resume_state: Optional[int], keep_existing: bool = True, stills: bool = False):
+        self._stills = stills
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_state is None and not keep_existing and path.exists():
             path.unlink()  # a new run starts a new file
@@ -143,7 +153,7 @@ class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
                 self.skipped_count += 1
                 continue
             self._written.add(key)
-            lines.append(json.dumps(trigger_record(trigger), ensure_ascii=False) + "\n")
+            lines.append(json.dumps(trigger_record(trigger, stills=self._stills), ensure_ascii=False) + "\n")
         lines = self._unwritten + lines
         if not lines:
             return
@@ -173,9 +183,11 @@ class _TriggersJsonlPartition(StatefulSinkPartition[Trigger, int]):
 class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
     """Append `(stream_id, Trigger)` items to `output_dir/triggers.jsonl`."""
 
-    def __init__(self, output_dir: str | os.PathLike[str], keep_existing: bool = True):
+    def __init__(self, output_dir: str | os.PathLike[str], keep_existing: bool = True, stills: bool = False):
         self._path = Path(output_dir) / FILE_NAME
         self._keep_existing = keep_existing
+        # Clips are written, each with its best frame: list the still's path.
+        self._stills = stills
         if not keep_existing:
             # Bytewax builds the partition only for a first trigger: a run without
             # one must still leave its own (empty) file, not the previous run's.
@@ -193,4 +205,4 @@ class TriggersJsonlSink(FixedPartitionedSink[Trigger, int]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _TriggersJsonlPartition:
-        return _TriggersJsonlPartition(self._path, resume_state, self._keep_existing)
+        return _TriggersJsonlPartition(self._path, resume_state, self._keep_existing, self._stills)

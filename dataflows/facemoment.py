@@ -19,7 +19,7 @@ import functools
 import os
 import socket
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -45,11 +45,12 @@ from operators.fusion_step import fuse
 from operators.trig_timing import time_triggers
 
 
-def build_flow(cfg: Config, start: bool = False) -> Dataflow:
+def build_flow(cfg: Config, start: bool = False, on_trigger: Optional[Callable[[Trigger], None]] = None) -> Dataflow:
     """The whole pipeline for one configuration (tests build it with their own).
 
     `start=True`: the process's run-time set-up (`runtime.startup.start`) runs when
     the flow starts running, so `python -m bytewax.run` gets it without doing it at import.
+    `on_trigger` is called with each trigger as it fires (the Python API's hook).
     """
     if cfg.source.obs_inputs:
         return build_fusion_flow(cfg, start)
@@ -72,6 +73,8 @@ def build_flow(cfg: Config, start: bool = False) -> Dataflow:
     fused = fuse("fuse", aligned.items, cfg)
     records = [frames.records, observations.records, aligned.records, fused.records]
     outputs(cfg, fused.items, observations.items, records, specs, frames.items, live)
+    if on_trigger is not None:
+        op.inspect("on_trigger", fused.items, lambda _step, kv: on_trigger(kv[1]))
     return flow
 
 
@@ -146,7 +149,7 @@ def outputs(
         ledger = out_dir / "trig_sent.keys" if keep else None
         sink = TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger, sends=out_dir / SENDS_FILE)
         op.output("trig_pub", timed.items, sink)
-    op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep))
+    op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep, stills=bool(cfg.output.clips and specs)))
     if cfg.output.clips and specs:
         clip_items = [triggers]
         live_ids = {spec.stream_id for spec in specs if spec.is_live}

@@ -409,6 +409,7 @@ class FusionRules:
                 )
             )
 
+        state.outcome = (faces is not None, passed, conditions, state.gate.is_open, decision, tuple(candidates))  # gate_tally.Outcome
         if trigger is not None:
             state.last_fire_t_ns = t_ns
             state.reset_pending()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, FrozenSet, Optional, Tuple
+from typing import Any, Deque, Dict, FrozenSet, Optional, Tuple
 
 from facemoment.core.config import FusionConfig
 
@@ -87,6 +87,8 @@ class FusionState:
     frames: int = 0
     out_of_order: int = 0
     invalid_observations: int = 0
+    # What the last fused frame decided and why (gate_tally.Outcome), for the gate tally.
+    outcome: Optional[Tuple[Any, ...]] = None
 
     def reset_pending(self) -> None:
         self.pending_reason = None

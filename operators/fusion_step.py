@@ -17,8 +17,11 @@ from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, Observation, TraceRecord, Trigger
 from operators.fusion_rules import FusionRules
 from operators.fusion_state import FusionState
+from operators.gate_tally import GateTally
 
 FPS_SUMMARY_EVERY_NS = 5_000_000_000
+# The gate tally is cumulative and small: written often, so a run's last second counts too.
+GATE_TALLY_EVERY_NS = 1_000_000_000
 
 
 @dataclass
@@ -34,6 +37,8 @@ class StreamState:
     triggers: int = 0
     first_t_ns: Optional[int] = None
     last_summary_ns: int = 0
+    tally: GateTally = field(default_factory=GateTally)
+    last_tally_ns: Optional[int] = None
     # The last result of each extractor with a declared rate, carried over the
     # frames it does not run on.
     last_fresh: Dict[str, Observation] = field(default_factory=dict)
@@ -43,6 +48,7 @@ class Fuser:
     """`stateful_flat_map` mapper: one StreamState per stream key."""
 
     def __init__(self, cfg: Config):
+        self.cfg = cfg
         self.rules = FusionRules(cfg.fusion, cfg.output.trace)
         self.timing = self.rules.level >= Timing.LEVEL
         self.rates = extractor_rates(cfg.extract)
@@ -56,8 +62,11 @@ class Fuser:
             state.first_t_ns = state.last_summary_ns = fo.t_ns
         carried: List[FrameCarry] = self._carry(state, fo) if self.rates else []
         start = time.perf_counter_ns()
+        fused_before = state.fusion.frames
         trigger, records = self.rules.process(state.fusion, fo)
         out: List[Union[Trigger, TraceRecord]] = list(records)
+        if state.fusion.frames > fused_before:  # not an out-of-order frame
+            out.extend(self._tally(state, fo))
         if self.timing:
             out.extend(carried)
             out.append(
@@ -79,6 +88,17 @@ class Fuser:
             out.append(self._fps_summary(state, fo))
             state.last_summary_ns = fo.t_ns
         return state, out
+
+    def _tally(self, state: StreamState, fo: FrameObservations) -> List[TraceRecord]:
+        if not hasattr(state, "tally"):  # a snapshot from before the tally existed
+            state.tally, state.last_tally_ns = GateTally(), None
+        state.tally.add(fo, state.fusion.outcome, self.cfg.fusion.gate, self.cfg.quality)
+        if state.last_tally_ns is None:
+            state.last_tally_ns = fo.t_ns
+        if fo.t_ns - state.last_tally_ns < GATE_TALLY_EVERY_NS:
+            return []
+        state.last_tally_ns = fo.t_ns
+        return [state.tally.record(fo)]
 
     def _carry(self, state: StreamState, fo: FrameObservations) -> List[FrameCarry]:
         """Fill in the extractors not due on this frame from their last result.

@@ -30,13 +30,14 @@ def test_sync_presets(preset, window, deadline):
     assert cfg.preset == [preset]
 
 
-def test_low_latency_removes_gesture():
+def test_low_latency_keeps_face_and_quality():
     assert load_config(env={}).extract.extractors == ["face", "pose", "gesture", "quality"]
     cfg = load_config(env={"FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality,gesture", "FACEMOMENT_PRESET": "low_latency"})
     # Environment beats presets: an explicit extractor list is kept as given.
     assert cfg.extract.extractors == ["face", "quality", "gesture"]
     cfg = load_config(env={"FACEMOMENT_PRESET": "low_latency"}, presets=None)
-    assert "gesture" not in cfg.extract.extractors
+    # The seed's live preview: face and quality only.
+    assert cfg.extract.extractors == ["face", "quality"]
 
 
 def test_sensitivity_presets():

@@ -205,6 +205,8 @@ class OutputConfig:
     sync_view: bool = False
     # Written (atomically, "{pid}" replaced) once the process's models are ready.
     ready_file: Optional[str] = None
+    # Show the models' native INFO/WARNING lines (MediaPipe, absl, TF Lite); `--verbose`.
+    native_logs: bool = False
 
 
 @dataclass
@@ -235,7 +237,8 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "low_latency": {
         "align": {"window_ms": 50.0, "allowed_lateness_ms": 80.0},
         "extract": {"deadline_ms": 80.0},
-        "_remove_extractors": {"names": ["gesture"]},
+        # The seed's live preview runs face and quality only.
+        "_remove_extractors": {"names": ["gesture", "pose"]},
     },
     # Declared rates for a live stream on few cores: pose and hands every 2nd frame
     # (waves and gestures can fire a frame or few later; docs/algorithms.md).

@@ -450,3 +450,29 @@ class TrigRelease(Record):
     released_ns: int
     held_ms: float
     newest_t_ns: Any = optional()
+
+
+# --- gate_tally: why frames did not fire --------------------------------------
+@register
+@dataclasses.dataclass
+class GateTallyRecord(Record):
+    """Cumulative per-stream counts of the gate and the decisions (the latest one is the total).
+
+    `conditions` maps a failing condition (`yaw`, `face_count`, `quality.brightness`,
+    ...) to `{failed, op, threshold, typical}`: the frames it failed on, how it
+    compares to the threshold, and the mean of its failing values.
+    """
+
+    TYPE: ClassVar[str] = "gate_tally"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    frames: int
+    face_observed: int
+    gate_open_frames: int
+    passed_while_closed: int
+    decisions: Dict[str, int]
+    blocked_candidates: Dict[str, int]
+    conditions: Dict[str, Dict[str, Any]]

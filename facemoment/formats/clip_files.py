@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Set
 
 from facemoment.core.types import Trigger
-from facemoment.formats import media
+from facemoment.formats import media, stills
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +134,16 @@ def write_clip(
     """Run `produce(tmp_path)`, probe, move into place, record in the manifest. Never raises."""
     requested = (trigger.t_end_ns - trigger.t_start_ns) / 1e9
     tmp: Optional[Path] = None
+    still: Dict[str, Any] = {}
     try:
         clips_dir.mkdir(parents=True, exist_ok=True)
         target = _free_path(clips_dir, clip_file_name(trigger, datetime.now(), ring))
         tmp = target.with_name(f".{target.name}.part")
         produce(tmp)
         duration = media.probe_duration(tmp)
+        # The still first: moving the clip into place and recording it stay back to
+        # back, so a kill between them (a clip without its manifest line) stays rare.
+        still = stills.still_for_clip(trigger, tmp, clips_dir)
         os.replace(tmp, target)
         result = ClipResult(trigger.key, "ok", target.name, round(duration, 4))
         log.info("clip %s: %.3f s (asked %.3f s) for %s", target.name, duration, requested, trigger.key)
@@ -162,6 +166,7 @@ def write_clip(
         "reason": trigger.reason,
         "score": float(trigger.score),
         "error": result.error,
+        **(still if result.status == "ok" else {"best_frame": None}),
         "written_at": datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds"),
     }
     try:

@@ -5,7 +5,7 @@ flow calls `start` when its first source is listed, see connectors/frames_in.py)
 the `facemoment` command (calls it before the run, then the flow's call finds it done).
 Importing the dataflow module starts nothing.
 
-What `start` does, in order: the start-up checks (e.g. the TRIG port is free), logging,
+What `start` does, in order: the start-up checks, the native log filter, logging,
 the allocator setting for frames, the Ctrl-C handler (first interrupt drains, second
 aborts; only from the main thread, so a multi-worker `bytewax.run` keeps Bytewax's
 own abort), the summary at exit, the Prometheus endpoint and the terminal sync view.
@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Optional
 
 from facemoment.core.config import Config
 from facemoment.core.records import Record
-from facemoment.runtime import cluster, exit_status, memory, metrics, shutdown
+from facemoment.runtime import cluster, exit_status, memory, metrics, native_logs, shutdown
 from facemoment.runtime.summary import print_summary_at_exit
 from facemoment.runtime.sync_view import SyncView
 
@@ -57,6 +57,8 @@ def start(cfg: Config, checks: Iterable[Callable[[], None]] = ()) -> Handles:
             return _handles
         for check in checks:
             check()
+        if not cfg.output.native_logs:
+            native_logs.filter_native_stderr()  # before any model loads and prints
         logging.basicConfig(level=os.environ.get("FACEMOMENT_LOG_LEVEL", "INFO"), format=LOG_FORMAT)
         memory.keep_frame_memory_flat()
         exit_status.exit_with_status_at_exit()  # registered first: runs after the summary

@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 
 from facemoment.core.config import Config
 from facemoment.runtime import cluster
+from facemoment.runtime.why import latest_tallies, why_lines
 
 
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:
@@ -70,6 +71,7 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
             + ", ".join(f"{k} {carried[k]} carried" + (f", {uncarried[k]} with nothing to carry" if uncarried[k] else "")
                         for k, _n in (carried + uncarried).most_common())
         )
+    lines.extend(why_lines(latest_tallies(trace), len(triggers)))
     lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")
     return "\n".join(lines)
 

@@ -73,6 +73,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_flow(overrides, args.workers)
 
 
+def cmd_attach(args: argparse.Namespace) -> int:
+    """Join a running frame daemon (visualbase's or `facemoment daemon`) and run the dataflow on it."""
+    if not args.address.startswith(("tcp://", "ipc://")):
+        print(f"facemoment attach: {args.address!r} is not a ZMQ address (tcp://host:port)", file=sys.stderr)
+        return 2
+    overrides = {"FACEMOMENT_SOURCE": args.address}
+    if args.output_dir:
+        overrides["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
+    if args.trig_address:
+        overrides["FACEMOMENT_TRIG_ADDRESS"] = args.trig_address
+    if args.idle_timeout is not None:
+        overrides["FACEMOMENT_IDLE_TIMEOUT_S"] = str(args.idle_timeout)
+    if args.preset:
+        overrides["FACEMOMENT_PRESET"] = args.preset
+    return _run_flow(overrides, args.workers)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from facemoment.formats.sample import ensure_sample_video, write_sample_video
 
@@ -139,7 +156,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facemoment", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging and the models' native log lines (quiet by default)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("process", help="run the dataflow on a video file")
@@ -158,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir")
     p.add_argument("-w", "--workers", type=int, default=1)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("attach", help="join a running frame daemon: run the dataflow on its ZMQ address")
+    p.add_argument("address", help="the daemon's address, e.g. tcp://localhost:5555")
+    p.add_argument("--output-dir", help="where triggers.jsonl, clips/ and trace.jsonl go")
+    p.add_argument("--trig-address", help="TRIG PUB address (default tcp://127.0.0.1:5556; 'none' disables)")
+    p.add_argument("--idle-timeout", type=float, help="end this many seconds after the last frame")
+    p.add_argument("--preset", help="comma-separated presets, e.g. low_latency")
+    p.add_argument("-w", "--workers", type=int, default=1)
+    p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("daemon", help="publish frames in the visualbase wire format")
     from facemoment.tools.daemon import add_daemon_args
@@ -183,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_record_args(sub)
     add_extract_args(sub)
+    from facemoment.tools.benchmark import add_benchmark_args
+    from facemoment.tools.debug_view import add_debug_args
+
+    add_benchmark_args(sub)
+    add_debug_args(sub)
 
     add_trace_args(sub)
     add_report_args(sub)
@@ -190,13 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write the built-in sample video")
     p.add_argument("-o", "--output")
     p.set_defaults(func=cmd_sample)
+    for command in sub.choices.values():
+        # `facemoment process x.mp4 -v` works as well as `facemoment -v process x.mp4`.
+        if not any("-v" in action.option_strings for action in command._actions):
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="debug logging and the models' native log lines")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    verbose = bool(getattr(args, "verbose", False))
+    if verbose:
+        # Runs started from here (in this process or as Bytewax subprocesses) show them too.
+        os.environ["FACEMOMENT__OUTPUT__NATIVE_LOGS"] = "true"
+    elif os.environ.get("FACEMOMENT__OUTPUT__NATIVE_LOGS", "").lower() not in ("1", "true", "yes", "on"):
+        from facemoment.runtime.native_logs import filter_native_stderr
+
+        filter_native_stderr()
+    _setup_logging(verbose)
     from connectors.trig_pub import TrigBindError
     from operators.extraction.backends.runtime import ModelLoadError, ModelNotFoundError
 

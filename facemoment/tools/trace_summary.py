@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from facemoment.runtime.why import latest_tallies
 from facemoment.tools.trace_reader import ReadStats, Record, iter_trace, number, percentile
 
 # Timing components that measure a whole frame (all extractors, in parallel), not one
@@ -62,6 +63,7 @@ class SummaryBuilder:
         self.decisions_by_stream: Counter[str] = Counter()
         self.decision_span: Dict[str, Tuple[int, int]] = {}
         self.sources: Dict[str, Record] = {}
+        self.tallies: Dict[str, Record] = {}
 
     def add(self, record: Record) -> None:
         kind = record["record_type"]
@@ -140,6 +142,11 @@ class SummaryBuilder:
         if previous is None or fused >= previous:
             self.fps[stream] = r
         return True
+
+    def _on_gate_tally(self, r: Record) -> bool:
+        latest = latest_tallies([self.tallies.get(str(r.get("stream", "-")), {}), r])
+        self.tallies.update(latest)
+        return bool(latest)
 
     def _on_source_summary(self, r: Record) -> bool:
         self.sources[_text(r.get("stream"), "-")] = r
@@ -220,6 +227,7 @@ class SummaryBuilder:
             "decisions": dict(self.decisions.most_common()),
             "gate": dict(self.gate),
             "streams": streams,
+            "gate_tallies": self.tallies,
         }
 
 

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any, Dict, List
 
+from facemoment.runtime.why import why_lines
 from facemoment.tools.trace_reader import TraceFileError, number
 from facemoment.tools.trace_summary import Table, read_line, summarize_trace, summary_tables
 
@@ -53,6 +54,11 @@ def format_summary(summary: Dict[str, Any]) -> str:
         lines.append(f"  unreadable line {example['line']}: {example['text']}")
     bottleneck = summary["bottleneck"]
     lines.append(f"bottleneck: {bottleneck}" if bottleneck else "bottleneck: none (no timing records)")
+    fired = sum(t["count"] for t in summary["triggers"].values())
+    why = why_lines(summary.get("gate_tallies") or {}, fired)
+    if why:
+        lines.append("")
+        lines.extend(why)
     for table in summary_tables(summary):
         lines.append("")
         lines.extend(format_table(table))

@@ -6,13 +6,13 @@ each extractor instance a thread of its own (operators/extraction/orchestrator.p
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, List, Optional, Protocol, Tuple, TypeVar, runtime_checkable
 
 import numpy as np
 
 from facemoment.core.types import Frame, Observation
+from facemoment.runtime.native_logs import quiet_native_env
 
 T = TypeVar("T")
 
@@ -27,14 +27,12 @@ class Extractor(Protocol):
 
 
 def quiet_native_logs() -> None:
-    """Ask MediaPipe's C++ logging (glog, TF Lite) for warnings and errors only.
+    """glog and TF Lite: warnings and up (facemoment/runtime/native_logs.py has the whole story).
 
-    Takes effect when called before MediaPipe is first imported; explicit settings
-    in the environment win. A few one-time lines that absl prints before its
-    logging is initialised cannot be silenced this way.
+    Entry points also filter fd 2 (`filter_native_stderr`) for the lines absl prints
+    regardless of these settings.
     """
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_native_env()
 
 
 # Extractor modules import MediaPipe after this module, so quieten it up front.

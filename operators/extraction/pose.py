@@ -19,7 +19,7 @@ import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Frame, Observation, Pose
-from operators.extraction.common import pose_observation, run_guarded
+from operators.extraction.common import pose_observation, run_guarded  # also quietens the native logs before MediaPipe loads
 from operators.extraction.mediapipe_graph import build_graph
 
 Keypoint = Tuple[float, float, float]

@@ -1,0 +1,285 @@
+"""`facemoment debug SOURCE -o out.mp4 [--show]`: see what FaceMoment sees.
+
+Every frame of any source (a video file, a recording, a camera, a URL, `sample`, or a
+visualbase `tcp://` stream) goes through the same extractors and fusion rules as the
+dataflow, one frame at a time, and is drawn on: face boxes with yaw, pitch and
+expression, the pose skeleton, hands with their gesture, the quality values, the
+gate and its failing conditions, the candidates, and each trigger as it fires. The
+annotated video is written to a file, and shown in a window where a display exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from facemoment.core.config import Config, ConfigError, load_config
+from facemoment.core.types import Frame, FrameObservations, Observation, Trigger
+from operators.gate_tally import Outcome
+
+# BGR colours.
+GREEN, RED, YELLOW, CYAN, WHITE, ORANGE = (80, 220, 80), (60, 60, 235), (40, 220, 240), (230, 200, 60), (255, 255, 255), (0, 140, 255)
+# COCO body edges (shoulders, arms, torso, legs); the head is the face box's job.
+SKELETON = ((5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16))
+# MediaPipe hand edges: the palm and each finger.
+HAND_EDGES = tuple((a, b) for finger in ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (5, 9, 10, 11, 12), (9, 13, 14, 15, 16), (13, 17, 18, 19, 20), (0, 17)) for a, b in zip(finger, finger[1:]))
+# A fired trigger's banner stays this long (event time).
+BANNER_NS = 1_500_000_000
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass
+class DebugResult:
+    frames: int = 0
+    triggers: List[Trigger] = field(default_factory=list)
+    size: Tuple[int, int] = (0, 0)
+    output: Optional[Path] = None
+    shown: bool = False
+
+
+def _text(img: np.ndarray, text: str, org: Tuple[int, int], color=WHITE, scale: float = 0.5) -> None:
+    # A dark outline keeps the text readable on any background.
+    cv2.putText(img, text, org, FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(img, text, org, FONT, scale, color, 1, cv2.LINE_AA)
+
+
+def _px(x: float, y: float, w: int, h: int) -> Tuple[int, int]:
+    return int(round(x * w)), int(round(y * h))
+
+
+def _usable(fo: FrameObservations, source: str) -> Optional[Observation]:
+    obs = fo.observations.get(source)
+    return obs if obs is not None and obs.error is None else None
+
+
+def draw_faces(img: np.ndarray, fo: FrameObservations) -> None:
+    h, w = img.shape[:2]
+    obs = _usable(fo, "face")
+    for face in obs.faces if obs else []:
+        x, y, bw, bh = face.bbox
+        p0, p1 = _px(x, y, w, h), _px(x + bw, y + bh, w, h)
+        cv2.rectangle(img, p0, p1, GREEN, 2)
+        _text(img, f"yaw {face.yaw:+.0f} pitch {face.pitch:+.0f}", (p0[0], max(12, p0[1] - 22)), GREEN)
+        _text(img, f"expr {face.expression:.2f} conf {face.confidence:.2f}", (p0[0], max(24, p0[1] - 6)), GREEN)
+
+
+def draw_poses(img: np.ndarray, fo: FrameObservations) -> None:
+    h, w = img.shape[:2]
+    obs = _usable(fo, "pose")
+    for person in obs.poses if obs else []:
+        points = person.keypoints
+        for a, b in SKELETON:
+            if a < len(points) and b < len(points) and min(points[a][2], points[b][2]) >= 0.5:
+                cv2.line(img, _px(points[a][0], points[a][1], w, h), _px(points[b][0], points[b][1], w, h), CYAN, 2)
+        for x, y, conf in points[5:]:
+            if conf >= 0.5:
+                cv2.circle(img, _px(x, y, w, h), 3, CYAN, -1)
+        if person.hand_raised:
+            _text(img, "hand raised", _px(points[0][0], points[0][1], w, h), CYAN)
+
+
+def draw_hands(img: np.ndarray, fo: FrameObservations) -> None:
+    h, w = img.shape[:2]
+    obs = _usable(fo, "gesture")
+    for hand in obs.hands if obs else []:
+        pts = [_px(p[0], p[1], w, h) for p in hand.landmarks]
+        for a, b in HAND_EDGES:
+            if a < len(pts) and b < len(pts):
+                cv2.line(img, pts[a], pts[b], ORANGE, 1)
+        for p in pts:
+            cv2.circle(img, p, 2, ORANGE, -1)
+        if pts:
+            label = hand.handedness if hand.gesture == "none" else f"{hand.handedness} {hand.gesture} {hand.gesture_confidence:.2f}"
+            _text(img, label, (min(pts)[0], max(12, min(p[1] for p in pts) - 6)), ORANGE)
+
+
+def _failing(conditions: Mapping[str, Mapping[str, Any]]) -> List[str]:
+    return [name for name, c in conditions.items() if not c.get("pass")]
+
+
+def draw_status(img: np.ndarray, fo: FrameObservations, outcome: Outcome, banner: Optional[Trigger], fired: int) -> None:
+    h, w = img.shape[:2]
+    quality = _usable(fo, "quality")
+    lines: List[Tuple[str, Tuple[int, int, int]]] = []
+    if quality is not None:
+        s = quality.signals
+        ok = s.get("quality_gate", 0) >= 0.5
+        lines.append((f"quality {'ok' if ok else 'LOW'}: blur {s.get('blur', 0):.0f} brightness {s.get('brightness', 0):.0f} "
+                      f"contrast {s.get('contrast', 0):.0f}", GREEN if ok else RED))
+    gate_open = bool(outcome.gate_open)
+    failing = _failing(outcome.conditions) if outcome.face_observed else ["no face observation"]
+    gate = "gate OPEN" if gate_open else "gate closed"
+    if failing:
+        gate += " (failing: " + ", ".join(failing) + ")"
+    elif not gate_open:
+        gate += " (conditions hold, opening)"
+    lines.append((gate, GREEN if gate_open else RED))
+    candidates = outcome.candidates
+    lines.append(("candidates: " + (", ".join(candidates) if candidates else "none"), YELLOW))
+    lines.append((f"decision: {outcome.decision}   frame {fo.frame_id}  t {fo.t_ns / 1e9:.2f} s  triggers {fired}", WHITE))
+    if fo.missing:
+        lines.append(("missing: " + ", ".join(fo.missing), RED))
+    y = h - 10 - 18 * (len(lines) - 1)
+    for text, color in lines:
+        _text(img, text, (8, y), color)
+        y += 18
+    if banner is not None:
+        text = f"TRIGGER {banner.reason} {banner.score:.2f}"
+        cv2.rectangle(img, (0, 0), (w - 1, 34), RED, -1)
+        _text(img, text, (10, 24), WHITE, 0.75)
+        cv2.rectangle(img, (0, 0), (w - 1, h - 1), RED, 4)
+
+
+def annotate(image: np.ndarray, fo: FrameObservations, outcome: Outcome, banner: Optional[Trigger], fired: int) -> np.ndarray:
+    img = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    draw_poses(img, fo)
+    draw_hands(img, fo)
+    draw_faces(img, fo)
+    draw_status(img, fo, outcome, banner, fired)
+    return img
+
+
+# ------------------------------------------------------------------ sources
+def _zmq_frames(address: str, idle_timeout_s: Optional[float]) -> Iterator[Tuple[int, int, np.ndarray]]:
+    import zmq
+
+    from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame
+
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
+    sub.connect(address)
+    last = time.monotonic()
+    try:
+        while True:
+            if sub.poll(200):
+                try:
+                    yield unpack_frame(sub.recv_multipart(), copy=True)
+                except WireError as exc:
+                    print(f"facemoment debug: skipping a malformed frame: {exc}", file=sys.stderr)
+                last = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                return
+    finally:
+        sub.close()
+
+
+def frames_from(source: str, idle_timeout_s: Optional[float] = None) -> Tuple[Iterator[Tuple[int, int, np.ndarray]], Optional[float]]:
+    """(frames, fps) of any source the dataflow reads."""
+    if source.startswith(("tcp://", "ipc://")):
+        return _zmq_frames(source, idle_timeout_s), None
+    from facemoment.formats.frames import open_frames
+
+    reader = open_frames(source)
+    return iter(reader), getattr(reader, "fps", None)
+
+
+def display_available() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("win32", "darwin")
+
+
+# --------------------------------------------------------------------- loop
+def run_debug(
+    source: str,
+    output: Optional[Path],
+    cfg: Config,
+    show: bool = False,
+    max_frames: Optional[int] = None,
+    idle_timeout_s: Optional[float] = None,
+) -> DebugResult:
+    """Annotate every frame of `source` into `output` (and a window with `show`)."""
+    from operators.extraction.orchestrator import Orchestrator
+    from operators.fusion_rules import FusionRules
+    from operators.fusion_state import FusionState
+
+    cfg = copy.deepcopy(cfg)
+    cfg.extract.deadline_ms = 0.0  # every extractor on every frame: this is for looking, not for keeping up
+    cfg.output.trace = "off"
+    frames, fps = frames_from(source, idle_timeout_s)
+    orchestrator = Orchestrator(cfg)
+    rules, fusion = FusionRules(cfg.fusion, "minimal"), FusionState()
+    stream = cfg.source.stream_id
+    result = DebugResult(output=output)
+    writer: Optional[cv2.VideoWriter] = None
+    window = "facemoment debug"
+    result.shown = show and display_available()
+    if show and not result.shown:
+        print("facemoment debug: no display here; writing the file only", file=sys.stderr)
+    banner: Optional[Trigger] = None
+    try:
+        for frame_id, t_ns, image in frames:
+            frame = Frame(stream, frame_id, t_ns, image)
+            observations = {o.source: o for o in orchestrator.run([frame]) if isinstance(o, Observation) and o.source in cfg.extract.extractors}
+            fo = FrameObservations(stream, frame_id, t_ns, observations, missing=tuple(n for n in cfg.extract.extractors if n not in observations))
+            trigger, _records = rules.process(fusion, fo)
+            if trigger is not None:
+                result.triggers.append(trigger)
+                banner = trigger
+                print(f"frame {frame_id} t={t_ns / 1e9:.2f}s: TRIGGER {trigger.reason} score {trigger.score:.2f}", flush=True)
+            if banner is not None and t_ns - banner.t_ns > BANNER_NS:
+                banner = None
+            drawn = annotate(image, fo, Outcome(*fusion.outcome), banner, len(result.triggers))
+            if writer is None and output is not None:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                result.size = (drawn.shape[1], drawn.shape[0])
+                writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30.0, result.size)
+                if not writer.isOpened():
+                    raise ValueError(f"cannot write a video to {output}")
+            if writer is not None:
+                writer.write(drawn)
+            result.size = (drawn.shape[1], drawn.shape[0])
+            result.frames += 1
+            if result.shown:
+                cv2.imshow(window, drawn)
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+            if max_frames is not None and result.frames >= max_frames:
+                break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends the view; what was written so far is a playable file
+    finally:
+        if writer is not None:
+            writer.release()
+        orchestrator.close()
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+        if result.shown:
+            cv2.destroyAllWindows()
+    return result
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    if not args.output and not args.show:
+        print("facemoment debug: give -o OUT.mp4, --show, or both", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(env=os.environ, presets=[p for p in (args.preset or "").split(",") if p])
+        result = run_debug(args.source, Path(args.output) if args.output else None, cfg, args.show, args.max_frames, args.idle_timeout)
+    except (ConfigError, ValueError) as exc:
+        print(f"facemoment debug: {exc}", file=sys.stderr)
+        return 2
+    where = f" -> {result.output}" if result.output else ""
+    print(f"facemoment debug: {result.frames} frames annotated ({result.size[0]}x{result.size[1]}), "
+          f"{len(result.triggers)} triggers{where}", flush=True)
+    return 0
+
+
+def add_debug_args(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = subparsers.add_parser("debug", help="an annotated video of what the extractors and rules see")
+    p.add_argument("source", help="a video file, a recording, a camera index, a URL, 'sample', or tcp://host:port")
+    p.add_argument("-o", "--output", help="the annotated video to write (.mp4)")
+    p.add_argument("--show", action="store_true", help="also show a live window (where a display exists; q quits)")
+    p.add_argument("--preset", help="comma-separated presets, e.g. low_latency")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--idle-timeout", type=float, default=5.0, help="tcp:// sources: end this long after the last frame")
+    p.set_defaults(func=cmd_debug)
