@@ -181,7 +181,10 @@ class MomentDetector:
 
         with _RUN_LOCK:
             shutdown.STOP.clear()
-            run_main(build_flow(cfg, on_trigger=collect))
+            try:
+                run_main(build_flow(cfg, on_trigger=collect))
+            finally:
+                shutdown.STOP.clear()  # a stop asked of this run must not end the next one in this process
         return found
 
 
