@@ -29,7 +29,7 @@ import numpy as np
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Face, Frame, Observation
 from operators.extraction.common import frame_observation, run_guarded
-from operators.extraction.mediapipe_graph import build_graph
+from operators.extraction.mediapipe_graph import build_graph, to_rgb
 
 BACKENDS = ("mediapipe",)
 
@@ -324,7 +324,7 @@ class FaceExtractor:
     # -- steps
 
     def _faces(self, image: np.ndarray) -> Tuple[List[Face], int]:
-        rgb = self._to_rgb(image)
+        rgb = to_rgb(image)
         detections = sorted(self._detect(rgb), key=lambda d: d.score, reverse=True)
         faces: List[Face] = []
         meshed = 0
@@ -356,13 +356,6 @@ class FaceExtractor:
         for index, face in enumerate(faces):
             face.face_id = index
         return faces, meshed
-
-    @staticmethod
-    def _to_rgb(image: np.ndarray) -> np.ndarray:
-        if image.ndim == 3 and image.shape[2] == 3:
-            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        grey = image if image.ndim == 2 else image[:, :, 0]
-        return cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2RGB)
 
     def _detect(self, rgb: np.ndarray) -> List[_Detection]:
         h, w = rgb.shape[:2]
