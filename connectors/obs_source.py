@@ -43,6 +43,7 @@ import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.addresses import zmq_address
+from connectors.receiver import drain, stop_receiver, sub_socket
 from connectors.shares import frame_gap
 from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
 from facemoment.core.types import Observation, TraceRecord
@@ -79,10 +80,7 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         self._ended = False
         self._empty = False
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.SUBSCRIBE, source.topic)
+        self._socket = sub_socket(self._context, source.topic, RECEIVE_HWM)
         for address in source.addresses:
             self._socket.connect(address)
         self._stop = threading.Event()
@@ -95,14 +93,8 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         sock = self._socket
         try:
             while not self._stop.is_set():
-                if not sock.poll(POLL_MS):
-                    continue
-                while not self._stop.is_set():
-                    try:
-                        parts = sock.recv_multipart(flags=zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._handle(parts)
+                if sock.poll(POLL_MS):
+                    drain(sock, self._stop, self._handle)
         finally:
             sock.close(linger=0)
 
@@ -233,9 +225,7 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
             }
 
     def _stop_receiver(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
+        stop_receiver(self._stop, self._thread)
 
     def close(self) -> None:
         self._stop_receiver()

@@ -45,6 +45,7 @@ from facemoment.core.addresses import zmq_address
 from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
+from connectors.receiver import drain, stop_receiver, sub_socket
 from connectors.shares import Gap, frame_gap, in_share, parse_share, share_parts
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
@@ -135,16 +136,11 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         self._receiver_error: Optional[str] = None
 
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        self._socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        if self._max_frame_bytes is not None:
-            # ZeroMQ refuses a larger message before allocating it and drops that
-            # connection; the receive thread connects again (the frames lost
-            # meanwhile show up as a gap).
-            self._socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
-        self._socket.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
+        # ZeroMQ refuses a message over MAXMSGSIZE before allocating it and drops that
+        # connection; the receive thread connects again (the frames lost meanwhile
+        # show up as a gap).
+        limit = {} if self._max_frame_bytes is None else {"MAXMSGSIZE": self._max_frame_bytes}
+        self._socket = sub_socket(self._context, FRAME_TOPIC, RECEIVE_HWM, RCVTIMEO=RECEIVE_TIMEOUT_MS, **limit)
         try:
             self._socket.connect(self._address)
         except zmq.ZMQError as exc:
@@ -172,14 +168,8 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
                 ready = dict(poller.poll(POLL_INTERVAL_MS))
                 if monitor is not None and monitor in ready:
                     self._reconnect(sock, monitor)
-                if sock not in ready:
-                    continue
-                while not self._stop.is_set():
-                    try:
-                        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._handle(parts)
+                if sock in ready:
+                    drain(sock, self._stop, self._handle, copy=False)
         except Exception as exc:  # keep the dataflow alive; next_batch ends the stream with the reason
             log.exception("frame receiver for %s failed", self._stream_id)
             self._receiver_error = f"{type(exc).__name__}: {exc}"
@@ -389,9 +379,7 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             return {"last_frame_id": self._accounted_id, "counts": self._stats.as_dict()}
 
     def _stop_receiver(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
+        stop_receiver(self._stop, self._thread)
 
     def close(self) -> None:
         self._stop_receiver()
