@@ -7,7 +7,8 @@ only stops the thread and terminates the context afterwards.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, List
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, List, Optional
 
 import zmq
 
@@ -44,3 +45,50 @@ def stop_receiver(stop: threading.Event, thread: threading.Thread, timeout_s: fl
     if thread.is_alive() and threading.current_thread() is not thread:
         thread.join(timeout=timeout_s)
 
+
+
+class ReceivedBatches:
+    """`next_batch`/`next_awake` of a partition that a receive thread fills.
+
+    Each batch is what `_take()` finds ready. Once `_end_reason()` names a reason,
+    the thread stops, `_take_rest()` adds what arrived meanwhile, the `_summary`
+    record closes the stream and the next call ends the partition. An empty batch
+    asks to be woken `IDLE_WAKE` later instead of at once.
+    """
+
+    IDLE_WAKE = timedelta(milliseconds=5)
+    _stop: threading.Event
+    _thread: threading.Thread
+    _ended = False
+    _empty = False
+
+    def _take(self) -> List[Any]:
+        raise NotImplementedError
+
+    def _take_rest(self) -> List[Any]:
+        return self._take()
+
+    def _end_reason(self) -> Optional[str]:
+        raise NotImplementedError
+
+    def _summary(self, reason: str) -> Any:
+        raise NotImplementedError
+
+    def _stop_receiver(self) -> None:
+        stop_receiver(self._stop, self._thread)
+
+    def next_batch(self) -> List[Any]:
+        if self._ended:
+            raise StopIteration
+        out = self._take()
+        reason = self._end_reason()
+        if reason is not None:
+            self._stop_receiver()
+            out.extend(self._take_rest())
+            out.append(self._summary(reason))
+            self._ended = True
+        self._empty = not out
+        return out
+
+    def next_awake(self) -> Optional[datetime]:
+        return datetime.now(timezone.utc) + self.IDLE_WAKE if self._empty else None

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
@@ -45,7 +45,7 @@ from facemoment.core.addresses import zmq_address
 from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
-from connectors.receiver import drain, stop_receiver, sub_socket
+from connectors.receiver import ReceivedBatches, drain, sub_socket
 from connectors.shares import Gap, frame_gap, in_share, parse_share, share_parts
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
@@ -93,7 +93,9 @@ class SourceStats:
         return stats
 
 
-class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
+class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[str, Any]]):
+    IDLE_WAKE = IDLE_WAKE
+
     def __init__(
         self,
         source: "ZmqFrameSource",
@@ -131,8 +133,6 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         self._got_frame = False
         self._started = time.monotonic()
         self._last_receive = self._started
-        self._ended = False
-        self._last_batch_empty = False
         self._receiver_error: Optional[str] = None
 
         self._context = zmq.Context()
@@ -337,25 +337,10 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             return "connect_timeout"
         return None
 
-    def next_batch(self) -> List[SourceItem]:
-        if self._ended:
-            raise StopIteration
-        out = self._take()
-        reason = self._end_reason()
-        if reason is not None:
-            self._stop_receiver()
-            with self._lock:
-                self._flush_malformed(force=True)
-            out.extend(self._take())  # whatever arrived while stopping
-            out.append(self._summary(reason))
-            self._ended = True
-        self._last_batch_empty = not out
-        return out
-
-    def next_awake(self) -> Optional[datetime]:
-        if self._last_batch_empty:
-            return datetime.now(timezone.utc) + IDLE_WAKE
-        return None
+    def _take_rest(self) -> List[SourceItem]:
+        with self._lock:
+            self._flush_malformed(force=True)
+        return self._take()  # whatever arrived while stopping
 
     def _summary(self, reason: str) -> SourceSummary:
         return SourceSummary(
@@ -377,9 +362,6 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:
             return {"last_frame_id": self._accounted_id, "counts": self._stats.as_dict()}
-
-    def _stop_receiver(self) -> None:
-        stop_receiver(self._stop, self._thread)
 
     def close(self) -> None:
         self._stop_receiver()
