@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
@@ -44,6 +44,18 @@ def module_flow_env():
 
 
 PYTHON = sys.executable
+
+
+def run_env(flow_env: Dict[str, str], source: Any, out: Path, **settings: str) -> Dict[str, str]:
+    """`flow_env` for a run on `source` writing to `out`, with no TRIG publisher;
+    `settings` add variables or override these."""
+    return {
+        **flow_env,
+        "FACEMOMENT_SOURCE": str(source),
+        "FACEMOMENT_OUTPUT_DIR": str(out),
+        "FACEMOMENT_TRIG_ADDRESS": "none",
+        **settings,
+    }
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from facemoment.formats.sample import ensure_sample_video
 
-from conftest import PYTHON, free_port
+from conftest import PYTHON, free_port, run_env
 from test_scale import _run
 
 pytestmark = pytest.mark.slow
@@ -22,19 +22,9 @@ FAST = {"FACEMOMENT__EXTRACT__EVERY": "pose=2,gesture=2"}
 
 
 def _env(flow_env, out: Path, **extra) -> Dict[str, str]:
-    env = dict(flow_env)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(ensure_sample_video()),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            # All four extractors; 10 fps keeps three runs short.
-            "FACEMOMENT__SOURCE__FPS": "10",
-            "FACEMOMENT__OUTPUT__CLIPS": "false",
-        }
-    )
-    env.update(extra)
-    return env
+    # All four extractors; 10 fps keeps three runs short.
+    settings = {"FACEMOMENT__SOURCE__FPS": "10", "FACEMOMENT__OUTPUT__CLIPS": "false"}
+    return run_env(flow_env, ensure_sample_video(), out, **{**settings, **extra})
 
 
 def _triggers(out: Path) -> List[Tuple[str, int, int]]:

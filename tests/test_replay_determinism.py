@@ -11,7 +11,7 @@ from typing import Dict, List
 import pytest
 
 
-from conftest import PYTHON, REPO, free_port, write_sample_recording
+from conftest import PYTHON, REPO, free_port, run_env, write_sample_recording
 
 pytestmark = pytest.mark.slow
 
@@ -22,17 +22,7 @@ def recording(tmp_path_factory) -> Path:
 
 
 def _env(base: Dict[str, str], source: Path, out: Path) -> Dict[str, str]:
-    env = dict(base)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(source),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_PRESET": "batch",
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
-        }
-    )
-    return env
+    return run_env(base, source, out, FACEMOMENT_PRESET="batch", FACEMOMENT__EXTRACT__EXTRACTORS="face,quality")
 
 
 def _replay(cmds: List[List[str]], env: Dict[str, str], out: Path) -> List[Dict]:

@@ -13,27 +13,20 @@ import pytest
 
 from facemoment.formats.sample import ensure_sample_video, render_frame, sample_timeline
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, free_port, run_env
 
 pytestmark = pytest.mark.slow
 
 
 def _env(flow_env, out: Path, **extra) -> Dict[str, str]:
-    env = dict(flow_env)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(ensure_sample_video()),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_PRESET": "batch",
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            # Face and quality carry the sample's triggers; 15 fps halves the work.
-            "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
-            "FACEMOMENT__SOURCE__FPS": "15",
-            "FACEMOMENT__OUTPUT__CLIPS": "false",
-        }
-    )
-    env.update(extra)
-    return env
+    settings = {
+        "FACEMOMENT_PRESET": "batch",
+        # Face and quality carry the sample's triggers; 15 fps halves the work.
+        "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
+        "FACEMOMENT__SOURCE__FPS": "15",
+        "FACEMOMENT__OUTPUT__CLIPS": "false",
+    }
+    return run_env(flow_env, ensure_sample_video(), out, **{**settings, **extra})
 
 
 def _triggers(out: Path) -> List[tuple]:

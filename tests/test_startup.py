@@ -15,7 +15,7 @@ import pytest
 
 from facemoment.formats.sample import render_frame
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, free_port, run_env
 
 # Run in a fresh interpreter: what importing the module changes in the process.
 IMPORT_PROBE = textwrap.dedent(
@@ -94,19 +94,15 @@ def short_video(tmp_path_factory) -> Path:
 
 
 def _env(flow_env: Dict[str, str], video: Path, out: Path) -> Dict[str, str]:
-    env = dict(flow_env)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(video),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
-            "FACEMOMENT__OUTPUT__CLIPS": "false",
-            "FACEMOMENT__OUTPUT__SYNC_VIEW": "true",
-            "FACEMOMENT__OUTPUT__SUMMARY": "true",
-        }
+    return run_env(
+        flow_env,
+        video,
+        out,
+        FACEMOMENT__EXTRACT__EXTRACTORS="face,quality",
+        FACEMOMENT__OUTPUT__CLIPS="false",
+        FACEMOMENT__OUTPUT__SYNC_VIEW="true",
+        FACEMOMENT__OUTPUT__SUMMARY="true",
     )
-    return env
 
 
 @pytest.mark.parametrize(
