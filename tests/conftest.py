@@ -107,6 +107,27 @@ def decode_all(path: Any) -> list:
     return frames
 
 
+def astronaut_bgr() -> Any:
+    """scikit-image's astronaut photograph (one person, face and shoulders) in BGR."""
+    import cv2
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+class BrokenGraph:
+    """A MediaPipe graph stand-in whose every run fails with `message`."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def process(self, image: Any) -> None:
+        raise RuntimeError(self.message)
+
+    def close(self) -> None:
+        pass
+
+
 def write_sample_recording(path: Path, video_time_base: bool = False) -> Path:
     """The built-in sample stream as a recording, with its ids and timestamps.
 
