@@ -3,12 +3,13 @@ polling, running a source, decoding a video and writing the sample as a recordin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -126,6 +127,22 @@ class BrokenGraph:
 
     def close(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def busy_pub_address() -> Iterator[str]:
+    """A loopback address a ZeroMQ PUB holds for the duration, so binding it fails."""
+    import zmq
+
+    context = zmq.Context()
+    holder = context.socket(zmq.PUB)
+    holder.setsockopt(zmq.LINGER, 0)
+    holder.bind("tcp://127.0.0.1:*")
+    try:
+        yield holder.getsockopt_string(zmq.LAST_ENDPOINT)
+    finally:
+        holder.close()
+        context.term()
 
 
 def write_sample_recording(path: Path, video_time_base: bool = False) -> Path:
