@@ -17,7 +17,7 @@ import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Frame, Observation, Pose
-from operators.extraction.common import pose_observation, run_guarded  # also quietens the native logs before MediaPipe loads
+from operators.extraction.common import hand_raised, pose_observation, run_guarded  # also quietens the native logs before MediaPipe loads
 from operators.extraction.mediapipe_graph import SingleGraphExtractor, build_graph, to_rgb
 
 Keypoint = Tuple[float, float, float]
@@ -50,10 +50,6 @@ BLAZEPOSE_FOR_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27,
 BLAZEPOSE_LANDMARKS = 33
 
 COCO = {name: index for index, name in enumerate(COCO_NAMES)}
-# (wrist, shoulder) per side, COCO indices.
-ARMS = ((COCO["left_wrist"], COCO["left_shoulder"]), (COCO["right_wrist"], COCO["right_shoulder"]))
-# moments.md: both keypoints of the arm must be at least this confident.
-HAND_RAISED_MIN_CONFIDENCE = 0.5
 
 
 def coco_keypoints(landmarks: Sequence[Any]) -> List[Keypoint]:
@@ -62,16 +58,6 @@ def coco_keypoints(landmarks: Sequence[Any]) -> List[Keypoint]:
         raise ValueError(f"expected {BLAZEPOSE_LANDMARKS} pose landmarks, got {len(landmarks)}")
     picked = [landmarks[i] for i in BLAZEPOSE_FOR_COCO]
     return [(float(p.x), float(p.y), float(p.visibility)) for p in picked]
-
-
-def hand_raised(keypoints: Sequence[Keypoint], min_confidence: float = HAND_RAISED_MIN_CONFIDENCE) -> bool:
-    """A wrist above (smaller y than) its own shoulder, both confidently placed."""
-    for wrist, shoulder in ARMS:
-        _, wy, wc = keypoints[wrist]
-        _, sy, sc = keypoints[shoulder]
-        if wc >= min_confidence and sc >= min_confidence and wy < sy:
-            return True
-    return False
 
 
 def person_confidence(keypoints: Sequence[Keypoint]) -> float:
