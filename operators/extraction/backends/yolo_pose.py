@@ -43,8 +43,6 @@ PAD_VALUE = 114
 SCORE_THRESHOLD = 0.5
 NMS_IOU = 0.5
 
-Keypoint = Tuple[float, float, float]
-
 
 def letterbox(bgr: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, float, Tuple[float, float]]:
     """The 1x3xHxW input, the resize ratio and the (left, top) padding in input pixels."""
