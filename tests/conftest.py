@@ -69,16 +69,45 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return condition()
 
 
-def run_source(source: Any) -> List[Any]:
-    """Everything a Bytewax source emits, through a one-step flow."""
+def run_source(
+    source: Any,
+    script: Optional[Callable[[], None]] = None,
+    out: Optional[List[Any]] = None,
+    on_error: Optional[Callable[[], None]] = None,
+) -> List[Any]:
+    """Everything a Bytewax source emits, through a one-step flow, into `out`.
+
+    `script`, if given, runs on a thread of its own meanwhile (a publisher feeding
+    the source; it can watch `out`). An exception in it calls `on_error` (e.g. to
+    stop the source) and fails the test once the flow has ended.
+    """
+    import threading
+
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.testing import TestingSink, run_main
 
-    out: List[Any] = []
+    out = [] if out is None else out
+    errors: List[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            if script is not None:
+                script()
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+            if on_error is not None:
+                on_error()
+
     flow = Dataflow("source_test")
     op.output("out", op.input("in", flow, source), TestingSink(out))
-    run_main(flow)
+    thread = threading.Thread(target=guarded)
+    thread.start()
+    try:
+        run_main(flow)
+    finally:
+        thread.join(30)
+    assert not errors, errors
     return out
 
 
