@@ -47,6 +47,33 @@ def module_flow_env():
 PYTHON = sys.executable
 
 
+def finish(procs: List[Any], timeout: float = 300) -> List[str]:
+    """Each process's output once it ends; any still running when waiting fails is
+    killed, and each must have exited 0."""
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output[-4000:]
+    return outputs
+
+
+def run_flows(cmds: List[List[str]], env: Dict[str, str], timeout: float = 300) -> List[str]:
+    """Run the commands side by side from the repository; their outputs, all exit 0."""
+    import subprocess
+
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd in cmds
+    ]
+    return finish(procs, timeout)
+
+
 def run_env(flow_env: Dict[str, str], source: Any, out: Path, **settings: str) -> Dict[str, str]:
     """`flow_env` for a run on `source` writing to `out`, with no TRIG publisher;
     `settings` add variables or override these."""

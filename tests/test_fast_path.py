@@ -13,8 +13,7 @@ import pytest
 
 from facemoment.formats.sample import ensure_sample_video
 
-from conftest import PYTHON, free_port, run_env
-from test_scale import _run
+from conftest import PYTHON, free_port, run_env, run_flows
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ def _trace(out: Path) -> List[dict]:
 def full_fidelity(tmp_path_factory, request):
     flow_env = request.getfixturevalue("module_flow_env")
     out = tmp_path_factory.mktemp("batch")
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(flow_env, out, FACEMOMENT_PRESET="batch"))
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(flow_env, out, FACEMOMENT_PRESET="batch"))
     triggers = _triggers(out)
     assert triggers
     assert not [r for r in _trace(out) if r["record_type"] == "frame_carry"]
@@ -60,19 +59,19 @@ def _check_fast(out: Path, reference) -> None:
 
 
 def test_one_process_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(module_flow_env, tmp_path, **FAST))
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)
 
 
 def test_two_processes_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
-    _run([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path, **FAST))
+    run_flows([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)
 
 
 def test_two_process_cluster_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
     cmds = [[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-i", str(i), "-a", addresses] for i in range(2)]
-    _run(cmds, _env(module_flow_env, tmp_path, **FAST))
+    run_flows(cmds, _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)
 
 
@@ -91,7 +90,7 @@ def test_a_live_two_process_cluster_fires_what_one_process_fires_on_the_file(ext
 
     face_quality = {"FACEMOMENT__EXTRACT__EXTRACTORS": extractors, "FACEMOMENT__SOURCE__FPS": "none"}
     reference_out = tmp_path / "file"
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]],
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]],
          _env(module_flow_env, reference_out, FACEMOMENT_PRESET="batch", **face_quality))
     reference = _triggers(reference_out)
     assert reference
