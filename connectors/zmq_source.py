@@ -46,7 +46,7 @@ from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestar
 from facemoment.core.types import Frame, TraceRecord
 from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
 from connectors.receiver import ReceivedBatches, drain, sub_socket
-from connectors.shares import Gap, frame_gap, in_share, parse_share, share_parts
+from connectors.shares import Gap, StreamShares, frame_gap, in_share, parse_share
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Di
             self._context.term()
 
 
-class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
+class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, Any]]):
     """Frames from a visualbase publisher (``Frame``) plus trace records (``dict``).
 
     :arg address: the publisher's address, e.g. ``tcp://127.0.0.1:5555``.
@@ -437,9 +437,6 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         self.buffer_max_bytes = buffer_max_bytes
         self.max_time_jump_s = max_time_jump_s
         self.partitions: Dict[str, _ZmqFramePartition] = {}
-
-    def list_parts(self) -> List[str]:
-        return share_parts(self.stream_id, self.shares)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[Dict[str, Any]]
