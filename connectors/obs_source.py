@@ -36,13 +36,14 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.addresses import zmq_address
+from connectors.receiver import ReceivedBatches, drain, sub_socket
 from connectors.shares import frame_gap
 from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
 from facemoment.core.types import Observation, TraceRecord
@@ -60,7 +61,9 @@ IDLE_WAKE = timedelta(milliseconds=20)
 ObsItem = Union[Observation, TraceRecord]
 
 
-class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
+class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, Any]]):
+    IDLE_WAKE = IDLE_WAKE
+
     def __init__(self, source: "ObsSource", resume_state: Optional[Dict[str, Any]]) -> None:
         self._source = source
         self._stream_id = source.stream_id
@@ -76,13 +79,8 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         self._heard: Dict[str, float] = {}  # publisher -> monotonic time of its last message
         self._started = time.monotonic()
         self._last_receive: Optional[float] = None
-        self._ended = False
-        self._empty = False
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.SUBSCRIBE, source.topic)
+        self._socket = sub_socket(self._context, source.topic, RECEIVE_HWM)
         for address in source.addresses:
             self._socket.connect(address)
         self._stop = threading.Event()
@@ -95,14 +93,8 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
         sock = self._socket
         try:
             while not self._stop.is_set():
-                if not sock.poll(POLL_MS):
-                    continue
-                while not self._stop.is_set():
-                    try:
-                        parts = sock.recv_multipart(flags=zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._handle(parts)
+                if sock.poll(POLL_MS):
+                    drain(sock, self._stop, self._handle)
         finally:
             sock.close(linger=0)
 
@@ -193,21 +185,8 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
                 out.append(heapq.heappop(self._held)[2])
         return out
 
-    def next_batch(self) -> List[ObsItem]:
-        if self._ended:
-            raise StopIteration
-        out = self._take()
-        reason = self._end_reason()
-        if reason is not None:
-            self._stop_receiver()
-            out.extend(self._take(everything=True))
-            out.append(self._summary(reason))
-            self._ended = True
-        self._empty = not out
-        return out
-
-    def next_awake(self) -> Optional[datetime]:
-        return datetime.now(timezone.utc) + IDLE_WAKE if self._empty else None
+    def _take_rest(self) -> List[ObsItem]:
+        return self._take(everything=True)
 
     def _summary(self, reason: str) -> TraceRecord:
         with self._lock:
@@ -231,11 +210,6 @@ class _ObsPartition(StatefulSourcePartition[ObsItem, Dict[str, Any]]):
                 "counts": dict(self._counts),
                 "ended": sorted(self._ended_publishers),
             }
-
-    def _stop_receiver(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
 
     def close(self) -> None:
         self._stop_receiver()

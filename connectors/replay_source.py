@@ -31,7 +31,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.runtime import exit_status
 from facemoment.formats.recording import Record, RecordingError, RecordingReader
-from connectors.shares import in_share, parse_share, share_parts
+from connectors.shares import StreamShares, in_share, parse_share
 from facemoment.core.records import SourceError
 from facemoment.core.types import Frame, TraceRecord
 
@@ -170,7 +170,7 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, int]):
         self._close_reader()
 
 
-class ReplaySource(FixedPartitionedSource[ReplayItem, int]):
+class ReplaySource(StreamShares, FixedPartitionedSource[ReplayItem, int]):
     """Frames of a recording (``Frame``), plus a ``source_error`` record (``dict``) if it is damaged.
 
     :arg path: the recording.
@@ -203,9 +203,6 @@ class ReplaySource(FixedPartitionedSource[ReplayItem, int]):
         self.shares = max(1, shares)
         self.batch_size = batch_size
         self.clock = clock
-
-    def list_parts(self) -> List[str]:
-        return share_parts(self.stream_id, self.shares)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _ReplayPartition:
         stream_id, index, count = parse_share(for_part)

@@ -19,6 +19,16 @@ def share_parts(stream_id: str, shares: int) -> List[str]:
     return [f"{stream_id}/{i:0{width}d}of{shares}" for i in range(shares)]
 
 
+class StreamShares:
+    """`list_parts` of a source that splits its one stream into `shares` partitions."""
+
+    stream_id: str
+    shares: int
+
+    def list_parts(self) -> List[str]:
+        return share_parts(self.stream_id, self.shares)
+
+
 def parse_share(part: str) -> Tuple[str, int, int]:
     """(stream id, share index, share count) of a partition name."""
     stream_id, sep, share = part.rpartition("/")

@@ -18,7 +18,7 @@ from typing import Any, List, Optional, Tuple
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.formats.frames import FrameReader, open_frames
-from connectors.shares import in_share, parse_share, share_parts
+from connectors.shares import StreamShares, in_share, parse_share
 from facemoment.core.types import Frame
 from facemoment.runtime import exit_status
 
@@ -112,7 +112,7 @@ def _progress_bar(reader: FrameReader, stream_id: str, initial: int) -> Any:
     return tqdm(total=total, initial=initial, desc=stream_id, unit="frame", file=sys.stderr, leave=False)
 
 
-class VideoFileSource(FixedPartitionedSource[Frame, int]):
+class VideoFileSource(StreamShares, FixedPartitionedSource[Frame, int]):
     """Frames of one video file (or "sample"), ending the dataflow at the end of the file.
 
     :arg path: video file path, or "sample" for the built-in sample video.
@@ -149,9 +149,6 @@ class VideoFileSource(FixedPartitionedSource[Frame, int]):
         self.progress = progress
         self.batch_size = batch_size
         self.shares = max(1, shares)
-
-    def list_parts(self) -> List[str]:
-        return share_parts(self.stream_id, self.shares)
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _VideoFilePartition:
         stream_id, index, count = parse_share(for_part)

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
@@ -45,7 +45,8 @@ from facemoment.core.addresses import zmq_address
 from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
-from connectors.shares import Gap, frame_gap, in_share, parse_share, share_parts
+from connectors.receiver import ReceivedBatches, drain, sub_socket
+from connectors.shares import Gap, StreamShares, frame_gap, in_share, parse_share
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ class SourceStats:
         return stats
 
 
-class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
+class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[str, Any]]):
+    IDLE_WAKE = IDLE_WAKE
+
     def __init__(
         self,
         source: "ZmqFrameSource",
@@ -130,21 +133,14 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         self._got_frame = False
         self._started = time.monotonic()
         self._last_receive = self._started
-        self._ended = False
-        self._last_batch_empty = False
         self._receiver_error: Optional[str] = None
 
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
-        self._socket.setsockopt(zmq.RCVTIMEO, RECEIVE_TIMEOUT_MS)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        if self._max_frame_bytes is not None:
-            # ZeroMQ refuses a larger message before allocating it and drops that
-            # connection; the receive thread connects again (the frames lost
-            # meanwhile show up as a gap).
-            self._socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame_bytes)
-        self._socket.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
+        # ZeroMQ refuses a message over MAXMSGSIZE before allocating it and drops that
+        # connection; the receive thread connects again (the frames lost meanwhile
+        # show up as a gap).
+        limit = {} if self._max_frame_bytes is None else {"MAXMSGSIZE": self._max_frame_bytes}
+        self._socket = sub_socket(self._context, FRAME_TOPIC, RECEIVE_HWM, RCVTIMEO=RECEIVE_TIMEOUT_MS, **limit)
         try:
             self._socket.connect(self._address)
         except zmq.ZMQError as exc:
@@ -172,14 +168,8 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
                 ready = dict(poller.poll(POLL_INTERVAL_MS))
                 if monitor is not None and monitor in ready:
                     self._reconnect(sock, monitor)
-                if sock not in ready:
-                    continue
-                while not self._stop.is_set():
-                    try:
-                        parts = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._handle(parts)
+                if sock in ready:
+                    drain(sock, self._stop, self._handle, copy=False)
         except Exception as exc:  # keep the dataflow alive; next_batch ends the stream with the reason
             log.exception("frame receiver for %s failed", self._stream_id)
             self._receiver_error = f"{type(exc).__name__}: {exc}"
@@ -347,25 +337,10 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             return "connect_timeout"
         return None
 
-    def next_batch(self) -> List[SourceItem]:
-        if self._ended:
-            raise StopIteration
-        out = self._take()
-        reason = self._end_reason()
-        if reason is not None:
-            self._stop_receiver()
-            with self._lock:
-                self._flush_malformed(force=True)
-            out.extend(self._take())  # whatever arrived while stopping
-            out.append(self._summary(reason))
-            self._ended = True
-        self._last_batch_empty = not out
-        return out
-
-    def next_awake(self) -> Optional[datetime]:
-        if self._last_batch_empty:
-            return datetime.now(timezone.utc) + IDLE_WAKE
-        return None
+    def _take_rest(self) -> List[SourceItem]:
+        with self._lock:
+            self._flush_malformed(force=True)
+        return self._take()  # whatever arrived while stopping
 
     def _summary(self, reason: str) -> SourceSummary:
         return SourceSummary(
@@ -388,11 +363,6 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
         with self._lock:
             return {"last_frame_id": self._accounted_id, "counts": self._stats.as_dict()}
 
-    def _stop_receiver(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
-
     def close(self) -> None:
         self._stop_receiver()
         if self._thread.is_alive():
@@ -402,7 +372,7 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
             self._context.term()
 
 
-class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
+class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, Any]]):
     """Frames from a visualbase publisher (``Frame``) plus trace records (``dict``).
 
     :arg address: the publisher's address, e.g. ``tcp://127.0.0.1:5555``.
@@ -467,9 +437,6 @@ class ZmqFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         self.buffer_max_bytes = buffer_max_bytes
         self.max_time_jump_s = max_time_jump_s
         self.partitions: Dict[str, _ZmqFramePartition] = {}
-
-    def list_parts(self) -> List[str]:
-        return share_parts(self.stream_id, self.shares)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[Dict[str, Any]]

@@ -272,17 +272,8 @@ class FrameGrouper:
             not_due = tuple(name for name in self.expected if name not in due and name not in observations)
             extract_wall_ns = max((obs.extract_wall_ns for obs in group), default=0)
             if self.trace and missing:
-                # Wall-clock times: due one window after the frame entered, never arrived.
-                expected_ns = extract_wall_ns + self.window_ns if extract_wall_ns else None
-                yield SyncDelay(
-                    frame_id=first.frame_id,
-                    stream=first.stream_id,
-                    expected_ns=expected_ns,
-                    actual_ns=None,
-                    delay_ms=round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
-                    waiting_for=list(missing),
-                    late=False,
-                )
+                # Never arrived: no actual time.
+                yield sync_delay(first, extract_wall_ns, self.window_ns, now_ns, list(missing), late=False)
             yield FrameObservations(
                 stream_id=first.stream_id,
                 frame_id=first.frame_id,
@@ -301,16 +292,26 @@ def late_record(late: Tuple[int, Observation], window_ms: float = 100.0) -> Sync
     entered the dataflow, and when it actually reached alignment.
     """
     _window_id, obs = late
-    now_ns = time.time_ns()
-    expected_ns = obs.extract_wall_ns + int(window_ms * 1e6) if obs.extract_wall_ns else None
+    return sync_delay(obs, obs.extract_wall_ns, int(window_ms * 1e6), time.time_ns(), [obs.source], late=True)
+
+
+def sync_delay(
+    obs: Observation, extract_wall_ns: int, window_ns: int, now_ns: int, waiting_for: List[str], late: bool
+) -> SyncDelay:
+    """The `sync_delay` record of `obs`'s frame, waiting for `waiting_for` at `now_ns`.
+
+    Wall-clock times: an observation is due one window after its frame entered the
+    dataflow (`extract_wall_ns`, 0 when unknown); a late one arrived at `now_ns`.
+    """
+    expected_ns = extract_wall_ns + window_ns if extract_wall_ns else None
     return SyncDelay(
         frame_id=obs.frame_id,
         stream=obs.stream_id,
         expected_ns=expected_ns,
-        actual_ns=now_ns,
+        actual_ns=now_ns if late else None,
         delay_ms=round((now_ns - expected_ns) / 1e6, 3) if expected_ns else None,
-        waiting_for=[obs.source],
-        late=True,
+        waiting_for=waiting_for,
+        late=late,
     )
 
 

@@ -3,12 +3,13 @@ polling, running a source, decoding a video and writing the sample as a recordin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -46,6 +47,45 @@ def module_flow_env():
 PYTHON = sys.executable
 
 
+def finish(procs: List[Any], timeout: float = 300) -> List[str]:
+    """Each process's output once it ends; any still running when waiting fails is
+    killed, and each must have exited 0."""
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output[-4000:]
+    return outputs
+
+
+def run_flows(cmds: List[List[str]], env: Dict[str, str], timeout: float = 300) -> List[str]:
+    """Run the commands side by side from the repository; their outputs, all exit 0."""
+    import subprocess
+
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd in cmds
+    ]
+    return finish(procs, timeout)
+
+
+def run_env(flow_env: Dict[str, str], source: Any, out: Path, **settings: str) -> Dict[str, str]:
+    """`flow_env` for a run on `source` writing to `out`, with no TRIG publisher;
+    `settings` add variables or override these."""
+    return {
+        **flow_env,
+        "FACEMOMENT_SOURCE": str(source),
+        "FACEMOMENT_OUTPUT_DIR": str(out),
+        "FACEMOMENT_TRIG_ADDRESS": "none",
+        **settings,
+    }
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll a real condition until it holds or `timeout` passes; its last value."""
     deadline = time.monotonic() + timeout
@@ -56,16 +96,45 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return condition()
 
 
-def run_source(source: Any) -> List[Any]:
-    """Everything a Bytewax source emits, through a one-step flow."""
+def run_source(
+    source: Any,
+    script: Optional[Callable[[], None]] = None,
+    out: Optional[List[Any]] = None,
+    on_error: Optional[Callable[[], None]] = None,
+) -> List[Any]:
+    """Everything a Bytewax source emits, through a one-step flow, into `out`.
+
+    `script`, if given, runs on a thread of its own meanwhile (a publisher feeding
+    the source; it can watch `out`). An exception in it calls `on_error` (e.g. to
+    stop the source) and fails the test once the flow has ended.
+    """
+    import threading
+
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.testing import TestingSink, run_main
 
-    out: List[Any] = []
+    out = [] if out is None else out
+    errors: List[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            if script is not None:
+                script()
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+            if on_error is not None:
+                on_error()
+
     flow = Dataflow("source_test")
     op.output("out", op.input("in", flow, source), TestingSink(out))
-    run_main(flow)
+    thread = threading.Thread(target=guarded)
+    thread.start()
+    try:
+        run_main(flow)
+    finally:
+        thread.join(30)
+    assert not errors, errors
     return out
 
 
@@ -93,6 +162,43 @@ def decode_all(path: Any) -> list:
         frames.append(image)
     cap.release()
     return frames
+
+
+def astronaut_bgr() -> Any:
+    """scikit-image's astronaut photograph (one person, face and shoulders) in BGR."""
+    import cv2
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+class BrokenGraph:
+    """A MediaPipe graph stand-in whose every run fails with `message`."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def process(self, image: Any) -> None:
+        raise RuntimeError(self.message)
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def busy_pub_address() -> Iterator[str]:
+    """A loopback address a ZeroMQ PUB holds for the duration, so binding it fails."""
+    import zmq
+
+    context = zmq.Context()
+    holder = context.socket(zmq.PUB)
+    holder.setsockopt(zmq.LINGER, 0)
+    holder.bind("tcp://127.0.0.1:*")
+    try:
+        yield holder.getsockopt_string(zmq.LAST_ENDPOINT)
+    finally:
+        holder.close()
+        context.term()
 
 
 def write_sample_recording(path: Path, video_time_base: bool = False) -> Path:

@@ -5,28 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
 
-import cv2
 import numpy as np
 import pytest
 
 from facemoment.formats.sample import ensure_sample_video, sample_timeline
-from tests.conftest import REPO, _flow_env
+from tests.conftest import REPO, _flow_env, decode_all
 
 FRAMES = 100  # the face comes in at 2.0 s, camera_gaze fires near 3.0 s
-
-
-def _decode(path: Path) -> List[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    cap.release()
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +41,7 @@ def _changed_share(a: np.ndarray, b: np.ndarray, box) -> float:
 
 def test_annotated_video_decodes_with_every_frame(debug_run):
     run, out = debug_run
-    frames = _decode(out)
+    frames = decode_all(out)
     assert len(frames) == FRAMES
     assert frames[0].shape == (480, 640, 3)
     assert f"{FRAMES} frames annotated (640x480)" in run.stdout
@@ -64,8 +50,8 @@ def test_annotated_video_decodes_with_every_frame(debug_run):
 
 def test_face_box_is_drawn_where_the_face_is_and_not_elsewhere(debug_run):
     _run, out = debug_run
-    annotated = _decode(out)
-    raw = _decode(ensure_sample_video())
+    annotated = decode_all(out)
+    raw = decode_all(ensure_sample_video())
     timeline = sample_timeline()
     with_face = 80
     box = timeline.frames[with_face].face_box
@@ -81,8 +67,8 @@ def test_each_trigger_is_shown_as_it_fires(debug_run):
     fired = [line for line in run.stdout.splitlines() if "TRIGGER camera_gaze" in line]
     assert fired, run.stdout
     frame_id = int(fired[0].split()[1])
-    annotated = _decode(out)
-    raw = _decode(ensure_sample_video())
+    annotated = decode_all(out)
+    raw = decode_all(ensure_sample_video())
     strip = lambda img: img[:30].astype(np.int16)  # noqa: E731 - the banner's strip
     assert np.abs(strip(annotated[frame_id]) - strip(raw[frame_id])).mean() > 40
     assert np.abs(strip(annotated[frame_id - 5]) - strip(raw[frame_id - 5])).mean() < 15
@@ -110,7 +96,7 @@ def test_debug_reads_a_visualbase_stream(tmp_path):
             daemon.kill()
         daemon.wait()
     assert run.returncode == 0, run.stderr[-3000:]
-    frames = _decode(out)
+    frames = decode_all(out)
     # A slow annotator may miss some of a live stream's frames, never add any.
     assert 0 < len(frames) <= 30 and frames[0].shape == (480, 640, 3)
     assert f"{len(frames)} frames annotated (640x480)" in run.stdout

@@ -13,6 +13,7 @@ from skimage.transform import PiecewiseAffineTransform, warp
 
 from facemoment.core.config import Config, ConfigError, ExtractConfig
 from facemoment.core.types import Frame
+from tests.conftest import astronaut_bgr
 from operators.extraction import face as face_mod
 from operators.extraction.common import Extractor
 from operators.extraction.registry import build_extractor, check_backends
@@ -34,10 +35,6 @@ FRAME_W, FRAME_H = 640, 480
 
 
 # ---------------------------------------------------------------- images
-
-
-def astronaut_bgr() -> np.ndarray:
-    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
 def hopper_bgr() -> np.ndarray:

@@ -13,8 +13,7 @@ import pytest
 
 from facemoment.formats.sample import ensure_sample_video
 
-from conftest import PYTHON, free_port
-from test_scale import _run
+from conftest import PYTHON, finish, free_port, run_env, run_flows
 
 pytestmark = pytest.mark.slow
 
@@ -22,19 +21,9 @@ FAST = {"FACEMOMENT__EXTRACT__EVERY": "pose=2,gesture=2"}
 
 
 def _env(flow_env, out: Path, **extra) -> Dict[str, str]:
-    env = dict(flow_env)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(ensure_sample_video()),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            # All four extractors; 10 fps keeps three runs short.
-            "FACEMOMENT__SOURCE__FPS": "10",
-            "FACEMOMENT__OUTPUT__CLIPS": "false",
-        }
-    )
-    env.update(extra)
-    return env
+    # All four extractors; 10 fps keeps three runs short.
+    settings = {"FACEMOMENT__SOURCE__FPS": "10", "FACEMOMENT__OUTPUT__CLIPS": "false"}
+    return run_env(flow_env, ensure_sample_video(), out, **{**settings, **extra})
 
 
 def _triggers(out: Path) -> List[Tuple[str, int, int]]:
@@ -50,7 +39,7 @@ def _trace(out: Path) -> List[dict]:
 def full_fidelity(tmp_path_factory, request):
     flow_env = request.getfixturevalue("module_flow_env")
     out = tmp_path_factory.mktemp("batch")
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(flow_env, out, FACEMOMENT_PRESET="batch"))
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(flow_env, out, FACEMOMENT_PRESET="batch"))
     triggers = _triggers(out)
     assert triggers
     assert not [r for r in _trace(out) if r["record_type"] == "frame_carry"]
@@ -70,19 +59,19 @@ def _check_fast(out: Path, reference) -> None:
 
 
 def test_one_process_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(module_flow_env, tmp_path, **FAST))
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)
 
 
 def test_two_processes_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
-    _run([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path, **FAST))
+    run_flows([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)
 
 
 def test_two_process_cluster_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
     cmds = [[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-i", str(i), "-a", addresses] for i in range(2)]
-    _run(cmds, _env(module_flow_env, tmp_path, **FAST))
+    run_flows(cmds, _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)
 
 
@@ -101,7 +90,7 @@ def test_a_live_two_process_cluster_fires_what_one_process_fires_on_the_file(ext
 
     face_quality = {"FACEMOMENT__EXTRACT__EXTRACTORS": extractors, "FACEMOMENT__SOURCE__FPS": "none"}
     reference_out = tmp_path / "file"
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]],
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]],
          _env(module_flow_env, reference_out, FACEMOMENT_PRESET="batch", **face_quality))
     reference = _triggers(reference_out)
     assert reference
@@ -119,13 +108,11 @@ def test_a_live_two_process_cluster_fires_what_one_process_fires_on_the_file(ext
     procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
     try:
         sent = _publish_paced_and_lossless(f"tcp://127.0.0.1:{port}", subscribers=2)
-        outputs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
+    except BaseException:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, output in zip(procs, outputs):
-        assert p.returncode == 0, output[-3000:]
+            p.kill()
+        raise
+    finish(procs, timeout=240)
     assert sent == 360
     trace = _trace(out)
     assert not [r for r in trace if r["record_type"] in ("frame_drop", "sync_delay")]

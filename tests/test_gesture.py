@@ -22,6 +22,7 @@ from skimage import data as skdata
 
 from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
 from facemoment.core.types import Frame
+from tests.conftest import BrokenGraph, astronaut_bgr
 from operators.extraction.gesture import GestureExtractor
 from operators.extraction.gesture_rules import (
     FINGER_CLEAR_MARGIN,
@@ -360,10 +361,6 @@ def render_hand(landmarks: np.ndarray, scale: float, seed: int = 0) -> np.ndarra
     return np.clip(img + grain, 0, 255).astype(np.uint8)
 
 
-def astronaut_bgr() -> np.ndarray:
-    return cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)
-
-
 def frame_of(image: object, frame_id: int = 7) -> Frame:
     # Bad images on purpose in some tests, hence no type check on `image`.
     t_ns = 123_000_000 + frame_id
@@ -446,15 +443,8 @@ def test_frame_without_fields_gives_an_error_observation(extractor: GestureExtra
 
 
 def test_failing_graph_gives_an_error_observation() -> None:
-    class Broken:
-        def process(self, image: np.ndarray) -> None:
-            raise RuntimeError("graph exploded")
-
-        def close(self) -> None:
-            pass
-
     ex = GestureExtractor(ExtractConfig(), FusionConfig())
-    ex._graph = Broken()
+    ex._graph = BrokenGraph("graph exploded")
     obs = ex.extract(frame_of(astronaut_bgr()))
     assert obs.error is not None and "graph exploded" in obs.error
 

@@ -20,6 +20,7 @@ from connectors import trig_pub
 from connectors.trig_pub import TrigBindError, TrigPubSink, trigger_message
 from connectors.triggers_jsonl import FILE_NAME, TriggersJsonlSink, drop_partial_last_line, read_keys
 from facemoment.core.types import Trigger
+from tests.conftest import busy_pub_address
 
 RECV_TIMEOUT_S = 5.0
 SEND_HWM_MULTIPLE = trig_pub.SEND_HWM  # more TRIGs than the queue holds
@@ -206,21 +207,13 @@ def test_pub_remembers_a_bounded_number_of_keys(monkeypatch):
 
 
 def test_pub_bind_failure_names_the_address_and_the_setting():
-    ctx = zmq.Context()
-    holder = ctx.socket(zmq.PUB)
-    holder.setsockopt(zmq.LINGER, 0)
-    holder.bind("tcp://127.0.0.1:*")
-    endpoint = holder.getsockopt_string(zmq.LAST_ENDPOINT)
-    try:
+    with busy_pub_address() as endpoint:
         with pytest.raises(TrigBindError) as info:
             TrigPubSink(endpoint).build_part("trig", "trig_pub", None)
         assert endpoint in str(info.value)
         assert "FACEMOMENT_TRIG_ADDRESS" in str(info.value)
         with pytest.raises(TrigBindError, match="FACEMOMENT_TRIG_ADDRESS"):
             TrigPubSink(endpoint).check_address()
-    finally:
-        holder.close()
-        ctx.term()
 
 
 def test_pub_in_a_dataflow_sends_every_trigger(tmp_path):

@@ -13,6 +13,7 @@ from skimage import data as skdata
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Frame
+from tests.conftest import BrokenGraph, astronaut_bgr
 from operators.extraction.pose import (
     BLAZEPOSE_FOR_COCO,
     COCO,
@@ -28,10 +29,6 @@ from operators.extraction.pose import (
 FACE_BOX = (0.339, 0.132, 0.203, 0.203)
 # The cameraman's head in skimage's camera image, read off the image.
 CAMERAMAN_HEAD = (0.33, 0.13, 0.20, 0.27)
-
-
-def astronaut_bgr() -> np.ndarray:
-    return cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)
 
 
 def frame_of(image: object, frame_id: int = 3) -> Frame:
@@ -214,15 +211,8 @@ def test_frame_without_fields_gives_an_error_observation(extractor: PoseExtracto
 
 
 def test_failing_graph_gives_an_error_observation() -> None:
-    class Broken:
-        def process(self, image: np.ndarray) -> None:
-            raise RuntimeError("pose graph exploded")
-
-        def close(self) -> None:
-            pass
-
     ex = PoseExtractor(ExtractConfig())
-    ex._graph = Broken()
+    ex._graph = BrokenGraph("pose graph exploded")
     obs = ex.extract(frame_of(astronaut_bgr()))
     assert obs.error is not None and "pose graph exploded" in obs.error
 

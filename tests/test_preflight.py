@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-import zmq
 
 from facemoment.core.config import Config, ConfigError
 from facemoment.runtime import preflight
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, busy_pub_address, free_port
 
 
 def _case(tmp_path: Path, name: str) -> Tuple[Dict[str, str], List[str], str]:
@@ -78,21 +77,13 @@ def test_both_entry_points_refuse_a_bad_start_with_the_same_line(name, flow_env,
 
 
 def test_a_busy_trig_port_is_refused_at_start_not_at_the_first_trigger(flow_env, tmp_path):
-    port = free_port()
-    ctx = zmq.Context()
-    holder = ctx.socket(zmq.PUB)
-    holder.setsockopt(zmq.LINGER, 0)
-    holder.bind(f"tcp://127.0.0.1:{port}")
-    try:
-        env = {**flow_env, "FACEMOMENT_SOURCE": "sample", "FACEMOMENT_TRIG_ADDRESS": f"tcp://127.0.0.1:{port}"}
+    with busy_pub_address() as address:
+        env = {**flow_env, "FACEMOMENT_SOURCE": "sample", "FACEMOMENT_TRIG_ADDRESS": address}
         by_module = subprocess.run([PYTHON, "-m", "bytewax.run", "dataflows.facemoment"], cwd=REPO,
                                    env=env, capture_output=True, text=True, timeout=120)
         by_cli = subprocess.run([PYTHON, "-m", "facemoment", "process", "sample", "--trig-address",
-                                 f"tcp://127.0.0.1:{port}"], cwd=REPO, env=flow_env,
+                                 address], cwd=REPO, env=flow_env,
                                 capture_output=True, text=True, timeout=120)
-    finally:
-        holder.close()
-        ctx.term()
     line = _one_line_error(by_module, "cannot be bound")
     assert line == _one_line_error(by_cli, "cannot be bound")
 

@@ -4,14 +4,13 @@ worker or process count (wall-clock fields aside)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
 
-from conftest import PYTHON, REPO, free_port, write_sample_recording
+from conftest import PYTHON, free_port, run_env, run_flows, write_sample_recording
 
 pytestmark = pytest.mark.slow
 
@@ -22,24 +21,11 @@ def recording(tmp_path_factory) -> Path:
 
 
 def _env(base: Dict[str, str], source: Path, out: Path) -> Dict[str, str]:
-    env = dict(base)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(source),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_PRESET": "batch",
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
-        }
-    )
-    return env
+    return run_env(base, source, out, FACEMOMENT_PRESET="batch", FACEMOMENT__EXTRACT__EXTRACTORS="face,quality")
 
 
 def _replay(cmds: List[List[str]], env: Dict[str, str], out: Path) -> List[Dict]:
-    procs = [subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, output in zip(procs, outputs):
-        assert p.returncode == 0, output[-3000:]
+    run_flows(cmds, env)
     rows = [json.loads(line) for line in (out / "triggers.jsonl").read_text().splitlines()]
     for row in rows:
         row.pop("written_at")  # the only wall-clock field

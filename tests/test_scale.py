@@ -4,7 +4,6 @@ and several cameras in one dataflow keep their triggers apart."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Dict, List
 
@@ -13,27 +12,20 @@ import pytest
 
 from facemoment.formats.sample import ensure_sample_video, render_frame, sample_timeline
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, free_port, run_env, run_flows
 
 pytestmark = pytest.mark.slow
 
 
 def _env(flow_env, out: Path, **extra) -> Dict[str, str]:
-    env = dict(flow_env)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(ensure_sample_video()),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_PRESET": "batch",
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            # Face and quality carry the sample's triggers; 15 fps halves the work.
-            "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
-            "FACEMOMENT__SOURCE__FPS": "15",
-            "FACEMOMENT__OUTPUT__CLIPS": "false",
-        }
-    )
-    env.update(extra)
-    return env
+    settings = {
+        "FACEMOMENT_PRESET": "batch",
+        # Face and quality carry the sample's triggers; 15 fps halves the work.
+        "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
+        "FACEMOMENT__SOURCE__FPS": "15",
+        "FACEMOMENT__OUTPUT__CLIPS": "false",
+    }
+    return run_env(flow_env, ensure_sample_video(), out, **{**settings, **extra})
 
 
 def _triggers(out: Path) -> List[tuple]:
@@ -41,44 +33,30 @@ def _triggers(out: Path) -> List[tuple]:
     return sorted((r["stream"], r["frame_id"], r["event_t_ns"], r["reason"], r["score"], r["t_start_ns"], r["t_end_ns"]) for r in rows)
 
 
-def _run(cmds: List[List[str]], env: Dict[str, str]) -> None:
-    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for cmd in cmds]
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=300)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, output in zip(procs, outputs):
-        assert proc.returncode == 0, output[-3000:]
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, request):
     flow_env = request.getfixturevalue("module_flow_env")
     out = tmp_path_factory.mktemp("one_worker")
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(flow_env, out))
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], _env(flow_env, out))
     triggers = _triggers(out)
     assert triggers and {t[3] for t in triggers} == {"camera_gaze"}
     return triggers
 
 
 def test_n_workers_give_the_same_triggers(reference, module_flow_env, tmp_path):
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-w", "3"]], _env(module_flow_env, tmp_path))
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-w", "3"]], _env(module_flow_env, tmp_path))
     assert _triggers(tmp_path) == reference
 
 
 def test_bytewax_testing_two_processes_give_the_same_triggers(reference, module_flow_env, tmp_path):
-    _run([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path))
+    run_flows([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path))
     assert _triggers(tmp_path) == reference
 
 
 def test_two_process_cluster_gives_the_same_triggers(reference, module_flow_env, tmp_path):
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
     cmds = [[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-i", str(i), "-a", addresses] for i in range(2)]
-    _run(cmds, _env(module_flow_env, tmp_path))
+    run_flows(cmds, _env(module_flow_env, tmp_path))
     assert _triggers(tmp_path) == reference
 
 
@@ -92,7 +70,7 @@ def test_two_cameras_keep_their_triggers_apart(module_flow_env, tmp_path):
     writer.release()
     out = tmp_path / "out"
     env = _env(module_flow_env, out, FACEMOMENT__SOURCE__EXTRA=f"cam1={empty}", FACEMOMENT__OUTPUT__CLIPS="true")
-    _run([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-w", "2"]], env)
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment", "-w", "2"]], env)
     triggers = _triggers(out)
     assert triggers and {t[0] for t in triggers} == {"cam0"}
     trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]

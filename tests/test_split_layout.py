@@ -20,7 +20,7 @@ import pytest
 from facemoment.formats import sample
 from facemoment.tools.daemon import run_daemon
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, finish, free_port
 
 COMMON = {
     "FACEMOMENT_PRESET": "batch",
@@ -36,20 +36,6 @@ def _triggers(out: Path) -> List[Dict]:
     return [{k: row.get(k) for k in keep} for row in rows]
 
 
-def _finish(procs: List[subprocess.Popen], timeout: float) -> List[str]:
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=timeout)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, output in zip(procs, outputs):
-        assert proc.returncode == 0, output[-4000:]
-    return outputs
-
-
 @pytest.mark.slow
 def test_split_layout_triggers_equal_the_in_process_ones(flow_env: Dict[str, str], tmp_path: Path) -> None:
     video = sample.write_sample_video(tmp_path / "sample.mp4")
@@ -60,7 +46,7 @@ def test_split_layout_triggers_equal_the_in_process_ones(flow_env: Dict[str, str
         [PYTHON, "-m", "bytewax.run", "dataflows.facemoment"], cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    _finish([single], timeout=600)
+    finish([single], timeout=600)
     expected = _triggers(single_out)
     assert expected, "the sample gives triggers in one process"
 
@@ -93,7 +79,7 @@ def test_split_layout_triggers_equal_the_in_process_ones(flow_env: Dict[str, str
             str(video), frames, wait_subscribers=2, wait_timeout_s=300, lossless=True, log=lambda _m: None
         )
         assert summary.frames_sent == sample.sample_timeline().frame_count and summary.frames_dropped == 0
-        _finish(procs, timeout=600)
+        finish(procs, timeout=600)
     finally:
         for proc in procs:
             if proc.poll() is None:

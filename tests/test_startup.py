@@ -15,7 +15,7 @@ import pytest
 
 from facemoment.formats.sample import render_frame
 
-from conftest import PYTHON, REPO, free_port
+from conftest import PYTHON, REPO, busy_pub_address, free_port, run_env
 
 # Run in a fresh interpreter: what importing the module changes in the process.
 IMPORT_PROBE = textwrap.dedent(
@@ -94,19 +94,15 @@ def short_video(tmp_path_factory) -> Path:
 
 
 def _env(flow_env: Dict[str, str], video: Path, out: Path) -> Dict[str, str]:
-    env = dict(flow_env)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": str(video),
-            "FACEMOMENT_OUTPUT_DIR": str(out),
-            "FACEMOMENT_TRIG_ADDRESS": "none",
-            "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
-            "FACEMOMENT__OUTPUT__CLIPS": "false",
-            "FACEMOMENT__OUTPUT__SYNC_VIEW": "true",
-            "FACEMOMENT__OUTPUT__SUMMARY": "true",
-        }
+    return run_env(
+        flow_env,
+        video,
+        out,
+        FACEMOMENT__EXTRACT__EXTRACTORS="face,quality",
+        FACEMOMENT__OUTPUT__CLIPS="false",
+        FACEMOMENT__OUTPUT__SYNC_VIEW="true",
+        FACEMOMENT__OUTPUT__SUMMARY="true",
     )
-    return env
 
 
 @pytest.mark.parametrize(
@@ -133,21 +129,11 @@ def test_both_entries_show_the_live_status_of_the_flow_that_runs(flow_env, tmp_p
 
 
 def test_a_busy_trig_port_fails_the_bytewax_run_start(flow_env, tmp_path, short_video):
-    import zmq
-
-    port = free_port()
-    context = zmq.Context()
-    holder = context.socket(zmq.PUB)
-    holder.setsockopt(zmq.LINGER, 0)
-    holder.bind(f"tcp://127.0.0.1:{port}")
-    try:
+    with busy_pub_address() as address:
         env = _env(flow_env, short_video, tmp_path / "out")
-        env["FACEMOMENT_TRIG_ADDRESS"] = f"tcp://127.0.0.1:{port}"
+        env["FACEMOMENT_TRIG_ADDRESS"] = address
         done = subprocess.run([PYTHON, "-m", "bytewax.run", "dataflows.facemoment"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)
-    finally:
-        holder.close()
-        context.term()
     assert done.returncode != 0
     assert re.search(r"TRIG (publisher at|address) \S+ cannot b", done.stdout + done.stderr) or \
         "cannot bind the TRIG publisher" in done.stdout + done.stderr

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import re
 import struct
-import threading
 from typing import Any, List
 
-import bytewax.operators as op
 import numpy as np
 import pytest
 import zmq
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, run_main
 
 from connectors.zmq_source import ZmqFrameSource
 from facemoment.core.records import FrameDrop, SourceSummary
@@ -34,7 +30,7 @@ from facemoment.formats.wire import (
     unpack_frame,
 )
 
-from conftest import wait_until
+from conftest import run_source, wait_until
 
 SPEC_HEADER = "!QQIIB"
 
@@ -121,30 +117,20 @@ def test_zmq_source_decodes_spec_frames_bit_exactly() -> None:
     pub.bind("tcp://127.0.0.1:*")
     endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
     out: List[Any] = []
-    errors: List[BaseException] = []
 
     def publish() -> None:
-        try:
-            assert pub.poll(10_000), "the source never subscribed"
-            assert pub.recv() == b"\x01frame"
-            for n, (frame_id, t_ns, image) in enumerate(sent, start=1):
-                pub.send_multipart(spec_parts(frame_id, t_ns, image))
-                assert wait_until(lambda: sum(isinstance(x, Frame) for x in out) >= n)
-        except BaseException as exc:  # reported by the test thread
-            errors.append(exc)
+        assert pub.poll(10_000), "the source never subscribed"
+        assert pub.recv() == b"\x01frame"
+        for n, (frame_id, t_ns, image) in enumerate(sent, start=1):
+            pub.send_multipart(spec_parts(frame_id, t_ns, image))
+            assert wait_until(lambda: sum(isinstance(x, Frame) for x in out) >= n)
 
     source = ZmqFrameSource(endpoint, "camX", idle_timeout_s=1.0, buffer_frames=0)
-    flow = Dataflow("wire_exact")
-    op.output("out", op.input("in", flow, source), TestingSink(out))
-    thread = threading.Thread(target=publish)
-    thread.start()
     try:
-        run_main(flow)
+        run_source(source, publish, out)
     finally:
-        thread.join(30)
         pub.close(linger=0)
         context.term()
-    assert not errors, errors
     frames = [x for x in out if isinstance(x, Frame)]
     assert len(frames) == len(sent)
     for frame, (frame_id, t_ns, image) in zip(frames, sent):

@@ -8,12 +8,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-import bytewax.operators as op
 import numpy as np
 import pytest
 import zmq
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSink, run_main
 
 from connectors.frame_buffer import TIME_REBASE_FRAMES, TimeJumpGuard
 from connectors.shares import frame_gap, ids_in_share
@@ -21,7 +18,7 @@ from connectors.zmq_source import MALFORMED_INTERVAL_S, FrameBuffer, ZmqFrameSou
 from facemoment.core.records import PublisherRestart, Record
 from facemoment.core.types import Frame
 
-from conftest import wait_until
+from conftest import run_source, wait_until
 
 
 
@@ -78,7 +75,6 @@ class FlowRun:
     def __init__(self, source: ZmqFrameSource) -> None:
         self.source = source
         self.out: List[Any] = []
-        self.errors: List[BaseException] = []
 
     def records(self, record_type: str) -> List[Dict[str, Any]]:
         return [x.to_dict() for x in self.out if isinstance(x, Record) and x.TYPE == record_type]
@@ -93,23 +89,11 @@ class FlowRun:
         assert wait_until(lambda: len(self.out) > before), "message never came out of the dataflow"
 
     def run(self, script: Callable[["FlowRun"], None]) -> None:
-        def guarded() -> None:
-            try:
-                script(self)
-            except BaseException as exc:
-                self.errors.append(exc)
-                if self.source.stop_event is not None:
-                    self.source.stop_event.set()
+        def stop() -> None:
+            if self.source.stop_event is not None:
+                self.source.stop_event.set()
 
-        flow = Dataflow("zmq_source_test")
-        op.output("out", op.input("in", flow, self.source), TestingSink(self.out))
-        thread = threading.Thread(target=guarded)
-        thread.start()
-        try:
-            run_main(flow)
-        finally:
-            thread.join(30)
-        assert not self.errors, self.errors
+        run_source(self.source, lambda: script(self), self.out, on_error=stop)
 
 
 @pytest.fixture()

@@ -19,30 +19,24 @@ from facemoment.runtime.summary import read_jsonl
 
 def load_extractors(cfg: Config, warm_frame: Frame) -> Dict[str, Any]:
     """One loaded instance per extractor, each run once so first-call costs are paid."""
+    from facemoment.tools.costs import warm_up
     from operators.extraction.registry import build_extractor
 
     extractors = {}
     for name in KNOWN_EXTRACTORS:
         extractor = build_extractor(name, cfg)
-        load = getattr(extractor, "load", None)
-        if load is not None:
-            load()
-        extractor.extract(warm_frame)
+        warm_up(extractor, warm_frame)
         extractors[name] = extractor
     return extractors
 
 
 def sequential_costs(frames: Sequence[Frame], extractors: Mapping[str, Any], log: Progress) -> Dict[str, Any]:
     """Each extractor on its own over all frames, one thread: per-frame cost in ms."""
+    from facemoment.tools.costs import frame_costs_ms
+
     per_extractor: Dict[str, Any] = {}
     for name, extractor in extractors.items():
-        costs = []
-        for frame in frames:
-            start = time.perf_counter_ns()
-            obs = extractor.extract(frame)
-            costs.append((time.perf_counter_ns() - start) / 1e6)
-            if obs.error:
-                raise RuntimeError(f"{name} extractor failed on frame {frame.frame_id}: {obs.error}")
+        costs = frame_costs_ms(name, extractor, frames)
         per_extractor[name] = {
             "mean_ms": round(statistics.fmean(costs), 2),
             "median_ms": round(statistics.median(costs), 2),

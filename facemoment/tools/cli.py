@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 
 from facemoment.core.config import ConfigError
 from facemoment.core.records import LEVEL_NAMES
+from facemoment.tools.overrides import option_overrides
 
 log = logging.getLogger("facemoment")
 
@@ -53,23 +54,21 @@ def cmd_process(args: argparse.Namespace) -> int:
         # A file has no TRIG consumer by default; --trig-address opts in.
         "FACEMOMENT_TRIG_ADDRESS": args.trig_address or "none",
     }
-    if args.output_dir:
-        overrides["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
-    if args.output:
-        overrides["FACEMOMENT__OUTPUT__TRACE_PATH"] = args.output
-    if args.preset:
-        overrides["FACEMOMENT_PRESET"] = args.preset
+    overrides.update(
+        option_overrides(
+            args,
+            output_dir="FACEMOMENT_OUTPUT_DIR",
+            output="FACEMOMENT__OUTPUT__TRACE_PATH",
+            preset="FACEMOMENT_PRESET",
+        )
+    )
     if args.fps:
         overrides["FACEMOMENT__SOURCE__FPS"] = str(args.fps)
     return _run_flow(overrides, args.workers)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    overrides = {}
-    if args.source:
-        overrides["FACEMOMENT_SOURCE"] = args.source
-    if args.output_dir:
-        overrides["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
+    overrides = option_overrides(args, source="FACEMOMENT_SOURCE", output_dir="FACEMOMENT_OUTPUT_DIR")
     return _run_flow(overrides, args.workers)
 
 
@@ -78,15 +77,14 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if not args.address.startswith(("tcp://", "ipc://")):
         print(f"facemoment attach: {args.address!r} is not a ZMQ address (tcp://host:port)", file=sys.stderr)
         return 2
-    overrides = {"FACEMOMENT_SOURCE": args.address}
-    if args.output_dir:
-        overrides["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
-    if args.trig_address:
-        overrides["FACEMOMENT_TRIG_ADDRESS"] = args.trig_address
-    if args.idle_timeout is not None:
-        overrides["FACEMOMENT_IDLE_TIMEOUT_S"] = str(args.idle_timeout)
-    if args.preset:
-        overrides["FACEMOMENT_PRESET"] = args.preset
+    overrides = option_overrides(
+        args,
+        address="FACEMOMENT_SOURCE",
+        output_dir="FACEMOMENT_OUTPUT_DIR",
+        trig_address="FACEMOMENT_TRIG_ADDRESS",
+        idle_timeout="FACEMOMENT_IDLE_TIMEOUT_S",
+        preset="FACEMOMENT_PRESET",
+    )
     return _run_flow(overrides, args.workers)
 
 

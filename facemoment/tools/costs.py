@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from facemoment.core.config import Config
 from facemoment.core.types import Frame
@@ -25,23 +25,37 @@ def percentile_ms(values: Sequence[float], q: float) -> float:
     return ordered[int(q * (len(ordered) - 1))]
 
 
+def warm_up(extractor: Any, frame: Frame) -> None:
+    """Load the extractor's models and run it once: first-call costs are not per-frame costs."""
+    load = getattr(extractor, "load", None)
+    if load is not None:
+        load()
+    extractor.extract(frame)
+
+
+def frame_costs_ms(name: str, extractor: Any, frames: Sequence[Frame]) -> List[float]:
+    """Milliseconds `extractor` takes on each frame, one after the other on this thread.
+
+    A frame it fails on ends the measurement: a failing model's time means nothing.
+    """
+    times: List[float] = []
+    for frame in frames:
+        start = time.perf_counter_ns()
+        obs = extractor.extract(frame)
+        times.append((time.perf_counter_ns() - start) / 1e6)
+        if obs.error:
+            raise RuntimeError(f"{name} extractor failed on frame {frame.frame_id}: {obs.error}")
+    return times
+
+
 def measure(name: str, frames: Sequence[Frame], cfg: Config, groups: Optional[Sequence[str]] = None) -> Dict[str, object]:
     """Milliseconds per frame of extractor `name`: median, p90, mean, and the median per group label."""
     if not frames:
         raise ValueError("no frames to measure on")
     extractor = build_extractor(name, cfg)
     try:
-        load = getattr(extractor, "load", None)
-        if load is not None:
-            load()
-        extractor.extract(frames[0])  # first-call costs are not per-frame costs
-        times: List[float] = []
-        for frame in frames:
-            start = time.perf_counter_ns()
-            obs = extractor.extract(frame)
-            times.append((time.perf_counter_ns() - start) / 1e6)
-            if obs.error:
-                raise RuntimeError(f"{name}: {obs.error}")
+        warm_up(extractor, frames[0])
+        times = frame_costs_ms(name, extractor, frames)
     finally:
         extractor.close()
     by_group: Dict[str, List[float]] = {}

@@ -19,6 +19,7 @@ import socket
 from typing import Dict
 
 from facemoment.core.config import load_config
+from facemoment.tools.overrides import option_overrides
 
 
 def extract_env(args: argparse.Namespace) -> Dict[str, str]:
@@ -30,16 +31,16 @@ def extract_env(args: argparse.Namespace) -> Dict[str, str]:
         "FACEMOMENT__OUTPUT__OBS_PUBLISHER": name,
         "FACEMOMENT__OUTPUT__OBS_SUBSCRIBER_WAIT_S": str(args.subscriber_wait),
     }
-    if args.extractors:
-        env["FACEMOMENT__EXTRACT__EXTRACTORS"] = args.extractors
-    if args.stream_id:
-        env["FACEMOMENT_STREAM_ID"] = args.stream_id
-    if args.preset:
-        env["FACEMOMENT_PRESET"] = args.preset
-    if args.idle_timeout is not None:
-        env["FACEMOMENT_IDLE_TIMEOUT_S"] = str(args.idle_timeout)
-    if args.output_dir:
-        env["FACEMOMENT_OUTPUT_DIR"] = args.output_dir
+    env.update(
+        option_overrides(
+            args,
+            extractors="FACEMOMENT__EXTRACT__EXTRACTORS",
+            stream_id="FACEMOMENT_STREAM_ID",
+            preset="FACEMOMENT_PRESET",
+            idle_timeout="FACEMOMENT_IDLE_TIMEOUT_S",
+            output_dir="FACEMOMENT_OUTPUT_DIR",
+        )
+    )
     # Its own trace file, so it can share an output directory with the fusion process.
     env.setdefault("FACEMOMENT__OUTPUT__TRACE_PATH", os.path.join(args.output_dir or "out", f"extract-{name}.trace.jsonl"))
     return env

@@ -7,7 +7,7 @@ each extractor instance a thread of its own (operators/extraction/orchestrator.p
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, List, Optional, Protocol, Tuple, TypeVar, runtime_checkable
+from typing import Any, Callable, List, Optional, Protocol, Sequence, Tuple, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -99,6 +99,33 @@ def pose_observation(source: str, frame: Any, started_ns: int, poses: List[Any])
     """The pose observation of a frame, whichever backend found the people."""
     signals = {"pose_count": float(len(poses)), "hand_raised": 1.0 if any(p.hand_raised for p in poses) else 0.0}
     return frame_observation(source, frame, started_ns, poses=poses, signals=signals)
+
+
+# COCO keypoint indices of the arms: (wrist, shoulder) per side, the person's left first.
+COCO_ARMS = ((9, 5), (10, 6))
+# moments.md: both keypoints of the arm must be at least this confident.
+HAND_RAISED_MIN_CONFIDENCE = 0.5
+
+
+def hand_raised(keypoints: Sequence[Tuple[float, float, float]], min_confidence: float = HAND_RAISED_MIN_CONFIDENCE) -> bool:
+    """A wrist above (smaller y than) its own shoulder, both confidently placed.
+
+    `keypoints` are the 17 COCO (x, y, confidence), whichever backend found them.
+    """
+    for wrist, shoulder in COCO_ARMS:
+        _, wy, wc = keypoints[wrist]
+        _, sy, sc = keypoints[shoulder]
+        if wc >= min_confidence and sc >= min_confidence and wy < sy:
+            return True
+    return False
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """`v` scaled to length 1; landmarks that coincide have no direction."""
+    n = float(np.linalg.norm(v))
+    if n < 1e-9:
+        raise ValueError("degenerate landmarks")
+    return v / n
 
 
 def run_guarded(extractor: Any, frame: Any, work: Callable[[np.ndarray], T]) -> Tuple[Optional[T], Optional[Observation], int]:

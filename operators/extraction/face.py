@@ -28,8 +28,8 @@ import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Face, Frame, Observation
-from operators.extraction.common import frame_observation, run_guarded
-from operators.extraction.mediapipe_graph import build_graph
+from operators.extraction.common import frame_observation, run_guarded, unit
+from operators.extraction.mediapipe_graph import build_graph, to_rgb
 
 BACKENDS = ("mediapipe",)
 
@@ -84,13 +84,6 @@ KP_NOSE_HEIGHT = 0.55
 # ---------------------------------------------------------------- head pose
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    if n < 1e-9:
-        raise ValueError("degenerate landmarks")
-    return v / n
-
-
 def face_axes(points: np.ndarray) -> np.ndarray:
     """Rotation matrix whose columns are the face's right, down and backward axes.
 
@@ -98,12 +91,12 @@ def face_axes(points: np.ndarray) -> np.ndarray:
     x right, y down, z away from the camera, one unit on all axes (pixels).
     """
     p = np.asarray(points, dtype=np.float64)
-    across = _unit(_unit(p[LEFT_EYE_OUTER] - p[RIGHT_EYE_OUTER]) + _unit(p[LEFT_EYE_INNER] - p[RIGHT_EYE_INNER]))
+    across = unit(unit(p[LEFT_EYE_OUTER] - p[RIGHT_EYE_OUTER]) + unit(p[LEFT_EYE_INNER] - p[RIGHT_EYE_INNER]))
     # Forehead to nose base: rigid points (the chin moves with the jaw). This line
     # is perpendicular to the line of sight for people facing a camera; MediaPipe's
     # canonical face holds it ~7 degrees off, which reads portraits as looking down.
     down = p[NOSE_BASE] - p[FOREHEAD]
-    down = _unit(down - float(down @ across) * across)
+    down = unit(down - float(down @ across) * across)
     back = np.cross(across, down)
     return np.column_stack([across, down, back])
 
@@ -324,7 +317,7 @@ class FaceExtractor:
     # -- steps
 
     def _faces(self, image: np.ndarray) -> Tuple[List[Face], int]:
-        rgb = self._to_rgb(image)
+        rgb = to_rgb(image)
         detections = sorted(self._detect(rgb), key=lambda d: d.score, reverse=True)
         faces: List[Face] = []
         meshed = 0
@@ -356,13 +349,6 @@ class FaceExtractor:
         for index, face in enumerate(faces):
             face.face_id = index
         return faces, meshed
-
-    @staticmethod
-    def _to_rgb(image: np.ndarray) -> np.ndarray:
-        if image.ndim == 3 and image.shape[2] == 3:
-            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        grey = image if image.ndim == 2 else image[:, :, 0]
-        return cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2RGB)
 
     def _detect(self, rgb: np.ndarray) -> List[_Detection]:
         h, w = rgb.shape[:2]

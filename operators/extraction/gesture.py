@@ -10,7 +10,6 @@ person's own hand; pass `mirrored_input=True` for mirrored sources.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, List
 
 import numpy as np
@@ -19,8 +18,7 @@ from facemoment.core.config import ConfigError, ExtractConfig, FusionConfig
 from facemoment.core.types import Frame, Hand, Observation
 from operators.extraction.common import frame_observation, run_guarded
 from operators.extraction.gesture_rules import NONE, meets_gesture_confidence, score_gesture
-from operators.extraction.mediapipe_graph import build_graph
-from operators.extraction.pose import to_rgb
+from operators.extraction.mediapipe_graph import SingleGraphExtractor, build_graph, to_rgb
 
 # Both the full (1) and the lite (0) hand landmark models ship in the mediapipe wheel.
 SHIPPED_MODEL_COMPLEXITIES = (0, 1)
@@ -29,7 +27,7 @@ MAX_HANDS = 4
 SWAPPED_HANDEDNESS = {"Left": "Right", "Right": "Left"}
 
 
-class GestureExtractor:
+class GestureExtractor(SingleGraphExtractor):
     name = "gesture"
 
     def __init__(
@@ -47,39 +45,23 @@ class GestureExtractor:
             )
         if max_hands < 1:
             raise ConfigError(f"max_hands must be at least 1, got {max_hands}")
-        if not 0.0 <= cfg.min_detection_confidence <= 1.0:
-            raise ConfigError(
-                f"extract.min_detection_confidence must lie in 0-1, got {cfg.min_detection_confidence}"
-            )
-        self.cfg = cfg
+        super().__init__(cfg)
         self.min_gesture_confidence = fusion.min_gesture_confidence
         self.model_complexity = model_complexity
         self.max_hands = max_hands
         self.mirrored_input = mirrored_input
-        self._lock = threading.RLock()  # the graph must not run concurrently
-        self._graph: Any = None
 
-    def load(self) -> None:
-        """Build the MediaPipe graph (done on first `extract` otherwise)."""
-        with self._lock:
-            if self._graph is not None:
-                return
-            from mediapipe.python.solutions import hands as mp_hands
+    def _build_graph(self) -> Any:
+        from mediapipe.python.solutions import hands as mp_hands
 
-            self._graph = build_graph(
-                mp_hands.Hands,
-                self.cfg.graph_threads,
-                static_image_mode=True,
-                max_num_hands=self.max_hands,
-                model_complexity=self.model_complexity,
-                min_detection_confidence=self.cfg.min_detection_confidence,
-            )
-
-    def close(self) -> None:
-        with self._lock:
-            if self._graph is not None:
-                self._graph.close()
-            self._graph = None
+        return build_graph(
+            mp_hands.Hands,
+            self.cfg.graph_threads,
+            static_image_mode=True,
+            max_num_hands=self.max_hands,
+            model_complexity=self.model_complexity,
+            min_detection_confidence=self.cfg.min_detection_confidence,
+        )
 
     def extract(self, frame: Frame) -> Observation:
         hands, failed, started = run_guarded(self, frame, self._hands)

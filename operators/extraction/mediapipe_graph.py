@@ -11,10 +11,13 @@ XNNPACK's inference on desktop Linux is single-threaded already.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
+from facemoment.core.config import ConfigError, ExtractConfig
 from operators.extraction.common import quiet_native_logs
 
 # Side of the blank image every graph runs once when it is built.
@@ -63,3 +66,49 @@ def build_graph(solution: Callable[..., Any], threads: int = 1, **options: Any) 
     graph = _sized(solution, threads)(**options) if isinstance(solution, type) else solution(**options)
     graph.process(np.zeros((WARM_UP_SIZE, WARM_UP_SIZE, 3), np.uint8))
     return graph
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An RGB copy of a BGR, grey (h, w) or single-channel (h, w, 1) image."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    grey = image if image.ndim == 2 else image[:, :, 0]
+    return cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2RGB)
+
+
+def check_detection_confidence(cfg: ExtractConfig) -> None:
+    if not 0.0 <= cfg.min_detection_confidence <= 1.0:
+        raise ConfigError(
+            f"extract.min_detection_confidence must lie in 0-1, got {cfg.min_detection_confidence}"
+        )
+
+
+class SingleGraphExtractor:
+    """An extractor around one MediaPipe graph: built on first use, run under a lock.
+
+    Subclasses check their own options, call this `__init__`, and say in
+    `_build_graph` which solution to build and how.
+    """
+
+    name = ""
+
+    def __init__(self, cfg: ExtractConfig) -> None:
+        check_detection_confidence(cfg)
+        self.cfg = cfg
+        self._lock = threading.RLock()  # the graph must not run concurrently
+        self._graph: Any = None
+
+    def _build_graph(self) -> Any:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Build the MediaPipe graph (done on first `extract` otherwise)."""
+        with self._lock:
+            if self._graph is None:
+                self._graph = self._build_graph()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._graph is not None:
+                self._graph.close()
+            self._graph = None

@@ -11,16 +11,14 @@ facing the camera the left shoulder appears on the image's right.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from facemoment.core.config import ConfigError, ExtractConfig
 from facemoment.core.types import Frame, Observation, Pose
-from operators.extraction.common import pose_observation, run_guarded  # also quietens the native logs before MediaPipe loads
-from operators.extraction.mediapipe_graph import build_graph
+from operators.extraction.common import hand_raised, pose_observation, run_guarded  # also quietens the native logs before MediaPipe loads
+from operators.extraction.mediapipe_graph import SingleGraphExtractor, build_graph, to_rgb
 
 Keypoint = Tuple[float, float, float]
 
@@ -52,18 +50,6 @@ BLAZEPOSE_FOR_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27,
 BLAZEPOSE_LANDMARKS = 33
 
 COCO = {name: index for index, name in enumerate(COCO_NAMES)}
-# (wrist, shoulder) per side, COCO indices.
-ARMS = ((COCO["left_wrist"], COCO["left_shoulder"]), (COCO["right_wrist"], COCO["right_shoulder"]))
-# moments.md: both keypoints of the arm must be at least this confident.
-HAND_RAISED_MIN_CONFIDENCE = 0.5
-
-
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """An RGB copy of a BGR, grey (h, w) or single-channel (h, w, 1) image."""
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    grey = image if image.ndim == 2 else image[:, :, 0]
-    return cv2.cvtColor(np.ascontiguousarray(grey), cv2.COLOR_GRAY2RGB)
 
 
 def coco_keypoints(landmarks: Sequence[Any]) -> List[Keypoint]:
@@ -74,21 +60,11 @@ def coco_keypoints(landmarks: Sequence[Any]) -> List[Keypoint]:
     return [(float(p.x), float(p.y), float(p.visibility)) for p in picked]
 
 
-def hand_raised(keypoints: Sequence[Keypoint], min_confidence: float = HAND_RAISED_MIN_CONFIDENCE) -> bool:
-    """A wrist above (smaller y than) its own shoulder, both confidently placed."""
-    for wrist, shoulder in ARMS:
-        _, wy, wc = keypoints[wrist]
-        _, sy, sc = keypoints[shoulder]
-        if wc >= min_confidence and sc >= min_confidence and wy < sy:
-            return True
-    return False
-
-
 def person_confidence(keypoints: Sequence[Keypoint]) -> float:
     return float(np.mean([c for _, _, c in keypoints])) if keypoints else 0.0
 
 
-class PoseExtractor:
+class PoseExtractor(SingleGraphExtractor):
     name = "pose"
 
     def __init__(self, cfg: ExtractConfig, model_complexity: int = SHIPPED_MODEL_COMPLEXITY) -> None:
@@ -98,38 +74,22 @@ class PoseExtractor:
                 f"{SHIPPED_MODEL_COMPLEXITY} (the full BlazePose model) ships with mediapipe; "
                 "the others would be downloaded at run time"
             )
-        if not 0.0 <= cfg.min_detection_confidence <= 1.0:
-            raise ConfigError(
-                f"extract.min_detection_confidence must lie in 0-1, got {cfg.min_detection_confidence}"
-            )
-        self.cfg = cfg
+        super().__init__(cfg)
         self.model_complexity = model_complexity
-        self._lock = threading.RLock()  # the graph must not run concurrently
-        self._graph: Any = None
 
-    def load(self) -> None:
-        """Build the MediaPipe graph (done on first `extract` otherwise)."""
-        with self._lock:
-            if self._graph is not None:
-                return
-            from mediapipe.python.solutions import pose as mp_pose
+    def _build_graph(self) -> Any:
+        from mediapipe.python.solutions import pose as mp_pose
 
-            # Static-image mode: a fresh detection on every call, no tracking or
-            # smoothing across frames.
-            self._graph = build_graph(
-                mp_pose.Pose,
-                self.cfg.graph_threads,
-                static_image_mode=True,
-                model_complexity=self.model_complexity,
-                enable_segmentation=False,
-                min_detection_confidence=self.cfg.min_detection_confidence,
-            )
-
-    def close(self) -> None:
-        with self._lock:
-            if self._graph is not None:
-                self._graph.close()
-            self._graph = None
+        # Static-image mode: a fresh detection on every call, no tracking or
+        # smoothing across frames.
+        return build_graph(
+            mp_pose.Pose,
+            self.cfg.graph_threads,
+            static_image_mode=True,
+            model_complexity=self.model_complexity,
+            enable_segmentation=False,
+            min_detection_confidence=self.cfg.min_detection_confidence,
+        )
 
     def extract(self, frame: Frame) -> Observation:
         poses, failed, started = run_guarded(self, frame, lambda image: self._poses(to_rgb(image)))

@@ -37,6 +37,7 @@ from operators.extraction.backends.runtime import (
     input_hw,
     missing_message,
 )
+from operators.extraction.common import unit
 from operators.extraction.backends.scrfd import SCRFD, FaceDetection, estimate_pose_from_5pts
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,6 @@ LANDMARK_CROP_SCALE = 1.5
 # ---------------------------------------------------------------- head pose from 68 3D points
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    if n < 1e-9:
-        raise ValueError("degenerate landmarks")
-    return v / n
-
-
 def head_pose_from_68(points: np.ndarray) -> Tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from 68 3D landmarks (x right, y down, any depth sign).
 
@@ -84,9 +78,9 @@ def head_pose_from_68(points: np.ndarray) -> Tuple[float, float, float]:
     p = np.asarray(points, dtype=np.float64).reshape(LANDMARK_POINTS, 3).copy()
     if p[NOSE_TIP, 2] > (p[LEFT_EYE_OUTER, 2] + p[RIGHT_EYE_OUTER, 2]) / 2.0:
         p[:, 2] = -p[:, 2]
-    across = _unit(_unit(p[RIGHT_EYE_OUTER] - p[LEFT_EYE_OUTER]) + _unit(p[RIGHT_EYE_INNER] - p[LEFT_EYE_INNER]))
+    across = unit(unit(p[RIGHT_EYE_OUTER] - p[LEFT_EYE_OUTER]) + unit(p[RIGHT_EYE_INNER] - p[LEFT_EYE_INNER]))
     down = p[NOSE_BASE] - p[NOSE_BRIDGE_TOP]
-    down = _unit(down - float(down @ across) * across)
+    down = unit(down - float(down @ across) * across)
     tilt = math.radians(NOSE_LINE_TILT_DEG)
     down = math.cos(tilt) * down + math.sin(tilt) * np.cross(across, down)
     back = np.cross(across, down)

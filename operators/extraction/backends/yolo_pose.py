@@ -18,12 +18,13 @@ confidence >= 0.5.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Tuple
 
 import cv2
 import numpy as np
 
 from facemoment.core.types import Pose
+from operators.extraction.common import hand_raised
 from operators.extraction.backends.runtime import (
     POSE_FALLBACK,
     ModelLoadError,
@@ -41,23 +42,6 @@ DEFAULT_INPUT = 640
 PAD_VALUE = 114
 SCORE_THRESHOLD = 0.5
 NMS_IOU = 0.5
-
-# COCO keypoint indices.
-LEFT_SHOULDER, RIGHT_SHOULDER = 5, 6
-LEFT_WRIST, RIGHT_WRIST = 9, 10
-HAND_RAISED_MIN_CONFIDENCE = 0.5
-
-Keypoint = Tuple[float, float, float]
-
-
-def hand_raised(keypoints: Sequence[Keypoint], min_confidence: float = HAND_RAISED_MIN_CONFIDENCE) -> bool:
-    """A wrist above its own shoulder (smaller y), both seen with confidence >= `min_confidence`."""
-    for shoulder, wrist in ((LEFT_SHOULDER, LEFT_WRIST), (RIGHT_SHOULDER, RIGHT_WRIST)):
-        sx, sy, sc = keypoints[shoulder]
-        wx, wy, wc = keypoints[wrist]
-        if sc >= min_confidence and wc >= min_confidence and wy < sy:
-            return True
-    return False
 
 
 def letterbox(bgr: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, float, Tuple[float, float]]:
