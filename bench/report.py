@@ -179,7 +179,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if fuzz:
         from bench.workloads.fuzz import fuzz_rows
 
-        lines += ["## 8. Hostile messages among a live stream (ZmqFrameSource, lossless publisher)", ""]
+        lines += ["## 9. Hostile messages among a live stream (ZmqFrameSource, lossless publisher)", ""]
         lines += _table(["", "value"], fuzz_rows(fuzz))
         lines.append("")
     cpu = results.get("cpu") or {}

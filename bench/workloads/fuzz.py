@@ -25,6 +25,7 @@ from bench.meters import read_rss_mb
 from bench.plan import Plan, Record
 from connectors.zmq_source import ZmqFrameSource
 from facemoment.runtime.loopback import free_port
+from facemoment.core.records import MalformedMessage
 
 HEADER = struct.Struct("!QQIIB")
 U64_MAX = 2**64 - 1
@@ -100,7 +101,7 @@ def measure_fuzz(plan: Plan, log: Callable[[str], None], seed: int = 1) -> Recor
     run_main(flow)
     publisher.join(60)
     stats = source.partitions["cam0"].stats
-    records = [x for x in out if isinstance(x, dict) and x.get("record_type") == "malformed_message"]
+    records = [x for x in out if isinstance(x, MalformedMessage)]
     elapsed = done[0] if done else float("nan")
     result: Dict[str, Any] = {
         "seed": seed,
