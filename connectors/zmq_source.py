@@ -38,7 +38,6 @@ from datetime import timedelta
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.core.addresses import zmq_address
@@ -139,12 +138,9 @@ class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Di
         # ZeroMQ refuses a message over MAXMSGSIZE before allocating it and drops that
         # connection; the receive thread connects again (the frames lost meanwhile
         # show up as a gap).
-        limit = {} if self._max_frame_bytes is None else {"MAXMSGSIZE": self._max_frame_bytes}
-        self._socket = sub_socket(self._context, FRAME_TOPIC, RECEIVE_HWM, RCVTIMEO=RECEIVE_TIMEOUT_MS, **limit)
         try:
-            self._socket.connect(self._address)
+            self._socket = self._connected_socket()
         except zmq.ZMQError as exc:
-            self._socket.close(linger=0)
             self._context.term()
             raise ValueError(f"cannot connect to frame publisher {self._address!r}: {exc}") from exc
         self._stop = threading.Event()
@@ -152,43 +148,63 @@ class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Di
         self._thread = threading.Thread(target=self._receive_loop, name=f"zmq-frames-{stream_id}", daemon=True)
         self._thread.start()
 
+    def _connected_socket(self) -> zmq.Socket:
+        limit = {} if self._max_frame_bytes is None else {"MAXMSGSIZE": self._max_frame_bytes}
+        sock = sub_socket(self._context, FRAME_TOPIC, RECEIVE_HWM, RCVTIMEO=RECEIVE_TIMEOUT_MS, **limit)
+        try:
+            sock.connect(self._address)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        return sock
+
     # ------------------------------------------------------------ receive thread
 
     def _receive_loop(self) -> None:
         sock = self._socket
         # A message over MAXMSGSIZE makes ZeroMQ drop the connection for good: the
         # monitor sees that and the source connects again.
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) if self._max_frame_bytes is not None else None
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        if monitor is not None:
-            poller.register(monitor, zmq.POLLIN)
+        monitor = self._monitor(sock)
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(POLL_INTERVAL_MS))
-                if monitor is not None and monitor in ready:
-                    self._reconnect(sock, monitor)
-                if sock in ready:
-                    drain(sock, self._stop, self._handle, copy=False)
+                poller = zmq.Poller()
+                poller.register(sock, zmq.POLLIN)
+                if monitor is not None:
+                    poller.register(monitor, zmq.POLLIN)
+                while not self._stop.is_set():
+                    ready = dict(poller.poll(POLL_INTERVAL_MS))
+                    if sock in ready:
+                        drain(sock, self._stop, self._handle, copy=False)
+                    if monitor is not None and monitor in ready:
+                        break
+                else:
+                    break
+                # Take every whole message still queued, then replace the socket. Not
+                # disconnect(): libzmq aborts when a pipe is torn down under a message
+                # half read, and a fresh socket has no such pipe.
+                drain(sock, self._stop, self._handle, copy=False)
+                self._close(sock, monitor)
+                sock, monitor = None, None
+                sock = self._socket = self._connected_socket()
+                monitor = self._monitor(sock)
+                with self._lock:
+                    self._stats.reconnects += 1
         except Exception as exc:  # keep the dataflow alive; next_batch ends the stream with the reason
             log.exception("frame receiver for %s failed", self._stream_id)
             self._receiver_error = f"{type(exc).__name__}: {exc}"
         finally:
-            if monitor is not None:
-                sock.disable_monitor()
-                monitor.close(linger=0)
-            sock.close(linger=0)
+            if sock is not None:
+                self._close(sock, monitor)
 
-    def _reconnect(self, sock: zmq.Socket, monitor: zmq.Socket) -> None:
-        while True:
-            try:
-                recv_monitor_message(monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            sock.disconnect(self._address)
-            sock.connect(self._address)
-            with self._lock:
-                self._stats.reconnects += 1
+    def _monitor(self, sock: zmq.Socket) -> Optional[zmq.Socket]:
+        return sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) if self._max_frame_bytes is not None else None
+
+    @staticmethod
+    def _close(sock: zmq.Socket, monitor: Optional[zmq.Socket]) -> None:
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+        sock.close(linger=0)
 
     def _handle(self, parts: List[Any]) -> None:
         # Every share validates the whole header of every message it reads: a
