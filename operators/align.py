@@ -18,7 +18,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower, collect_window
 
-from facemoment.core.config import Config, extractor_rates, is_due
+from facemoment.core.config import Config, Rate, extractor_rates, is_due
 from facemoment.core.records import Level, SyncDelay
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, Observation
@@ -239,8 +239,8 @@ def make_windower(window_ms: float) -> TumblingWindower:
 class FrameGrouper:
     """Splits a closed window's observations into frames, in event-time order.
 
-    An extractor with a declared rate (`rates`, name -> N) is expected only on frames
-    whose id is a multiple of N; on the others it is not missing but `not_due`.
+    An extractor with a declared rate (`rates`, name -> Rate or N) is expected only on
+    the frames it is due on; on the others it is not missing but `not_due`.
     """
 
     def __init__(
@@ -248,7 +248,7 @@ class FrameGrouper:
         expected: Sequence[str],
         window_ms: float,
         trace_level: str = "normal",
-        rates: Optional[Mapping[str, int]] = None,
+        rates: Optional[Mapping[str, Union[Rate, int]]] = None,
     ):
         self.expected = tuple(expected)
         self.rates = dict(rates or {})
@@ -267,7 +267,7 @@ class FrameGrouper:
         for group in frames:
             first = group[0]
             observations = {obs.source: obs for obs in group}
-            due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name, 1))]
+            due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name))]
             missing = tuple(name for name in due if name not in observations)
             not_due = tuple(name for name in self.expected if name not in due and name not in observations)
             extract_wall_ns = max((obs.extract_wall_ns for obs in group), default=0)

@@ -116,7 +116,7 @@ class Fuser:
         records: List[FrameCarry] = []
         missing = list(fo.missing)
         for name in fo.not_due:
-            rate = self.rates.get(name, 1)
+            rate = self.rates[name].every if name in self.rates else 1
             last = state.last_fresh.get(name)
             if last is not None and 0 < fo.frame_id - last.frame_id < rate:
                 fo.observations[name] = dataclasses.replace(last, frame_id=fo.frame_id, t_ns=fo.t_ns)

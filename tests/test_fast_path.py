@@ -17,7 +17,9 @@ from conftest import PYTHON, finish, free_port, run_env, run_flows
 
 pytestmark = pytest.mark.slow
 
-FAST = {"FACEMOMENT__EXTRACT__EVERY": "pose=2,gesture=2"}
+# The lean preset's schedule: pose on even frames, hands on odd ones.
+LEAN_EVERY = "pose=2,gesture=2@1"
+FAST = {"FACEMOMENT__EXTRACT__EVERY": LEAN_EVERY}
 
 
 def _env(flow_env, out: Path, **extra) -> Dict[str, str]:
@@ -51,10 +53,14 @@ def _check_fast(out: Path, reference) -> None:
     trace = _trace(out)
     carries = [r for r in trace if r["record_type"] == "frame_carry"]
     fused = {r["frame_id"] for r in trace if r["record_type"] == "timing" and r["component"] == "fusion_process"}
-    # Every odd frame carries pose and gesture from the frame before; none is missing.
+    # Odd frames carry pose, even ones hands, from the frame before; only the first
+    # frame has no hands result yet.
     odd = sorted(f for f in fused if f % 2)
+    even = sorted(f for f in fused if not f % 2)
     assert odd and sorted(c["frame_id"] for c in carries if c["source"] == "pose") == odd
-    assert all(c["from_frame_id"] == c["frame_id"] - 1 for c in carries)
+    assert sorted(c["frame_id"] for c in carries if c["source"] == "gesture") == even
+    first = min(fused)
+    assert all(c["from_frame_id"] == c["frame_id"] - 1 for c in carries if c["frame_id"] != first)
     assert not [r for r in trace if r["record_type"] == "sync_delay"]
 
 
@@ -75,10 +81,11 @@ def test_two_process_cluster_fast_path_fires_what_full_fidelity_fires(full_fidel
     _check_fast(tmp_path, full_fidelity)
 
 
-# Declared rates are left out here: with two shares, rate 2 puts every pose and hands
-# job on share 0's process, which then falls seconds behind the other (see
-# docs/algorithms.md); a schedule balanced over shares is still to come.
-@pytest.mark.parametrize("extractors, every", [("face,quality", "")], ids=["full_fidelity"])
+# With two shares, lean's staggered schedule gives share 0's process every pose job and
+# share 1's every hands job, so neither falls behind the other.
+@pytest.mark.parametrize(
+    "extractors, every", [("face,quality", ""), ("face,pose,gesture,quality", LEAN_EVERY)], ids=["full_fidelity", "lean"]
+)
 def test_a_live_two_process_cluster_fires_what_one_process_fires_on_the_file(extractors, every, module_flow_env, tmp_path):
     """Live: the sample published over ZMQ at 30 fps into a two-process cluster, each
     process subscribing and keeping its share; no deadline and no buffer bound (batch

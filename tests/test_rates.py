@@ -4,7 +4,7 @@ fusion carries its last result over the frames between; what fires stays the sam
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Tuple
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from bytewax.testing import TestingSource, run_main
 
 from dataflows.facemoment import build_observation_flow
 from facemoment.core.records import FrameDrop
-from facemoment.core.config import Config, ConfigError, extractor_rates, is_due, load_config
+from facemoment.core.config import Config, ConfigError, Rate, extractor_rates, is_due, load_config
 from facemoment.core.records import FrameCarry, as_dict
 from facemoment.core.types import Frame, FrameObservations, Observation
 from operators.align import FrameGrouper
@@ -24,19 +24,22 @@ from test_scenarios import SCENARIOS, script
 
 def test_rates_come_from_name_equals_n_entries_and_bad_ones_are_refused():
     cfg = load_config(env={"FACEMOMENT__EXTRACT__EVERY": "pose=2, gesture=1"})
-    assert extractor_rates(cfg.extract) == {"pose": 2}
-    for bad in ("pose", "pose=0", "pose=two", "mouth=2"):
+    assert extractor_rates(cfg.extract) == {"pose": Rate(2)}
+    assert extractor_rates(load_config(env={"FACEMOMENT__EXTRACT__EVERY": "gesture=3@2"}).extract) == {"gesture": Rate(3, 2)}
+    for bad in ("pose", "pose=0", "pose=two", "mouth=2", "pose=2@2", "pose=2@-1", "pose=2@x"):
         with pytest.raises(ConfigError, match="extract.every"):
             load_config(env={"FACEMOMENT__EXTRACT__EVERY": bad})
     # The batch preset is full fidelity: every extractor on every frame.
     assert extractor_rates(load_config(presets=["batch"]).extract) == {}
-    assert extractor_rates(load_config(presets=["realtime", "lean"]).extract) == {"pose": 2, "gesture": 2}
+    # lean: pose on even frames, hands on odd ones.
+    assert extractor_rates(load_config(presets=["realtime", "lean"]).extract) == {"pose": Rate(2, 0), "gesture": Rate(2, 1)}
     assert extractor_rates(load_config(presets=["lean", "batch"]).extract) == {}
 
 
 def test_due_frames_depend_on_the_frame_id_alone():
     assert [i for i in range(7) if is_due(i, 3)] == [0, 3, 6]
-    assert all(is_due(i, 1) for i in range(5))
+    assert [i for i in range(7) if is_due(i, Rate(3, 1))] == [1, 4]
+    assert all(is_due(i, 1) and is_due(i, None) for i in range(5))
 
 
 class _Counting:
@@ -52,10 +55,10 @@ class _Counting:
 
 
 def test_the_orchestrator_runs_a_rated_extractor_on_its_frames_only_and_reports_no_timeout():
-    calls: Dict[str, List[int]] = {"face": [], "pose": []}
+    calls: Dict[str, List[int]] = {"face": [], "pose": [], "gesture": []}
     cfg = Config()
-    cfg.extract.extractors = ["face", "pose"]
-    cfg.extract.every = ["pose=2"]
+    cfg.extract.extractors = ["face", "pose", "gesture"]
+    cfg.extract.every = ["pose=2", "gesture=2@1"]
     cfg.extract.deadline_ms = 0.0
     orch = Orchestrator(cfg, lambda name, _cfg: _Counting(name, calls[name]))
     try:
@@ -63,7 +66,8 @@ def test_the_orchestrator_runs_a_rated_extractor_on_its_frames_only_and_reports_
         out = orch.run(frames)
     finally:
         orch.close()
-    assert calls == {"face": [0, 1, 2, 3, 4, 5], "pose": [0, 2, 4]}
+    # Staggered: pose on even frames, hands on odd ones, never both on one frame.
+    assert calls == {"face": [0, 1, 2, 3, 4, 5], "pose": [0, 2, 4], "gesture": [1, 3, 5]}
     pose = [o.frame_id for o in out if isinstance(o, Observation) and o.source == "pose"]
     assert pose == [0, 2, 4]
     assert not [r for r in out if isinstance(r, FrameDrop)]
@@ -130,9 +134,9 @@ def _triggers(observations: List[Observation], tmp_path, every: List[str]) -> Li
     return [(r["reason"], r["t_start_ns"], r["t_end_ns"]) for r in rows]
 
 
-def thinned(observations: List[Observation], rates: Dict[str, int]) -> List[Observation]:
+def thinned(observations: List[Observation], rates: Dict[str, Union[Rate, int]]) -> List[Observation]:
     """What the orchestrator hands on with these rates: rated extractors on their frames only."""
-    return [o for o in observations if is_due(o.frame_id, rates.get(o.source, 1))]
+    return [o for o in observations if is_due(o.frame_id, rates.get(o.source))]
 
 
 @pytest.mark.parametrize("reason", sorted(SCENARIOS))
@@ -261,7 +265,10 @@ def corpus() -> List[Observation]:
     return out
 
 
-@pytest.mark.parametrize("every", [["pose=2"], ["pose=2", "gesture=2"]], ids=["pose2", "lean"])
+LEAN = load_config(presets=["lean"]).extract.every
+
+
+@pytest.mark.parametrize("every", [["pose=2"], ["pose=2", "gesture=2"], LEAN], ids=["pose2", "both_even", "lean"])
 def test_the_corpus_fires_the_same_moments_with_rates_each_at_most_three_frames_later(every, tmp_path):
     observations = corpus()
     full = _triggers(observations, tmp_path / "full", [])

@@ -46,7 +46,7 @@ def _per_extractor(cfg: Config, frames: Sequence[Frame]) -> Dict[str, float]:
             extractor.extract(frames[0])  # first-call costs are not per-frame costs
             started = time.process_time()
             for frame in frames:
-                if is_due(frame.frame_id, rates.get(name, 1)):
+                if is_due(frame.frame_id, rates.get(name)):
                     extractor.extract(frame)
             out[name] = round((time.process_time() - started) * 1000.0 / len(frames), 2)
         finally:

@@ -16,7 +16,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
 from facemoment.core.addresses import AddressError, parse_address
 from facemoment.core.records import LEVEL_NAMES
@@ -86,8 +86,8 @@ class ExtractConfig:
     # Executor threads per MediaPipe graph (0: MediaPipe's default, one per core).
     # Extractors already run in parallel on their own lanes (docs/algorithms.md).
     graph_threads: int = 1
-    # Declared rates as "name=N": the extractor runs on frames whose frame_id % N == 0
-    # and fusion carries its last result over the N-1 frames between (traced as
+    # Declared rates as "name=N" or "name=N@K": the extractor runs on frames whose
+    # frame_id % N == 0 (or == K) and fusion carries its last result over the N-1 frames between (traced as
     # frame_carry). Unlisted extractors run on every frame (docs/algorithms.md).
     every: List[str] = field(default_factory=list)
 
@@ -240,10 +240,11 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
         # The seed's live preview runs face and quality only.
         "_remove_extractors": {"names": ["gesture", "pose"]},
     },
-    # Declared rates for a live stream on few cores: pose and hands every 2nd frame
-    # (waves and gestures can fire a frame or few later; docs/algorithms.md).
+    # Declared rates for a live stream on few cores: pose on even frames, hands on odd
+    # ones, so every frame carries one of the two heavy models, never both (waves and
+    # gestures can fire a frame or few later; docs/algorithms.md).
     "lean": {
-        "extract": {"every": ["pose=2", "gesture=2"]},
+        "extract": {"every": ["pose=2", "gesture=2@1"]},
     },
     "high_sensitivity": {
         "fusion": {
@@ -412,32 +413,58 @@ def _validate_outputs(cfg: Config) -> None:
         raise ConfigError(str(exc)) from exc
 
 
-def extractor_rates(ext: ExtractConfig) -> Dict[str, int]:
-    """`extract.every` as {extractor: N} for the extractors that skip frames (N > 1)."""
-    rates: Dict[str, int] = {}
+@dataclass(frozen=True)
+class Rate:
+    """A declared extractor rate: it runs on the frames with ``frame_id % every == phase``.
+
+    The phase lets two rated extractors take turns (pose on even frames, hands on
+    odd ones), so no frame carries both costs and, with as many shares as the rate,
+    each share's worker gets one of them instead of one worker getting both.
+    """
+
+    every: int
+    phase: int = 0
+
+    def due(self, frame_id: int) -> bool:
+        return self.every <= 1 or frame_id % self.every == self.phase
+
+
+def extractor_rates(ext: ExtractConfig) -> Dict[str, Rate]:
+    """`extract.every` as {extractor: Rate} for the extractors that skip frames (N > 1).
+
+    An entry is ``NAME=N`` (frames with ``frame_id % N == 0``) or ``NAME=N@K``
+    (frames with ``frame_id % N == K``, ``0 <= K < N``).
+    """
+    rates: Dict[str, Rate] = {}
     for entry in ext.every:
         name, sep, value = str(entry).partition("=")
         name = name.strip()
+        every_text, at, phase_text = value.partition("@")
         try:
-            rate = int(value)
+            rate = int(every_text)
+            phase = int(phase_text) if at else 0
         except ValueError:
-            rate = 0
-        if not sep or name not in KNOWN_EXTRACTORS or rate < 1:
+            rate = phase = -1
+        if not sep or name not in KNOWN_EXTRACTORS or rate < 1 or not 0 <= phase < max(rate, 1):
             raise ConfigError(
-                f"extract.every entry {entry!r}: expected NAME=N with NAME one of "
-                f"{', '.join(KNOWN_EXTRACTORS)} and N a whole number >= 1"
+                f"extract.every entry {entry!r}: expected NAME=N or NAME=N@K with NAME one of "
+                f"{', '.join(KNOWN_EXTRACTORS)}, N a whole number >= 1 and 0 <= K < N"
             )
         if rate > 1:
-            rates[name] = rate
+            rates[name] = Rate(rate, phase)
     return rates
 
 
-def is_due(frame_id: int, rate: int) -> bool:
-    """Whether an extractor declared to run every `rate` frames runs on this frame.
+def is_due(frame_id: int, rate: Union[Rate, int, None]) -> bool:
+    """Whether an extractor with this declared rate runs on this frame (None or 1: always).
 
     Decided by the frame id alone, so any worker or process decides the same.
     """
-    return rate <= 1 or frame_id % rate == 0
+    if rate is None:
+        return True
+    if isinstance(rate, int):
+        rate = Rate(rate)
+    return rate.due(frame_id)
 
 
 def load_config(

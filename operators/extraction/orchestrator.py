@@ -11,7 +11,7 @@ skips jobs that are already past their deadline when it reaches them, so one slo
 frame does not make every following frame late.
 
 An extractor with a declared rate (`extract.every`, N > 1) gets only the frames
-whose id is a multiple of N; fusion carries its last result over the others.
+it is due on (`frame_id % N == K`); fusion carries its last result over the others.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class Orchestrator:
         jobs = {
             name: lane.submit(_Job(frame, deadline))
             for name, lane in self.lanes.items()
-            if is_due(frame.frame_id, self.rates.get(name, 1))
+            if is_due(frame.frame_id, self.rates.get(name))
         }
         return (frame, start, deadline, depths, jobs)
 
