@@ -12,7 +12,8 @@ from bytewax.testing import TestingSource, run_main
 
 from dataflows.facemoment import build_observation_flow
 from facemoment.core.records import FrameDrop
-from facemoment.core.config import Config, ConfigError, Rate, extractor_rates, is_due, load_config
+from facemoment.core.config import Config, ConfigError, load_config
+from facemoment.core.rates import Rate, extractor_rates, is_due
 from facemoment.core.records import FrameCarry, as_dict
 from facemoment.core.types import Frame, FrameObservations, Observation
 from operators.align import FrameGrouper

@@ -13,7 +13,8 @@ import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from bench.plan import Progress
-from facemoment.core.config import KNOWN_EXTRACTORS, Config, extractor_rates, is_due
+from facemoment.core.config import KNOWN_EXTRACTORS, Config
+from facemoment.core.rates import extractor_rates, is_due
 from facemoment.core.types import Frame
 
 # (label, extract.graph_threads, extract.every)

@@ -16,7 +16,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Mapping, Optional, Tuple, get_args, get_origin, get_type_hints
 
 from facemoment.core.addresses import AddressError, parse_address
 from facemoment.core.records import LEVEL_NAMES
@@ -379,6 +379,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("align.window_ms must be positive")
     if cfg.align.allowed_lateness_ms < 0:
         raise ConfigError("align.allowed_lateness_ms must not be negative")
+    from facemoment.core.rates import extractor_rates  # rates build on this module
+
     extractor_rates(cfg.extract)  # raises on a malformed entry
     if cfg.extract.graph_threads < 0:
         raise ConfigError("extract.graph_threads must not be negative")
@@ -411,60 +413,6 @@ def _validate_outputs(cfg: Config) -> None:
             parse_address(obs_input(entry, cfg.source.stream_id)[1], "OBS publisher")
     except AddressError as exc:
         raise ConfigError(str(exc)) from exc
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A declared extractor rate: it runs on the frames with ``frame_id % every == phase``.
-
-    The phase lets two rated extractors take turns (pose on even frames, hands on
-    odd ones), so no frame carries both costs and, with as many shares as the rate,
-    each share's worker gets one of them instead of one worker getting both.
-    """
-
-    every: int
-    phase: int = 0
-
-    def due(self, frame_id: int) -> bool:
-        return self.every <= 1 or frame_id % self.every == self.phase
-
-
-def extractor_rates(ext: ExtractConfig) -> Dict[str, Rate]:
-    """`extract.every` as {extractor: Rate} for the extractors that skip frames (N > 1).
-
-    An entry is ``NAME=N`` (frames with ``frame_id % N == 0``) or ``NAME=N@K``
-    (frames with ``frame_id % N == K``, ``0 <= K < N``).
-    """
-    rates: Dict[str, Rate] = {}
-    for entry in ext.every:
-        name, sep, value = str(entry).partition("=")
-        name = name.strip()
-        every_text, at, phase_text = value.partition("@")
-        try:
-            rate = int(every_text)
-            phase = int(phase_text) if at else 0
-        except ValueError:
-            rate = phase = -1
-        if not sep or name not in KNOWN_EXTRACTORS or rate < 1 or not 0 <= phase < max(rate, 1):
-            raise ConfigError(
-                f"extract.every entry {entry!r}: expected NAME=N or NAME=N@K with NAME one of "
-                f"{', '.join(KNOWN_EXTRACTORS)}, N a whole number >= 1 and 0 <= K < N"
-            )
-        if rate > 1:
-            rates[name] = Rate(rate, phase)
-    return rates
-
-
-def is_due(frame_id: int, rate: Union[Rate, int, None]) -> bool:
-    """Whether an extractor with this declared rate runs on this frame (None or 1: always).
-
-    Decided by the frame id alone, so any worker or process decides the same.
-    """
-    if rate is None:
-        return True
-    if isinstance(rate, int):
-        rate = Rate(rate)
-    return rate.due(frame_id)
 
 
 def load_config(
