@@ -70,6 +70,9 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
             why += f"; the fastest layout in 3 reached {best} fps ({rounded(best / seq['fps'])}x the loop)"
         add("dataflow (1 worker) vs the seed's sequential loop", ">= 2x", speedup, met,
             None if met or speedup is None else f"{(2.0 - speedup):.2f}x short ({percent_text(speedup / 2.0)} of the target)", why)
+    fast = (df or {}).get("fast_path")
+    if fast and base:
+        _fast_path_targets(add, fast, base, df)
     lat = results.get("latency")
     if lat:
         target = lat["target_ms"]
@@ -117,7 +120,8 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
             f"the pipe alone (plain SUB) carries {ingest['raw_pipe']['fps']} fps; the source copies each "
             f"{ingest['mb_per_frame']} MB frame once out of the ZMQ buffer")
     cpu = results.get("cpu") or {}
-    measured_in = {"dataflow / bare": "in_process", "dataflow (1 worker)": "in_process", "2 processes": "processes",
+    measured_in = {"dataflow / bare": "in_process", "dataflow (1 worker)": "in_process", "video file": "in_process",
+                   "2 processes": "processes",
                    "TRIG latency": "latency", "flat memory": "overload", "ZMQ ingest": "ingest"}
     for target in out:
         key = next((v for k, v in measured_in.items() if target["name"].startswith(k)), None)
@@ -125,6 +129,35 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
         if foreign >= FOREIGN_LOAD_NOTE:
             target["why"] += f" (other processes used {foreign} cores during this measurement)"
     return out
+
+
+# The file targets of the fast path: the seed's loop, its goal.
+FAST_PATH_GOALS = (("sequential_loop", "sequential loop", 2.0), ("thread_pool_loop", "thread-pool loop", 1.5))
+
+
+def _fast_path_targets(add: Any, fast: Mapping[str, Any], base: Mapping[str, Any], df: Mapping[str, Any]) -> None:
+    """A video file on the fast path (lean's rates, no deadline) against each seed loop, same triggers required."""
+    for key, label, goal in FAST_PATH_GOALS:
+        loop = base.get(key)
+        if not loop:
+            continue
+        speedup = loop.get("fast_path_speedup")
+        same = bool(loop.get("same_triggers_as_fast_path"))
+        met = speedup is not None and speedup >= goal and same
+        why = (f"preset {fast['preset']} ({', '.join(fast['every'])}; no deadline, nothing shed): {fast['fps']} fps "
+               f"against the loop's {loop['fps']} fps at full fidelity, {fast['cores_used']} cores busy; "
+               f"{fast['triggers']} triggers, {'the same as' if same else 'NOT the same as'} the loop's "
+               f"(reason, start, end); the dataflow at full fidelity: {loop.get('dataflow_speedup')}x")
+        if speedup is None:
+            shortfall = "not measured"
+        elif not same:
+            shortfall = "different triggers"
+        elif speedup < goal:
+            shortfall = f"{goal - speedup:.2f}x short ({percent_text(speedup / goal)} of the target)"
+        else:
+            shortfall = None
+        add(f"video file, fast path (1 worker) vs the seed's {label}", f">= {goal}x, same triggers", speedup, met,
+            shortfall, why)
 
 
 def _versus_30(fps: float) -> str:

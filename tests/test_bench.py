@@ -239,14 +239,22 @@ def _results(**changes) -> dict:
         "dataflow": {"method": "m", "frames": 360, "seconds": 11.0, "runs_s": [11.0], "fps": 32.7, "cores_used": 1.5,
                      "overhead_ratio": 1.1, "overhead_ratio_runs": [1.1],
                      "decode": {"frames": 360, "seconds": 0.4, "ms_per_frame": 1.1},
-                     "triggers": 2, "trigger_keys": [], "same_triggers_every_run": True},
+                     "triggers": 2, "trigger_keys": [], "same_triggers_every_run": True,
+                     "fast_path": {"preset": "batch,lean", "every": ["pose=2", "gesture=2@1"], "seconds": 6.0,
+                                   "runs_s": [6.0], "fps": 60.0, "cores_used": 1.6, "triggers": 2, "trigger_keys": [],
+                                   "same_triggers_every_run": True, "same_triggers_as_full_fidelity": True}},
         "processes": {"method": "m", "frames": 360, "layouts": {
             "1 process": {"processes": 1, "seconds": 12.0, "runs_s": [12.0], "fps": 30.0, "cores_used": 1.4, "ready_spread_s": 0.0},
             "2 processes": {"processes": 2, "seconds": 9.0, "runs_s": [9.0], "fps": 40.0, "cores_used": 1.9,
                             "ready_spread_s": 0.2, "speedup_vs_1_process": 1.333}}},
         "baselines": {"sequential_loop": {"name": "sequential_loop", "frames": 360, "seconds": 13.0, "fps": 27.7,
                                           "triggers": 2, "trigger_reasons": [], "timeouts": {}, "errors": 0,
-                                          "dataflow_speedup": 1.18, "same_triggers_as_dataflow": True}},
+                                          "dataflow_speedup": 1.18, "same_triggers_as_dataflow": True,
+                                          "fast_path_speedup": 2.166, "same_triggers_as_fast_path": True},
+                      "thread_pool_loop": {"name": "thread_pool_loop", "frames": 360, "seconds": 8.0, "fps": 45.0,
+                                           "triggers": 2, "trigger_reasons": [], "timeouts": {}, "errors": 0,
+                                           "dataflow_speedup": 0.727, "same_triggers_as_dataflow": True,
+                                           "fast_path_speedup": 1.333, "same_triggers_as_fast_path": False}},
         "latency": live,
         "overload": overload,
         "ingest": {"frame_size": "1920x1080", "mb_per_frame": 6.22, "frames_published": 900,
@@ -286,6 +294,22 @@ def test_targets_say_met_or_by_how_much_they_are_missed():
     # The fixture's latency run shared the machine with 0.3 cores of other work: the verdict says so.
     assert latency["why"].endswith("(other processes used 0.3 cores during this measurement)")
     assert "other processes" not in ingest["why"]
+
+
+def test_the_fast_path_file_targets_need_the_speed_up_and_the_same_triggers():
+    targets = verdicts.evaluate_targets(_results())
+    seq = _target(targets, "video file, fast path (1 worker) vs the seed's sequential")
+    assert seq["measured"] == 2.166 and seq["met"] is True and seq["shortfall"] is None
+    assert "pose=2, gesture=2@1" in seq["why"] and "the same as the loop's" in seq["why"]
+    pool = _target(targets, "video file, fast path (1 worker) vs the seed's thread-pool")
+    assert pool["met"] is False and pool["shortfall"] == "different triggers"
+    results = _results()
+    results["baselines"]["thread_pool_loop"]["same_triggers_as_fast_path"] = True
+    pool = _target(verdicts.evaluate_targets(results), "video file, fast path (1 worker) vs the seed's thread-pool")
+    assert pool["met"] is False and pool["shortfall"].startswith("0.17x short")
+    markdown = report.render_markdown(_results())
+    assert "fast path (preset batch,lean: pose=2, gesture=2@1, no deadline)" in markdown
+    assert "| thread_pool_loop | 45.0 | 0.727 | yes | 1.333 | no |" in markdown
 
 
 def test_targets_met_have_no_shortfall():
@@ -330,7 +354,7 @@ def test_results_markdown_renders_every_section_from_the_results():
     assert "| ZMQ ingest of raw 1080p frames | >= 60 fps | 55.5 | no | 4 fps short |" in text
     assert "**36.0 fps**" in text  # bare pipelined
     assert "| 2 processes | 40.0 | 1.333 | 1.9 |" in text
-    assert "| sequential_loop | 27.7 | 1.18 | 2 | yes | none |" in text
+    assert "| sequential_loop | 27.7 | 1.18 | yes | 2.166 | yes | 2 | none |" in text
     assert "p50 330.0 ms, p99 480.5 ms" in text
     assert "after the first 10 s: **0.5 MB/min**, range 2.5 MB; last third of the run: range 1.0 MB" in text
     assert "| latency | 70.0 | 1.5 | 1.2 | 0.3 | 0.0 |" in text

@@ -13,7 +13,7 @@ import time
 from typing import Any, Dict, List, Sequence, Tuple
 
 from bench.plan import Progress
-from facemoment.core.config import KNOWN_EXTRACTORS, Config
+from facemoment.core.config import KNOWN_EXTRACTORS, PRESETS, Config
 from facemoment.core.rates import extractor_rates, is_due
 from facemoment.core.types import Frame
 
@@ -21,7 +21,7 @@ from facemoment.core.types import Frame
 SETTINGS: Tuple[Tuple[str, int, List[str]], ...] = (
     ("before: MediaPipe's default threads", 0, []),
     ("one thread per graph", 1, []),
-    ("lean: pose and hands every 2nd frame", 1, ["pose=2", "gesture=2"]),
+    ("lean: pose on even frames, hands on odd ones", 1, list(PRESETS["lean"]["extract"]["every"])),
 )
 
 
