@@ -468,12 +468,12 @@ def test_extraction_cpu_section_lists_every_setting_and_extractor():
     rows = [
         {"setting": label, "per_extractor_ms": {"face": 1.0, "pose": 2.0, "gesture": 3.0, "quality": 4.0},
          "sum_ms": 10.0, "cpu_ms_per_frame": 11.0, "fps": 30.0}
-        for label, _threads, _every in SETTINGS
+        for label, _threads, _every, _cascade in SETTINGS
     ]
     lines = render({"frames": 8, "settings": rows})
     table = [line for line in lines if line.startswith("| ")]
     assert table[0] == "| setting | face | pose | gesture | quality | sum (one thread) | all lanes, CPU ms/frame | all lanes, fps |"
-    assert [line.split(" | ")[0][2:] for line in table[1:]] == [label for label, _t, _e in SETTINGS]
+    assert [line.split(" | ")[0][2:] for line in table[1:]] == [setting[0] for setting in SETTINGS]
     assert table[1].endswith("| 1.0 | 2.0 | 3.0 | 4.0 | 10.0 | 11.0 | 30.0 |")
 
 

@@ -69,6 +69,22 @@ def test_one_process_fast_path_fires_what_full_fidelity_fires(full_fidelity, mod
     _check_fast(tmp_path, full_fidelity)
 
 
+def test_the_cascade_fires_what_full_fidelity_fires_and_skips_pose_and_hands_without_a_face(
+    full_fidelity, module_flow_env, tmp_path
+):
+    env = _env(module_flow_env, tmp_path, FACEMOMENT_PRESET="batch", FACEMOMENT__EXTRACT__CASCADE="true")
+    run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], env)
+    assert _triggers(tmp_path) == full_fidelity
+    trace = _trace(tmp_path)
+    extracted = [r for r in trace if r["record_type"] == "frame_extract"]
+    faceless = {r["frame_id"] for r in extracted if r["source"] == "face" and r["face_count"] == 0}
+    skips = [r for r in trace if r["record_type"] == "frame_skip"]
+    # The sample opens and ends without a rider: pose and hands skip exactly those frames.
+    assert faceless and {r["frame_id"] for r in skips if r["source"] == "pose"} == faceless
+    assert {r["frame_id"] for r in skips if r["source"] == "gesture"} == faceless
+    assert not {r["frame_id"] for r in extracted if r["source"] == "pose"} & faceless
+
+
 def test_two_processes_fast_path_fires_what_full_fidelity_fires(full_fidelity, module_flow_env, tmp_path):
     run_flows([[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], _env(module_flow_env, tmp_path, **FAST))
     _check_fast(tmp_path, full_fidelity)

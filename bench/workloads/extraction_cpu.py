@@ -1,8 +1,9 @@
 """CPU per frame per extractor, before and after the settings that cut it.
 
-Three settings on the same frames: MediaPipe's default executor threads (one per core,
-as before `extract.graph_threads`), one thread per graph (the default now), and the
-`lean` preset's declared rates (pose and hands every second frame). CPU time is the
+Four settings on the same frames: MediaPipe's default executor threads (one per core,
+as before `extract.graph_threads`), one thread per graph (the default now), the
+`lean` preset's declared rates (pose on even frames, hands on odd ones), and those
+rates with the cascade (pose and hands only where face found someone). CPU time is the
 process's (all threads), so it counts MediaPipe's own threads and not other
 processes; a rated extractor's per-frame figure is amortised over every frame.
 """
@@ -16,19 +17,23 @@ from bench.plan import Progress
 from facemoment.core.config import KNOWN_EXTRACTORS, PRESETS, Config
 from facemoment.core.rates import extractor_rates, is_due
 from facemoment.core.types import Frame
+from operators.extraction.orchestrator import CASCADED
 
-# (label, extract.graph_threads, extract.every)
-SETTINGS: Tuple[Tuple[str, int, List[str]], ...] = (
-    ("before: MediaPipe's default threads", 0, []),
-    ("one thread per graph", 1, []),
-    ("lean: pose on even frames, hands on odd ones", 1, list(PRESETS["lean"]["extract"]["every"])),
+LEAN = list(PRESETS["lean"]["extract"]["every"])
+# (label, extract.graph_threads, extract.every, extract.cascade)
+SETTINGS: Tuple[Tuple[str, int, List[str], bool], ...] = (
+    ("before: MediaPipe's default threads", 0, [], False),
+    ("one thread per graph", 1, [], False),
+    ("lean: pose on even frames, hands on odd ones", 1, LEAN, False),
+    ("lean + cascade: pose and hands only where face found someone", 1, LEAN, True),
 )
 
 
-def _config(threads: int, every: List[str]) -> Config:
+def _config(threads: int, every: List[str], cascade: bool = False) -> Config:
     cfg = Config()
     cfg.extract.graph_threads = threads
     cfg.extract.every = list(every)
+    cfg.extract.cascade = cascade
     cfg.extract.deadline_ms = 0.0
     cfg.output.trace = "off"
     return cfg
@@ -40,6 +45,7 @@ def _per_extractor(cfg: Config, frames: Sequence[Frame]) -> Dict[str, float]:
 
     rates = extractor_rates(cfg.extract)
     out: Dict[str, float] = {}
+    nobody: set = set()  # frames where face found no one (face runs first)
     for name in KNOWN_EXTRACTORS:
         extractor = build_extractor(name, cfg)
         try:
@@ -47,8 +53,12 @@ def _per_extractor(cfg: Config, frames: Sequence[Frame]) -> Dict[str, float]:
             extractor.extract(frames[0])  # first-call costs are not per-frame costs
             started = time.process_time()
             for frame in frames:
+                if cfg.extract.cascade and name in CASCADED and frame.frame_id in nobody:
+                    continue
                 if is_due(frame.frame_id, rates.get(name)):
-                    extractor.extract(frame)
+                    obs = extractor.extract(frame)
+                    if name == "face" and not obs.faces and obs.error is None:
+                        nobody.add(frame.frame_id)
             out[name] = round((time.process_time() - started) * 1000.0 / len(frames), 2)
         finally:
             extractor.close()
@@ -75,9 +85,9 @@ def measure_extraction_cpu(frames: Sequence[Frame], log: Progress) -> Dict[str, 
     """Every setting on the same consecutive frames (rates need consecutive frame ids)."""
     frames = [Frame(f.stream_id, index, f.t_src_ns, f.image) for index, f in enumerate(frames)]
     rows = []
-    for label, threads, every in SETTINGS:
-        cfg = _config(threads, every)
-        row = {"setting": label, "graph_threads": threads, "every": every,
+    for label, threads, every, cascade in SETTINGS:
+        cfg = _config(threads, every, cascade)
+        row = {"setting": label, "graph_threads": threads, "every": every, "cascade": cascade,
                "per_extractor_ms": _per_extractor(cfg, frames), **_pipelined(cfg, frames)}
         row["sum_ms"] = round(sum(row["per_extractor_ms"].values()), 2)
         rows.append(row)

@@ -90,6 +90,9 @@ class ExtractConfig:
     # frame_id % N == 0 (or == K) and fusion carries its last result over the N-1 frames between (traced as
     # frame_carry). Unlisted extractors run on every frame (docs/algorithms.md).
     every: List[str] = field(default_factory=list)
+    # Pose and hands wait for the frame's face result and run only when a face was
+    # found: no trigger can fire without one (docs/algorithms.md, "Cascade").
+    cascade: bool = False
 
 
 @dataclass

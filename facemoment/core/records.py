@@ -411,6 +411,21 @@ class FrameCarry(Record):
     every: int
 
 
+@register
+@dataclasses.dataclass
+class FrameSkip(Record):
+    """An extractor the cascade did not run on this frame (`extract.cascade`): face
+    found nobody, so the frame carries an empty result for it."""
+
+    TYPE: ClassVar[str] = "frame_skip"
+    LEVEL: ClassVar[Level] = Level.NORMAL
+
+    stream: str
+    frame_id: int
+    source: str
+    reason: str  # no_face
+
+
 # --- start-up and resilience records -----------------------------------------------
 
 

@@ -37,8 +37,11 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
     partial = Counter()
     carried = Counter()
     uncarried = Counter()
+    cascaded = Counter()
     for r in trace:
-        if r.get("record_type") == "frame_carry":
+        if r.get("record_type") == "frame_skip":
+            cascaded[r.get("source")] += 1
+        elif r.get("record_type") == "frame_carry":
             (carried if r.get("from_frame_id") is not None else uncarried)[r.get("source")] += 1
         elif r.get("record_type") == "frame_drop":
             if r.get("reason") == "timeout":
@@ -70,6 +73,11 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
             "frames an extractor skipped for its declared rate: "
             + ", ".join(f"{k} {carried[k]} carried" + (f", {uncarried[k]} with nothing to carry" if uncarried[k] else "")
                         for k, _n in (carried + uncarried).most_common())
+        )
+    if cascaded:
+        lines.append(
+            "frames the cascade skipped (face found nobody): "
+            + ", ".join(f"{k} {v}" for k, v in cascaded.most_common())
         )
     lines.extend(why_lines(latest_tallies(trace), len(triggers)))
     lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")

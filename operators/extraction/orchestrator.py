@@ -12,6 +12,10 @@ frame does not make every following frame late.
 
 An extractor with a declared rate (`extract.every`, N > 1) gets only the frames
 it is due on (`frame_id % N == K`); fusion carries its last result over the others.
+
+With the cascade (`extract.cascade`), pose and hands wait for the frame's face result
+and run only when it found a face; otherwise they yield an empty observation marked
+as skipped (no trigger can fire without a face, docs/algorithms.md).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import CancelledError, Future, TimeoutError as FutureTimeout
+from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -30,7 +34,7 @@ from bytewax.dataflow import Stream, operator
 
 from facemoment.core.config import Config
 from facemoment.core.rates import extractor_rates, is_due
-from facemoment.core.records import FrameDrop, FrameExtract, Level, ModelsReady, Timing
+from facemoment.core.records import FrameDrop, FrameExtract, FrameSkip, Level, ModelsReady, Timing
 from facemoment.core.streams import ItemsAndRecords, split_records
 from facemoment.runtime import readiness
 from facemoment.core.types import Frame, Observation, TraceRecord
@@ -39,6 +43,11 @@ from operators.align import FRAME_MARKER
 log = logging.getLogger(__name__)
 
 Item = Union[Observation, TraceRecord, ModelsReady]
+
+# The extractors the cascade holds back until face has looked at the frame.
+CASCADED = ("pose", "gesture")
+# Signal on the empty observation of an extractor the cascade skipped.
+SKIPPED_NO_FACE = "skipped_no_face"
 
 
 @dataclass
@@ -149,6 +158,7 @@ class Orchestrator:
         self.deadline_ns = int(cfg.extract.deadline_ms * 1e6) if cfg.extract.deadline_ms > 0 else None
         self.trace = Level.parse(cfg.output.trace) >= Level.NORMAL
         self.rates = extractor_rates(cfg.extract)
+        self.cascade = bool(cfg.extract.cascade) and "face" in cfg.extract.extractors
         self.lanes: Dict[str, Lane] = {
             name: Lane(name, (lambda n=name: factory(n, cfg))) for name in cfg.extract.extractors
         }
@@ -170,12 +180,35 @@ class Orchestrator:
         start = time.perf_counter_ns()
         deadline = start + self.deadline_ns if self.deadline_ns is not None else None
         depths = {name: lane.depth for name, lane in self.lanes.items()}
-        jobs = {
-            name: lane.submit(_Job(frame, deadline))
-            for name, lane in self.lanes.items()
-            if is_due(frame.frame_id, self.rates.get(name))
-        }
+        jobs = {name: _Job(frame, deadline) for name in self.lanes if is_due(frame.frame_id, self.rates.get(name))}
+        held = {name: job for name, job in jobs.items() if self.cascade and name in CASCADED and "face" in jobs}
+        for name, job in jobs.items():
+            if name not in held:
+                self.lanes[name].submit(job)
+        if held:
+            jobs["face"].future.add_done_callback(functools.partial(self._after_face, held))
         return (frame, start, deadline, depths, jobs)
+
+    def _after_face(self, held: Dict[str, _Job], face: Future) -> None:
+        """The cascade: run the held extractors unless face found nobody on the frame.
+
+        A face result that failed, was skipped or cancelled does not count as nobody:
+        the held extractors then run as without the cascade.
+        """
+        obs = None
+        if not face.cancelled() and face.exception() is None:
+            obs = face.result()
+        nobody = obs is not None and obs.error is None and not obs.faces
+        for name, job in held.items():
+            if not nobody:
+                self.lanes[name].submit(job)
+                continue
+            frame = job.frame
+            skipped = Observation(name, frame.stream_id, frame.frame_id, frame.t_src_ns, signals={SKIPPED_NO_FACE: 1.0})
+            try:
+                job.future.set_result(skipped)
+            except InvalidStateError:  # cancelled meanwhile: the source dropped the frame
+                pass
 
     def prefetch(self, frame: Frame) -> None:
         """Start extracting a frame the moment a live source accepts it.
@@ -227,6 +260,10 @@ class Orchestrator:
                     continue
                 obs.extract_wall_ns = extract_wall_ns
                 out.append(obs)
+                if SKIPPED_NO_FACE in obs.signals:
+                    if self.trace:
+                        out.append(FrameSkip(frame.stream_id, frame.frame_id, name, "no_face"))
+                    continue
                 if self.trace:
                     out.append(self._timing(frame, name, obs.processing_ms, depths[name]))
                     out.append(_frame_extract(obs))
