@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional
 
 from facemoment.core.config import ConfigError
 from facemoment.core.records import LEVEL_NAMES
@@ -105,6 +105,16 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return daemon_main(args) or 0
 
 
+# A live stream on a small machine: lean keeps every extractor within its deadline on
+# two cores, where full fidelity cannot (bench/results.md).
+DEMO_PRESET = "lean"
+
+
+def demo_preset(option: Optional[str], environ: Mapping[str, str]) -> str:
+    """The demo's presets: --preset, else $FACEMOMENT_PRESET, else lean ('' is none)."""
+    return option if option is not None else environ.get("FACEMOMENT_PRESET", DEMO_PRESET)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default end to end: daemon → ZMQ → dataflow → TRIG + clips."""
     from facemoment.formats.sample import ensure_sample_video
@@ -128,6 +138,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "FACEMOMENT_STREAM_ID": "cam0",
         }
     )
+    preset = demo_preset(args.preset, os.environ)
+    env.pop("FACEMOMENT_PRESET", None)
+    if preset:
+        env["FACEMOMENT_PRESET"] = preset
+    print(f"preset: {preset or 'none (full fidelity)'}", flush=True)
     cmd = [sys.executable, "-m", "bytewax.run", "dataflows.facemoment", "-w", str(args.workers)]
     print("starting: " + " ".join(cmd), flush=True)
     flow = subprocess.Popen(cmd, env=env)
@@ -198,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-timeout", type=float, default=120.0)
     p.add_argument("-w", "--workers", type=int, default=1)
     p.add_argument("--bind-all", action="store_true", help="publish frames on all interfaces")
+    p.add_argument("--preset", default=None,
+                   help=f"presets for the live run (default: $FACEMOMENT_PRESET, else {DEMO_PRESET}; "
+                        "'' for full fidelity on every frame)")
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
     p.set_defaults(func=cmd_demo)
 
