@@ -338,3 +338,19 @@ def test_clip_sink_in_a_dataflow_routes_each_stream_to_its_partition(tmp_path, s
     assert all(e["status"] == "ok" for e in entries.values()), entries
     assert abs(entries["live"]["duration_s"] - 4.0) <= 0.2
     assert len(mp4s(out)) == 2
+
+
+def test_clip_encoding_runs_only_on_cpu_time_nothing_else_wants():
+    """Background ffmpeg runs at SCHED_IDLE, so cutting a clip cannot delay a live stream's extraction."""
+    import os
+    import subprocess
+    import sys
+
+    from facemoment.formats import media
+
+    code = "import os; print(os.sched_getscheduler(0))"
+    child = subprocess.run([sys.executable, "-c", code], preexec_fn=media._lower_priority,
+                           capture_output=True, text=True, check=True)
+    assert int(child.stdout) == os.SCHED_IDLE
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(plain.stdout) != os.SCHED_IDLE

@@ -88,8 +88,15 @@ def run_ffmpeg(
 
 
 def _lower_priority() -> None:
+    # SCHED_IDLE: the encoder runs only on CPU time nothing else wants, so a clip cut
+    # during a live stream cannot delay extraction; nice is the fallback elsewhere.
     try:
-        os.nice(10)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.nice(19)
     except OSError:
         pass
 
