@@ -240,8 +240,8 @@ def make_windower(window_ms: float) -> TumblingWindower:
 class FrameGrouper:
     """Splits a closed window's observations into frames, in event-time order.
 
-    An extractor with a declared rate (`rates`, name -> Rate or N) is expected only on
-    the frames it is due on; on the others it is not missing but `not_due`.
+    An extractor with a declared rate (`rates`, name -> Rate) is expected only on the
+    frames it is due on; on the others it is not missing but `not_due`.
     """
 
     def __init__(
@@ -249,7 +249,7 @@ class FrameGrouper:
         expected: Sequence[str],
         window_ms: float,
         trace_level: str = "normal",
-        rates: Optional[Mapping[str, Union[Rate, int]]] = None,
+        rates: Optional[Mapping[str, Rate]] = None,
     ):
         self.expected = tuple(expected)
         self.rates = dict(rates or {})

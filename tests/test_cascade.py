@@ -16,7 +16,7 @@ from facemoment.core.config import Config, load_config
 from facemoment.core.rates import extractor_rates
 from facemoment.core.records import FrameSkip, as_dict
 from facemoment.core.types import Face, Frame, Observation
-from operators.extraction.orchestrator import SKIPPED_NO_FACE, Orchestrator
+from operators.extraction.orchestrator import SKIPPED_NO_FACE, Orchestrator, found_nobody
 
 from test_rates import LEAN, thinned
 from test_scenarios import FPS, SCENARIOS, face, hand, script, still_pose
@@ -79,7 +79,7 @@ def test_the_cascade_is_a_setting_off_by_default():
 
 def cascaded(observations: List[Observation]) -> List[Observation]:
     """What the orchestrator hands on with the cascade: empty pose and hands where face found nobody."""
-    nobody = {o.frame_id for o in observations if o.source == "face" and not o.faces}
+    nobody = {o.frame_id for o in observations if o.source == "face" and found_nobody(o)}
     out = []
     for o in observations:
         if o.source in ("pose", "gesture") and o.frame_id in nobody:

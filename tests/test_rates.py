@@ -4,7 +4,7 @@ fusion carries its last result over the frames between; what fires stays the sam
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -38,9 +38,9 @@ def test_rates_come_from_name_equals_n_entries_and_bad_ones_are_refused():
 
 
 def test_due_frames_depend_on_the_frame_id_alone():
-    assert [i for i in range(7) if is_due(i, 3)] == [0, 3, 6]
+    assert [i for i in range(7) if is_due(i, Rate(3))] == [0, 3, 6]
     assert [i for i in range(7) if is_due(i, Rate(3, 1))] == [1, 4]
-    assert all(is_due(i, 1) and is_due(i, None) for i in range(5))
+    assert all(is_due(i, Rate(1)) and is_due(i, None) for i in range(5))
 
 
 class _Counting:
@@ -75,7 +75,7 @@ def test_the_orchestrator_runs_a_rated_extractor_on_its_frames_only_and_reports_
 
 
 def test_the_grouper_expects_a_rated_extractor_only_on_its_frames():
-    grouper = FrameGrouper(["face", "pose"], 100.0, rates={"pose": 2})
+    grouper = FrameGrouper(["face", "pose"], 100.0, rates={"pose": Rate(2)})
     items = [Observation(src, "cam0", i, i * 33_333_333) for i in (0, 1) for src in ("frame", "face")]
     items.append(Observation("pose", "cam0", 0, 0))
     out = [fo for fo in grouper((0, items)) if isinstance(fo, FrameObservations)]
@@ -135,7 +135,7 @@ def _triggers(observations: List[Observation], tmp_path, every: List[str]) -> Li
     return [(r["reason"], r["t_start_ns"], r["t_end_ns"]) for r in rows]
 
 
-def thinned(observations: List[Observation], rates: Dict[str, Union[Rate, int]]) -> List[Observation]:
+def thinned(observations: List[Observation], rates: Dict[str, Rate]) -> List[Observation]:
     """What the orchestrator hands on with these rates: rated extractors on their frames only."""
     return [o for o in observations if is_due(o.frame_id, rates.get(o.source))]
 
@@ -144,7 +144,7 @@ def thinned(observations: List[Observation], rates: Dict[str, Union[Rate, int]])
 def test_pose_every_second_frame_fires_the_same_triggers_on_every_scenario(reason, tmp_path):
     observations = script(**SCENARIOS[reason])
     full = _triggers(observations, tmp_path / "full", [])
-    fast = _triggers(thinned(observations, {"pose": 2}), tmp_path / "fast", ["pose=2"])
+    fast = _triggers(thinned(observations, {"pose": Rate(2)}), tmp_path / "fast", ["pose=2"])
     assert full and [t[0] for t in full] == [reason]
     assert fast == full
 
@@ -181,7 +181,7 @@ def test_waves_sampled_every_second_frame_fire_the_same_waves_at_most_three_fram
     for n, (start, hz) in enumerate((s, hz) for s in (120, 121, 122, 123) for hz in (3.0, 4.0)):
         observations = script(**_wave(start, hz, 0.1))
         full = _triggers(observations, tmp_path / f"full{n}", [])
-        fast = _triggers(thinned(observations, {"pose": 2}), tmp_path / f"fast{n}", ["pose=2"])
+        fast = _triggers(thinned(observations, {"pose": Rate(2)}), tmp_path / f"fast{n}", ["pose=2"])
         assert len(full) == 1
         shifts += _shift_frames(full, fast)
     assert all(0 <= s <= 3 for s in shifts), shifts
@@ -191,11 +191,11 @@ def test_waves_sampled_every_second_frame_fire_the_same_waves_at_most_three_fram
 def test_gestures_sampled_every_second_frame_can_fire_on_a_single_frame_gesture(tmp_path):
     observations = script(**_gesture(120, 1))  # one frame: never two consecutive
     assert _triggers(observations, tmp_path / "full", []) == []
-    fast = _triggers(thinned(observations, {"gesture": 2}), tmp_path / "fast", ["gesture=2"])
+    fast = _triggers(thinned(observations, {"gesture": Rate(2)}), tmp_path / "fast", ["gesture=2"])
     assert [t[0] for t in fast] == ["gesture_vsign"]  # carried to frame 121: it fires
     held = script(**_gesture(121, 10))  # starts on a frame gesture does not run on
     full = _triggers(held, tmp_path / "full2", [])
-    fast = _triggers(thinned(held, {"gesture": 2}), tmp_path / "fast2", ["gesture=2"])
+    fast = _triggers(thinned(held, {"gesture": Rate(2)}), tmp_path / "fast2", ["gesture=2"])
     assert _shift_frames(full, fast) == [1]
 
 

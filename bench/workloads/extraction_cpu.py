@@ -17,7 +17,7 @@ from bench.plan import Progress
 from facemoment.core.config import KNOWN_EXTRACTORS, PRESETS, Config
 from facemoment.core.rates import extractor_rates, is_due
 from facemoment.core.types import Frame
-from operators.extraction.orchestrator import CASCADED
+from operators.extraction.orchestrator import CASCADED, found_nobody
 
 LEAN = list(PRESETS["lean"]["extract"]["every"])
 # (label, extract.graph_threads, extract.every, extract.cascade)
@@ -57,7 +57,7 @@ def _per_extractor(cfg: Config, frames: Sequence[Frame]) -> Dict[str, float]:
                     continue
                 if is_due(frame.frame_id, rates.get(name)):
                     obs = extractor.extract(frame)
-                    if name == "face" and not obs.faces and obs.error is None:
+                    if name == "face" and found_nobody(obs):
                         nobody.add(frame.frame_id)
             out[name] = round((time.process_time() - started) * 1000.0 / len(frames), 2)
         finally:

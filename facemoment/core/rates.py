@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Union
+from typing import Dict, Optional
 
 from facemoment.core.config import KNOWN_EXTRACTORS, ConfigError, ExtractConfig
 
@@ -50,13 +50,9 @@ def extractor_rates(ext: ExtractConfig) -> Dict[str, Rate]:
     return rates
 
 
-def is_due(frame_id: int, rate: Union[Rate, int, None]) -> bool:
-    """Whether an extractor with this declared rate runs on this frame (None or 1: always).
+def is_due(frame_id: int, rate: Optional[Rate]) -> bool:
+    """Whether an extractor with this declared rate runs on this frame (None: always).
 
     Decided by the frame id alone, so any worker or process decides the same.
     """
-    if rate is None:
-        return True
-    if isinstance(rate, int):
-        rate = Rate(rate)
-    return rate.due(frame_id)
+    return rate is None or rate.due(frame_id)

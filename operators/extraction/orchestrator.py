@@ -50,6 +50,14 @@ CASCADED = ("pose", "gesture")
 SKIPPED_NO_FACE = "skipped_no_face"
 
 
+def found_nobody(face: Optional[Observation]) -> bool:
+    """The cascade's test: a face result that ran and found no face.
+
+    A missing, skipped or failed result is not "nobody": the held extractors then run.
+    """
+    return face is not None and face.error is None and not face.faces
+
+
 @dataclass
 class _Job:
     frame: Frame
@@ -158,7 +166,7 @@ class Orchestrator:
         self.deadline_ns = int(cfg.extract.deadline_ms * 1e6) if cfg.extract.deadline_ms > 0 else None
         self.trace = Level.parse(cfg.output.trace) >= Level.NORMAL
         self.rates = extractor_rates(cfg.extract)
-        self.cascade = bool(cfg.extract.cascade) and "face" in cfg.extract.extractors
+        self.cascade = bool(cfg.extract.cascade)
         self.lanes: Dict[str, Lane] = {
             name: Lane(name, (lambda n=name: factory(n, cfg))) for name in cfg.extract.extractors
         }
@@ -190,15 +198,9 @@ class Orchestrator:
         return (frame, start, deadline, depths, jobs)
 
     def _after_face(self, held: Dict[str, _Job], face: Future) -> None:
-        """The cascade: run the held extractors unless face found nobody on the frame.
-
-        A face result that failed, was skipped or cancelled does not count as nobody:
-        the held extractors then run as without the cascade.
-        """
-        obs = None
-        if not face.cancelled() and face.exception() is None:
-            obs = face.result()
-        nobody = obs is not None and obs.error is None and not obs.faces
+        """The cascade: run the held extractors unless face found nobody on the frame."""
+        obs = face.result() if not face.cancelled() and face.exception() is None else None
+        nobody = found_nobody(obs)
         for name, job in held.items():
             if not nobody:
                 self.lanes[name].submit(job)
