@@ -46,19 +46,18 @@ from facemoment.core.addresses import zmq_address
 from connectors.receiver import ReceivedBatches, drain, sub_socket
 from connectors.shares import frame_gap
 from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
-from facemoment.core.types import Observation, TraceRecord
+from facemoment.core.types import Extracted, FramePresence, Observation, TraceRecord
 from facemoment.formats.obs import parse_obs_from
 from facemoment.formats.wire import MSG_TOPIC, WireError, split_text_parts
 
 log = logging.getLogger(__name__)
 
-FRAME_MARKER = "frame"  # the source name of the per-frame marker (operators.align)
 END_SOURCE = "end"  # a publisher's last message (connectors.obs_pub)
 RECEIVE_HWM = 100_000  # OBS are small: the fusion side keeps what it is sent
 POLL_MS = 100
 IDLE_WAKE = timedelta(milliseconds=20)
 
-ObsItem = Union[Observation, TraceRecord]
+ObsItem = Union[Extracted, TraceRecord]
 
 
 class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, Any]]):
@@ -73,7 +72,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         self._counts: Counter = Counter(state.get("counts") or {})
         self._lock = threading.Lock()
         self._items: Deque[ObsItem] = deque()  # records, ready to go
-        self._held: List[Tuple[int, int, Observation]] = []  # (t_ns, arrival order, obs), a heap
+        self._held: List[Tuple[int, int, Extracted]] = []  # (t_ns, arrival order, obs), a heap
         self._order = itertools.count()
         self._progress: Dict[str, int] = {}  # publisher -> newest t_ns it sent
         self._heard: Dict[str, float] = {}  # publisher -> monotonic time of its last message
@@ -120,7 +119,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
                 return
             self._progress[publisher] = max(obs.t_ns, self._progress.get(publisher, obs.t_ns))
             self._counts[f"obs_{obs.source}"] += 1
-            if obs.source == FRAME_MARKER:
+            if isinstance(obs, FramePresence):
                 self._check_gap(publisher, obs.frame_id)
             heapq.heappush(self._held, (obs.t_ns, next(self._order), obs))
 

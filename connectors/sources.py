@@ -23,6 +23,11 @@ class StreamSpec:
     def is_live(self) -> bool:
         return self.kind in ("zmq", "camera", "url")
 
+    @property
+    def rereads(self) -> bool:
+        """A resume re-reads from a frame id (files, recordings); live input does not."""
+        return self.kind in ("recording", "file", "sample")
+
     def path(self) -> Path:
         if self.kind == "sample":
             from facemoment.formats.sample import ensure_sample_video
@@ -58,9 +63,8 @@ def stream_shares(spec: StreamSpec, cfg: Config) -> int:
     return max(1, cfg.source.shares or cluster.total_workers())
 
 
-def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -> Source:
-    """The source for one stream. `extraction()` returns this process's extraction
-    service (its `prefetch`/`discard` take frames as they are accepted)."""
+def build_source(spec: StreamSpec, cfg: Config) -> Source:
+    """The frame source of one stream (frames and source records, nothing else)."""
     src = cfg.source
     shares = stream_shares(spec, cfg)
 
@@ -75,28 +79,19 @@ def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -
             drop_strategy=src.drop_strategy,
             keyframe_interval=src.keyframe_interval,
             stop_event=shutdown.STOP,
-            # Load the models before subscribing, so a live stream's first frames
-            # are not dropped while they load.
-            before_connect=extraction,
-            prefetcher=extraction,
             shares=shares,
             max_frame_bytes=int(src.max_frame_mb * 1024 * 1024),
             buffer_max_bytes=int(src.buffer_max_mb * 1024 * 1024),
             max_time_jump_s=src.max_time_jump_s or None,
         )
-    if spec.kind in ("recording", "file", "sample"):
-        from connectors.prefetch import PrefetchingSource
+    if spec.kind == "recording":
+        from connectors.replay_source import ReplaySource
 
-        if spec.kind == "recording":
-            from connectors.replay_source import ReplaySource
+        return ReplaySource(spec.source, spec.stream_id, realtime=src.realtime, shares=shares)
+    if spec.kind in ("file", "sample"):
+        from connectors.video_source import VideoFileSource
 
-            inner: Source = ReplaySource(spec.source, spec.stream_id, realtime=src.realtime, shares=shares)
-        else:
-            from connectors.video_source import VideoFileSource
-
-            inner = VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress, shares=shares)
-        # Frames are read a little ahead so the extractors never wait between batches.
-        return PrefetchingSource(inner, extraction, stop_event=shutdown.STOP)
+        return VideoFileSource(str(spec.path()), spec.stream_id, fps=src.fps, progress=src.progress, shares=shares)
     from connectors.capture_source import CaptureSource
 
     return CaptureSource(

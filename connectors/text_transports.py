@@ -21,7 +21,6 @@ from typing import Optional, Protocol
 
 import zmq
 
-from facemoment.runtime.preflight import bind_error
 from facemoment.core.addresses import UNIX_SCHEME, parse_address
 from facemoment.runtime.subscriptions import SubscriberCount
 
@@ -134,18 +133,6 @@ def open_text_transport(
     return ZmqTextTransport(parsed.text, topic, subscriber_wait_s, what)
 
 
-def check_bindable(address: str, what: str = "TRIG") -> None:
-    """Fail fast (BindError) if a ZeroMQ ``address`` cannot be bound now; datagram
-    addresses need nothing bound on this side."""
-    parsed = parse_address(address, what, unix=True)
-    exc = bind_error(parsed.text)
-    if exc is not None:
-        raise BindError(
-            f"cannot bind the {what} publisher at {address}: {getattr(exc, 'strerror', None) or exc}; "
-            f"set FACEMOMENT_{what}_ADDRESS to a free address"
-        ) from exc
-
-
 __all__ = [
     "SENT",
     "UNHEARD",
@@ -155,5 +142,4 @@ __all__ = [
     "ZmqTextTransport",
     "UnixDatagramTransport",
     "open_text_transport",
-    "check_bindable",
 ]

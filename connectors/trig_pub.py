@@ -33,11 +33,11 @@ from connectors.text_transports import (
     UNHEARD,
     BindError,
     ZmqTextTransport,
-    check_bindable,
     open_text_transport,
 )
 from facemoment.core.addresses import parse_address
 from facemoment.core.types import Trigger
+from facemoment.formats.wire import format_trigger
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +52,6 @@ SENDS_FILE = "trig_sends.jsonl"
 _PART = "trig_pub"
 
 TrigBindError = BindError
-
-
-def _local_format(trigger: Trigger) -> str:
-    return (
-        f"TRIG label={trigger.label} t_start_ns={int(trigger.t_start_ns)} "
-        f"t_end_ns={int(trigger.t_end_ns)} faces={int(trigger.face_count)} "
-        f"score={float(trigger.score):.3f} reason={trigger.reason}"
-    )
-
-
-def trigger_message(trigger: Trigger) -> str:
-    """The TRIG line for a trigger (facemoment.formats.wire's formatter when present)."""
-    try:
-        from facemoment.formats.wire import format_trigger
-    except ImportError:
-        return _local_format(trigger)
-    return format_trigger(trigger)
-
-
-def check_trig_address(address: str) -> None:
-    """Fail fast (TrigBindError) if `address` is malformed or cannot be bound right now."""
-    check_bindable(address, "TRIG")
 
 
 class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
@@ -139,7 +117,7 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
                 self.skipped_count += 1
                 continue
             try:
-                text = trigger_message(trigger)
+                text = format_trigger(trigger)
             except ValueError as exc:
                 self.error_count += 1
                 log.error("TRIG not sent for %s: %s", key, exc)
@@ -224,10 +202,6 @@ class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
         self._ledger = Path(ledger) if ledger is not None else None
         self._sends = Path(sends) if sends is not None else None
 
-    def check_address(self) -> None:
-        """Fail fast if the address is taken (the partition binds only at the first trigger)."""
-        check_trig_address(self._address)
-
     def list_parts(self) -> List[str]:
         return [_PART]
 
@@ -242,4 +216,4 @@ class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
         )
 
 
-__all__ = ["TrigPubSink", "TrigBindError", "check_trig_address", "trigger_message", "DEFAULT_ADDRESS", "SENDS_FILE", "SENT", "UNHEARD", "DROPPED"]
+__all__ = ["TrigPubSink", "TrigBindError", "DEFAULT_ADDRESS", "SENDS_FILE", "SENT", "UNHEARD", "DROPPED"]

@@ -19,7 +19,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from connectors.appending import append_whole
 from connectors.clips import CLIPS_DIR
 from facemoment.formats.stills import still_file_name
-from connectors.trig_pub import trigger_message
+from facemoment.formats.wire import format_trigger
 from facemoment.core.types import Trigger
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def trigger_record(trigger: Trigger, written_at: Optional[datetime] = None, stil
     relative to the output directory.
     """
     try:
-        message: Optional[str] = trigger_message(trigger)
+        message: Optional[str] = format_trigger(trigger)
     except ValueError as exc:
         log.error("trigger %s has no TRIG text: %s", trigger.key, exc)
         message = None

@@ -107,7 +107,6 @@ class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Di
         # Every share sees every message; it keeps its own frame ids and reports
         # lost ids of its own share. Share 0 alone reports stream-wide events.
         self._share_index, self._share_count = share
-        self._prefetcher = source.prefetcher() if source.prefetcher is not None else None
         self._idle_timeout_s = source.idle_timeout_s
         self._connect_timeout_s = source.connect_timeout_s
         self._stop_event = source.stop_event
@@ -242,12 +241,6 @@ class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Di
                 self._pending_drops.extend(int(d.frame_id) for d in dropped)
                 self._stats.dropped_backpressure += len(dropped)
                 self._drop_depth = max(self._drop_depth, len(self._buffer))
-        if self._prefetcher is not None:
-            for lost in dropped:
-                if lost is not frame:
-                    self._prefetcher.discard(self._stream_id, lost.frame_id, lost)
-            if not any(d is frame for d in dropped):
-                self._prefetcher.prefetch(frame)
 
     def _note_malformed(self, exc: WireError) -> None:
         """Count a malformed message; the caller holds the lock. Share 0 alone reports."""
@@ -419,9 +412,7 @@ class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, 
         keyframe_interval: int = 3,
         stop_event: Optional[threading.Event] = None,
         connect_timeout_s: Optional[float] = None,
-        before_connect: Optional[Callable[[], None]] = None,
         shares: int = 1,
-        prefetcher: Optional[Callable[[], Any]] = None,
         max_frame_bytes: Optional[int] = DEFAULT_MAX_FRAME_BYTES,
         buffer_max_bytes: Optional[int] = DEFAULT_BUFFER_MAX_BYTES,
         max_time_jump_s: Optional[float] = 60.0,
@@ -442,13 +433,7 @@ class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, 
         self.keyframe_interval = keyframe_interval
         self.stop_event = stop_event
         self.connect_timeout_s = connect_timeout_s
-        # Runs on the partition's worker before subscribing, e.g. to load models so
-        # the first frames are not lost while they load.
-        self.before_connect = before_connect
         self.shares = max(1, shares)
-        # Returns an object with prefetch(frame) and discard(stream_id, frame_id, frame):
-        # extraction starts as soon as a frame is accepted, not when it is emitted.
-        self.prefetcher = prefetcher
         self.max_frame_bytes = max_frame_bytes
         self.buffer_max_bytes = buffer_max_bytes
         self.max_time_jump_s = max_time_jump_s
@@ -457,8 +442,6 @@ class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[Dict[str, Any]]
     ) -> _ZmqFramePartition:
-        if self.before_connect is not None:
-            self.before_connect()
         stream_id, index, count = parse_share(for_part)
         part = _ZmqFramePartition(self, stream_id, resume_state, (index, count))
         self.partitions[for_part] = part

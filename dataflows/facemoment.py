@@ -2,10 +2,15 @@
 
     python -m bytewax.run dataflows.facemoment          # configuration from the environment
 
-Reads top to bottom like the architecture: frames in (A), per-frame extraction (B*),
-event-time alignment, fusion (C), then TRIG messages, triggers.jsonl, clips and the
-trace out. Each stage returns its items and its trace records; the records of all
-stages are merged once, for the trace sink and the live status.
+Reads top to bottom like the architecture (docs/architecture.md): frames in (A),
+per-frame extraction (B*), event-time alignment, fusion (C), TRIG timing, then TRIG
+messages, triggers.jsonl, clips and the trace out. Each stage is one named step that
+returns its items and its trace records; the records of all stages are merged once,
+for the trace sink and the live status.
+
+Sources only produce frames. The extract stage reads ahead: its `ReadAhead` wraps
+each source, so the lanes start on a frame as soon as it is read, and the `extract`
+step takes the results up. Both halves share the flow's one orchestrator.
 
 Importing this module only builds `flow`. The run-time set-up (Ctrl-C handler, summary
 at exit, metrics endpoint, sync view) happens when the flow starts running in a
@@ -16,65 +21,88 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
-import socket
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from connectors.clips import ClipSink
 from connectors.frames_in import frames_in
-from connectors.obs_pub import ObsPubSink
 from connectors.obs_source import ObsSource
 from connectors.sources import StreamSpec, build_source, stream_shares, stream_specs
-from connectors.trace_sink import JsonlSink, TraceSink, observation_record
-from connectors.trig_pub import SENDS_FILE, TrigPubSink
-from connectors.triggers_jsonl import TriggersJsonlSink
+from dataflows.outputs import publish_obs, send_trig, write_clips, write_observations, write_trace, write_triggers
 from facemoment.core.config import Config, ConfigError, obs_input
-from facemoment.core.records import Level, Record
-from facemoment.core.types import Frame, Observation, Trigger
-from facemoment.formats.frame_ring import encode_frame
-from facemoment.runtime import cluster, preflight, startup
-from operators.align import FRAME_MARKER, align
-from operators.extraction.orchestrator import extract, worker_orchestrator
+from facemoment.core.records import Record
+from facemoment.core.types import Extracted, Frame, Trigger
+from facemoment.runtime import preflight, shutdown, startup
+from operators.align import align
+from operators.extraction.orchestrator import SharedOrchestrator, extract
+from operators.extraction.read_ahead import ReadAhead
 from operators.extraction.registry import check_backends
-from operators.fusion_step import fuse
+from operators.fusion_step import FusedFrameHook, fuse
 from operators.trig_timing import time_triggers
 
 
-def build_flow(cfg: Config, start: bool = False, on_trigger: Optional[Callable[[Trigger], None]] = None) -> Dataflow:
-    """The whole pipeline for one configuration (tests build it with their own).
+@dataclass
+class Taps:
+    """Hooks into a running flow for the programs around it (the Python API, debug).
+
+    `on_frame`: each frame as it is read; `on_fused`: each fused frame with its
+    fusion state and its trigger (or None); `on_trigger`: each trigger as it fires.
+    """
+
+    on_frame: Optional[Callable[[Frame], None]] = None
+    on_fused: Optional[FusedFrameHook] = None
+    on_trigger: Optional[Callable[[Trigger], None]] = None
+
+
+def build_flow(
+    cfg: Config,
+    start: bool = False,
+    taps: Optional[Taps] = None,
+    orchestrator: Optional[SharedOrchestrator] = None,
+) -> Dataflow:
+    """The whole pipeline for one configuration (tests and tools build it with theirs).
 
     `start=True`: the process's run-time set-up (`runtime.startup.start`) runs when
     the flow starts running, so `python -m bytewax.run` gets it without doing it at import.
-    `on_trigger` is called with each trigger as it fires (the Python API's hook).
+    `orchestrator`: the extraction lanes to use (a benchmark warms them up first);
+    by default the flow makes its own, loaded when its first source starts.
     """
     if cfg.source.obs_inputs:
         return build_fusion_flow(cfg, start)
     check_backends(cfg)  # missing model weights stop the start-up, not the stream
+    taps = taps or Taps()
     flow = Dataflow("facemoment")
     specs = stream_specs(cfg)
     live = any(spec.is_live for spec in specs)
-    if cfg.extract.deadline_ms and not live:
-        # Files are read only as fast as extraction goes: nothing queues up, so a
-        # deadline would only throw results away.
-        cfg = copy.deepcopy(cfg)
-        cfg.extract.deadline_ms = 0.0
-    extraction = functools.partial(worker_orchestrator, cfg)
-    sources = {spec.stream_id: build_source(spec, cfg, extraction) for spec in specs}
+    cfg = _deadline_for(cfg, live)
+    lanes = orchestrator or SharedOrchestrator(cfg)
 
-    frames = frames_in("frames_in", flow, sources, _on_start(cfg, start), count_frames=bool(cfg.output.metrics_port))
-    observations = extract("extract", frames.items, cfg)
-    inputs = {spec.stream_id: stream_shares(spec, cfg) for spec in specs}
-    aligned = align("align", observations.items, cfg, live, inputs)
-    fused = fuse("fuse", aligned.items, cfg)
-    records = [frames.records, observations.records, aligned.records, fused.records]
-    outputs(cfg, fused.items, observations.items, records, specs, frames.items, live)
-    if on_trigger is not None:
-        op.inspect("on_trigger", fused.items, lambda _step, kv: on_trigger(kv[1]))
+    frames = frames_in("frames_in", flow, read_ahead(specs, cfg, lanes), _on_start(cfg, start), count_frames=bool(cfg.output.metrics_port))
+    extracted = extract("extract", frames.items, lanes)
+    aligned = align("align", extracted.items, cfg, live, {spec.stream_id: stream_shares(spec, cfg) for spec in specs})
+    fused = fuse("fuse", aligned.items, cfg, taps.on_fused)
+    records = [frames.records, extracted.records, aligned.records, fused.records]
+    if cfg.output.trig_address:
+        # TRIG leaves when the stream reached the clip's end (live) or at the decision.
+        timed = time_triggers("trig_timing", fused.items, extracted.items, cfg, live)
+        send_trig("trig_out", timed.items, cfg)
+        records.append(timed.records)
+    write_triggers("triggers_out", fused.items, cfg, stills=bool(cfg.output.clips))
+    if cfg.output.clips:
+        write_clips("clips_out", fused.items, frames.items, cfg, specs)
+    if cfg.output.observations:
+        write_observations("observations_out", extracted.items, cfg)
+    if cfg.output.obs_address:
+        publish_obs("obs_out", extracted.items, cfg)
+    write_trace("trace_out", cfg, *records)
+
+    if taps.on_frame is not None:
+        op.inspect("tap_frames", frames.items, lambda _step, frame: taps.on_frame(frame))
+    if taps.on_trigger is not None:
+        op.inspect("tap_triggers", fused.items, lambda _step, kv: taps.on_trigger(kv[1]))
     return flow
 
 
@@ -90,13 +118,12 @@ def build_fusion_flow(cfg: Config, start: bool = False) -> Dataflow:
         stream_id: ObsSource(stream_id, addresses, idle_timeout_s=cfg.source.idle_timeout_s, hold_s=hold_s)
         for stream_id, addresses in publishers.items()
     }
-    observations = frames_in("obs_in", flow, sources, _on_start(cfg, start), kind="obs")
-    aligned = align("align", observations.items, cfg, True)
+    extracted = frames_in("obs_in", flow, sources, _on_start(cfg, start), kind="obs")
+    aligned = align("align", extracted.items, cfg, True)
     fused = fuse("fuse", aligned.items, cfg)
     # Files named as sources can still be cut for clips; live streams have no frames here.
     clip_specs = [spec for spec in stream_specs(cfg) if not spec.is_live]
-    records = [observations.records, aligned.records, fused.records]
-    outputs(cfg, fused.items, observations.items, records, clip_specs, None, live=True)
+    _outputs(cfg, fused.items, extracted.items, [extracted.records, aligned.records, fused.records], True, clip_specs)
     return flow
 
 
@@ -106,94 +133,70 @@ def build_extract_flow(cfg: Config, start: bool = False) -> Dataflow:
     if not cfg.output.obs_address:
         raise ConfigError("extraction alone needs an OBS address (FACEMOMENT_OBS_ADDRESS)")
     flow = Dataflow("facemoment_extract")
-    sources = {spec.stream_id: build_source(spec, cfg, functools.partial(worker_orchestrator, cfg)) for spec in stream_specs(cfg)}
-    frames = frames_in("frames_in", flow, sources, _on_start(cfg, start))
-    observations = extract("extract", frames.items, cfg)
-    obs_out(observations.items, cfg)
-    trace_out(cfg, op.merge("records", frames.records, observations.records), Path(cfg.output.output_dir))
+    specs = stream_specs(cfg)
+    lanes = SharedOrchestrator(cfg)
+    frames = frames_in("frames_in", flow, read_ahead(specs, cfg, lanes), _on_start(cfg, start))
+    extracted = extract("extract", frames.items, lanes)
+    publish_obs("obs_out", extracted.items, cfg)
+    write_trace("trace_out", cfg, frames.records, extracted.records)
     return flow
 
 
 def build_observation_flow(cfg: Config, source: Source) -> Dataflow:
     """Observations straight in (scripted scenarios, recorded OBS): align, fuse, out."""
     flow = Dataflow("facemoment_observations")
-    observations = op.input("observations_in", flow, source)
-    aligned = align("align", observations, cfg)
+    extracted = op.input("observations_in", flow, source)
+    aligned = align("align", extracted, cfg)
     fused = fuse("fuse", aligned.items, cfg)
-    outputs(cfg, fused.items, observations, [aligned.records, fused.records])
+    _outputs(cfg, fused.items, extracted, [aligned.records, fused.records], False, [])
     return flow
 
 
-def _on_start(cfg: Config, start: bool):
-    return functools.partial(startup.start, cfg) if start else None
-
-
-# --- out: TRIG, triggers.jsonl, clips, observations, OBS, trace ------------------
-def outputs(
+def _outputs(
     cfg: Config,
     triggers: Stream[Tuple[str, Trigger]],
-    observations: Stream[Observation],
+    extracted: Stream[Extracted],
     records: List[Stream[Record]],
-    specs: Optional[List[StreamSpec]] = None,
-    frames: Optional[Stream[Frame]] = None,
-    live: bool = False,
+    live: bool,
+    clip_specs: List[StreamSpec],
 ) -> None:
-    out_dir = Path(cfg.output.output_dir)
-    keep = cfg.output.keep_existing
-    if keep is None:
-        keep = cluster.recovery_directory() is not None  # a resumed run continues its outputs
+    """The output stages of the flows that start from observations (no frames)."""
     if cfg.output.trig_address:
-        # TRIG leaves when the stream reached the clip's end (live) or at the decision.
-        timed = time_triggers("trig_timing", triggers, observations, cfg, live)
+        timed = time_triggers("trig_timing", triggers, extracted, cfg, live)
+        send_trig("trig_out", timed.items, cfg)
         records = records + [timed.records]
-        ledger = out_dir / "trig_sent.keys" if keep else None
-        sink = TrigPubSink(cfg.output.trig_address, cfg.output.trig_topic.encode(), ledger=ledger, sends=out_dir / SENDS_FILE)
-        op.output("trig_pub", timed.items, sink)
-    op.output("triggers_jsonl", triggers, TriggersJsonlSink(out_dir, keep_existing=keep, stills=bool(cfg.output.clips and specs)))
-    if cfg.output.clips and specs:
-        clip_items = [triggers]
-        live_ids = {spec.stream_id for spec in specs if spec.is_live}
-        if live_ids and frames is not None:
-            # Live frames are kept (encoded) for clips; files are re-read instead.
-            live_frames = op.filter("live_frames", frames, lambda f: f.stream_id in live_ids)
-            encoded = op.map("encode", live_frames, functools.partial(encode_frame, quality=cfg.output.jpeg_quality))
-            clip_items.append(op.key_on("key_encoded", encoded, lambda e: e.stream_id))
-        op.output(
-            "clips",
-            op.merge("clip_items", *clip_items),
-            ClipSink(
-                out_dir,
-                {s.stream_id: s.clip_descriptor() for s in specs},
-                ring_buffer_sec=cfg.output.ring_buffer_sec,
-                ring_buffer_max_mb=cfg.output.ring_buffer_max_mb,
-                fps=cfg.source.fps or 30.0,
-            ),
-        )
+    write_triggers("triggers_out", triggers, cfg, stills=bool(cfg.output.clips and clip_specs))
+    if cfg.output.clips and clip_specs:
+        write_clips("clips_out", triggers, None, cfg, clip_specs)
     if cfg.output.observations:
-        op.output(
-            "observations_jsonl",
-            op.key_on("key_observations", op.map("observation_records", observations, observation_record), lambda _r: "observations"),
-            JsonlSink(out_dir / "observations.jsonl", keep=lambda r: r.source != FRAME_MARKER),
-        )
+        write_observations("observations_out", extracted, cfg)
     if cfg.output.obs_address:
-        obs_out(observations, cfg)
-    trace_out(cfg, op.merge("records", *records), out_dir)
+        publish_obs("obs_out", extracted, cfg)
+    write_trace("trace_out", cfg, *records)
 
 
-def obs_out(observations: Stream[Observation], cfg: Config) -> None:
-    """Every observation as OBS text on a ZMQ PUB, for fusion elsewhere."""
-    publisher = cfg.output.obs_publisher or f"{socket.gethostname()}-{os.getpid()}"
-    sink = ObsPubSink(cfg.output.obs_address or "", cfg.output.trig_topic.encode(), publisher, cfg.output.obs_subscriber_wait_s)
-    op.output("obs_pub", op.key_on("key_obs_pub", observations, lambda _o: "obs"), sink)
+def read_ahead(specs: List[StreamSpec], cfg: Config, lanes: SharedOrchestrator) -> Dict[str, Source]:
+    """Each stream's frame source, wrapped so that extraction starts as frames are read."""
+    sources: Dict[str, Source] = {}
+    for spec in specs:
+        # A live source buffers (and drops by its strategy) what extraction cannot take.
+        depth = max(1, cfg.source.buffer_frames) if spec.is_live else 8
+        stop = shutdown.STOP if spec.rereads else None  # live sources watch it themselves
+        sources[spec.stream_id] = ReadAhead(build_source(spec, cfg), lanes, depth, stop, rereads=spec.rereads)
+    return sources
 
 
-def trace_out(cfg: Config, records: Stream[Record], out_dir: Path) -> None:
-    """The live status (metrics, sync view) and trace.jsonl, from every stage's records."""
-    if cfg.output.metrics_port or cfg.output.sync_view:
-        op.inspect("live_status", records, startup.live_status)
-    if Level.parse(cfg.output.trace) > Level.OFF:
-        trace_path = Path(cfg.output.trace_path) if cfg.output.trace_path else out_dir / "trace.jsonl"
-        op.output("trace", op.key_on("key_trace", records, lambda _r: "trace"), TraceSink(trace_path, cfg.output.trace))
+def _deadline_for(cfg: Config, live: bool) -> Config:
+    if cfg.extract.deadline_ms and not live:
+        # Files are read only as fast as extraction goes: nothing queues up, so a
+        # deadline would only throw results away.
+        cfg = copy.deepcopy(cfg)
+        cfg.extract.deadline_ms = 0.0
+    return cfg
+
+
+def _on_start(cfg: Config, start: bool) -> Optional[Callable[[], Any]]:
+    return functools.partial(startup.start, cfg) if start else None
 
 
 def __getattr__(name: str) -> Dataflow:

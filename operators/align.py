@@ -22,20 +22,16 @@ from facemoment.core.config import Config
 from facemoment.core.rates import Rate, extractor_rates, is_due
 from facemoment.core.records import Level, SyncDelay
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
-from facemoment.core.types import FrameObservations, Observation
+from facemoment.core.types import Extracted, FrameObservations, Observation
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-# Source name of the marker each ingested frame contributes, so a frame every
-# extractor missed still reaches fusion (as a frame with all extractors missing).
-FRAME_MARKER = "frame"
 
 
 def ns_to_datetime(t_ns: int) -> datetime:
     return EPOCH + timedelta(microseconds=t_ns // 1000)
 
 
-def observation_time(obs: Observation) -> datetime:
+def observation_time(obs: Extracted) -> datetime:
     return ns_to_datetime(obs.t_ns)
 
 
@@ -55,12 +51,12 @@ class SourceTimeClockState:
 
 
 @dataclass
-class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
+class _SourceTimeClockLogic(ClockLogic[Extracted, SourceTimeClockState]):
     """The watermark is the minimum over the stream's known inputs, bounded by lateness.
 
     A stream is fed by `inputs` shares (share `i` of `n` carries the frames with
     `frame_id % n == i`). Each share hands on a frame's observations together, the
-    frame marker with them, and its frames in order, so once every share has
+    frame's presence with them, and its frames in order, so once every share has
     delivered an observation at or past a window's end, nothing more can come for
     that window: it closes then (as a Flink watermark is the minimum over its
     inputs), not after the allowed lateness.
@@ -88,7 +84,7 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
     """
 
     now_getter: Callable[[], datetime]
-    timestamp_getter: Callable[[Observation], datetime]
+    timestamp_getter: Callable[[Extracted], datetime]
     lateness: timedelta
     idle: Optional[timedelta]
     inputs: Mapping[str, int]
@@ -140,7 +136,7 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
         if share not in progress or timestamp > progress[share]:
             progress[share] = timestamp
 
-    def on_item(self, value: Observation) -> Tuple[datetime, datetime]:
+    def on_item(self, value: Extracted) -> Tuple[datetime, datetime]:
         timestamp = self.timestamp_getter(value)
         bound = self._bound()
         try:
@@ -178,14 +174,14 @@ class _SourceTimeClockLogic(ClockLogic[Observation, SourceTimeClockState]):
 
 
 @dataclass
-class SourceTimeClock(Clock[Observation, SourceTimeClockState]):
+class SourceTimeClock(Clock[Extracted, SourceTimeClockState]):
     """A clock over source timestamps: the minimum over known inputs, bounded by the
     allowed lateness, advanced by system time only after a pause.
 
     Built on Bytewax's public `Clock`/`ClockLogic`; its arguments follow `EventClock`.
     """
 
-    ts_getter: Callable[[Observation], datetime]
+    ts_getter: Callable[[Extracted], datetime]
     wait_for_system_duration: timedelta
     now_getter: Callable[[], datetime] = _system_utc
     idle: Optional[timedelta] = None
@@ -257,10 +253,10 @@ class FrameGrouper:
         self.trace = Level.parse(trace_level) >= SyncDelay.LEVEL
 
     def __call__(
-        self, window: Tuple[int, List[Observation]]
+        self, window: Tuple[int, List[Extracted]]
     ) -> Iterable[Union[FrameObservations, SyncDelay]]:
         _window_id, items = window
-        by_frame: Dict[int, List[Observation]] = {}
+        by_frame: Dict[int, List[Extracted]] = {}
         for obs in items:
             by_frame.setdefault(obs.frame_id, []).append(obs)
         now_ns = time.time_ns()
@@ -279,14 +275,14 @@ class FrameGrouper:
                 stream_id=first.stream_id,
                 frame_id=first.frame_id,
                 t_ns=first.t_ns,
-                observations={k: v for k, v in observations.items() if k != FRAME_MARKER},
+                observations={k: v for k, v in observations.items() if isinstance(v, Observation)},
                 missing=missing,
                 extract_wall_ns=extract_wall_ns,
                 not_due=not_due,
             )
 
 
-def late_record(late: Tuple[int, Observation], window_ms: float = 100.0) -> SyncDelay:
+def late_record(late: Tuple[int, Extracted], window_ms: float = 100.0) -> SyncDelay:
     """An observation that arrived after its window had closed.
 
     `expected_ns` and `actual_ns` are wall-clock: due one window after its frame
@@ -297,7 +293,7 @@ def late_record(late: Tuple[int, Observation], window_ms: float = 100.0) -> Sync
 
 
 def sync_delay(
-    obs: Observation, extract_wall_ns: int, window_ns: int, now_ns: int, waiting_for: List[str], late: bool
+    obs: Extracted, extract_wall_ns: int, window_ns: int, now_ns: int, waiting_for: List[str], late: bool
 ) -> SyncDelay:
     """The `sync_delay` record of `obs`'s frame, waiting for `waiting_for` at `now_ns`.
 
@@ -316,20 +312,21 @@ def sync_delay(
     )
 
 
-def _stream_of(obs: Observation) -> str:
+def _stream_of(obs: Extracted) -> str:
     return obs.stream_id
 
 
 @operator
 def align(
     step_id: str,
-    observations: Stream[Observation],
+    observations: Stream[Extracted],
     cfg: Config,
     live: bool = True,
     inputs: Optional[Dict[str, int]] = None,
 ) -> ItemsAndRecords[Tuple[str, FrameObservations]]:
-    """Event-time alignment per stream: each frame's observations together, keyed by
-    stream and in event-time order; `sync_delay` records for missing and late ones."""
+    """Event-time alignment per stream: each frame's observations together (a frame's
+    presence makes it a frame even when every extractor missed it), keyed by stream
+    and in event-time order; `sync_delay` records for missing and late ones."""
     by_stream = op.key_on("key_stream", observations, _stream_of)
     windows = collect_window(
         "window",

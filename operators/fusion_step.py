@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import operator
@@ -19,6 +19,9 @@ from facemoment.core.types import FrameObservations, Observation, TraceRecord, T
 from operators.fusion_rules import FusionRules
 from operators.fusion_state import FusionState
 from operators.gate_tally import GateTally
+
+# Called with each fused frame, the stream's fusion state after it and its trigger.
+FusedFrameHook = Callable[[FrameObservations, FusionState, Optional[Trigger]], None]
 
 FPS_SUMMARY_EVERY_NS = 5_000_000_000
 # The gate tally is cumulative and small: written often, so a run's last second counts too.
@@ -48,8 +51,9 @@ class StreamState:
 class Fuser:
     """`stateful_flat_map` mapper: one StreamState per stream key."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, on_fused: Optional[FusedFrameHook] = None):
         self.cfg = cfg
+        self.on_fused = on_fused
         self.rules = FusionRules(cfg.fusion, cfg.output.trace)
         self.timing = self.rules.level >= Timing.LEVEL
         self.rates = extractor_rates(cfg.extract)
@@ -82,6 +86,8 @@ class Fuser:
                 )
             )
         state.frames += 1
+        if self.on_fused is not None:
+            self.on_fused(fo, state.fusion, trigger)
         if trigger is not None:
             state.triggers += 1
             out.append(trigger)
@@ -91,8 +97,6 @@ class Fuser:
         return state, out
 
     def _tally(self, state: StreamState, fo: FrameObservations) -> List[TraceRecord]:
-        if not hasattr(state, "tally"):  # a snapshot from before the tally existed
-            state.tally, state.last_tally_ns = GateTally(), None
         state.tally.add(fo, state.fusion.outcome, self.cfg.fusion.gate, self.cfg.quality)
         if state.last_tally_ns is None:
             state.last_tally_ns = fo.t_ns
@@ -109,8 +113,6 @@ class Fuser:
         extractor's rate (its frame was dropped or missed) is not carried: the
         extractor counts as missing on this frame.
         """
-        if not hasattr(state, "last_fresh"):  # resumed from a snapshot taken before rates
-            state.last_fresh = {}
         for name, obs in fo.observations.items():
             if name in self.rates:
                 state.last_fresh[name] = obs
@@ -143,6 +145,10 @@ class Fuser:
 
 
 @operator
-def fuse(step_id: str, aligned: KeyedStream[FrameObservations], cfg: Config) -> ItemsAndRecords[Tuple[str, Trigger]]:
-    """Fusion with temporal state keyed per stream: triggers (keyed) and fusion records."""
-    return split_keyed_records("split", op.stateful_flat_map("fuse", aligned, Fuser(cfg)))
+def fuse(
+    step_id: str, aligned: KeyedStream[FrameObservations], cfg: Config, on_fused: Optional[FusedFrameHook] = None
+) -> ItemsAndRecords[Tuple[str, Trigger]]:
+    """Fusion with temporal state keyed per stream: triggers (keyed) and fusion records.
+
+    `on_fused` sees every fused frame (what `facemoment debug` draws)."""
+    return split_keyed_records("split", op.stateful_flat_map("fuse", aligned, Fuser(cfg, on_fused)))

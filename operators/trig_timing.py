@@ -4,7 +4,7 @@ visualbase's live ingest cuts a clip from its ring buffer when the TRIG arrives.
 Sent at the decision, a TRIG asking for [event - pre, event + post] reaches it
 ``post`` seconds before the end of the span exists there, and the clip comes out
 short. With timing ``end`` a TRIG is held until a frame with ``t_src_ns >= t_end_ns``
-has been seen on its stream (the frame markers of the observation stream), or the
+has been seen on its stream (the frame presences of the extracted stream), or the
 stream ended, or no newer frame came for ``idle_s``. Timing ``event`` lets every
 TRIG go at once. Either way one ``trig_release`` record tells the decision and
 release times.
@@ -27,8 +27,7 @@ from bytewax.operators import StatefulBatchLogic
 from facemoment.core.config import Config
 from facemoment.core.records import TrigRelease
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
-from facemoment.core.types import Observation, Trigger
-from operators.align import FRAME_MARKER
+from facemoment.core.types import Extracted, FramePresence, Trigger
 
 END, EVENT = "end", "event"
 
@@ -132,26 +131,26 @@ class TrigTimer(StatefulBatchLogic[TimingItem, TimingOut, TimingState]):
 __all__ = ["TrigTimer", "TimingState", "resolve_timing", "END", "EVENT"]
 
 
-def _is_frame_marker(obs: Observation) -> bool:
-    return obs.source == FRAME_MARKER
+def _is_presence(item: Extracted) -> bool:
+    return isinstance(item, FramePresence)
 
 
-def _stream_time(obs: Observation) -> Tuple[str, int]:
-    return (obs.stream_id, obs.t_ns)
+def _stream_time(presence: FramePresence) -> Tuple[str, int]:
+    return (presence.stream_id, presence.t_ns)
 
 
 @operator
 def time_triggers(
     step_id: str,
     triggers: Stream[Tuple[str, Trigger]],
-    observations: Stream[Observation],
+    extracted: Stream[Extracted],
     cfg: Config,
     live: bool,
 ) -> ItemsAndRecords[Tuple[str, Trigger]]:
     """Triggers let go for TRIG by `output.trig_timing`, and their `trig_release` records."""
     timing = resolve_timing(cfg.output.trig_timing, live)
     idle_s = cfg.source.idle_timeout_s or cfg.fusion.post_sec + cfg.align.idle_flush_ms / 1000.0
-    times = op.map("frame_times", op.filter("frame_markers", observations, _is_frame_marker), _stream_time)
+    times = op.map("frame_times", op.filter("presences", extracted, _is_presence), _stream_time)
     timed = op.stateful_batch(
         "timer", op.merge("timer_in", triggers, times), functools.partial(_timer, timing, idle_s)
     )

@@ -17,7 +17,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from facemoment.core.config import Config
 from facemoment.core.records import SyncDelay
-from facemoment.core.types import FrameObservations, Observation
+from facemoment.core.types import Extracted, FrameObservations, FramePresence, Observation
 from operators.align import (
     FrameGrouper,
     align,
@@ -32,7 +32,9 @@ from operators.align import (
 FRAME_NS = 33_333_333
 
 
-def _obs(source: str, frame_id: int, t0: int = 0) -> Observation:
+def _obs(source: str, frame_id: int, t0: int = 0) -> Extracted:
+    if source == "frame":
+        return FramePresence("cam0", frame_id, t0 + frame_id * FRAME_NS)
     return Observation(source, "cam0", frame_id, t0 + frame_id * FRAME_NS)
 
 

@@ -83,6 +83,6 @@ def test_sources_pass_the_configured_strategy():
 
     cfg = load_config(env={"FACEMOMENT__SOURCE__DROP_STRATEGY": "keyframe_only", "FACEMOMENT__SOURCE__KEYFRAME_INTERVAL": "5"})
     spec = StreamSpec("cam0", "0", "camera")
-    source = build_source(spec, cfg, None)
+    source = build_source(spec, cfg)
     assert isinstance(source, CaptureSource)
     assert (source.drop_strategy, source.keyframe_interval) == ("keyframe_only", 5)

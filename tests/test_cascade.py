@@ -15,7 +15,7 @@ from dataflows.facemoment import build_observation_flow
 from facemoment.core.config import Config, load_config
 from facemoment.core.rates import extractor_rates
 from facemoment.core.records import FrameSkip, as_dict
-from facemoment.core.types import Face, Frame, Observation
+from facemoment.core.types import Face, Frame, FramePresence, Observation
 from operators.extraction.orchestrator import SKIPPED_NO_FACE, Orchestrator, found_nobody
 
 from test_rates import LEAN, thinned
@@ -133,7 +133,7 @@ def rider_corpus() -> List[Observation]:
             hands = [hand("open_palm")]
         elif 17.0 <= s < 17.5:
             hands = [hand("ok_sign")]
-        out.append(Observation("frame", "cam0", i, t))
+        out.append(FramePresence("cam0", i, t))
         out.append(Observation("face", "cam0", i, t, faces=[face()] if found else []))
         out.append(Observation("quality", "cam0", i, t, signals={"quality_gate": 1.0}))
         out.append(Observation("pose", "cam0", i, t, poses=[still_pose(wrist)]))

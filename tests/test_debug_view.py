@@ -100,3 +100,42 @@ def test_debug_reads_a_visualbase_stream(tmp_path):
     # A slow annotator may miss some of a live stream's frames, never add any.
     assert 0 < len(frames) <= 30 and frames[0].shape == (480, 640, 3)
     assert f"{len(frames)} frames annotated (640x480)" in run.stdout
+
+
+def _scenario_video(path: Path) -> Path:
+    """A second scene: the sample played backwards (the rider is there first, then leaves)."""
+    import cv2
+
+    frames = decode_all(ensure_sample_video())[::-1]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (frames[0].shape[1], frames[0].shape[0]))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _flow_triggers(source: str, cfg, out_dir: Path):
+    """What `python -m bytewax.run` fires on `source` with `cfg`, through the Python API's run."""
+    from facemoment.tools.api import MomentDetector
+
+    detector = MomentDetector(config=cfg, output_dir=out_dir)
+    return detector.process_file(source)
+
+
+@pytest.mark.parametrize("scene", ["sample", "backwards"])
+def test_debug_fires_what_the_flow_fires(scene, tmp_path):
+    """debug runs the flow's own stages: the same triggers, at the same times, also with
+    the lean preset, whose carried results only the flow's fusion step fills in."""
+    from facemoment.core.config import load_config
+    from facemoment.tools.debug_view import run_debug
+
+    source = "sample" if scene == "sample" else str(_scenario_video(tmp_path / "backwards.mp4"))
+    cfg = load_config(env={}, presets=["batch", "lean"])
+    cfg.output.clips = False
+    cfg.output.trig_address = None
+    debugged = run_debug(source, None, cfg)
+    fired = _flow_triggers(source, cfg, tmp_path / "flow")
+    key = lambda t: (t.reason, t.t_start_ns, t.t_end_ns, round(t.score, 6))  # noqa: E731
+    assert fired, "the scene must fire something for the comparison to mean anything"
+    assert [key(t) for t in debugged.triggers] == [key(t) for t in fired]
+    assert debugged.frames > 0

@@ -24,7 +24,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from connectors.obs_pub import ObsPubSink
 from connectors.obs_source import ObsSource
 from facemoment.core.records import Record
-from facemoment.core.types import Face, Hand, Observation, Pose
+from facemoment.core.types import Face, FramePresence, Hand, Observation, Pose
 from facemoment.formats.obs import format_obs, parse_obs, parse_obs_from
 from facemoment.formats.wire import WireError
 from facemoment.runtime.subscriptions import SubscriberCount
@@ -70,8 +70,8 @@ def test_extended_obs_carries_what_fusion_uses_exactly() -> None:
     back, publisher = parse_obs_from(format_obs(failed, extended=True, publisher="gpu box:1"))
     assert back.error == "model_crashed_out_of_memory" and back.faces == []
     assert publisher == "gpu_box_1"
-    marker = parse_obs(format_obs(Observation("frame", "", 9, 10), extended=True))
-    assert (marker.source, marker.frame_id, marker.t_ns) == ("frame", 9, 10)
+    marker = parse_obs(format_obs(FramePresence("", 9, 10), extended=True))
+    assert isinstance(marker, FramePresence) and (marker.source, marker.frame_id, marker.t_ns) == ("frame", 9, 10)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_obs_pub_sends_one_spec_message_per_observation(tmp_path: Path) -> None:
     part = ObsPubSink(address, b"msg", publisher="b1", subscriber_wait_s=10).build_part("obs", "obs_pub", None)
     try:
         items = [
-            Observation("frame", "cam0", 7, 700),
+            FramePresence("cam0", 7, 700),
             Observation("face", "cam0", 7, 700, faces=[FACE]),
             Observation("quality", "cam0", 7, 700, signals={"blur": 1.0, "brightness": 2.0, "contrast": 3.0}),
         ]
@@ -177,12 +177,12 @@ def test_obs_source_merges_publishers_and_accounts_for_gaps_and_garbage(short_di
     for i in range(6):
         if i == 3:
             continue  # publisher a never got frame 3
-        face_texts.append(format_obs(Observation("frame", "", i, i * 100), extended=True, publisher="a"))
+        face_texts.append(format_obs(FramePresence("", i, i * 100), extended=True, publisher="a"))
         face_texts.append(format_obs(Observation("face", "", i, i * 100, faces=[FACE]), extended=True, publisher="a"))
     face_texts.append("OBS src=face frame=x t_ns=1")  # malformed: counted, skipped
     pose_texts = []
     for i in range(6):
-        pose_texts.append(format_obs(Observation("frame", "", i, i * 100), extended=True, publisher="b"))
+        pose_texts.append(format_obs(FramePresence("", i, i * 100), extended=True, publisher="b"))
         pose_texts.append(format_obs(Observation("pose", "", i, i * 100, poses=[POSE]), extended=True, publisher="b"))
     senders = [threading.Thread(target=p.send_all, args=(t,)) for p, t in ((a, face_texts), (b, pose_texts))]
     for s in senders:
@@ -239,7 +239,7 @@ def test_obs_source_ends_when_every_publisher_said_end(short_dir: Path) -> None:
         for p in pubs:
             p.close()
         ctx.term()
-    assert [o.source for o in got if isinstance(o, Observation)] == ["frame", "frame"]  # no "end" goes on
+    assert [o.source for o in got if isinstance(o, (Observation, FramePresence))] == ["frame", "frame"]  # no "end" goes on
     (summary,) = [r.to_dict() for r in got if isinstance(r, Record) and r.TYPE == "source_summary"]
     assert summary["end_reason"] == "publishers_ended" and summary["publishers_ended"] == ["e1", "e2"]
 
@@ -249,7 +249,7 @@ def test_obs_pub_says_end_when_it_closes(tmp_path: Path) -> None:
     ctx = zmq.Context()
     sub = msg_subscriber(ctx, address)
     part = ObsPubSink(address, b"msg", publisher="b9", subscriber_wait_s=10).build_part("obs", "obs_pub", None)
-    part.write_batch([Observation("frame", "cam0", 41, 4100)])
+    part.write_batch([FramePresence("cam0", 41, 4100)])
     part.close()
     got = []
     while len(got) < 2 and sub.poll(5000):
@@ -268,7 +268,7 @@ def test_a_publisher_ahead_waits_for_the_slower_one(short_dir: Path) -> None:
     def texts(name: str, src: str) -> List[str]:
         out = []
         for i in range(8):
-            out.append(format_obs(Observation("frame", "", i, i * 100), extended=True, publisher=name))
+            out.append(format_obs(FramePresence("", i, i * 100), extended=True, publisher=name))
             out.append(format_obs(Observation(src, "", i, i * 100), extended=True, publisher=name))
         return out + [format_obs(Observation("end", "", 7, 700), extended=True, publisher=name)]
 
@@ -289,6 +289,6 @@ def test_a_publisher_ahead_waits_for_the_slower_one(short_dir: Path) -> None:
         fast.close()
         slow.close()
         ctx.term()
-    times = [o.t_ns for o in got if isinstance(o, Observation)]
+    times = [o.t_ns for o in got if isinstance(o, (Observation, FramePresence))]
     assert len(times) == 32
     assert times == sorted(times)

@@ -9,7 +9,7 @@ import numpy as np
 
 from facemoment.core.config import Config
 from facemoment.core.records import FrameDrop, Record, Timing
-from facemoment.core.types import Frame, Observation
+from facemoment.core.types import Frame, FramePresence, Observation
 from operators.extraction.orchestrator import Orchestrator
 
 
@@ -61,7 +61,7 @@ def test_missed_deadline_fuses_without_the_slow_extractor_and_says_so():
     orch, release, _started, calls = _setup(deadline_ms=50)
     try:
         out = orch.run([_frame(0)])
-        sources = [o.source for o in out if isinstance(o, Observation)]
+        sources = [o.source for o in out if isinstance(o, (Observation, FramePresence))]
         assert sorted(sources) == ["fast", "frame"]
         records = [r.to_dict() for r in out if isinstance(r, Record)]
         drops = [r for r in records if r["record_type"] == "frame_drop"]
@@ -104,7 +104,7 @@ def test_without_a_deadline_the_frame_waits_for_every_extractor():
         assert runner.is_alive()  # blocked on the slow extractor, not given up
         release.set()
         runner.join(30)
-        assert sorted(o.source for o in result if isinstance(o, Observation)) == ["fast", "frame", "slow"]
+        assert sorted(o.source for o in result if isinstance(o, (Observation, FramePresence))) == ["fast", "frame", "slow"]
         assert not [r for r in result if isinstance(r, FrameDrop)]
     finally:
         release.set()

@@ -15,7 +15,7 @@ from facemoment.core.records import FrameDrop
 from facemoment.core.config import Config, ConfigError, load_config
 from facemoment.core.rates import Rate, extractor_rates, is_due
 from facemoment.core.records import FrameCarry, as_dict
-from facemoment.core.types import Frame, FrameObservations, Observation
+from facemoment.core.types import Extracted, Frame, FrameObservations, FramePresence, Observation
 from operators.align import FrameGrouper
 from operators.extraction.orchestrator import Orchestrator
 from operators.fusion_step import Fuser
@@ -74,14 +74,18 @@ def test_the_orchestrator_runs_a_rated_extractor_on_its_frames_only_and_reports_
     assert not [r for r in out if isinstance(r, FrameDrop)]
 
 
+def _extracted(source: str, frame_id: int, t_ns: int) -> Extracted:
+    return FramePresence("cam0", frame_id, t_ns) if source == "frame" else Observation(source, "cam0", frame_id, t_ns)
+
+
 def test_the_grouper_expects_a_rated_extractor_only_on_its_frames():
     grouper = FrameGrouper(["face", "pose"], 100.0, rates={"pose": Rate(2)})
-    items = [Observation(src, "cam0", i, i * 33_333_333) for i in (0, 1) for src in ("frame", "face")]
+    items = [_extracted(src, i, i * 33_333_333) for i in (0, 1) for src in ("frame", "face")]
     items.append(Observation("pose", "cam0", 0, 0))
     out = [fo for fo in grouper((0, items)) if isinstance(fo, FrameObservations)]
     assert [(fo.frame_id, fo.missing, fo.not_due) for fo in out] == [(0, (), ()), (1, (), ("pose",))]
     # On a due frame a missing result is missing, as without rates.
-    only_face = [Observation("frame", "cam0", 2, 66_666_666), Observation("face", "cam0", 2, 66_666_666)]
+    only_face = [FramePresence("cam0", 2, 66_666_666), Observation("face", "cam0", 2, 66_666_666)]
     (fo,) = [fo for fo in grouper((0, only_face)) if isinstance(fo, FrameObservations)]
     assert fo.missing == ("pose",) and fo.not_due == ()
 
@@ -258,7 +262,7 @@ def corpus() -> List[Observation]:
     out: List[Observation] = []
     for i in range(20 * FPS):
         t, s = 1_795_600_000_000_000_000 + i * (1_000_000_000 // FPS), i / FPS
-        out.append(Observation("frame", "cam0", i, t))
+        out.append(FramePresence("cam0", i, t))
         out.append(Observation("face", "cam0", i, t, faces=[face()]))
         out.append(Observation("quality", "cam0", i, t, signals={"quality_gate": 1.0}))
         out.append(Observation("pose", "cam0", i, t, poses=[pose(i, s)]))

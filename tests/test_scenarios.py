@@ -12,7 +12,7 @@ from bytewax.testing import TestingSource, run_main
 
 from dataflows.facemoment import build_observation_flow
 from facemoment.core.config import Config
-from facemoment.core.types import Face, Hand, Observation, Pose
+from facemoment.core.types import Face, FramePresence, Hand, Observation, Pose
 
 FPS = 30
 FRAME_NS = 1_000_000_000 // FPS
@@ -50,7 +50,7 @@ def script(
     out: List[Observation] = []
     for i in range(frame_at(DURATION_S)):
         t, s = t_of(i), i / FPS
-        out.append(Observation("frame", "cam0", i, t))
+        out.append(FramePresence("cam0", i, t))
         out.append(Observation("face", "cam0", i, t, faces=faces(i, s)))
         out.append(Observation("quality", "cam0", i, t, signals={"quality_gate": 1.0}))
         out.append(Observation("pose", "cam0", i, t, poses=[pose(i, s) if pose else still_pose()]))

@@ -12,8 +12,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from facemoment.core.config import Config, ConfigError, load_config
 from facemoment.core.records import TrigRelease
-from facemoment.core.types import Observation, Trigger
-from operators.align import FRAME_MARKER
+from facemoment.core.types import FramePresence, Observation, Trigger
 from operators.trig_timing import END, EVENT, TrigTimer, resolve_timing
 
 NS = 1_000_000_000
@@ -100,7 +99,7 @@ def test_timing_in_a_dataflow(timing: str, cause: str) -> None:
     cfg = Config()
     cfg.output.trig_timing = timing
     t = trigger(2.0)  # ends at 4 s; frames go only to 3 s
-    markers = [Observation(FRAME_MARKER, "cam0", i, i * NS // 10) for i in range(31)]
+    markers = [FramePresence("cam0", i, i * NS // 10) for i in range(31)]
     items: List[Any] = markers[:15] + [t] + markers[15:]
     flow = Dataflow("trig_timing_test")
     inp = op.input("in", flow, TestingSource(items))

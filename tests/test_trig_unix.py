@@ -19,7 +19,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 from connectors.text_transports import DROPPED, SENT, UNHEARD
-from connectors.trig_pub import TrigPubSink, trigger_message
+from connectors.trig_pub import TrigPubSink
+from facemoment.formats.wire import format_trigger
 from facemoment.core.addresses import AddressError, parse_address
 from facemoment.core.config import ConfigError, load_config
 from facemoment.core.types import Trigger
@@ -70,7 +71,7 @@ def test_each_trig_is_one_datagram_of_the_visualbase_text(short_dir: Path) -> No
         part.write_batch(triggers)
         assert part.flush()
         got = [receiver.recv(), receiver.recv()]
-        assert got == [trigger_message(t) for t in triggers]
+        assert got == [format_trigger(t) for t in triggers]
         assert parse_trig(got[0])["t_end_ns"] == triggers[0].t_end_ns
         assert part.outcomes[SENT] == 2 and part.sent_count == 2
     finally:
@@ -90,7 +91,7 @@ def test_nobody_listening_is_counted_not_fatal_and_a_later_receiver_gets_the_nex
         later = make_trigger(13.0)
         part.write_batch([later])
         assert part.flush()
-        assert receiver.recv() == trigger_message(later)
+        assert receiver.recv() == format_trigger(later)
         rows = [json.loads(line) for line in sends.read_text().splitlines()]
         assert [r["status"] for r in rows] == [UNHEARD, UNHEARD, SENT]
         assert all(r["to"] == f"unix://{short_dir}/late.sock" and r["sent_at_ns"] > 0 for r in rows)
@@ -109,7 +110,7 @@ def test_a_receiver_that_stopped_reading_never_blocks_the_sink(short_dir: Path) 
         assert part.flush(timeout_s=30), "the sender blocked on a full receiver"
         assert part.outcomes[DROPPED] > 0 and part.outcomes[SENT] > 0
         assert part.outcomes[DROPPED] + part.outcomes[SENT] == len(many)
-        assert receiver.recv() == trigger_message(many[0])  # what was taken is intact and in order
+        assert receiver.recv() == format_trigger(many[0])  # what was taken is intact and in order
     finally:
         part.close()
         receiver.close()
@@ -124,7 +125,7 @@ def test_the_recovery_ledger_applies_to_datagram_trig(short_dir: Path) -> None:
     part.write_batch([first])
     assert part.flush()
     part.close()
-    assert receiver.recv() == trigger_message(first)
+    assert receiver.recv() == format_trigger(first)
     # A restart from an older snapshot (no resume state) replays the same trigger.
     resumed = sink.build_part("trig", "trig_pub", None)
     try:
@@ -132,7 +133,7 @@ def test_the_recovery_ledger_applies_to_datagram_trig(short_dir: Path) -> None:
         resumed.write_batch([first, second])
         assert resumed.flush()
         assert resumed.skipped_count == 1
-        assert receiver.recv() == trigger_message(second)
+        assert receiver.recv() == format_trigger(second)
         assert receiver.recv(timeout=0.2) is None
     finally:
         resumed.close()
@@ -150,7 +151,7 @@ def test_datagram_trig_in_a_dataflow(short_dir: Path) -> None:
         got: List[Optional[str]] = [receiver.recv() for _ in wanted]
     finally:
         receiver.close()
-    assert got == [trigger_message(t) for t in wanted]
+    assert got == [format_trigger(t) for t in wanted]
 
 
 @pytest.mark.parametrize(

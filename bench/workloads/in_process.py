@@ -118,18 +118,19 @@ def dataflow_once(module: Any, inputs: Inputs, out_dir: Path, preset: str = FULL
     """
     from bytewax.testing import run_main
 
-    from operators.extraction.orchestrator import worker_orchestrator
+    from operators.extraction.orchestrator import SharedOrchestrator
 
     cfg = batch_config(inputs.video, out_dir, preset)
-    flow = module.build_flow(cfg)
-    orchestrator = worker_orchestrator(cfg)  # the object the flow's extract step will use
+    lanes = SharedOrchestrator(cfg)
+    flow = module.build_flow(cfg, orchestrator=lanes)
+    orchestrator = lanes.acquire()  # held until the timed run is over, so its lanes stay up
     orchestrator.run([inputs.frames[0]])
     cpu_before = own_process_cpu_seconds()
     start = time.perf_counter()
     run_main(flow)
     seconds = time.perf_counter() - start
     cores_used = (own_process_cpu_seconds() - cpu_before) / seconds
-    orchestrator.close()
+    lanes.release()
     triggers = read_jsonl(out_dir / "triggers.jsonl")
     return {"seconds": seconds, "cores_used": cores_used, "trigger_keys": sorted(str(t.get("key")) for t in triggers)}
 

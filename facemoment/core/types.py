@@ -7,7 +7,7 @@ between workers. Only `Frame` carries pixels; everything after extraction is sma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -83,9 +83,7 @@ class Hand:
 class Observation:
     """One extractor's result for one frame (visualbase's OBS).
 
-    `source` is the extractor name (face, pose, gesture, quality) or `frame`, the
-    marker every ingested frame produces so alignment knows a frame existed even
-    when every extractor missed it.
+    `source` is the extractor name (face, pose, gesture, quality).
     """
 
     source: str
@@ -101,6 +99,27 @@ class Observation:
     # Wall clock (time.time_ns) when the extraction step took this frame's results up;
     # alignment measures sync delays from it. 0 when not stamped (observations fed in).
     extract_wall_ns: int = 0
+
+
+@dataclass
+class FramePresence:
+    """A frame entered extraction: alignment then knows the frame exists even when
+    every extractor missed it, and TRIG timing knows how far the stream has come.
+
+    On the OBS wire it is the bare `OBS src=frame ...` header.
+    """
+
+    stream_id: str
+    frame_id: int
+    t_ns: int
+    extract_wall_ns: int = 0
+
+    # Its name where observations are named by source (the OBS wire, alignment).
+    source = "frame"
+
+
+# What extraction hands to alignment.
+Extracted = Union[Observation, FramePresence]
 
 
 @dataclass

@@ -29,9 +29,9 @@ Choices this module makes where the spec is silent:
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from facemoment.core.types import Face, Hand, Observation, Pose
+from facemoment.core.types import Extracted, Face, FramePresence, Hand, Observation, Pose
 from facemoment.formats.wire import TEXT_ERROR, WireError, check_value, required_value, split_message, typed_value
 
 
@@ -131,10 +131,10 @@ def _signal(signals: Mapping[str, float], *names: str, default: float = 0.0) -> 
     return default
 
 
-def format_obs(obs: Observation, extended: bool = False, publisher: str = "") -> str:
+def format_obs(obs: Union[Observation, FramePresence], extended: bool = False, publisher: str = "") -> str:
     """One observation as visualbase's OBS line (face, pose, quality, gesture).
 
-    Other sources (e.g. the ``frame`` marker) are written as the bare header.
+    A frame's presence (``src=frame``) and other sources are written as the bare header.
     ``extended`` adds the fields described in the module doc (``publisher`` names
     the sender in ``pub=``).
     """
@@ -163,9 +163,10 @@ def format_obs(obs: Observation, extended: bool = False, publisher: str = "") ->
     if extended:
         if publisher:
             parts.append(f"pub={word(publisher)}")
-        if obs.error:
-            parts.append(f"err={word(obs.error)}")
-        parts.append(f"ms={float(obs.processing_ms):.3f}")
+        error, ms = (obs.error, obs.processing_ms) if isinstance(obs, Observation) else (None, 0.0)
+        if error:
+            parts.append(f"err={word(error)}")
+        parts.append(f"ms={float(ms):.3f}")
     return " ".join([head] + parts)
 
 
@@ -234,17 +235,23 @@ def _parse_hand(attrs: Mapping[str, str], where: str) -> Hand:
     )
 
 
-def parse_obs(text: str, stream_id: str = "") -> Observation:
-    """Read an OBS line back into an :class:`Observation` (only what the text carries)."""
+def parse_obs(text: str, stream_id: str = "") -> Extracted:
+    """Read an OBS line back into an :class:`Observation` (only what the text carries),
+    or a :class:`FramePresence` for ``src=frame``."""
     return parse_obs_from(text, stream_id)[0]
 
 
-def parse_obs_from(text: str, stream_id: str = "") -> Tuple[Observation, str]:
+def parse_obs_from(text: str, stream_id: str = "") -> Tuple[Extracted, str]:
     """:func:`parse_obs` and the ``pub=`` name of the sender ("" when not given)."""
     pairs, bare = split_message(text, "OBS")
     source = pairs.get("src")
     if not source:
         raise WireError(TEXT_ERROR, "OBS lacks src=")
+    if source == FramePresence.source:
+        presence = FramePresence(
+            stream_id, required_value(pairs, "frame", int, "OBS"), required_value(pairs, "t_ns", int, "OBS")
+        )
+        return presence, pairs.get("pub", "")
     obs = Observation(
         source=source,
         stream_id=stream_id,

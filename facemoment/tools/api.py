@@ -164,7 +164,7 @@ class MomentDetector:
     def _run(self, source: str, on_trigger: Optional[TriggerCallback], idle_timeout_s: Optional[float] = None) -> List[Trigger]:
         from bytewax.testing import run_main
 
-        from dataflows.facemoment import build_flow
+        from dataflows.facemoment import Taps, build_flow
         from facemoment.runtime import shutdown
 
         cfg = copy.deepcopy(self.config)
@@ -182,14 +182,7 @@ class MomentDetector:
         with _RUN_LOCK:
             shutdown.STOP.clear()
             try:
-                run_main(build_flow(cfg, on_trigger=collect))
+                run_main(build_flow(cfg, taps=Taps(on_trigger=collect)))
             finally:
                 shutdown.STOP.clear()  # a stop asked of this run must not end the next one in this process
         return found
-
-
-def settings_of(detector: MomentDetector) -> Mapping[str, Any]:
-    """The detector's whole configuration as plain data (for logging what ran)."""
-    from facemoment.core.config import as_dict
-
-    return as_dict(detector.config)

@@ -1,8 +1,8 @@
 """`facemoment debug SOURCE -o out.mp4 [--show]`: see what FaceMoment sees.
 
 Every frame of any source (a video file, a recording, a camera, a URL, `sample`, or a
-visualbase `tcp://` stream) goes through the same extractors and fusion rules as the
-dataflow, one frame at a time, and is drawn on: face boxes with yaw, pitch and
+visualbase `tcp://` stream) goes through the dataflow itself, and each fused frame is
+drawn on: face boxes with yaw, pitch and
 expression, the pose skeleton, hands with their gesture, the quality values, the
 gate and its failing conditions, the candidates, and each trigger as it fires. The
 annotated video is written to a file, and shown in a window where a display exists.
@@ -14,16 +14,17 @@ import argparse
 import copy
 import os
 import sys
-import time
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from facemoment.core.config import Config, ConfigError, load_config
 from facemoment.core.types import Frame, FrameObservations, Observation, Trigger
+from operators.fusion_state import FusionState
 from operators.gate_tally import Outcome
 
 # BGR colours.
@@ -35,6 +36,7 @@ HAND_EDGES = tuple((a, b) for finger in ((0, 1, 2, 3, 4), (0, 5, 6, 7, 8), (5, 9
 # A fired trigger's banner stays this long (event time).
 BANNER_NS = 1_500_000_000
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+WINDOW = "facemoment debug"
 
 
 @dataclass
@@ -148,43 +150,106 @@ def annotate(image: np.ndarray, fo: FrameObservations, outcome: Outcome, banner:
     return img
 
 
-# ------------------------------------------------------------------ sources
-def _zmq_frames(address: str, idle_timeout_s: Optional[float]) -> Iterator[Tuple[int, int, np.ndarray]]:
-    import zmq
-
-    from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame
-
-    sub = zmq.Context.instance().socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
-    sub.connect(address)
-    last = time.monotonic()
-    try:
-        while True:
-            if sub.poll(200):
-                try:
-                    yield unpack_frame(sub.recv_multipart(), copy=True)
-                except WireError as exc:
-                    print(f"facemoment debug: skipping a malformed frame: {exc}", file=sys.stderr)
-                last = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
-                return
-    finally:
-        sub.close()
+def display_available() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("win32", "darwin")
 
 
-def frames_from(source: str, idle_timeout_s: Optional[float] = None) -> Tuple[Iterator[Tuple[int, int, np.ndarray]], Optional[float]]:
-    """(frames, fps) of any source the dataflow reads."""
-    if source.startswith(("tcp://", "ipc://")):
-        return _zmq_frames(source, idle_timeout_s), None
+def debug_config(cfg: Config, source: str, work_dir: Path, idle_timeout_s: Optional[float]) -> Config:
+    """The run's settings for looking: every extractor on every frame, no TRIG sent,
+    no clips; the flow's own files go to `work_dir`."""
+    cfg = copy.deepcopy(cfg)
+    cfg.source.source = source
+    cfg.source.shares = 1
+    if source.startswith(("tcp://", "ipc://")) and idle_timeout_s is not None:
+        cfg.source.idle_timeout_s = idle_timeout_s
+    cfg.extract.deadline_ms = 0.0  # this is for looking, not for keeping up
+    cfg.output.trig_address = None
+    cfg.output.clips = False
+    cfg.output.obs_address = None
+    cfg.output.metrics_port = None
+    cfg.output.sync_view = False
+    cfg.output.trace = "off"
+    cfg.output.trace_path = None
+    cfg.output.output_dir = str(work_dir)
+    return cfg
+
+
+class _Annotator:
+    """Draws each fused frame of the flow on its image, as the flow fuses it."""
+
+    def __init__(self, output: Optional[Path], fps: float, show: bool, max_frames: Optional[int]):
+        self.result = DebugResult(output=output, shown=show)
+        self._fps = fps
+        self._max_frames = max_frames
+        self._images: Dict[int, np.ndarray] = {}
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._banner: Optional[Trigger] = None
+        self.done = False
+
+    def on_frame(self, frame: Frame) -> None:
+        if not self.done:
+            self._images[frame.frame_id] = frame.image
+
+    def on_fused(self, fo: FrameObservations, fusion: FusionState, trigger: Optional[Trigger]) -> None:
+        image = self._images.pop(fo.frame_id, None)
+        for stale in [i for i in self._images if i < fo.frame_id]:
+            del self._images[stale]  # frames that never reached fusion
+        if self.done or image is None:
+            return
+        if trigger is not None:
+            self.result.triggers.append(trigger)
+            self._banner = trigger
+            print(f"frame {fo.frame_id} t={fo.t_ns / 1e9:.2f}s: TRIGGER {trigger.reason} score {trigger.score:.2f}", flush=True)
+        if self._banner is not None and fo.t_ns - self._banner.t_ns > BANNER_NS:
+            self._banner = None
+        drawn = annotate(image, fo, Outcome(*fusion.outcome), self._banner, len(self.result.triggers))
+        self._write(drawn)
+        self.result.size = (drawn.shape[1], drawn.shape[0])
+        self.result.frames += 1
+        if self.result.shown:
+            cv2.imshow(WINDOW, drawn)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                self._finish()
+        if self._max_frames is not None and self.result.frames >= self._max_frames:
+            self._finish()
+
+    def _write(self, drawn: np.ndarray) -> None:
+        output = self.result.output
+        if self._writer is None and output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            size = (drawn.shape[1], drawn.shape[0])
+            self._writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), self._fps, size)
+            if not self._writer.isOpened():
+                raise ValueError(f"cannot write a video to {output}")
+        if self._writer is not None:
+            self._writer.write(drawn)
+
+    def _finish(self) -> None:
+        """Enough frames: stop reading; frames already read are fused but not drawn."""
+        from facemoment.runtime import shutdown
+
+        self.done = True
+        self._images.clear()
+        shutdown.STOP.set()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        if self.result.shown:
+            cv2.destroyAllWindows()
+
+
+def _source_fps(source: str) -> Optional[float]:
+    """A file's frame rate, for the annotated video (live sources: None)."""
+    if source != "sample" and not Path(source).is_file():
+        return None
     from facemoment.formats.frames import open_frames
 
     reader = open_frames(source)
-    return iter(reader), getattr(reader, "fps", None)
-
-
-def display_available() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or sys.platform in ("win32", "darwin")
+    try:
+        return getattr(reader, "fps", None)
+    finally:
+        reader.close()
 
 
 # --------------------------------------------------------------------- loop
@@ -196,66 +261,33 @@ def run_debug(
     max_frames: Optional[int] = None,
     idle_timeout_s: Optional[float] = None,
 ) -> DebugResult:
-    """Annotate every frame of `source` into `output` (and a window with `show`)."""
-    from operators.extraction.orchestrator import Orchestrator
-    from operators.fusion_rules import FusionRules
-    from operators.fusion_state import FusionState
+    """Annotate every frame of `source` into `output` (and a window with `show`).
 
-    cfg = copy.deepcopy(cfg)
-    cfg.extract.deadline_ms = 0.0  # every extractor on every frame: this is for looking, not for keeping up
-    cfg.output.trace = "off"
-    frames, fps = frames_from(source, idle_timeout_s)
-    orchestrator = Orchestrator(cfg)
-    rules, fusion = FusionRules(cfg.fusion, "minimal"), FusionState()
-    stream = cfg.source.stream_id
-    result = DebugResult(output=output)
-    writer: Optional[cv2.VideoWriter] = None
-    window = "facemoment debug"
-    result.shown = show and display_available()
-    if show and not result.shown:
+    The frames go through the dataflow itself (the same stages `python -m bytewax.run`
+    runs: read-ahead, extraction, alignment, fusion with its carried results), so
+    what is drawn is what a run fires.
+    """
+    from bytewax.testing import run_main
+
+    from dataflows.facemoment import Taps, build_flow
+    from facemoment.runtime import shutdown
+
+    shown = show and display_available()
+    if show and not shown:
         print("facemoment debug: no display here; writing the file only", file=sys.stderr)
-    banner: Optional[Trigger] = None
-    try:
-        for frame_id, t_ns, image in frames:
-            frame = Frame(stream, frame_id, t_ns, image)
-            observations = {o.source: o for o in orchestrator.run([frame]) if isinstance(o, Observation) and o.source in cfg.extract.extractors}
-            fo = FrameObservations(stream, frame_id, t_ns, observations, missing=tuple(n for n in cfg.extract.extractors if n not in observations))
-            trigger, _records = rules.process(fusion, fo)
-            if trigger is not None:
-                result.triggers.append(trigger)
-                banner = trigger
-                print(f"frame {frame_id} t={t_ns / 1e9:.2f}s: TRIGGER {trigger.reason} score {trigger.score:.2f}", flush=True)
-            if banner is not None and t_ns - banner.t_ns > BANNER_NS:
-                banner = None
-            drawn = annotate(image, fo, Outcome(*fusion.outcome), banner, len(result.triggers))
-            if writer is None and output is not None:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                result.size = (drawn.shape[1], drawn.shape[0])
-                writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30.0, result.size)
-                if not writer.isOpened():
-                    raise ValueError(f"cannot write a video to {output}")
-            if writer is not None:
-                writer.write(drawn)
-            result.size = (drawn.shape[1], drawn.shape[0])
-            result.frames += 1
-            if result.shown:
-                cv2.imshow(window, drawn)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    break
-            if max_frames is not None and result.frames >= max_frames:
-                break
-    except KeyboardInterrupt:
-        pass  # Ctrl-C ends the view; what was written so far is a playable file
-    finally:
-        if writer is not None:
-            writer.release()
-        orchestrator.close()
-        close = getattr(frames, "close", None)
-        if close is not None:
-            close()
-        if result.shown:
-            cv2.destroyAllWindows()
-    return result
+    with tempfile.TemporaryDirectory(prefix="facemoment-debug-") as work:
+        run_cfg = debug_config(cfg, source, Path(work), idle_timeout_s)
+        annotator = _Annotator(output, _source_fps(source) or run_cfg.source.fps or 30.0, shown, max_frames)
+        flow = build_flow(run_cfg, taps=Taps(on_frame=annotator.on_frame, on_fused=annotator.on_fused))
+        shutdown.STOP.clear()
+        try:
+            run_main(flow)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends the view; what was written so far is a playable file
+        finally:
+            shutdown.STOP.clear()  # a stop asked of this view must not end the next run in this process
+            annotator.close()
+    return annotator.result
 
 
 def cmd_debug(args: argparse.Namespace) -> int:

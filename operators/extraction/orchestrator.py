@@ -1,14 +1,17 @@
 """Per-frame extraction with a deadline: the seed's ExtractorOrchestrator inside a
 Bytewax step.
 
-Each Bytewax worker owns one `Orchestrator`; it runs every extractor on a lane (a
-thread that owns that extractor's model, since MediaPipe graphs are bound to one
-thread). A batch of frames is submitted to all lanes at once, so extractors run in
-parallel with each other (MediaPipe and onnxruntime release the GIL) and with the
-next frames. A result that misses the frame's deadline is not waited for: the frame
-is fused without it and a `frame_drop` (reason `timeout`) record says so. A lane
-skips jobs that are already past their deadline when it reaches them, so one slow
-frame does not make every following frame late.
+An `Orchestrator` runs every extractor on a lane (operators/extraction/lanes.py).
+A frame is submitted to all lanes at once, so extractors run in parallel with each
+other (MediaPipe and onnxruntime release the GIL) and with the next frames. A
+result that misses the frame's deadline is not waited for: the frame is fused
+without it and a `frame_drop` (reason `timeout`) record says so.
+
+Frames are submitted by the stage's read-ahead (operators/extraction/read_ahead.py)
+as soon as a source yields them; the `extract` step only takes the results up. The
+workers of one process share one orchestrator per flow (`SharedOrchestrator`): one
+model instance per extractor per process, since more instances than cores buy
+nothing.
 
 An extractor with a declared rate (`extract.every`, N > 1) gets only the frames
 it is due on (`frame_id % N == K`); fusion carries its last result over the others.
@@ -22,11 +25,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import bytewax.operators as op
@@ -36,13 +39,13 @@ from facemoment.core.config import Config
 from facemoment.core.rates import extractor_rates, is_due
 from facemoment.core.records import FrameDrop, FrameExtract, FrameSkip, Level, ModelsReady, Timing
 from facemoment.core.streams import ItemsAndRecords, split_records
+from facemoment.core.types import Extracted, Frame, FramePresence, Observation, TraceRecord
 from facemoment.runtime import readiness
-from facemoment.core.types import Frame, Observation, TraceRecord
-from operators.align import FRAME_MARKER
+from operators.extraction.lanes import Job, Lane
 
 log = logging.getLogger(__name__)
 
-Item = Union[Observation, TraceRecord, ModelsReady]
+Item = Union[Extracted, TraceRecord, ModelsReady]
 
 # The extractors the cascade holds back until face has looked at the frame.
 CASCADED = ("pose", "gesture")
@@ -59,99 +62,30 @@ def found_nobody(face: Optional[Observation]) -> bool:
 
 
 @dataclass
-class _Job:
+class Submitted:
+    """One frame's jobs on the lanes."""
+
     frame: Frame
-    deadline_ns: Optional[int]  # perf_counter_ns; None waits forever
-    future: Future = field(default_factory=Future)
-    started_ns: int = 0
-    timed_out: bool = False
+    start_ns: int  # perf_counter_ns at submission
+    deadline_ns: Optional[int]  # perf_counter_ns; None waits for every result
+    depths: Dict[str, int]  # each lane's queue when the frame joined it
+    jobs: Dict[str, Job]
 
+    def settled(self) -> bool:
+        """Every result is in, or the deadline passed: collecting it will not wait."""
+        if all(job.future.done() for job in self.jobs.values()):
+            return True
+        return self.deadline_ns is not None and time.perf_counter_ns() >= self.deadline_ns
 
-# (frame, submitted at perf_counter_ns, deadline, lane depths, jobs by extractor)
-_Submitted = Tuple[Frame, int, Optional[int], Dict[str, int], Dict[str, "_Job"]]
+    def wait(self, timeout_s: float) -> None:
+        """Wait at most `timeout_s` (and not past the deadline) for the results."""
+        if self.deadline_ns is not None:
+            timeout_s = min(timeout_s, max(0.0, (self.deadline_ns - time.perf_counter_ns()) / 1e9))
+        wait_futures([job.future for job in self.jobs.values()], timeout=timeout_s)
 
-
-class Lane:
-    """One extractor on its own thread, jobs in submission order."""
-
-    def __init__(self, name: str, factory: Callable[[], object]):
-        self.name = name
-        self._factory = factory
-        self._jobs: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
-        self._pending = 0
-        self._lock = threading.Lock()
-        self.ready = threading.Event()
-        self._typical_ns = 0
-        # Results that arrived after their deadline, reported on the next batch.
-        self.late: List[_Job] = []
-        self._thread = threading.Thread(target=self._run, name=f"extract-{name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def depth(self) -> int:
-        with self._lock:
-            return self._pending
-
-    def submit(self, job: _Job) -> _Job:
-        with self._lock:
-            self._pending += 1
-        self._jobs.put(job)
-        return job
-
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        extractor = None
-        try:
-            extractor = self._factory()
-            # Build the model graphs now: the first frame's deadline is for the
-            # frame, not for loading models.
-            load = getattr(extractor, "load", None)
-            if load is not None:
-                load()
-        except Exception as exc:  # reported per job below, the stream goes on
-            load_error = f"{type(exc).__name__}: {exc}"
-            log.error("%s extractor could not start: %s", self.name, load_error)
-        else:
-            load_error = None
-        self.ready.set()
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                break
-            if not job.future.set_running_or_notify_cancel():
-                with self._lock:
-                    self._pending -= 1
-                continue  # the source dropped the frame before it was extracted
-            try:
-                # Skip a job that cannot finish before its deadline, judged by this
-                # extractor's recent cost: its result would come too late to use,
-                # and the time is better spent on the next frame.
-                if job.deadline_ns is not None and time.perf_counter_ns() + self._typical_ns > job.deadline_ns:
-                    job.future.set_result(None)  # None: skipped, not run
-                    # The estimate only learns from runs: let it fade while skipping,
-                    # so one slow spell cannot switch the extractor off for good.
-                    self._typical_ns -= self._typical_ns // 8
-                    continue
-                job.started_ns = time.perf_counter_ns()
-                if load_error is not None:
-                    raise RuntimeError(load_error)
-                job.future.set_result(extractor.extract(job.frame))  # type: ignore[union-attr]
-                spent = time.perf_counter_ns() - job.started_ns
-                self._typical_ns += (spent - self._typical_ns) // 8  # EWMA of the cost
-            except Exception as exc:  # a bad frame must not stop the lane
-                job.future.set_exception(exc)
-            finally:
-                with self._lock:
-                    self._pending -= 1
-                    if job.timed_out and job.future.done() and job.future.exception() is None \
-                            and job.future.result() is not None:
-                        self.late.append(job)
-        close = getattr(extractor, "close", None)
-        if close is not None:
-            close()
+    def cancel(self) -> None:
+        for job in self.jobs.values():
+            job.future.cancel()
 
 
 class Orchestrator:
@@ -178,26 +112,26 @@ class Orchestrator:
         self._prefetch_lock = threading.Lock()
         # By (stream, frame id), but a result belongs to the very Frame it was
         # computed on: a publisher may send two different frames with one id.
-        self._prefetched: Dict[Tuple[str, int], List[_Submitted]] = {}
+        self._prefetched: Dict[Tuple[str, int], List[Submitted]] = {}
 
     def close(self) -> None:
         for lane in self.lanes.values():
             lane.close()
 
-    def _submit(self, frame: Frame) -> "_Submitted":
+    def _submit(self, frame: Frame) -> Submitted:
         start = time.perf_counter_ns()
         deadline = start + self.deadline_ns if self.deadline_ns is not None else None
         depths = {name: lane.depth for name, lane in self.lanes.items()}
-        jobs = {name: _Job(frame, deadline) for name in self.lanes if is_due(frame.frame_id, self.rates.get(name))}
+        jobs = {name: Job(frame, deadline) for name in self.lanes if is_due(frame.frame_id, self.rates.get(name))}
         held = {name: job for name, job in jobs.items() if self.cascade and name in CASCADED and "face" in jobs}
         for name, job in jobs.items():
             if name not in held:
                 self.lanes[name].submit(job)
         if held:
             jobs["face"].future.add_done_callback(functools.partial(self._after_face, held))
-        return (frame, start, deadline, depths, jobs)
+        return Submitted(frame, start, deadline, depths, jobs)
 
-    def _after_face(self, held: Dict[str, _Job], face: Future) -> None:
+    def _after_face(self, held: Dict[str, Job], face: Future) -> None:
         """The cascade: run the held extractors unless face found nobody on the frame."""
         obs = face.result() if not face.cancelled() and face.exception() is None else None
         nobody = found_nobody(obs)
@@ -212,8 +146,8 @@ class Orchestrator:
             except InvalidStateError:  # cancelled meanwhile: the source dropped the frame
                 pass
 
-    def prefetch(self, frame: Frame) -> None:
-        """Start extracting a frame the moment a live source accepts it.
+    def prefetch(self, frame: Frame) -> Submitted:
+        """Start extracting a frame the moment its source yields it.
 
         The extraction step then only collects the results: the lanes work on the
         next frames while the dataflow is busy with earlier ones, instead of idling
@@ -222,14 +156,15 @@ class Orchestrator:
         submitted = self._submit(frame)
         with self._prefetch_lock:
             self._prefetched.setdefault((frame.stream_id, frame.frame_id), []).append(submitted)
+        return submitted
 
-    def _take_prefetched(self, stream_id: str, frame_id: int, frame: Optional[Frame]) -> List["_Submitted"]:
+    def _take_prefetched(self, stream_id: str, frame_id: int, frame: Optional[Frame]) -> List[Submitted]:
         """The prefetched work for ``frame`` (every frame with that id when None)."""
         key = (stream_id, frame_id)
         with self._prefetch_lock:
             entries = self._prefetched.get(key, [])
-            taken = [e for e in entries if frame is None or e[0] is frame]
-            rest = [e for e in entries if not (frame is None or e[0] is frame)]
+            taken = [e for e in entries if frame is None or e.frame is frame]
+            rest = [e for e in entries if not (frame is None or e.frame is frame)]
             if rest:
                 self._prefetched[key] = rest
             else:
@@ -239,8 +174,7 @@ class Orchestrator:
     def discard(self, stream_id: str, frame_id: int, frame: Optional[Frame] = None) -> None:
         """A prefetched frame the source dropped: its jobs are cancelled, not run."""
         for submitted in self._take_prefetched(stream_id, frame_id, frame):
-            for job in submitted[4].values():
-                job.future.cancel()
+            submitted.cancel()
 
     def run(self, frames: Sequence[Frame]) -> List[Item]:
         out: List[Item] = []
@@ -251,9 +185,10 @@ class Orchestrator:
         for frame in frames:
             ready = self._take_prefetched(frame.stream_id, frame.frame_id, frame)
             submitted.append(ready[0] if ready else self._submit(frame))
-        for frame, start, deadline, depths, jobs in submitted:
+        for work in submitted:
+            frame, start, deadline, depths, jobs = work.frame, work.start_ns, work.deadline_ns, work.depths, work.jobs
             extract_wall_ns = time.time_ns()
-            out.append(Observation(FRAME_MARKER, frame.stream_id, frame.frame_id, frame.t_src_ns, extract_wall_ns=extract_wall_ns))
+            out.append(FramePresence(frame.stream_id, frame.frame_id, frame.t_src_ns, extract_wall_ns))
             missed: List[str] = []
             for name, job in jobs.items():
                 obs = self._collect(name, job, deadline)
@@ -288,7 +223,7 @@ class Orchestrator:
             out.extend(self._late_reports())
         return out
 
-    def _collect(self, name: str, job: _Job, deadline: Optional[int]) -> Optional[Observation]:
+    def _collect(self, name: str, job: Job, deadline: Optional[int]) -> Optional[Observation]:
         timeout = None if deadline is None else max(0.0, (deadline - time.perf_counter_ns()) / 1e9)
         try:
             obs = job.future.result(timeout=timeout)
@@ -322,9 +257,7 @@ class Orchestrator:
 
     def _late_reports(self) -> Iterable[Timing]:
         for name, lane in self.lanes.items():
-            with lane._lock:
-                late, lane.late = lane.late, []
-            for job in late:
+            for job in lane.take_late():
                 obs = job.future.result()
                 record = self._timing(job.frame, name, obs.processing_ms, 0)
                 record.late = True
@@ -346,33 +279,48 @@ def _frame_extract(obs: Observation) -> FrameExtract:
     )
 
 
-_shared_lock = threading.Lock()
-_shared: Optional[Orchestrator] = None
+class SharedOrchestrator:
+    """The one orchestrator of a flow in this process, shared by its workers.
 
-
-def worker_orchestrator(cfg: Config) -> Orchestrator:
-    """The process's orchestrator, built (models loaded) on first use.
-
-    Worker threads of one process share it: one model instance per extractor per
-    process. More instances than cores buys nothing, and MediaPipe's inference
-    threads of surplus graphs spend their time waiting for cores in the kernel.
+    Built (models loaded) when the first of the flow's read-ahead partitions starts,
+    so a live stream's first frames are not lost while models load; closed when the
+    last one closes. Belongs to the flow that made it: nothing process-wide links a
+    source to the extract step.
     """
-    global _shared
-    with _shared_lock:
-        if _shared is None or _shared.cfg is not cfg:
-            if _shared is not None:
-                _shared.close()
-            _shared = Orchestrator(cfg)
-        return _shared
 
+    def __init__(self, cfg: Config, factory: Optional[Callable[[str, Config], object]] = None):
+        self.cfg = cfg
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._users = 0
+        self._current: Optional[Orchestrator] = None
 
-def extract_batch(cfg: Config, frames: List[Frame]) -> List[Item]:
-    """The process's orchestrator on this worker's batch of frames."""
-    return worker_orchestrator(cfg).run(frames)
+    def acquire(self) -> Orchestrator:
+        with self._lock:
+            self._users += 1
+            return self._started()
+
+    def release(self) -> None:
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users == 0 and self._current is not None:
+                self._current.close()  # lanes finish what they were given first
+                self._current = None
+
+    def _started(self) -> Orchestrator:
+        if self._current is None:
+            self._current = Orchestrator(self.cfg, self._factory)
+        return self._current
+
+    def run(self, frames: List[Frame]) -> List[Item]:
+        """The results of this worker's batch of frames (read ahead, so mostly ready)."""
+        with self._lock:
+            orchestrator = self._started()
+        return orchestrator.run(frames)
 
 
 @operator
-def extract(step_id: str, frames: Stream[Frame], cfg: Config) -> ItemsAndRecords[Observation]:
-    """Stateless per-frame extraction, extractors in parallel, with a deadline:
-    observations (a frame marker included) and timing/drop records."""
-    return split_records("split", op.flat_map_batch("extract", frames, functools.partial(extract_batch, cfg)))
+def extract(step_id: str, frames: Stream[Frame], orchestrator: SharedOrchestrator) -> ItemsAndRecords[Extracted]:
+    """Stateless per-frame extraction, extractors in parallel, with a deadline: each
+    frame's presence and observations, and timing/drop records."""
+    return split_records("split", op.flat_map_batch("extract", frames, orchestrator.run))
