@@ -75,10 +75,6 @@ def build_source(spec: StreamSpec, cfg: Config, extraction: Callable[[], Any]) -
             drop_strategy=src.drop_strategy,
             keyframe_interval=src.keyframe_interval,
             stop_event=shutdown.STOP,
-            # Load the models before subscribing, so a live stream's first frames
-            # are not dropped while they load.
-            before_connect=extraction,
-            prefetcher=extraction,
             shares=shares,
             max_frame_bytes=int(src.max_frame_mb * 1024 * 1024),
             buffer_max_bytes=int(src.buffer_max_mb * 1024 * 1024),
