@@ -147,7 +147,7 @@ class FrameAccounting:
         resumed, self._resumed = self._resumed, False
         self.last_seen_id = frame_id
         run = self._run
-        if last is None or run is None and not resumed:
+        if last is None or (run is None and not resumed):
             self._start_run(frame_id, t_src_ns, now)
             return
         if run is not None and self._before_jump is not None:

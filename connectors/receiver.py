@@ -88,7 +88,6 @@ class SubReceiver:
         self._hwm = hwm
         self._handle = handle
         self._name = name
-        self._what = what
         self._on_dropped = on_dropped
         self._poll_ms = poll_ms
         self._recv = {"copy": copy}
