@@ -39,11 +39,11 @@ from collections import Counter, deque
 from datetime import timedelta
 from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
-import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from typing_extensions import override
 
 from facemoment.core.addresses import zmq_address
-from connectors.receiver import ReceivedBatches, drain, sub_socket
+from connectors.receiver import ReceivedBatches, SubReceiver
 from connectors.shares import frame_gap
 from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
 from facemoment.core.types import Extracted, FramePresence, Observation, TraceRecord
@@ -78,24 +78,17 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         self._heard: Dict[str, float] = {}  # publisher -> monotonic time of its last message
         self._started = time.monotonic()
         self._last_receive: Optional[float] = None
-        self._context = zmq.Context()
-        self._socket = sub_socket(self._context, source.topic, RECEIVE_HWM)
-        for address in source.addresses:
-            self._socket.connect(address)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._receive_loop, name=f"obs-in-{self._stream_id}", daemon=True)
-        self._thread.start()
+        self._receiver = SubReceiver(
+            source.addresses,
+            source.topic,
+            RECEIVE_HWM,
+            self._handle,
+            name=f"obs-in-{self._stream_id}",
+            what="OBS publisher",
+            poll_ms=POLL_MS,
+        )
 
     # ------------------------------------------------------------ receive thread
-
-    def _receive_loop(self) -> None:
-        sock = self._socket
-        try:
-            while not self._stop.is_set():
-                if sock.poll(POLL_MS):
-                    drain(sock, self._stop, self._handle)
-        finally:
-            sock.close(linger=0)
 
     def _handle(self, parts: List[bytes]) -> None:
         now_ns = time.time_ns()
@@ -202,6 +195,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
             publishers_ended=sorted(self._ended_publishers),
         )
 
+    @override
     def snapshot(self) -> Dict[str, Any]:
         with self._lock:
             return {
@@ -210,10 +204,12 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
                 "ended": sorted(self._ended_publishers),
             }
 
+    def _stop_receiver(self) -> None:
+        self._receiver.stop()
+
+    @override
     def close(self) -> None:
-        self._stop_receiver()
-        if not self._thread.is_alive():
-            self._context.term()
+        self._receiver.close()
 
 
 class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):

@@ -1,10 +1,11 @@
 """A Bytewax source subscribing to a visualbase frame publisher over ZeroMQ.
 
-The partition's background thread owns a SUB socket (receive high-water mark 2,
-subscribed to ``frame``, as visualbase subscribers are) and drains it into a
-:class:`FrameBuffer`.  ``next_batch`` hands Bytewax whatever is buffered without
-blocking.  The stream carries ``Frame`` items and trace records (dicts whose first
-key is ``record_type``) for the dataflow to route to its trace:
+Each partition is a thin layer over two parts that know nothing of Bytewax: a
+:class:`FrameReceiver` (socket, thread, reconnects, the frame buffer) and a
+:class:`FrameAccounting` (gaps, restarts, id jumps, malformed messages, counters,
+resume state). ``next_batch`` hands Bytewax whatever is buffered without blocking.
+The stream carries ``Frame`` items and trace records for the dataflow to route to
+its trace:
 
 - ``frame_drop`` with reason ``backpressure``: frames the buffer's drop strategy
   discarded (all ids dropped since the previous batch, in one record);
@@ -13,12 +14,13 @@ key is ``record_type``) for the dataflow to route to its trace:
   ``while_down`` for frames missed between a snapshot and a resume);
 - ``malformed_message``: messages that are not valid frames, at most one record per
   kind per second (``messages``: how many it stands for); kinds include
-  ``too_large`` (over ``max_frame_bytes``) and ``time_jump`` (see
-  :class:`connectors.frame_buffer.TimeJumpGuard`);
+  ``too_large`` (over ``max_frame_bytes``, read from the header or refused by
+  ZeroMQ) and ``time_jump`` (see :class:`connectors.frame_buffer.TimeJumpGuard`);
 - ``publisher_restart``: a ``frame_id`` that does not increase.  visualbase numbers
   frames from 0 on every run, so a publisher that went away and came back shows up
   as ids going back; ZeroMQ reconnects by itself, this only keeps the restart from
-  being read as a gap;
+  being read as a gap. With ``kind: id_jump``: an id further ahead than the stream
+  could have numbered meanwhile, counted once rather than as lost frames;
 - ``source_summary``: the partition's counters, once, when the stream ends.
 
 The stream ends (so downstream windows flush) when ``stop_event`` is set, when
@@ -28,73 +30,36 @@ The stream ends (so downstream windows flush) when ``stop_event`` is set, when
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from typing_extensions import override
 
+from connectors.frame_accounting import MALFORMED_INTERVAL_S, FrameAccounting, SourceStats
+from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer
+from connectors.frame_receiver import FrameReceiver
+from connectors.shares import StreamShares, parse_share
 from facemoment.core.addresses import zmq_address
-from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
-from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
-from connectors.receiver import ReceivedBatches, drain, sub_socket
-from connectors.shares import Gap, StreamShares, frame_gap, in_share, parse_share
-from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
 log = logging.getLogger(__name__)
 
-RECEIVE_HWM = 2
-RECEIVE_TIMEOUT_MS = 1000
-# How long the receive thread waits on the socket before re-checking for stop.
-POLL_INTERVAL_MS = 50
 # How soon Bytewax should call again after an empty batch.
 IDLE_WAKE = timedelta(milliseconds=5)
-# Trace records waiting for the next batch; beyond this the oldest are lost (and counted).
-MAX_PENDING_RECORDS = 10_000
-# A gap record lists its ids only up to this many (dropped_count and dropped_range always).
-MAX_LISTED_IDS = 32
-# Malformed messages of one kind make at most one trace record per this interval.
-MALFORMED_INTERVAL_S = 1.0
 # Defaults: the largest frame message (a 4K BGR frame is 24.9 MB) and the buffer's bytes.
 DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
 DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 
 SourceItem = Union[Frame, TraceRecord]
 
-
-@dataclass
-class SourceStats:
-    frames_received: int = 0
-    frames_emitted: int = 0
-    dropped_backpressure: int = 0
-    lost_on_wire: int = 0
-    malformed: Dict[str, int] = field(default_factory=dict)
-    publisher_restarts: int = 0
-    records_dropped: int = 0
-    # Connections dropped (an oversized message, a publisher gone) and made again.
-    reconnects: int = 0
-
-    def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "SourceStats":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        stats = cls(**known)
-        stats.malformed = dict(stats.malformed)
-        return stats
+__all__ = ["ZmqFrameSource", "SourceItem", "SourceStats", "FrameBuffer", "MALFORMED_INTERVAL_S"]
 
 
-class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[str, Any]]):
-    IDLE_WAKE = IDLE_WAKE
-
+class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
     def __init__(
         self,
         source: "ZmqFrameSource",
@@ -102,283 +67,78 @@ class _ZmqFramePartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Di
         resume_state: Optional[Dict[str, Any]],
         share: Tuple[int, int] = (0, 1),
     ) -> None:
-        self._address = source.address
-        self._stream_id = stream_id
-        # Every share sees every message; it keeps its own frame ids and reports
-        # lost ids of its own share. Share 0 alone reports stream-wide events.
-        self._share_index, self._share_count = share
-        self._idle_timeout_s = source.idle_timeout_s
-        self._connect_timeout_s = source.connect_timeout_s
-        self._stop_event = source.stop_event
-        self._strategy = source.drop_strategy
-        self._lock = threading.Lock()
-        self._buffer = FrameBuffer(
-            source.buffer_frames, source.drop_strategy, source.keyframe_interval, source.buffer_max_bytes
+        self._source = source
+        self._accounting = FrameAccounting(stream_id, source.address, share, resume_state, source.drop_strategy)
+        buffer = FrameBuffer(source.buffer_frames, source.drop_strategy, source.keyframe_interval, source.buffer_max_bytes)
+        self._receiver = FrameReceiver(
+            source.address,
+            stream_id,
+            buffer,
+            self._accounting,
+            share=share,
+            max_frame_bytes=source.max_frame_bytes,
+            max_time_jump_s=source.max_time_jump_s,
         )
-        self._max_frame_bytes = source.max_frame_bytes
-        self._time_guard = TimeJumpGuard(source.max_time_jump_s)
-        self._malformed_pending: Dict[str, List[Any]] = {}
-        self._malformed_flushed = 0.0
-        self._records: Deque[TraceRecord] = deque()
-        self._pending_drops: List[int] = []
-        self._drop_depth = 0
-        state = resume_state or {}
-        self._stats = SourceStats.from_dict(state.get("counts") or {})
-        last = state.get("last_frame_id")
-        self._last_seen_id: Optional[int] = None if last is None else int(last)
-        self._accounted_id = self._last_seen_id
-        self._resumed = last is not None
-        self._got_frame = False
-        self._started = time.monotonic()
-        self._last_receive = self._started
-        self._receiver_error: Optional[str] = None
+        self._ended = False
+        self._empty = False
 
-        self._context = zmq.Context()
-        # ZeroMQ refuses a message over MAXMSGSIZE before allocating it and drops that
-        # connection; the receive thread connects again (the frames lost meanwhile
-        # show up as a gap).
-        try:
-            self._socket = self._connected_socket()
-        except zmq.ZMQError as exc:
-            self._context.term()
-            raise ValueError(f"cannot connect to frame publisher {self._address!r}: {exc}") from exc
-        self._stop = threading.Event()
-        # The socket moves to the receive thread here; only that thread touches it from now on.
-        self._thread = threading.Thread(target=self._receive_loop, name=f"zmq-frames-{stream_id}", daemon=True)
-        self._thread.start()
-
-    def _connected_socket(self) -> zmq.Socket:
-        limit = {} if self._max_frame_bytes is None else {"MAXMSGSIZE": self._max_frame_bytes}
-        sock = sub_socket(self._context, FRAME_TOPIC, RECEIVE_HWM, RCVTIMEO=RECEIVE_TIMEOUT_MS, **limit)
-        try:
-            sock.connect(self._address)
-        except zmq.ZMQError:
-            sock.close(linger=0)
-            raise
-        return sock
-
-    # ------------------------------------------------------------ receive thread
-
-    def _receive_loop(self) -> None:
-        sock = self._socket
-        # A message over MAXMSGSIZE makes ZeroMQ drop the connection for good: the
-        # monitor sees that and the source connects again.
-        monitor = self._monitor(sock)
-        try:
-            while not self._stop.is_set():
-                poller = zmq.Poller()
-                poller.register(sock, zmq.POLLIN)
-                if monitor is not None:
-                    poller.register(monitor, zmq.POLLIN)
-                while not self._stop.is_set():
-                    ready = dict(poller.poll(POLL_INTERVAL_MS))
-                    if sock in ready:
-                        drain(sock, self._stop, self._handle, copy=False)
-                    if monitor is not None and monitor in ready:
-                        break
-                else:
-                    break
-                # Take every whole message still queued, then replace the socket. Not
-                # disconnect(): libzmq aborts when a pipe is torn down under a message
-                # half read, and a fresh socket has no such pipe.
-                drain(sock, self._stop, self._handle, copy=False)
-                self._close(sock, monitor)
-                sock, monitor = None, None
-                sock = self._socket = self._connected_socket()
-                monitor = self._monitor(sock)
-                with self._lock:
-                    self._stats.reconnects += 1
-        except Exception as exc:  # keep the dataflow alive; next_batch ends the stream with the reason
-            log.exception("frame receiver for %s failed", self._stream_id)
-            self._receiver_error = f"{type(exc).__name__}: {exc}"
-        finally:
-            if sock is not None:
-                self._close(sock, monitor)
-
-    def _monitor(self, sock: zmq.Socket) -> Optional[zmq.Socket]:
-        return sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) if self._max_frame_bytes is not None else None
-
-    @staticmethod
-    def _close(sock: zmq.Socket, monitor: Optional[zmq.Socket]) -> None:
-        if monitor is not None:
-            sock.disable_monitor()
-            monitor.close(linger=0)
-        sock.close(linger=0)
-
-    def _handle(self, parts: List[Any]) -> None:
-        # Every share validates the whole header of every message it reads: a
-        # malformed header must not cost the other shares what it costs share 0.
-        try:
-            frame_id, t_src_ns, _w, _h, _c = unpack_header(parts, self._max_frame_bytes)
-        except WireError as exc:
-            with self._lock:
-                self._note_malformed(exc)
-            return
-        if not self._time_guard.plausible(t_src_ns):
-            exc = WireError("time_jump", f"t_src_ns {t_src_ns} is more than {self._time_guard.describe()} past the stream's time")
-            with self._lock:
-                self._note_malformed(exc)
-                if self._last_seen_id is not None and frame_id == self._last_seen_id + 1:
-                    self._last_seen_id = frame_id  # the next id, accounted for: not a gap
-            return
-        if not in_share(frame_id, self._share_index, self._share_count):
-            with self._lock:
-                self._got_frame = True
-                self._last_receive = time.monotonic()
-                self._check_sequence(frame_id)
-                self._last_seen_id = frame_id
-            return
-        _, _, image = unpack_frame(parts, copy=True)  # owned: zmq buffers get reused
-        frame = Frame(self._stream_id, frame_id, t_src_ns, image)
-        with self._lock:
-            self._stats.frames_received += 1
-            self._got_frame = True
-            self._last_receive = time.monotonic()
-            self._check_sequence(frame_id)
-            self._last_seen_id = frame_id
-            dropped = self._buffer.offer(frame)
-            if dropped:
-                self._pending_drops.extend(int(d.frame_id) for d in dropped)
-                self._stats.dropped_backpressure += len(dropped)
-                self._drop_depth = max(self._drop_depth, len(self._buffer))
-
-    def _note_malformed(self, exc: WireError) -> None:
-        """Count a malformed message; the caller holds the lock. Share 0 alone reports."""
-        if self._share_index != 0:
-            return
-        self._stats.malformed[exc.kind] = self._stats.malformed.get(exc.kind, 0) + 1
-        pending = self._malformed_pending.setdefault(exc.kind, [0, ""])
-        pending[0] += 1
-        pending[1] = exc.message
-
-    def _flush_malformed(self, force: bool = False) -> None:
-        """One record per kind for the messages counted since the last; the caller holds the lock."""
-        now = time.monotonic()
-        if not self._malformed_pending or (not force and now - self._malformed_flushed < MALFORMED_INTERVAL_S):
-            return
-        for kind, (messages, detail) in self._malformed_pending.items():
-            self._record(
-                MalformedMessage(
-                    kind=kind, detail=detail, count=self._stats.malformed[kind], messages=messages, stream=self._stream_id
-                )
-            )
-        self._malformed_pending = {}
-        self._malformed_flushed = now
-
-    def _check_sequence(self, frame_id: int) -> None:
-        last = self._last_seen_id
-        resumed, self._resumed = self._resumed, False
-        if last is None:
-            return
-        if frame_id <= last:
-            self._stats.publisher_restarts += 1
-            if self._share_index != 0:
-                return
-            self._record(
-                PublisherRestart(frame_id=frame_id, previous_frame_id=last, stream=self._stream_id, address=self._address)
-            )
-            return
-        gap = frame_gap(last, frame_id, self._share_index, self._share_count)
-        if gap is not None:
-            self._stats.lost_on_wire += gap.count
-            self._record(self._gap_record(frame_id, gap, "while_down" if resumed else "wire"))
-
-    def _gap_record(self, frame_id: int, gap: Gap, where: str) -> FrameDrop:
-        return FrameDrop(
-            frame_id=frame_id,
-            stream=self._stream_id,
-            dropped_frame_ids=gap.listed(self._share_index, self._share_count, MAX_LISTED_IDS),
-            dropped_count=gap.count,
-            dropped_range=[gap.first, gap.last],
-            reason="queue_full",
-            where=where,
-            queue_depth=len(self._buffer),
-        )
-
-    def _record(self, record: TraceRecord) -> None:
-        """Queue a trace record; the caller holds the lock."""
-        if len(self._records) >= MAX_PENDING_RECORDS:
-            self._records.popleft()
-            self._stats.records_dropped += 1
-        self._records.append(record)
-
-    # ------------------------------------------------------------ worker thread
-
-    def _take(self) -> List[SourceItem]:
-        """Everything received so far: records first, then a drop record, then frames."""
-        with self._lock:
-            self._flush_malformed()
-            out: List[SourceItem] = list(self._records)
-            self._records.clear()
-            frames = self._buffer.drain()
-            if self._pending_drops:
-                out.append(
-                    FrameDrop(
-                        frame_id=self._last_seen_id,
-                        stream=self._stream_id,
-                        dropped_frame_ids=self._pending_drops,
-                        dropped_count=len(self._pending_drops),
-                        reason="backpressure",
-                        strategy=self._strategy,
-                        queue_depth=self._drop_depth,
-                    )
-                )
-                self._pending_drops = []
-                self._drop_depth = 0
-            out.extend(frames)
-            self._stats.frames_emitted += len(frames)
-            # Every id up to here is now emitted or reported.
-            self._accounted_id = self._last_seen_id
+    @override
+    def next_batch(self) -> List[SourceItem]:
+        if self._ended:
+            raise StopIteration
+        out = self._receiver.take()
+        reason = self._end_reason()
+        if reason is not None:
+            self._receiver.stop()
+            out.extend(self._receiver.take(force_malformed=True))  # whatever arrived while stopping
+            with self._receiver.lock:
+                out.append(self._accounting.summary(reason, self._receiver.error))
+            self._ended = True
+        self._empty = not out
         return out
 
-    def _end_reason(self) -> Optional[str]:
-        now = time.monotonic()
-        if self._stop_event is not None and self._stop_event.is_set():
-            return "stop_event"
-        if self._receiver_error is not None:
-            return "receiver_error"
-        with self._lock:
-            got_frame, last_receive = self._got_frame, self._last_receive
-        if got_frame and self._idle_timeout_s is not None and now - last_receive >= self._idle_timeout_s:
-            return "idle_timeout"
-        if not got_frame and self._connect_timeout_s is not None and now - self._started >= self._connect_timeout_s:
-            log.error("no frames from %s within %.1f s", self._address, self._connect_timeout_s)
-            return "connect_timeout"
-        return None
+    @override
+    def next_awake(self) -> Optional[datetime]:
+        return datetime.now(timezone.utc) + IDLE_WAKE if self._empty else None
 
-    def _take_rest(self) -> List[SourceItem]:
-        with self._lock:
-            self._flush_malformed(force=True)
-        return self._take()  # whatever arrived while stopping
+    @override
+    def snapshot(self) -> Dict[str, Any]:
+        with self._receiver.lock:
+            return self._accounting.snapshot()
 
-    def _summary(self, reason: str) -> SourceSummary:
-        return SourceSummary(
-            stream=self._stream_id,
-            address=self._address,
-            end_reason=reason,
-            duration_s=round(time.monotonic() - self._started, 3),
-            # share 0 counts malformed messages
-            share=f"{self._share_index}of{self._share_count}" if self._share_count > 1 else None,
-            error=self._receiver_error,
-            **self.stats.as_dict(),
-        )
+    @override
+    def close(self) -> None:
+        self._receiver.close()
 
     @property
     def stats(self) -> SourceStats:
-        with self._lock:
-            return copy.deepcopy(self._stats)
+        with self._receiver.lock:
+            return self._accounting.counts()
 
-    def snapshot(self) -> Dict[str, Any]:
-        with self._lock:
-            return {"last_frame_id": self._accounted_id, "counts": self._stats.as_dict()}
+    @property
+    def receiving(self) -> bool:
+        """Whether the receive thread still runs."""
+        return self._receiver.alive
 
-    def close(self) -> None:
-        self._stop_receiver()
-        if self._thread.is_alive():
-            log.warning("frame receiver for %s did not stop; leaving its socket to the process exit", self._stream_id)
-            return
-        if not self._context.closed:
-            self._context.term()
+    def _end_reason(self) -> Optional[str]:
+        source = self._source
+        if source.stop_event is not None and source.stop_event.is_set():
+            return "stop_event"
+        if self._receiver.error is not None:
+            return "receiver_error"
+        with self._receiver.lock:
+            got_frame, last_receive, started = (
+                self._accounting.got_frame,
+                self._accounting.last_receive,
+                self._accounting.started,
+            )
+        now = time.monotonic()
+        if got_frame and source.idle_timeout_s is not None and now - last_receive >= source.idle_timeout_s:
+            return "idle_timeout"
+        if not got_frame and source.connect_timeout_s is not None and now - started >= source.connect_timeout_s:
+            log.error("no frames from %s within %.1f s", source.address, source.connect_timeout_s)
+            return "connect_timeout"
+        return None
 
 
 class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, Any]]):
@@ -439,6 +199,7 @@ class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, 
         self.max_time_jump_s = max_time_jump_s
         self.partitions: Dict[str, _ZmqFramePartition] = {}
 
+    @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: Optional[Dict[str, Any]]
     ) -> _ZmqFramePartition:

@@ -91,7 +91,8 @@ def measure_ingest(plan: Plan, work: Path, log: Progress) -> Dict[str, Any]:
     from bytewax.dataflow import Dataflow
     from bytewax.testing import run_main
 
-    from connectors.zmq_source import RECEIVE_HWM, ZmqFrameSource
+    from connectors.frame_receiver import RECEIVE_HWM
+    from connectors.zmq_source import ZmqFrameSource
     from facemoment.formats.wire import FRAME_TOPIC
 
     count = plan.ingest_frames

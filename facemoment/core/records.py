@@ -314,6 +314,9 @@ class PublisherRestart(Record):
     previous_frame_id: int
     stream: str
     address: str
+    # None: ids went back (a publisher restart); "id_jump": ids leapt further ahead
+    # than the stream could have numbered in the time that passed.
+    kind: Optional[str] = optional()
 
 
 @register
@@ -335,6 +338,7 @@ class SourceSummary(Record):
     lost_on_wire: int = 0
     malformed: Dict[str, int] = dataclasses.field(default_factory=dict)
     publisher_restarts: int = 0
+    id_jumps: Optional[int] = optional()  # ZMQ frames: ids that leapt ahead, each counted once
     records_dropped: int = 0
     reconnects: int = 0
     error: Optional[str] = optional()

@@ -24,6 +24,7 @@ SOURCE_FIELDS = (
     "dropped_backpressure",
     "lost_on_wire",
     "publisher_restarts",
+    "id_jumps",
     "records_dropped",
     "malformed",
 )
