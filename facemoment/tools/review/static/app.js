@@ -1,7 +1,7 @@
 // The review page: cards, cameras and the run's state, kept current by server-sent events.
 "use strict";
 
-const state = { run: null, highlights: new Map(), cameras: new Map(), playing: null };
+const state = { run: null, highlights: new Map(), cameras: new Map(), playing: null, loaded: false };
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...children) => {
@@ -78,7 +78,7 @@ function renderCards() {
     if (old && (old.dataset.version === version(h) || state.playing === h.key)) return old;
     const card = renderCard(h);
     card.dataset.version = version(h);
-    if (!old) card.classList.add("fresh");
+    if (!old && state.loaded) card.classList.add("fresh");  // new since the page opened
     return card;
   });
   cards.replaceChildren(...next);
@@ -119,7 +119,7 @@ function gateText(gate) {
 function timeline(cam) {
   const t = cam.timeline || {};
   const reasons = Object.keys(t.candidates || {});
-  const rowH = 12, labelW = 90, width = 600;
+  const rowH = 12, labelW = 110, width = 1100;
   const rows = ["gate", ...reasons, "triggers"];
   const svg = svgEl("svg", { class: "timeline", viewBox: `0 0 ${width} ${rows.length * (rowH + 4) + 14}`, role: "img",
                              "aria-label": `timeline of ${cam.camera}` });
@@ -193,6 +193,7 @@ function applySnapshot(snap) {
   state.highlights = new Map(snap.highlights.map((h) => [h.key, h]));
   state.cameras = new Map(snap.cameras.map((c) => [c.camera, c]));
   renderRun(); renderCameras(); renderCards();
+  state.loaded = true;
 }
 
 function connect() {
