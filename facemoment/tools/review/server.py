@@ -147,12 +147,13 @@ class ReviewServer:
                 events = await loop.run_in_executor(self._reader, self.state.poll)
             except Exception:  # noqa: BLE001 - a bad file must not stop the page
                 log.exception("review page: reading %s failed", self.out_dir)
-                events = []
+                await asyncio.sleep(self.poll_s)
+                continue
             for name, data in events:
                 self.hub.publish(name, data)
             self.hub.flush_resyncs()
             if all(t.caught_up for t in self.state.tails.values()):
-                await asyncio.sleep(self.poll_s)  # the polling period
+                await asyncio.sleep(self.poll_s)  # the polling period; a file far behind is read on at once
 
     # --- running on a thread of its own --------------------------------------------
 
