@@ -58,8 +58,11 @@ def sample_run(tmp_path_factory) -> Dict[str, object]:
             lines.append(line)
             if line.startswith("review page: ") and not announced.is_set():
                 announced.set()
-                with urllib.request.urlopen(line.split()[2] + "api/state", timeout=60) as response:
-                    states.append(json.load(response))  # while the run goes on
+                try:
+                    with urllib.request.urlopen(line.split()[2] + "api/state", timeout=60) as response:
+                        states.append(json.load(response))  # while the run goes on
+                except (OSError, ValueError) as exc:
+                    states.append({"error": repr(exc)})
             if "the run has ended; Ctrl-C stops the page" in line:
                 lingering.set()
 
@@ -83,7 +86,9 @@ def test_ui_serves_the_page_while_the_run_writes_and_after_until_ctrl_c(sample_r
     text = "".join(lines)
     assert f"review page: http://127.0.0.1:{port}/\n" in text
     assert text.index("review page: ") < text.index("FaceMoment run summary") < text.index("the run has ended")
-    assert len(sample_run["during"]) == 1  # the page answered during the run
+    during = sample_run["during"]
+    assert len(during) == 1 and "error" not in during[0], during  # the page answered during the run
+    assert set(during[0]) == {"run", "highlights", "cameras"}
     after = sample_run["after"]
     assert [h["key"] for h in after["highlights"]] == [t["key"] for t in _triggers(out)]
     assert after["run"]["why"] and after["cameras"][0]["camera"] == "cam0"

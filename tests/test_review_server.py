@@ -8,9 +8,8 @@ import json
 import os
 import socket
 import subprocess
-import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 
