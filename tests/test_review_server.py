@@ -21,7 +21,7 @@ from facemoment.tools.review.run_state import RunState
 from facemoment.tools.review.server import ReviewServer
 from facemoment.tools.review.tail import JsonlTail
 
-from conftest import PYTHON, REPO, wait_until
+from conftest import PYTHON, REPO, free_port, wait_until
 from review_helpers import add_highlight, append_line, tally, trigger_row
 
 
@@ -435,3 +435,50 @@ def test_run_commands_take_ui_flags_and_the_demo_serves_by_default():
     assert parser.parse_args(["demo", "--ui"]).ui_linger is True
     serve = parser.parse_args(["serve", "out"])
     assert (serve.output_dir, serve.host, serve.port) == ("out", "127.0.0.1", 8080)
+
+
+def test_ui_on_a_taken_port_stops_the_run_before_it_starts(tmp_path):
+    taken = bind("127.0.0.1", 0)
+    try:
+        proc = subprocess.run(
+            [PYTHON, "-m", "facemoment", "process", "sample", "--output-dir", str(tmp_path / "out"),
+             "--ui", "--ui-port", str(taken.getsockname()[1])],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        taken.close()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "facemoment: review page: cannot listen on 127.0.0.1:" in proc.stderr
+    assert not (tmp_path / "out" / "triggers.jsonl").exists()  # the run never started
+
+
+@pytest.mark.slow
+def test_the_demo_prints_the_page_s_address_and_serves_it_while_it_runs(tmp_path):
+    taken = bind("127.0.0.1", 0)  # the asked-for port is taken: the demo takes another
+    asked = taken.getsockname()[1]
+    cmd = [PYTHON, "-m", "facemoment", "demo", "--output-dir", str(tmp_path / "out"),
+           "--frames-port", str(free_port()), "--trig-port", str(free_port()), "--ui-port", str(asked)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEMOMENT", "BYTEWAX"))}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: List[str] = []
+    answers: List[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("review page: http://") and not answers:
+                url = line.split()[2]
+                answers.append(_get(url, "/api/state")[0])  # while the demo runs
+        assert proc.wait(300) == 0, "".join(lines)[-4000:]
+    finally:
+        taken.close()
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines)
+    url = next(line.split()[2] for line in lines if line.startswith("review page: http://"))
+    assert url.startswith("http://127.0.0.1:") and url != f"http://127.0.0.1:{asked}/"
+    assert answers == [200]
+    assert text.index("review page: http://") < text.index("starting: ")
+    assert f"review page: {url} stopped; review the run again with: facemoment serve {tmp_path / 'out'}" in text
+    with pytest.raises(OSError):  # stopped with the demo
+        _get(url, "/api/state")
