@@ -44,7 +44,7 @@ def sample_run(tmp_path_factory) -> Dict[str, object]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEMOMENT", "BYTEWAX"))}
     proc = subprocess.Popen(
-        [PYTHON, "-m", "facemoment", "process", "sample", "--preset", "batch", "--output-dir", str(out),
+        [PYTHON, "-m", "facemoment", "process", "sample", "--preset", "batch,lean", "--output-dir", str(out),
          "--ui", "--ui-port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
