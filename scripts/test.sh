@@ -3,11 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests drive: jq (the trace recipes) and docker-compose (validating
-# docker-compose.yml without a Docker engine). Debian's packages; root or sudo needed.
+# System tools the tests drive: jq (the trace recipes), docker-compose (validating
+# docker-compose.yml without a Docker engine), chromium and its chromedriver (the review
+# page in a real browser). Debian's packages; root or sudo needed.
 missing=()
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -25,8 +25,9 @@ def _setup_logging(verbose: bool = False) -> None:
     )
 
 
-def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
-    """Run `python -m bytewax.run dataflows.facemoment` in this process's environment plus overrides."""
+def _run_flow(env_overrides: Dict[str, str], workers: int = 1, ui: Optional[argparse.Namespace] = None) -> int:
+    """Run `python -m bytewax.run dataflows.facemoment` in this process's environment plus overrides;
+    with `ui.ui`, the review page beside it (facemoment/tools/review/)."""
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_flow
@@ -36,6 +37,11 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1) -> int:
     env.update(env_overrides)
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
     cfg = preflight.startup_config(env)  # one-line error and exit 2 before anything starts
+    if ui is not None and ui.ui:
+        from facemoment.tools.review.launch import start_page_for_run
+
+        if not start_page_for_run(cfg, ui.ui_host, ui.ui_port):
+            return 2
     flow = build_flow(cfg, start=True)
     # The same set-up the flow does when it starts, done now on the main thread, so
     # Ctrl-C drains with any worker count.
@@ -64,12 +70,12 @@ def cmd_process(args: argparse.Namespace) -> int:
     )
     if args.fps:
         overrides["FACEMOMENT__SOURCE__FPS"] = str(args.fps)
-    return _run_flow(overrides, args.workers)
+    return _run_flow(overrides, args.workers, ui=args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = option_overrides(args, source="FACEMOMENT_SOURCE", output_dir="FACEMOMENT_OUTPUT_DIR")
-    return _run_flow(overrides, args.workers)
+    return _run_flow(overrides, args.workers, ui=args)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -85,7 +91,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         idle_timeout="FACEMOMENT_IDLE_TIMEOUT_S",
         preset="FACEMOMENT_PRESET",
     )
-    return _run_flow(overrides, args.workers)
+    return _run_flow(overrides, args.workers, ui=args)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -120,6 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from facemoment.formats.sample import ensure_sample_video
     from facemoment.runtime.trig_listener import TrigListener
     from facemoment.tools.daemon import run_daemon
+    from facemoment.tools.review.launch import PageError, ReviewPage
 
     out_dir = Path(args.output_dir)
     if out_dir.exists() and args.clean:
@@ -143,6 +150,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if preset:
         env["FACEMOMENT_PRESET"] = preset
     print(f"preset: {preset or 'none (full fidelity)'}", flush=True)
+    page = ReviewPage(out_dir) if args.ui or args.ui_linger else None
+    if page is not None:
+        try:
+            # The demo's default port may be taken: another free one will do.
+            url = page.start(args.ui_host, args.ui_port, any_port_if_busy=not args.ui_linger)
+        except PageError as exc:
+            print(f"facemoment demo: {exc}", file=sys.stderr)
+            return 2
+        print(f"review page: {url}", flush=True)
     cmd = [sys.executable, "-m", "bytewax.run", "dataflows.facemoment", "-w", str(args.workers)]
     print("starting: " + " ".join(cmd), flush=True)
     flow = subprocess.Popen(cmd, env=env)
@@ -164,10 +180,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         listener.close(timeout=2)
     print(f"TRIG messages received on {trig_address}: {len(listener.received)}", flush=True)
+    if page is not None:
+        if args.ui_linger:
+            page.linger()
+        else:
+            page.stop()
+            print(f"review page: {page.url} stopped; review the run again with: facemoment serve {out_dir}", flush=True)
     return code
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from facemoment.tools.review.launch import add_serve_args, add_ui_args
+
     parser = argparse.ArgumentParser(prog="facemoment", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging and the models' native log lines (quiet by default)")
@@ -182,12 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, help="sample the file at this rate")
     p.add_argument("--trig-address", help="also publish TRIG messages on this ZMQ address")
     p.add_argument("-w", "--workers", type=int, default=1)
+    add_ui_args(p)
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("run", help="run the dataflow as configured by the environment")
     p.add_argument("--source")
     p.add_argument("--output-dir")
     p.add_argument("-w", "--workers", type=int, default=1)
+    add_ui_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("attach", help="join a running frame daemon: run the dataflow on its ZMQ address")
@@ -197,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, help="end this many seconds after the last frame")
     p.add_argument("--preset", help="comma-separated presets, e.g. low_latency")
     p.add_argument("-w", "--workers", type=int, default=1)
+    add_ui_args(p)
     p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser("daemon", help="publish frames in the visualbase wire format")
@@ -217,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"presets for the live run (default: $FACEMOMENT_PRESET, else {DEMO_PRESET}; "
                         "'' for full fidelity on every frame)")
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep earlier outputs")
+    add_ui_args(p, default_on=True)
     p.set_defaults(func=cmd_demo)
 
     from facemoment.tools.extract import add_extract_args
@@ -234,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_trace_args(sub)
     add_report_args(sub)
+    add_serve_args(sub)
 
     p = sub.add_parser("sample", help="write the built-in sample video")
     p.add_argument("-o", "--output")

@@ -1,0 +1,5 @@
+import sys
+
+from facemoment.tools.review.launch import child_main
+
+sys.exit(child_main())
