@@ -1,7 +1,10 @@
 """OBS messages in: observations from extractor processes elsewhere (the remote B*).
 
 One partition per stream, one SUB socket connected to every OBS publisher of that
-stream (ZeroMQ fair-queues them), topic ``msg``. Each message is parsed with
+stream (ZeroMQ fair-queues them), topic ``msg``, and, for each ``unix:///path``
+input, a Unix datagram socket bound at the path that any number of extractors send
+to (one OBS text per datagram, as visualbase's ``create_message_sender("uds", ...)``
+sends). Each message is parsed with
 facemoment.formats.obs; the result is an :class:`Observation` exactly like one an
 in-process extractor produces, stamped with its arrival time (``extract_wall_ns``), so
 alignment, lateness and fusion treat it the same.
@@ -23,16 +26,19 @@ of ordered streams); a publisher silent for ``hold_s`` is not waited for (its
 observations then come late and are accounted as such), nor is one that ended.
 Publishers are told apart by ``pub=``; messages without it count as one publisher.
 
-The stream ends once every publisher sent its ``OBS src=end`` (as many as there
-are addresses), after ``idle_timeout_s`` without a message (once messages have
+The stream ends once every publisher sent its ``OBS src=end`` (``publishers`` of
+them, by default one per address), after ``idle_timeout_s`` without a message (once messages have
 started), after ``connect_timeout_s`` without any, or when ``stop_event`` is set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
+import os
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -42,8 +48,9 @@ from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 import zmq
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from facemoment.core.addresses import zmq_address
+from facemoment.core.addresses import UNIX_SCHEME, parse_address
 from connectors.receiver import ReceivedBatches, drain, sub_socket
+from connectors.text_transports import MAX_DATAGRAM, bind_datagram_socket
 from connectors.shares import frame_gap
 from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
 from facemoment.core.types import Observation, TraceRecord
@@ -81,8 +88,21 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         self._last_receive: Optional[float] = None
         self._context = zmq.Context()
         self._socket = sub_socket(self._context, source.topic, RECEIVE_HWM)
-        for address in source.addresses:
-            self._socket.connect(address)
+        self._datagrams: List[socket.socket] = []
+        self._bound_paths: List[str] = []
+        try:
+            for address in source.addresses:
+                parsed = parse_address(address, "OBS publisher", unix=True)
+                if parsed.scheme == UNIX_SCHEME:
+                    self._datagrams.append(bind_datagram_socket(parsed.path))
+                    self._bound_paths.append(parsed.path)
+                else:
+                    self._socket.connect(address)
+        except OSError as exc:
+            self._close_datagrams()
+            self._socket.close(linger=0)
+            self._context.term()
+            raise ValueError(f"cannot bind the OBS input {address}: {exc.strerror or exc}") from exc
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._receive_loop, name=f"obs-in-{self._stream_id}", daemon=True)
         self._thread.start()
@@ -91,18 +111,59 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
 
     def _receive_loop(self) -> None:
         sock = self._socket
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        for dgram in self._datagrams:
+            dgram.setblocking(False)
+            poller.register(dgram.fileno(), zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if sock.poll(POLL_MS):
+                ready = dict(poller.poll(POLL_MS))
+                if sock in ready:
                     drain(sock, self._stop, self._handle)
+                for dgram in self._datagrams:
+                    if dgram.fileno() in ready:
+                        self._drain_datagrams(dgram)
         finally:
             sock.close(linger=0)
+            self._close_datagrams()
+
+    def _drain_datagrams(self, dgram: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data = dgram.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._handle_text(None, WireError("text", f"a datagram of {len(data)} bytes that is not UTF-8 text"))
+                continue
+            self._handle_text(text)
+
+    def _close_datagrams(self) -> None:
+        for dgram in self._datagrams:
+            dgram.close()
+        self._datagrams = []
+        for path in self._bound_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # the socket file is this process's: nobody can send to it now
+        self._bound_paths = []
 
     def _handle(self, parts: List[bytes]) -> None:
-        now_ns = time.time_ns()
         try:
             _topic, text = split_text_parts(parts)
-            obs, publisher = parse_obs_from(text, self._stream_id)
+        except WireError as exc:
+            self._handle_text(None, exc)
+            return
+        self._handle_text(text)
+
+    def _handle_text(self, text: Optional[str], error: Optional[WireError] = None) -> None:
+        now_ns = time.time_ns()
+        try:
+            if error is not None:
+                raise error
+            obs, publisher = parse_obs_from(text or "", self._stream_id)
         except WireError as exc:
             with self._lock:
                 self._last_receive = time.monotonic()
@@ -154,7 +215,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         with self._lock:
             last = self._last_receive
             ended = len(self._ended_publishers)
-        if ended >= len(source.addresses):
+        if ended >= source.publishers:
             return "publishers_ended"
         now = time.monotonic()
         if last is not None and source.idle_timeout_s is not None and now - last >= source.idle_timeout_s:
@@ -170,7 +231,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         waiting = [
             p for p in self._progress if p not in self._ended_publishers and now - self._heard.get(p, now) < hold_s
         ]
-        if len(self._progress) < len(self._source.addresses) and now - self._started < hold_s:
+        if len(self._progress) < self._source.publishers and now - self._started < hold_s:
             return -1  # not every publisher has spoken yet: hold everything for now
         if not waiting:
             return None
@@ -218,7 +279,10 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
 
 
 class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):
-    """Observations of one stream from OBS publishers at `addresses` (ZeroMQ, connected)."""
+    """Observations of one stream from OBS publishers at `addresses`: ZeroMQ
+    addresses (connected) or ``unix:///path`` (bound here; several may send to it).
+    `publishers`: how many publishers' end messages end the stream (0: one per address).
+    """
 
     def __init__(
         self,
@@ -229,10 +293,12 @@ class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):
         stop_event: Optional[threading.Event] = None,
         topic: bytes = MSG_TOPIC,
         hold_s: float = 1.0,
+        publishers: int = 0,
     ) -> None:
         if not addresses:
             raise ValueError(f"stream {stream_id!r}: no OBS publisher address")
-        self.addresses = [zmq_address(a, "OBS publisher") for a in addresses]
+        self.addresses = [parse_address(a, "OBS publisher", unix=True).text for a in addresses]
+        self.publishers = publishers or len(self.addresses)
         self.stream_id = stream_id
         self.idle_timeout_s = idle_timeout_s
         self.connect_timeout_s = connect_timeout_s
