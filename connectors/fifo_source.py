@@ -42,7 +42,7 @@ import os
 import select
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
@@ -51,7 +51,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
 from connectors.receiver import ReceivedBatches
-from connectors.shares import Gap, frame_gap
+from connectors.id_steps import IdStep
 from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from facemoment.formats.proxy_pipe import (
@@ -70,52 +70,10 @@ POLL_MS = 50  # how often the reader looks at the stop flag and at the path
 READ_BYTES = 1 << 20
 IDLE_WAKE = timedelta(milliseconds=5)
 MAX_PENDING_RECORDS = 10_000
-MAX_LISTED_IDS = 32
 MALFORMED_INTERVAL_S = 1.0
-# The step is the most common advance among this many recent ones.
-STEP_WINDOW = 32
 DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 
 SourceItem = Union[Frame, TraceRecord]
-
-
-class ProxyStep:
-    """The proxy's usual id advance, learned from the recent advances."""
-
-    def __init__(self, recent: Optional[List[int]] = None) -> None:
-        self._recent: Deque[int] = deque((int(d) for d in recent or () if int(d) > 0), maxlen=STEP_WINDOW)
-
-    @property
-    def step(self) -> Optional[int]:
-        if not self._recent:
-            return None
-        counts = Counter(self._recent)
-        # The most common advance; ties go to the smaller one.
-        return min(counts, key=lambda d: (-counts[d], d))
-
-    def recent(self) -> List[int]:
-        return list(self._recent)
-
-    def gap(self, previous: Optional[int], frame_id: int) -> Optional[Gap]:
-        """The proxy frames missing before ``frame_id``; learns the advance too."""
-        if previous is None or frame_id <= previous:
-            return None
-        step = self.step
-        advance = frame_id - previous
-        self._recent.append(advance)
-        if step is None or step == 1:
-            return frame_gap(previous, frame_id) if step == 1 else None
-        missing = (advance + step // 2) // step - 1  # advances rounded to whole steps
-        if missing <= 0:
-            return None
-        return Gap(previous + 1, frame_id - 1, missing)
-
-    def listed(self, previous: int, gap: Gap) -> Optional[List[int]]:
-        """The ids the missing proxy frames would most likely have had (small gaps only)."""
-        if gap.count > MAX_LISTED_IDS:
-            return None
-        step = (gap.last + 1 - previous) / (gap.count + 1)
-        return [previous + round(step * (k + 1)) for k in range(gap.count)]
 
 
 @dataclass
@@ -162,7 +120,7 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
         self._drop_depth = 0
         state = resume_state or {}
         self._stats = FifoStats.from_dict(state.get("counts") or {})
-        self._step = ProxyStep(state.get("steps"))
+        self._step = IdStep(state.get("steps"))
         last = state.get("last_frame_id")
         self._last_seen_id: Optional[int] = None if last is None else int(last)
         self._accounted_id = self._last_seen_id
@@ -460,4 +418,4 @@ class FifoFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
         return part
 
 
-__all__ = ["FifoFrameSource", "ProxyStep"]
+__all__ = ["FifoFrameSource"]

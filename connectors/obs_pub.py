@@ -42,7 +42,7 @@ SUBSCRIBER_WAIT_S = 1.0
 # that is busy for a moment. OBS are small: 100 000 of them are a few tens of MB.
 SEND_HWM = 100_000
 # Over a Unix socket: how long one message may wait for room in the receiver's queue.
-ROOM_WAIT_S = 2.0
+ROOM_WAIT_S = 5.0
 END_SOURCE = "end"  # the last message of a publisher
 _PART = "obs_pub"
 

@@ -15,7 +15,9 @@ Accounting, as the frame source does it:
   and skipped.
 - ``frame_drop`` (reason ``queue_full``, where ``obs``): a gap in the frame ids of
   one publisher's ``frame`` markers (publishers name themselves in ``pub=``):
-  frames that publisher never received, or whose OBS were lost on the way.
+  frames that publisher never received, or whose OBS were lost on the way. Ids
+  that advance by a publisher's usual step (a proxy stream's, connectors.id_steps)
+  are its rate, not gaps.
 - ``source_summary`` at the end: messages by source, malformed, lost frames.
 
 Event time across publishers: a publisher that runs ahead (it has less to do)
@@ -51,7 +53,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from facemoment.core.addresses import UNIX_SCHEME, parse_address
 from connectors.receiver import ReceivedBatches, drain, sub_socket
 from connectors.text_transports import MAX_DATAGRAM, bind_datagram_socket
-from connectors.shares import frame_gap
+from connectors.id_steps import IdStep
 from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
 from facemoment.core.types import Observation, TraceRecord
 from facemoment.formats.obs import parse_obs_from
@@ -78,6 +80,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         self._last_marker: Dict[str, int] = dict(state.get("last_marker") or {})
         self._ended_publishers: set = set(state.get("ended") or ())
         self._counts: Counter = Counter(state.get("counts") or {})
+        self._steps: Dict[str, IdStep] = {p: IdStep(d) for p, d in (state.get("steps") or {}).items()}
         self._lock = threading.Lock()
         self._items: Deque[ObsItem] = deque()  # records, ready to go
         self._held: List[Tuple[int, int, Observation]] = []  # (t_ns, arrival order, obs), a heap
@@ -188,15 +191,17 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
     def _check_gap(self, publisher: str, frame_id: int) -> None:
         last = self._last_marker.get(publisher)
         self._last_marker[publisher] = frame_id if last is None else max(last, frame_id)
-        gap = frame_gap(last, frame_id)
-        if gap is None:
+        # A publisher reading a proxy stream sees ids that advance by its step.
+        steps = self._steps.setdefault(publisher, IdStep())
+        gap = steps.gap(last, frame_id)
+        if gap is None or last is None:
             return
         self._counts["lost_frames"] += gap.count
         self._items.append(
             FrameDrop(
                 frame_id=frame_id,
                 stream=self._stream_id,
-                dropped_frame_ids=gap.listed(),
+                dropped_frame_ids=steps.listed(last, gap),
                 dropped_count=gap.count,
                 dropped_range=[gap.first, gap.last],
                 reason="queue_full",
@@ -270,6 +275,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
                 "last_marker": dict(self._last_marker),
                 "counts": dict(self._counts),
                 "ended": sorted(self._ended_publishers),
+                "steps": {p: steps.recent() for p, steps in self._steps.items()},
             }
 
     def close(self) -> None:
