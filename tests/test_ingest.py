@@ -145,3 +145,11 @@ def test_the_command_line_takes_visualbase_ingest_spelling() -> None:
         ProxySpec.parse("face:/tmp/x.mjpg:640:480")
     with pytest.raises(ValueError, match="absolute path"):
         ProxySpec.parse("face:x.mjpg:640:480:10")
+
+
+def test_help_shows_the_daemon_and_the_stock_ingest_recipes() -> None:
+    text = build_parser().format_help()
+    assert "facemoment daemon video.mp4 --pub tcp://*:5555" in text
+    assert "visualbase ingest 0 --proxy face:/tmp/vid_face.mjpg:640:480:10" in text
+    assert "facemoment extract fifo:///tmp/vid_face.mjpg --obs-address unix:///tmp/obs.sock" in text
+    assert "FACEMOMENT_OBS_INPUTS=unix:///tmp/obs.sock FACEMOMENT__SOURCE__OBS_PUBLISHERS=2" in text
