@@ -72,10 +72,14 @@ class ProxySpec:
 
     def wants(self, t_ns: int) -> bool:
         """Sampling down: the first frame at or after each 1/FPS period."""
-        if self._due_ns is not None and t_ns < self._due_ns:
-            return False
         period = int(round(1e9 / self.fps))
-        self._due_ns = (t_ns if self._due_ns is None or t_ns - self._due_ns > period else self._due_ns) + period
+        due = self._due_ns
+        if due is not None and due - 2 * period <= t_ns < due:
+            return False
+        # On schedule: the next period follows this one; a new start (the first frame,
+        # time that went back or leapt ahead) starts the schedule from this frame.
+        on_schedule = due is not None and 0 <= t_ns - due <= period
+        self._due_ns = (due if on_schedule else t_ns) + period
         return True
 
 
