@@ -1,7 +1,10 @@
 """OBS messages in: observations from extractor processes elsewhere (the remote B*).
 
 One partition per stream, one SUB socket connected to every OBS publisher of that
-stream (ZeroMQ fair-queues them), topic ``msg``. Each message is parsed with
+stream (ZeroMQ fair-queues them), topic ``msg``, and, for each ``unix:///path``
+input, a Unix datagram socket bound at the path that any number of extractors send
+to (one OBS text per datagram, as visualbase's ``create_message_sender("uds", ...)``
+sends). Each message is parsed with
 facemoment.formats.obs; the result is an :class:`Observation` exactly like one an
 in-process extractor produces, stamped with its arrival time (``extract_wall_ns``), so
 alignment, lateness and fusion treat it the same.
@@ -12,7 +15,9 @@ Accounting, as the frame source does it:
   and skipped.
 - ``frame_drop`` (reason ``queue_full``, where ``obs``): a gap in the frame ids of
   one publisher's ``frame`` markers (publishers name themselves in ``pub=``):
-  frames that publisher never received, or whose OBS were lost on the way.
+  frames that publisher never received, or whose OBS were lost on the way. Ids
+  that advance by a publisher's usual step (a proxy stream's, connectors.id_steps)
+  are its rate, not gaps.
 - ``source_summary`` at the end: messages by source, malformed, lost frames.
 
 Event time across publishers: a publisher that runs ahead (it has less to do)
@@ -23,8 +28,8 @@ of ordered streams); a publisher silent for ``hold_s`` is not waited for (its
 observations then come late and are accounted as such), nor is one that ended.
 Publishers are told apart by ``pub=``; messages without it count as one publisher.
 
-The stream ends once every publisher sent its ``OBS src=end`` (as many as there
-are addresses), after ``idle_timeout_s`` without a message (once messages have
+The stream ends once every publisher sent its ``OBS src=end`` (``publishers`` of
+them, by default one per address), after ``idle_timeout_s`` without a message (once messages have
 started), after ``connect_timeout_s`` without any, or when ``stop_event`` is set.
 """
 
@@ -42,9 +47,9 @@ from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from facemoment.core.addresses import zmq_address
-from connectors.receiver import ReceivedBatches, SubReceiver
-from connectors.shares import frame_gap
+from facemoment.core.addresses import UNIX_SCHEME, parse_address
+from connectors.id_steps import IdStep
+from connectors.receiver import DatagramReceiver, ReceivedBatches, SubReceiver
 from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
 from facemoment.core.types import Extracted, FramePresence, Observation, TraceRecord
 from facemoment.formats.obs import parse_obs_from
@@ -70,6 +75,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         self._last_marker: Dict[str, int] = dict(state.get("last_marker") or {})
         self._ended_publishers: set = set(state.get("ended") or ())
         self._counts: Counter = Counter(state.get("counts") or {})
+        self._steps: Dict[str, IdStep] = {p: IdStep(d) for p, d in (state.get("steps") or {}).items()}
         self._lock = threading.Lock()
         self._items: Deque[ObsItem] = deque()  # records, ready to go
         self._held: List[Tuple[int, int, Extracted]] = []  # (t_ns, arrival order, obs), a heap
@@ -78,23 +84,54 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         self._heard: Dict[str, float] = {}  # publisher -> monotonic time of its last message
         self._started = time.monotonic()
         self._last_receive: Optional[float] = None
-        self._receiver = SubReceiver(
-            source.addresses,
-            source.topic,
-            RECEIVE_HWM,
-            self._handle,
-            name=f"obs-in-{self._stream_id}",
-            what="OBS publisher",
-            poll_ms=POLL_MS,
-        )
+        publishers: List[str] = []  # ZeroMQ publishers, connected to
+        paths: List[str] = []  # unix:// inputs, bound here
+        for address in source.addresses:
+            parsed = parse_address(address, "OBS publisher", unix=True)
+            if parsed.scheme == UNIX_SCHEME:
+                paths.append(parsed.path)
+            else:
+                publishers.append(address)
+        self._receiver: Optional[SubReceiver] = None
+        self._datagrams: Optional[DatagramReceiver] = None
+        if publishers:
+            self._receiver = SubReceiver(
+                publishers,
+                source.topic,
+                RECEIVE_HWM,
+                self._handle,
+                name=f"obs-in-{self._stream_id}",
+                what="OBS publisher",
+                poll_ms=POLL_MS,
+            )
+        if paths:
+            try:
+                # Bound here: any number of extractors send their datagrams to it.
+                self._datagrams = DatagramReceiver(paths, self._handle_datagram, name=f"obs-dgram-{self._stream_id}", poll_ms=POLL_MS)
+            except ValueError:
+                if self._receiver is not None:
+                    self._receiver.close()
+                raise
 
-    # ------------------------------------------------------------ receive thread
+    # ------------------------------------------------------------ receive threads
+
+    def _handle_datagram(self, text: Optional[str], error: Optional[Exception]) -> None:
+        self._handle_text(text, None if error is None else WireError("text", str(error)))
 
     def _handle(self, parts: List[bytes]) -> None:
-        now_ns = time.time_ns()
         try:
             _topic, text = split_text_parts(parts)
-            obs, publisher = parse_obs_from(text, self._stream_id)
+        except WireError as exc:
+            self._handle_text(None, exc)
+            return
+        self._handle_text(text)
+
+    def _handle_text(self, text: Optional[str], error: Optional[WireError] = None) -> None:
+        now_ns = time.time_ns()
+        try:
+            if error is not None:
+                raise error
+            obs, publisher = parse_obs_from(text or "", self._stream_id)
         except WireError as exc:
             with self._lock:
                 self._last_receive = time.monotonic()
@@ -119,15 +156,17 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
     def _check_gap(self, publisher: str, frame_id: int) -> None:
         last = self._last_marker.get(publisher)
         self._last_marker[publisher] = frame_id if last is None else max(last, frame_id)
-        gap = frame_gap(last, frame_id)
-        if gap is None:
+        # A publisher reading a proxy stream sees ids that advance by its step.
+        steps = self._steps.setdefault(publisher, IdStep())
+        gap = steps.gap(last, frame_id)
+        if gap is None or last is None:
             return
         self._counts["lost_frames"] += gap.count
         self._items.append(
             FrameDrop(
                 frame_id=frame_id,
                 stream=self._stream_id,
-                dropped_frame_ids=gap.listed(),
+                dropped_frame_ids=steps.listed(last, gap),
                 dropped_count=gap.count,
                 dropped_range=[gap.first, gap.last],
                 reason="queue_full",
@@ -146,7 +185,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         with self._lock:
             last = self._last_receive
             ended = len(self._ended_publishers)
-        if ended >= len(source.addresses):
+        if ended >= source.publishers:
             return "publishers_ended"
         now = time.monotonic()
         if last is not None and source.idle_timeout_s is not None and now - last >= source.idle_timeout_s:
@@ -162,7 +201,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         waiting = [
             p for p in self._progress if p not in self._ended_publishers and now - self._heard.get(p, now) < hold_s
         ]
-        if len(self._progress) < len(self._source.addresses) and now - self._started < hold_s:
+        if len(self._progress) < self._source.publishers and now - self._started < hold_s:
             return -1  # not every publisher has spoken yet: hold everything for now
         if not waiting:
             return None
@@ -202,18 +241,26 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
                 "last_marker": dict(self._last_marker),
                 "counts": dict(self._counts),
                 "ended": sorted(self._ended_publishers),
+                "steps": {p: steps.recent() for p, steps in self._steps.items()},
             }
 
     def _stop_receiver(self) -> None:
-        self._receiver.stop()
+        for receiver in (self._receiver, self._datagrams):
+            if receiver is not None:
+                receiver.stop()
 
     @override
     def close(self) -> None:
-        self._receiver.close()
+        for receiver in (self._receiver, self._datagrams):
+            if receiver is not None:
+                receiver.close()
 
 
 class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):
-    """Observations of one stream from OBS publishers at `addresses` (ZeroMQ, connected)."""
+    """Observations of one stream from OBS publishers at `addresses`: ZeroMQ
+    addresses (connected) or ``unix:///path`` (bound here; several may send to it).
+    `publishers`: how many publishers' end messages end the stream (0: one per address).
+    """
 
     def __init__(
         self,
@@ -224,10 +271,12 @@ class ObsSource(FixedPartitionedSource[ObsItem, Dict[str, Any]]):
         stop_event: Optional[threading.Event] = None,
         topic: bytes = MSG_TOPIC,
         hold_s: float = 1.0,
+        publishers: int = 0,
     ) -> None:
         if not addresses:
             raise ValueError(f"stream {stream_id!r}: no OBS publisher address")
-        self.addresses = [zmq_address(a, "OBS publisher") for a in addresses]
+        self.addresses = [parse_address(a, "OBS publisher", unix=True).text for a in addresses]
+        self.publishers = publishers or len(self.addresses)
         self.stream_id = stream_id
         self.idle_timeout_s = idle_timeout_s
         self.connect_timeout_s = connect_timeout_s

@@ -7,13 +7,18 @@ Bytewax or what the messages mean.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
+
+from connectors.text_transports import MAX_DATAGRAM, bind_datagram_socket
 
 log = logging.getLogger(__name__)
 
@@ -236,3 +241,77 @@ class ReceivedBatches:
 
     def next_awake(self) -> Optional[datetime]:
         return datetime.now(timezone.utc) + self.IDLE_WAKE if self._empty else None
+
+
+class DatagramReceiver:
+    """Unix datagram sockets bound at ``paths``, drained by their own thread into
+    ``handle(text, error)``: one message per datagram, as visualbase's
+    ``create_message_sender("uds", ...)`` sends them. A datagram that is not UTF-8
+    text is handed on as an error. The socket files are removed on stop: nobody can
+    send to them any more.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        handle: Callable[[Optional[str], Optional[Exception]], None],
+        *,
+        name: str,
+        poll_ms: int = 50,
+    ) -> None:
+        self._handle = handle
+        self._poll_ms = poll_ms
+        self._sockets: List[socket.socket] = []
+        self._paths: List[str] = []
+        try:
+            for path in paths:
+                self._sockets.append(bind_datagram_socket(path))
+                self._paths.append(path)
+        except OSError as exc:
+            self._close()
+            raise ValueError(f"cannot bind the datagram socket {path}: {exc.strerror or exc}") from exc
+        for sock in self._sockets:
+            sock.setblocking(False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        stop_receiver(self._stop, self._thread)
+
+    def close(self) -> None:
+        self.stop()
+        if not self._thread.is_alive():
+            self._close()
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        for sock in self._sockets:
+            poller.register(sock.fileno(), zmq.POLLIN)
+        while not self._stop.is_set():
+            ready = dict(poller.poll(self._poll_ms))
+            for sock in self._sockets:
+                if sock.fileno() in ready:
+                    self._drain(sock)
+
+    def _drain(self, sock: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data = sock.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                self._handle(None, ValueError(f"a datagram of {len(data)} bytes that is not UTF-8 text"))
+                continue
+            self._handle(text, None)
+
+    def _close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+        for path in self._paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._paths = []

@@ -17,11 +17,11 @@ from facemoment.core.config import Config, ConfigError
 class StreamSpec:
     stream_id: str
     source: str
-    kind: str  # zmq | file | recording | sample | camera | url
+    kind: str  # zmq | fifo | file | recording | sample | camera | url
 
     @property
     def is_live(self) -> bool:
-        return self.kind in ("zmq", "camera", "url")
+        return self.kind in ("zmq", "fifo", "camera", "url")
 
     @property
     def rereads(self) -> bool:
@@ -80,6 +80,21 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
             keyframe_interval=src.keyframe_interval,
             stop_event=shutdown.STOP,
             shares=shares,
+            max_frame_bytes=int(src.max_frame_mb * 1024 * 1024),
+            buffer_max_bytes=int(src.buffer_max_mb * 1024 * 1024),
+            max_time_jump_s=src.max_time_jump_s or None,
+        )
+    if spec.kind == "fifo":
+        from connectors.fifo_source import FifoFrameSource
+
+        return FifoFrameSource(
+            spec.source,
+            spec.stream_id,
+            idle_timeout_s=src.idle_timeout_s,
+            buffer_frames=src.buffer_frames,
+            drop_strategy=src.drop_strategy,
+            keyframe_interval=src.keyframe_interval,
+            stop_event=shutdown.STOP,
             max_frame_bytes=int(src.max_frame_mb * 1024 * 1024),
             buffer_max_bytes=int(src.buffer_max_mb * 1024 * 1024),
             max_time_jump_s=src.max_time_jump_s or None,

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import select
 import socket
+import stat
+import threading
+import time
 from typing import Optional, Protocol
 
 import zmq
 
 from facemoment.core.addresses import UNIX_SCHEME, parse_address
+from facemoment.runtime.preflight import ipc_conflict
 from facemoment.runtime.subscriptions import SubscriberCount
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,8 @@ SENT, UNHEARD, DROPPED = "sent", "unheard", "dropped"
 SEND_HWM = 100  # visualbase's message PUB high-water mark
 CLOSE_LINGER_MS = 1000  # on close, queued messages get this long to reach subscribers
 MAX_DATAGRAM = 65536  # visualbase's receive size
+RECEIVE_BUFFER = 8 * 1024 * 1024  # a bound OBS socket keeps bursts of several senders
+RECEIVER_POLL_S = 0.05
 
 
 class BindError(RuntimeError):
@@ -54,6 +62,9 @@ class ZmqTextTransport:
         self._subscriber_wait_s = subscriber_wait_s
         self._waited = False
         self._what = what
+        conflict = ipc_conflict(address, what)
+        if conflict is not None:
+            raise BindError(conflict)  # binding would delete another program's socket file
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.XPUB)
         self._sock.setsockopt(zmq.SNDHWM, send_hwm)
@@ -92,35 +103,125 @@ class ZmqTextTransport:
 
 
 class UnixDatagramTransport:
-    """One datagram per message to ``path``; never blocks, never raises for a missing peer."""
+    """One datagram per message to ``path``; never raises for a missing peer.
 
-    def __init__(self, path: str) -> None:
+    By default a send never blocks (TRIG: nobody waits on visualbase). OBS senders
+    may wait, bounded: ``first_wait_s`` for a receiver to bind before the first
+    message (as a ZeroMQ publisher waits for a first subscriber), ``room_wait_s``
+    for room in a busy receiver's queue. After a wait for room that ran out, sends
+    stop waiting until one goes through again, so a receiver that stopped reading
+    costs one wait, not one per message.
+    """
+
+    def __init__(self, path: str, first_wait_s: float = 0.0, room_wait_s: float = 0.0) -> None:
         self.path = path
         self.endpoint = f"{UNIX_SCHEME}://{path}"
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._sock.setblocking(False)
+        self._first_wait_s = first_wait_s
+        self._room_wait_s = room_wait_s
+        self._heard_once = False
+        self._congested = False
+        self._sock: Optional[socket.socket] = None
+
+    def _connected(self) -> socket.socket:
+        # Connected, so a full receiver queue can be waited on with poll().
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(self.path)
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+        return self._sock
+
+    def _drop_connection(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _send_once(self, data: bytes) -> str:
+        for attempt in (0, 1):
+            try:
+                self._connected().send(data)
+                return SENT
+            except (FileNotFoundError, ConnectionRefusedError):
+                # No socket file, or the receiver we were connected to is gone: a new
+                # one may be bound at the path now, so connect again once.
+                self._drop_connection()
+                if attempt:
+                    return UNHEARD
+            except BlockingIOError:
+                return DROPPED
+            except OSError as exc:
+                self._drop_connection()
+                if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK, errno.EPROTOTYPE):
+                    if attempt:
+                        return UNHEARD
+                    continue
+                if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+                    return DROPPED
+                raise
+        return UNHEARD
+
+    def _wait_for_room(self, data: bytes) -> str:
+        deadline = time.monotonic() + self._room_wait_s
+        status = DROPPED
+        while status == DROPPED and self._sock is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            poller = select.poll()
+            poller.register(self._sock, select.POLLOUT)
+            poller.poll(max(1, int(remaining * 1000)))
+            status = self._send_once(data)
+        return status
+
+    def _wait_for_receiver(self, data: bytes) -> str:
+        deadline = time.monotonic() + self._first_wait_s
+        waiter = threading.Event()
+        status = UNHEARD
+        while status == UNHEARD and time.monotonic() < deadline:
+            waiter.wait(RECEIVER_POLL_S)  # nothing to wait on but the path appearing
+            status = self._send_once(data)
+        if status == UNHEARD:
+            log.warning("nobody bound at %s after %.1f s: messages are sent to nobody", self.endpoint, self._first_wait_s)
+        return status
 
     def send(self, text: str) -> str:
         data = text.encode("utf-8")
         if len(data) > MAX_DATAGRAM:
             log.error("message of %d bytes is larger than a datagram visualbase reads", len(data))
             return DROPPED
-        try:
-            self._sock.sendto(data, self.path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            return UNHEARD  # no socket file, or nobody bound to it any more
-        except BlockingIOError:
-            return DROPPED  # the receiver's buffer is full
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
-                return UNHEARD
-            if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
-                return DROPPED
-            raise
-        return SENT
+        status = self._send_once(data)
+        if status == UNHEARD and not self._heard_once and self._first_wait_s > 0:
+            self._heard_once = True  # wait once only
+            status = self._wait_for_receiver(data)
+        if status == DROPPED and self._room_wait_s > 0 and not self._congested:
+            status = self._wait_for_room(data)
+            self._congested = status == DROPPED
+        if status == SENT:
+            self._heard_once = True
+            self._congested = False
+        return status
 
     def close(self) -> None:
-        self._sock.close()
+        self._drop_connection()
+
+
+def bind_datagram_socket(path: str, rcvbuf: int = RECEIVE_BUFFER) -> socket.socket:
+    """A Unix datagram socket bound at ``path`` (a stale file there removed first, as
+    visualbase's receivers do), for reading messages of up to MAX_DATAGRAM bytes."""
+    if os.path.exists(path) and stat.S_ISSOCK(os.lstat(path).st_mode):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    try:
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def open_text_transport(
@@ -142,4 +243,5 @@ __all__ = [
     "ZmqTextTransport",
     "UnixDatagramTransport",
     "open_text_transport",
+    "bind_datagram_socket",
 ]

@@ -41,7 +41,7 @@ from facemoment.formats.wire import format_trigger
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
+DEFAULT_ADDRESS = "unix:///tmp/trig.sock"  # visualbase ingest's default --trig-socket
 SEND_HWM = 100  # visualbase's message PUB high-water mark
 # Keys remembered for de-duplication; triggers come at most one per cooldown.
 RECENT_KEYS = 1024

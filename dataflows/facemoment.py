@@ -115,7 +115,9 @@ def build_fusion_flow(cfg: Config, start: bool = False) -> Dataflow:
         publishers.setdefault(stream_id, []).append(address)
     hold_s = cfg.align.idle_flush_ms / 1000.0
     sources = {
-        stream_id: ObsSource(stream_id, addresses, idle_timeout_s=cfg.source.idle_timeout_s, hold_s=hold_s)
+        stream_id: ObsSource(
+            stream_id, addresses, idle_timeout_s=cfg.source.idle_timeout_s, hold_s=hold_s, publishers=cfg.source.obs_publishers
+        )
         for stream_id, addresses in publishers.items()
     }
     extracted = frames_in("obs_in", flow, sources, _on_start(cfg, start), kind="obs")

@@ -4,8 +4,11 @@ visualbase's live ingest cuts a clip from its ring buffer when the TRIG arrives.
 Sent at the decision, a TRIG asking for [event - pre, event + post] reaches it
 ``post`` seconds before the end of the span exists there, and the clip comes out
 short. With timing ``end`` a TRIG is held until a frame with ``t_src_ns >= t_end_ns``
-has been seen on its stream (the frame presences of the extracted stream), or the
-stream ended, or no newer frame came for ``idle_s``. Timing ``event`` lets every
+plus ``output.trig_margin_ms`` has been seen on its stream (the frame presences of the
+extracted stream), or the stream ended, or no newer frame came for ``idle_s``. The
+margin is for a receiver that needs its stream a little past the clip's end before
+it can cut it (visualbase's ring buffer holds encoded segments, complete only after
+their last frame). Timing ``event`` lets every
 TRIG go at once. Either way one ``trig_release`` record tells the decision and
 release times.
 
@@ -53,11 +56,16 @@ def resolve_timing(setting: str, live: bool) -> str:
 class TrigTimer(StatefulBatchLogic[TimingItem, TimingOut, TimingState]):
     """Bytewax stateful logic for one stream (``op.stateful``)."""
 
-    def __init__(self, timing: str, idle_s: Optional[float], state: Optional[TimingState] = None) -> None:
+    def __init__(
+        self, timing: str, idle_s: Optional[float], state: Optional[TimingState] = None, margin_ns: int = 0
+    ) -> None:
         if timing not in (END, EVENT):
             raise ValueError(f"TRIG timing {timing!r} is not one of {END}, {EVENT}")
+        if margin_ns < 0:
+            raise ValueError(f"TRIG margin must not be negative, got {margin_ns} ns")
         self.timing = timing
         self.idle_s = idle_s
+        self.margin_ns = int(margin_ns)
         self.state = state or TimingState()
         self._last_item = time.monotonic()
 
@@ -76,11 +84,15 @@ class TrigTimer(StatefulBatchLogic[TimingItem, TimingOut, TimingState]):
         )
         return [trigger, record]
 
+    def _due_ns(self, trigger: Trigger) -> int:
+        """The stream time at which ``trigger`` may go: its end plus the margin."""
+        return int(trigger.t_end_ns) + self.margin_ns
+
     def _release_all(self, cause: str, reached: Optional[int] = None) -> List[TimingOut]:
         out: List[TimingOut] = []
         keep: List[Tuple[Trigger, int]] = []
         for trigger, decided in self.state.pending:
-            if reached is None or trigger.t_end_ns <= reached:
+            if reached is None or self._due_ns(trigger) <= reached:
                 out += self._release(trigger, decided, cause)
             else:
                 keep.append((trigger, decided))
@@ -98,7 +110,7 @@ class TrigTimer(StatefulBatchLogic[TimingItem, TimingOut, TimingState]):
                 newest = self.state.newest_t_ns
                 if self.timing == EVENT:
                     out += self._release(value, decided, EVENT)
-                elif newest is not None and newest >= value.t_end_ns:
+                elif newest is not None and newest >= self._due_ns(value):
                     out += self._release(value, decided, "end_reached")
                 else:
                     self.state.pending.append((value, decided))
@@ -149,13 +161,15 @@ def time_triggers(
 ) -> ItemsAndRecords[Tuple[str, Trigger]]:
     """Triggers let go for TRIG by `output.trig_timing`, and their `trig_release` records."""
     timing = resolve_timing(cfg.output.trig_timing, live)
-    idle_s = cfg.source.idle_timeout_s or cfg.fusion.post_sec + cfg.align.idle_flush_ms / 1000.0
+    margin_ns = int(cfg.output.trig_margin_ms * 1_000_000)
+    # With no newer frame, a held TRIG goes after the idle time (which covers the margin).
+    idle_s = cfg.source.idle_timeout_s or cfg.fusion.post_sec + (cfg.align.idle_flush_ms + cfg.output.trig_margin_ms) / 1000.0
     times = op.map("frame_times", op.filter("presences", extracted, _is_presence), _stream_time)
     timed = op.stateful_batch(
-        "timer", op.merge("timer_in", triggers, times), functools.partial(_timer, timing, idle_s)
+        "timer", op.merge("timer_in", triggers, times), functools.partial(_timer, timing, idle_s, margin_ns)
     )
     return split_keyed_records("split", timed)
 
 
-def _timer(timing: str, idle_s: Optional[float], state: Optional[TimingState]) -> TrigTimer:
-    return TrigTimer(timing, idle_s, state)
+def _timer(timing: str, idle_s: Optional[float], margin_ns: int, state: Optional[TimingState]) -> TrigTimer:
+    return TrigTimer(timing, idle_s, state, margin_ns)

@@ -138,3 +138,63 @@ def test_the_compose_layout_runs_on_loopback(flow_env, tmp_path):
     summaries = [r for r in trace if r["record_type"] == "source_summary"]
     assert len(summaries) == 2
     assert sorted(json.loads(line)["stream"] for line in (out / "clips" / "clips.jsonl").read_text().splitlines()) == ["cam0"] * len(triggers)
+
+
+def test_seed_profile_describes_ingest_proxies_and_unix_sockets():
+    config = compose_config()
+    seed = {name: s for name, s in config["services"].items() if "seed" in (s.get("profiles") or [])}
+    assert set(seed) == {"seed-ingest", "seed-extract-face", "seed-extract-pose", "seed-fusion"}
+    ingest = seed["seed-ingest"]["command"]
+    assert ingest[:2] == ["facemoment", "ingest"] and ingest[ingest.index("--trig-socket") + 1] == "/tmp/trig.sock"
+    proxies = [ingest[i + 1] for i, a in enumerate(ingest) if a == "--proxy"]
+    paths = [p.split(":")[1] for p in proxies]
+    extractors = []
+    for name in ("seed-extract-face", "seed-extract-pose"):
+        command = seed[name]["command"]
+        assert command[:2] == ["facemoment", "extract"] and command[2].startswith("fifo://")
+        assert command[2][len("fifo://"):] in paths
+        assert command[command.index("--obs-address") + 1] == "unix:///tmp/obs.sock"
+        extractors += command[command.index("--extractors") + 1].split(",")
+    assert sorted(extractors) == ["face", "gesture", "pose", "quality"]
+    env = seed["seed-fusion"]["environment"]
+    assert env["FACEMOMENT_OBS_INPUTS"] == "unix:///tmp/obs.sock" and env["FACEMOMENT__SOURCE__OBS_PUBLISHERS"] == "2"
+    assert env["FACEMOMENT_TRIG_ADDRESS"] == "unix:///tmp/trig.sock"
+    for service in seed.values():  # FIFOs and sockets live in the one shared /tmp
+        assert any(v.startswith("seed-ipc:/tmp") for v in service["volumes"])
+
+
+@pytest.mark.slow
+def test_the_seed_profile_runs_here(flow_env, tmp_path):
+    import tempfile
+
+    services = compose_config()["services"]
+    ipc = Path(tempfile.mkdtemp(prefix="fm", dir="/tmp"))  # stands for the shared /tmp; AF_UNIX paths are short
+    out = tmp_path / "out"
+
+    def local(arg: str) -> str:
+        return str(out) if arg == "/out" else arg.replace("/tmp/", f"{ipc}/")
+
+    procs = []
+    try:
+        for name in ("seed-fusion", "seed-extract-face", "seed-extract-pose", "seed-ingest"):
+            env = dict(flow_env, FACEMOMENT_PRESET="batch", FACEMOMENT_IDLE_TIMEOUT_S="3")
+            env.update({k: local(str(v)) for k, v in services[name].get("environment", {}).items()})
+            env["FACEMOMENT_PRESET"] = "batch"  # no deadlines on a busy machine
+            args = [local(a) for a in services[name]["command"] if a != "--loop"]  # the sample once
+            if args[:2] == ["facemoment", "ingest"]:
+                args += ["--linger", "20"]
+            cmd = [PYTHON] + args[1:] if args[0] == "python" else [PYTHON, "-m", "facemoment"] + args[1:]
+            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(ipc, ignore_errors=True)
+    for p, output in zip(procs, outputs):
+        assert p.returncode == 0, output[-3000:]
+    triggers = [json.loads(line) for line in (out / "triggers.jsonl").read_text().splitlines()]
+    assert triggers
+    received = [line.split("[ingest] received ", 1)[1] for line in outputs[3].splitlines() if "[ingest] received " in line]
+    assert sorted(received) == sorted(t["message"] for t in triggers)
+    assert f"{len(triggers)} TRIG received on {ipc}/trig.sock" in outputs[3]

@@ -15,7 +15,7 @@ def test_defaults_are_the_seed_numbers():
     assert cfg.fusion.gate.open_duration_sec == 0.7 and cfg.fusion.gate.close_duration_sec == 0.3
     assert cfg.fusion.ewma_alpha == 0.1 and cfg.fusion.spike_z == 2.0
     assert cfg.source.source == "tcp://127.0.0.1:5555"
-    assert cfg.output.trig_address == "tcp://127.0.0.1:5556"
+    assert cfg.output.trig_address == "unix:///tmp/trig.sock"
 
 
 @pytest.mark.parametrize(

@@ -328,5 +328,22 @@ def test_cli_arguments_and_exit_codes(video: Path, tmp_path: Path, capsys: pytes
     assert "sent 2 frames (0 waited for a slow subscriber, 0 given up at the stop)" in capsys.readouterr().out
     assert daemon_main(parse(["--source", str(tmp_path / "missing.mp4")])) == 2
     assert "missing.mp4" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        parse([])
+    capsys.readouterr()
+    assert daemon_main(parse([])) == 2
+    assert "no source" in capsys.readouterr().err
+
+
+def test_visualbase_spelling_daemon_source_pub_address(video: Path, capsys: pytest.CaptureFixture) -> None:
+    args = parse([str(video), "--pub", "tcp://127.0.0.1:*", "--max-frames", "2"])
+    assert (args.source_arg, args.address) == (str(video), "tcp://127.0.0.1:*")
+    assert daemon_main(args) == 0
+    assert "sent 2 frames" in capsys.readouterr().out
+    assert daemon_main(parse([str(video), "--source", "other.mp4"])) == 2
+    assert "two sources" in capsys.readouterr().err
+    # The same run through the command line, both spellings.
+    from facemoment.tools.cli import build_parser
+
+    both = build_parser().parse_args(["daemon", str(video), "--pub", "tcp://*:6000"])
+    assert (both.source_arg, both.address) == (str(video), "tcp://*:6000")
+    ours = build_parser().parse_args(["daemon", "--source", str(video), "--address", "tcp://*:6000"])
+    assert (ours.source, ours.address) == (str(video), "tcp://*:6000")

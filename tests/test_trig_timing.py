@@ -113,3 +113,41 @@ def test_timing_in_a_dataflow(timing: str, cause: str) -> None:
     assert got_triggers == [("cam0", t)]
     (rec,) = got_records
     assert rec.cause == cause and rec.key == t.key
+
+
+def test_a_margin_holds_the_trig_past_t_end_by_that_much() -> None:
+    timer = TrigTimer(END, idle_s=None, margin_ns=300_000_000)
+    t = trigger(5.0)  # clip ends at 7 s; goes at 7.3 s of stream time
+    out, _ = timer.on_batch([t, 7 * NS, int(7.2 * NS)])
+    assert out == []
+    out, _ = timer.on_batch([int(7.3 * NS)])
+    assert released(out) == [t] and records(out)[0].newest_t_ns == int(7.3 * NS)
+    late = trigger(5.1)  # decided after the stream passed its end plus the margin
+    timer.on_batch([8 * NS])
+    out, _ = timer.on_batch([late])
+    assert released(out) == [late] and records(out)[0].cause == "end_reached"
+    with pytest.raises(ValueError, match="margin"):
+        TrigTimer(END, None, margin_ns=-1)
+
+
+def test_trig_margin_ms_is_a_setting_with_a_range_and_reaches_the_dataflow() -> None:
+    from operators.trig_timing import time_triggers
+
+    assert Config().output.trig_margin_ms == 0.0
+    assert load_config({"FACEMOMENT__OUTPUT__TRIG_MARGIN_MS": "250"}).output.trig_margin_ms == 250.0
+    with pytest.raises(ConfigError, match="trig_margin_ms"):
+        load_config({"FACEMOMENT__OUTPUT__TRIG_MARGIN_MS": "-5"})
+    cfg = Config()
+    cfg.output.trig_timing = "end"
+    cfg.output.trig_margin_ms = 500.0
+    t = trigger(1.0)  # ends at 3 s: released by the frame at 3.5 s, not the one at 3 s
+    markers = [FramePresence("cam0", i, i * NS // 10) for i in range(41)]
+    flow = Dataflow("trig_margin_test")
+    inp = op.input("in", flow, TestingSource(markers[:15] + [t] + markers[15:]))
+    split = op.branch("split", inp, lambda x: isinstance(x, Trigger))
+    timed = time_triggers("trig_timing", op.key_on("key", split.trues, lambda x: x.stream_id), split.falses, cfg, live=True)
+    got: List[Any] = []
+    op.output("records", timed.records, TestingSink(got))
+    run_main(flow)
+    (rec,) = got
+    assert (rec.cause, rec.newest_t_ns) == ("end_reached", 35 * NS // 10)

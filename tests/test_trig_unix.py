@@ -165,13 +165,17 @@ def test_bad_trig_addresses_are_refused_with_the_expected_shapes(address: str) -
         load_config({"FACEMOMENT_TRIG_ADDRESS": address or "x"})
 
 
-def test_frame_and_obs_addresses_do_not_take_datagram_sockets() -> None:
+def test_frame_addresses_do_not_take_datagram_sockets_obs_and_trig_do() -> None:
     with pytest.raises(AddressError, match="tcp://host:port"):
         parse_address("unix:///tmp/a.sock", "frame publisher")
-    with pytest.raises(ConfigError, match="OBS address"):
-        load_config({"FACEMOMENT_OBS_ADDRESS": "unix:///tmp/a.sock"})
+    cfg = load_config({"FACEMOMENT_OBS_ADDRESS": "unix:///tmp/a.sock", "FACEMOMENT_OBS_INPUTS": "cam0=unix:///tmp/b.sock"})
+    assert (cfg.output.obs_address, cfg.source.obs_inputs) == ("unix:///tmp/a.sock", ["cam0=unix:///tmp/b.sock"])
+    with pytest.raises(ConfigError, match="OBS address 'unix://rel/a.sock' must name an absolute path"):
+        load_config({"FACEMOMENT_OBS_ADDRESS": "unix://rel/a.sock"})
     cfg = load_config({"FACEMOMENT_TRIG_ADDRESS": "unix:///tmp/vb/trig.sock"})
     assert cfg.output.trig_address == "unix:///tmp/vb/trig.sock"
+    # The default is where a stock visualbase ingest listens (--trig-socket /tmp/trig.sock).
+    assert load_config({}).output.trig_address == "unix:///tmp/trig.sock"
 
 
 def test_the_run_summary_counts_trig_sends(tmp_path: Path) -> None:

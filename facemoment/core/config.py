@@ -61,8 +61,12 @@ class SourceConfig:
     # time that passed) is rejected and counted (0: no check).
     max_time_jump_s: float = 60.0
     # Observations from OBS publishers instead of frames (extractors run elsewhere):
-    # "[stream_id=]tcp://host:port" entries, several per stream allowed.
+    # "[stream_id=]tcp://host:port" entries, several per stream allowed, or
+    # "[stream_id=]unix:///path", a datagram socket bound here that several send to.
     obs_inputs: List[str] = field(default_factory=list)
+    # OBS publishers each stream waits for (their end messages end it); 0: one per
+    # address. A unix:// input is one address however many extractors send to it.
+    obs_publishers: int = 0
 
 
 @dataclass
@@ -174,15 +178,19 @@ class FusionConfig:
 @dataclass
 class OutputConfig:
     output_dir: str = "out"
-    # tcp://host:port or ipc:///path (ZMQ PUB, bound here) or unix:///path (a
-    # datagram socket visualbase's ingest binds).
-    trig_address: Optional[str] = "tcp://127.0.0.1:5556"
+    # unix:///path (a datagram socket visualbase's ingest binds: its default
+    # --trig-socket /tmp/trig.sock) or tcp://host:port, ipc:///path (ZMQ PUB, bound here).
+    trig_address: Optional[str] = "unix:///tmp/trig.sock"
     trig_topic: str = "msg"
     # When TRIG goes out: "end" once the stream reached the clip's end (what a live
     # visualbase ring buffer needs), "event" as soon as fusion decides; "auto": end
     # for live sources, event otherwise.
     trig_timing: str = "auto"
-    # Publish every observation as OBS text on this ZMQ address (off when unset).
+    # Timing "end": hold TRIG until the stream is this far past t_end, so the
+    # receiver's own ingest has the clip's last frames (its proxies run behind it).
+    trig_margin_ms: float = 0.0
+    # Send every observation as OBS text: a ZMQ address bound here, or unix:///path,
+    # a datagram socket the fusion process binds (off when unset).
     obs_address: Optional[str] = None
     # This publisher's name in its OBS messages (default: host name and process id).
     obs_publisher: str = ""
@@ -411,9 +419,9 @@ def _validate_outputs(cfg: Config) -> None:
         if cfg.output.trig_address:
             parse_address(cfg.output.trig_address, "TRIG", unix=True)
         if cfg.output.obs_address:
-            parse_address(cfg.output.obs_address, "OBS")
+            parse_address(cfg.output.obs_address, "OBS", unix=True)
         for entry in cfg.source.obs_inputs:
-            parse_address(obs_input(entry, cfg.source.stream_id)[1], "OBS publisher")
+            parse_address(obs_input(entry, cfg.source.stream_id)[1], "OBS publisher", unix=True)
     except AddressError as exc:
         raise ConfigError(str(exc)) from exc
 

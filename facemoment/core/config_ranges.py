@@ -23,6 +23,7 @@ RANGES: List[Tuple[str, str, float, float, bool]] = [
     ("source", "max_frame_mb", 0, 4096, False),
     ("source", "buffer_max_mb", 0, 65536, False),
     ("source", "max_time_jump_s", 0, 86_400 * 365, True),
+    ("source", "obs_publishers", 0, 1024, True),
     ("extract", "max_faces", 1, 100, True),
     ("extract", "min_detection_confidence", 0, 1, True),
     ("extract", "deadline_ms", 0, 60_000, True),
@@ -42,6 +43,7 @@ RANGES: List[Tuple[str, str, float, float, bool]] = [
     ("fusion.gate", "max_faces", 1, 100, True),
     ("output", "ring_buffer_sec", 0, 86_400, False),
     ("output", "ring_buffer_max_mb", 0, 1_048_576, False),
+    ("output", "trig_margin_ms", 0, 3_600_000, True),
     ("output", "jpeg_quality", 1, 100, True),
     ("output", "metrics_port", 1, 65535, True),
 ]

@@ -19,14 +19,18 @@ Exit codes of a run (README, docs/architecture.md):
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import socket
+import stat
 import sys
 from pathlib import Path
 from typing import List, Mapping, Optional, Tuple
 
 from facemoment.core.addresses import UNIX_SCHEME, ZMQ_SCHEMES, parse_address
 from facemoment.core.config import Config, ConfigError, load_config
+from facemoment.formats.proxy_pipe import FIFO_SCHEME, fifo_path, is_fifo
 from facemoment.runtime import cluster
 from facemoment.runtime.exit_status import EXIT_INPUT_INCOMPLETE  # noqa: F401  (one table of codes)
 
@@ -45,15 +49,23 @@ class StartupError(ConfigError):
 
 
 def source_kind(source: str) -> str:
-    """zmq | sample | camera | url | recording | file."""
+    """zmq | fifo | sample | camera | url | recording | file.
+
+    A FIFO (``fifo:///path``, or a path where a FIFO is) is told by the path's type,
+    never by opening it: a proxy FIFO opened and closed unread breaks its writer.
+    """
     if source.startswith(LIVE_PREFIXES):
         return "zmq"
+    if source.startswith(FIFO_SCHEME):
+        return "fifo"
     if source == "sample":
         return "sample"
     if source.isdigit():
         return "camera"
     if "://" in source:
         return "url"
+    if is_fifo(source):
+        return "fifo"
     from facemoment.formats.recording import is_recording
 
     if is_recording(source):
@@ -81,6 +93,9 @@ def configured_streams(cfg: Config) -> List[Tuple[str, str]]:
 def check_source(source: str) -> None:
     """A file or recording source must exist, be a file, and yield a first frame."""
     kind = source_kind(source)
+    if kind == "fifo":
+        check_fifo(source)
+        return
     if kind not in ("file", "recording"):
         return
     path = Path(source).expanduser()
@@ -100,6 +115,19 @@ def check_source(source: str) -> None:
         raise StartupError(f"source {source!r} cannot be read as a {_what(kind)}: {_one_line(exc)}") from exc
     if first is None:
         raise StartupError(f"source {source!r} holds no readable frame (not a {_what(kind)}, or damaged at its start)")
+
+
+def check_fifo(source: str) -> None:
+    """A proxy FIFO source: an absolute path where a FIFO is, or nothing yet (the
+    source waits for visualbase's ingest to create it). Never opened here."""
+    path = fifo_path(source)
+    if not path.startswith("/"):
+        raise StartupError(f"FIFO source {source!r} must name an absolute path: fifo:///path/to/pipe")
+    if os.path.lexists(path) and not is_fifo(path):
+        what = "a directory" if os.path.isdir(path) else "not a FIFO"
+        raise StartupError(f"FIFO source {source!r}: {path} is {what} (expected visualbase ingest's --proxy pipe)")
+    if not os.path.isdir(os.path.dirname(path) or "/"):
+        raise StartupError(f"FIFO source {source!r}: directory {os.path.dirname(path)} does not exist")
 
 
 def check_output(cfg: Config) -> None:
@@ -122,6 +150,63 @@ def check_output(cfg: Config) -> None:
             raise StartupError(f"output directory {str(folder)!r} is not writable")
 
 
+def ipc_conflict(address: str, what: str = "TRIG") -> Optional[str]:
+    """Why binding ZeroMQ at an ``ipc://`` address would break something, or None.
+
+    ZeroMQ removes whatever file is at an ipc:// path when it binds. A Unix datagram
+    socket there is visualbase's (``ingest --trig-socket``), one letter away from the
+    ``unix://`` address that was surely meant; a stream socket that accepts is another
+    process's live endpoint. A stream socket nobody listens on is a stale one ZeroMQ
+    may replace. The check connects a stream socket, which a datagram socket refuses
+    by type without noticing anything.
+    """
+    parsed = parse_address(address, what, unix=True)
+    if parsed.scheme != "ipc":
+        return None
+    path = parsed.path
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # nothing there (or not reachable): ZeroMQ's bind reports the rest
+    if not stat.S_ISSOCK(mode):
+        return f"{what} address {address}: {path} exists and is not a socket; ZeroMQ would delete it on bind"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno == errno.EPROTOTYPE:
+            return (
+                f"{what} address {address}: {path} is a Unix datagram socket (visualbase's), not ZeroMQ's, "
+                f"and binding ipc:// would replace it; use unix://{path}"
+            )
+        return None  # a stale socket file: nobody listens
+    finally:
+        probe.close()
+    return f"{what} address {address}: {path} is in use by another process's socket"
+
+
+def datagram_bind_conflict(path: str, what: str = "OBS input") -> Optional[str]:
+    """Why a Unix datagram socket cannot be bound at ``path`` (a stale socket file is
+    removed at bind, as visualbase does), or None."""
+    folder = os.path.dirname(path) or "/"
+    if not os.path.isdir(folder):
+        return f"{what} unix://{path}: directory {folder} does not exist"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return f"{what} unix://{path}: {path} exists and is not a socket"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return None  # nobody bound to it (or not a datagram socket): stale, replaced at bind
+    finally:
+        probe.close()
+    return f"{what} unix://{path}: another process is bound to {path}"
+
+
 def check_trig(address: Optional[str]) -> None:
     """The TRIG address binds now, not at the first trigger (whose TRIG would be lost).
 
@@ -129,6 +214,9 @@ def check_trig(address: Optional[str]) -> None:
     """
     if not address or cluster.process_index() != 0:
         return
+    conflict = ipc_conflict(address, "TRIG")
+    if conflict is not None:
+        raise StartupError(conflict)
     exc = bind_error(address)
     if exc is not None:
         raise StartupError(f"TRIG address {address} cannot be bound ({exc}); is another run using it?") from exc
@@ -141,6 +229,9 @@ def bind_error(address: str) -> Optional[Exception]:
 
     if parse_address(address, "TRIG", unix=True).scheme == UNIX_SCHEME or "*" in address:
         return None
+    conflict = ipc_conflict(address)
+    if conflict is not None:
+        return OSError(conflict)  # never bound: the bind itself would replace the file
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
@@ -155,11 +246,29 @@ def bind_error(address: str) -> Optional[Exception]:
     return None
 
 
+def check_obs(cfg: Config) -> None:
+    """OBS out (bound here when ZeroMQ) and OBS inputs over unix:// (bound here)."""
+    from facemoment.core.config import obs_input
+
+    address = cfg.output.obs_address
+    if address:
+        conflict = ipc_conflict(address, "OBS")
+        if conflict is not None:
+            raise StartupError(conflict)
+    for entry in cfg.source.obs_inputs:
+        parsed = parse_address(obs_input(entry, cfg.source.stream_id)[1], "OBS publisher", unix=True)
+        if parsed.scheme == UNIX_SCHEME:
+            conflict = datagram_bind_conflict(parsed.path)
+            if conflict is not None:
+                raise StartupError(conflict)
+
+
 def check(cfg: Config) -> None:
     """Every start-up check; raises :class:`ConfigError` with a one-line message."""
     for _stream_id, source in configured_streams(cfg):
         check_source(source)
     check_output(cfg)
+    check_obs(cfg)
     check_trig(cfg.output.trig_address)
 
 

@@ -189,10 +189,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+RECIPES = """\
+with a frame daemon (visualbase's `daemon SOURCE --pub ADDRESS`, or this one):
+  facemoment daemon video.mp4 --pub tcp://*:5555
+  FACEMOMENT_SOURCE=tcp://127.0.0.1:5555 facemoment run          # TRIG to unix:///tmp/trig.sock
+
+with a stock visualbase ingest (proxy FIFOs, OBS and TRIG over Unix datagram sockets):
+  visualbase ingest 0 --proxy face:/tmp/vid_face.mjpg:640:480:10 \\
+      --proxy pose:/tmp/vid_pose.mjpg:640:480:10 --trig-socket /tmp/trig.sock
+  facemoment extract fifo:///tmp/vid_face.mjpg --obs-address unix:///tmp/obs.sock --extractors face,quality
+  facemoment extract fifo:///tmp/vid_pose.mjpg --obs-address unix:///tmp/obs.sock --extractors pose,gesture
+  FACEMOMENT_OBS_INPUTS=unix:///tmp/obs.sock FACEMOMENT__SOURCE__OBS_PUBLISHERS=2 \\
+      FACEMOMENT_TRIG_ADDRESS=unix:///tmp/trig.sock facemoment run
+  (`facemoment ingest` stands in for visualbase's ingest; one process instead:
+   FACEMOMENT_SOURCE=fifo:///tmp/vid_face.mjpg facemoment run)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from facemoment.tools.review.launch import add_serve_args, add_ui_args
 
-    parser = argparse.ArgumentParser(prog="facemoment", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="facemoment", description=__doc__, epilog=RECIPES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging and the models' native log lines (quiet by default)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,14 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attach", help="join a running frame daemon: run the dataflow on its ZMQ address")
     p.add_argument("address", help="the daemon's address, e.g. tcp://localhost:5555")
     p.add_argument("--output-dir", help="where triggers.jsonl, clips/ and trace.jsonl go")
-    p.add_argument("--trig-address", help="TRIG PUB address (default tcp://127.0.0.1:5556; 'none' disables)")
+    p.add_argument("--trig-address", help="where TRIG goes (default unix:///tmp/trig.sock, visualbase ingest's socket; "
+                   "tcp://host:port binds a ZMQ PUB; 'none' disables)")
     p.add_argument("--idle-timeout", type=float, help="end this many seconds after the last frame")
     p.add_argument("--preset", help="comma-separated presets, e.g. low_latency")
     p.add_argument("-w", "--workers", type=int, default=1)
     add_ui_args(p)
     p.set_defaults(func=cmd_attach)
 
-    p = sub.add_parser("daemon", help="publish frames in the visualbase wire format")
+    p = sub.add_parser("daemon", help="publish frames in the visualbase wire format (daemon SOURCE --pub ADDRESS)")
     from facemoment.tools.daemon import add_daemon_args
 
     add_daemon_args(p)
@@ -252,8 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     from facemoment.tools.report import add_report_args
     from facemoment.tools.trace_tools import add_trace_args
 
+    from facemoment.tools.ingest import add_ingest_args
+
     add_record_args(sub)
     add_extract_args(sub)
+    add_ingest_args(sub)
     from facemoment.tools.benchmark import add_benchmark_args
     from facemoment.tools.debug_view import add_debug_args
 

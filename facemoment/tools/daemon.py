@@ -243,12 +243,18 @@ def run_daemon(
 
 
 def add_daemon_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    # Both spellings: visualbase's `daemon SOURCE --pub ADDRESS` and `--source/--address`.
     parser.add_argument(
-        "--source",
-        required=True,
-        help="video file, camera index (0, 1, ...), rtsp:// or http:// URL, or 'sample'",
+        "source_arg",
+        nargs="?",
+        metavar="SOURCE",
+        help="video file, camera index (0, 1, ...), rtsp:// or http:// URL, or 'sample' (or --source)",
     )
-    parser.add_argument("--address", default="tcp://*:5555", help="address to bind the PUB socket to")
+    parser.add_argument("--source", help="the same as SOURCE")
+    parser.add_argument(
+        "--address", "--pub", dest="address", default="tcp://*:5555",
+        help="address to bind the PUB socket to (default tcp://*:5555; --pub is visualbase's name)",
+    )
     parser.add_argument("--fps", type=float, default=None, help="publish at most this rate (samples files down)")
     parser.add_argument("--loop", action="store_true", help="restart files at their end")
     parser.add_argument(
@@ -267,11 +273,21 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def daemon_source(args: argparse.Namespace) -> str:
+    """The one source named by SOURCE or --source; ValueError otherwise."""
+    given = [s for s in (getattr(args, "source_arg", None), args.source) if s]
+    if not given:
+        raise ValueError("no source: name one as SOURCE (visualbase's spelling) or --source")
+    if len(given) == 2 and given[0] != given[1]:
+        raise ValueError(f"two sources named: {given[0]!r} and --source {given[1]!r}")
+    return given[0]
+
+
 def daemon_main(args: argparse.Namespace) -> int:
     """Run the daemon from parsed CLI arguments; returns the exit code."""
     try:
         run_daemon(
-            args.source,
+            daemon_source(args),
             args.address,
             fps=args.fps,
             loop=args.loop,

@@ -1,14 +1,24 @@
 """`facemoment extract`: the remote B*.
 
-Subscribes to a frame publisher (a visualbase daemon or ``facemoment daemon``),
-runs the chosen extractors and publishes every observation as OBS text on a ZMQ
-PUB. A fusion-only dataflow elsewhere (``FACEMOMENT_OBS_INPUTS``) subscribes to
+Reads frames from a frame publisher (a visualbase daemon or ``facemoment daemon``)
+or from one of visualbase ingest's proxy FIFOs, runs the chosen extractors and
+sends every observation as OBS text: on a ZMQ PUB, or as datagrams to a Unix
+socket the fusion binds. A fusion-only dataflow (``FACEMOMENT_OBS_INPUTS``) takes
 one or more of these, aligns and fuses:
 
-    facemoment daemon --source video.mp4 --address tcp://*:5555                 # A
+    facemoment daemon video.mp4 --pub tcp://*:5555                                             # A
     facemoment extract tcp://a-host:5555 --obs-address tcp://*:5560 --extractors face,quality   # B*
     facemoment extract tcp://a-host:5555 --obs-address tcp://*:5561 --extractors pose,gesture   # B*
     FACEMOMENT_OBS_INPUTS=tcp://b1:5560,tcp://b2:5561 facemoment run                             # C
+
+or the seed's layout around a stock ``visualbase ingest``:
+
+    visualbase ingest 0 --proxy face:/tmp/vid_face.mjpg:640:480:10 \
+        --proxy pose:/tmp/vid_pose.mjpg:640:480:10 --trig-socket /tmp/trig.sock               # A
+    facemoment extract fifo:///tmp/vid_face.mjpg --obs-address unix:///tmp/obs.sock --extractors face,quality
+    facemoment extract fifo:///tmp/vid_pose.mjpg --obs-address unix:///tmp/obs.sock --extractors pose,gesture
+    FACEMOMENT_OBS_INPUTS=unix:///tmp/obs.sock FACEMOMENT__SOURCE__OBS_PUBLISHERS=2 \
+        FACEMOMENT_TRIG_ADDRESS=unix:///tmp/trig.sock facemoment run                          # C
 """
 
 from __future__ import annotations
@@ -18,7 +28,6 @@ import os
 import socket
 from typing import Dict
 
-from facemoment.core.config import load_config
 from facemoment.tools.overrides import option_overrides
 
 
@@ -30,6 +39,7 @@ def extract_env(args: argparse.Namespace) -> Dict[str, str]:
         "FACEMOMENT_OBS_ADDRESS": args.obs_address,
         "FACEMOMENT__OUTPUT__OBS_PUBLISHER": name,
         "FACEMOMENT__OUTPUT__OBS_SUBSCRIBER_WAIT_S": str(args.subscriber_wait),
+        "FACEMOMENT_TRIG_ADDRESS": "none",  # fusion sends TRIG, not an extractor
     }
     env.update(
         option_overrides(
@@ -50,12 +60,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_extract_flow
-    from facemoment.runtime import startup
+    from facemoment.runtime import preflight, startup
 
     env = dict(os.environ)
     env.update(extract_env(args))
     env.setdefault("FACEMOMENT__SOURCE__SHARES", str(args.workers))
-    cfg = load_config(env)
+    # The same start-up checks as a run: a FIFO is classified without opening it, an
+    # ipc:// OBS address that is another program's socket file is refused.
+    cfg = preflight.startup_config(env)
     flow = build_extract_flow(cfg, start=True)
     startup.start(cfg)  # on the main thread, as `facemoment run` does
     cli_main(flow, workers_per_process=args.workers)
@@ -64,11 +76,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def add_extract_args(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("extract", help="run extractors on published frames and publish OBS messages (the remote B*)")
-    p.add_argument("source", help="the frame publisher, e.g. tcp://127.0.0.1:5555 (a file or camera also works)")
+    p.add_argument(
+        "source",
+        help="the frame publisher, e.g. tcp://127.0.0.1:5555, or a visualbase ingest proxy FIFO, "
+        "fifo:///tmp/vid_face.mjpg (a file or camera also works)",
+    )
     p.add_argument(
         "--obs-address",
         default=os.environ.get("FACEMOMENT_OBS_ADDRESS", "tcp://127.0.0.1:5560"),
-        help="ZMQ address to bind the OBS publisher to (default: FACEMOMENT_OBS_ADDRESS or tcp://127.0.0.1:5560)",
+        help="where OBS goes: a ZMQ address to bind, or unix:///tmp/obs.sock, the datagram socket "
+        "the fusion binds (default: FACEMOMENT_OBS_ADDRESS or tcp://127.0.0.1:5560)",
     )
     p.add_argument("--extractors", help="comma-separated: face,pose,gesture,quality (default: all)")
     p.add_argument("--name", help="this publisher's name in its OBS messages (default: host-pid)")

@@ -39,6 +39,7 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
         self,
         inner: StatefulSourcePartition,
         shared: SharedOrchestrator,
+        orchestrator: Orchestrator,
         depth: int,
         stop_event: Optional[threading.Event],
         name: str,
@@ -47,8 +48,7 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
         self._inner = inner
         self._rereads = rereads
         self._shared = shared
-        # Loads the models before the first frame is read.
-        self._orchestrator: Optional[Orchestrator] = shared.acquire()
+        self._orchestrator: Optional[Orchestrator] = orchestrator
         self._depth = max(1, depth)
         self._stop_event = stop_event
         self._name = name
@@ -141,5 +141,12 @@ class ReadAhead(FixedPartitionedSource[Any, Any]):
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[Any]) -> _ReadAheadPartition:
-        part = self.inner.build_part(step_id, for_part, resume_state)
-        return _ReadAheadPartition(part, self.orchestrator, self.depth, self.stop_event, for_part, self.rereads)
+        # Models load before the source opens its input: a live stream's first frames
+        # (and a proxy pipe's writer, which starts once its reader opens) do not wait on them.
+        orchestrator = self.orchestrator.acquire()
+        try:
+            part = self.inner.build_part(step_id, for_part, resume_state)
+        except BaseException:
+            self.orchestrator.release()
+            raise
+        return _ReadAheadPartition(part, self.orchestrator, orchestrator, self.depth, self.stop_event, for_part, self.rereads)
