@@ -13,7 +13,7 @@ from bytewax.testing import TestingSource, run_main
 from dataflows.facemoment import build_observation_flow
 from facemoment.core.records import FrameDrop
 from facemoment.core.config import Config, ConfigError, load_config
-from facemoment.core.rates import Rate, extractor_rates, is_due
+from facemoment.core.config.rates import Rate, extractor_rates, is_due
 from facemoment.core.records import FrameCarry, as_dict
 from facemoment.core.types import Frame, FrameObservations, Observation
 from operators.align import FrameGrouper
