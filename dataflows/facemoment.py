@@ -29,7 +29,8 @@ from connectors.clips import ClipSink
 from connectors.frames_in import frames_in
 from connectors.obs_pub import ObsPubSink
 from connectors.obs_source import ObsSource
-from connectors.sources import StreamSpec, build_source, stream_shares, stream_specs
+from connectors.prefetch import PrefetchingSource
+from connectors.sources import FINITE_KINDS, StreamSpec, build_source, stream_shares, stream_specs
 from connectors.trace_sink import JsonlSink, TraceSink, observation_record
 from connectors.trig_pub import SENDS_FILE, TrigPubSink
 from connectors.triggers_jsonl import TriggersJsonlSink
@@ -37,7 +38,7 @@ from facemoment.core.config import Config, ConfigError, obs_input
 from facemoment.core.records import Level, Record
 from facemoment.core.types import Frame, Observation, Trigger
 from facemoment.formats.frame_ring import encode_frame
-from facemoment.runtime import cluster, preflight, startup
+from facemoment.runtime import cluster, preflight, shutdown, startup
 from operators.align import FRAME_MARKER, align
 from operators.extraction.orchestrator import extract, worker_orchestrator
 from operators.extraction.registry import check_backends
@@ -64,7 +65,7 @@ def build_flow(cfg: Config, start: bool = False, on_trigger: Optional[Callable[[
         cfg = copy.deepcopy(cfg)
         cfg.extract.deadline_ms = 0.0
     extraction = functools.partial(worker_orchestrator, cfg)
-    sources = {spec.stream_id: build_source(spec, cfg, extraction) for spec in specs}
+    sources = {spec.stream_id: _read_ahead(spec, build_source(spec, cfg), extraction) for spec in specs}
 
     frames = frames_in("frames_in", flow, sources, _on_start(cfg, start), count_frames=bool(cfg.output.metrics_port))
     observations = extract("extract", frames.items, cfg)
@@ -106,7 +107,8 @@ def build_extract_flow(cfg: Config, start: bool = False) -> Dataflow:
     if not cfg.output.obs_address:
         raise ConfigError("extraction alone needs an OBS address (FACEMOMENT_OBS_ADDRESS)")
     flow = Dataflow("facemoment_extract")
-    sources = {spec.stream_id: build_source(spec, cfg, functools.partial(worker_orchestrator, cfg)) for spec in stream_specs(cfg)}
+    extraction = functools.partial(worker_orchestrator, cfg)
+    sources = {spec.stream_id: _read_ahead(spec, build_source(spec, cfg), extraction) for spec in stream_specs(cfg)}
     frames = frames_in("frames_in", flow, sources, _on_start(cfg, start))
     observations = extract("extract", frames.items, cfg)
     obs_out(observations.items, cfg)
@@ -122,6 +124,17 @@ def build_observation_flow(cfg: Config, source: Source) -> Dataflow:
     fused = fuse("fuse", aligned.items, cfg)
     outputs(cfg, fused.items, observations, [aligned.records, fused.records])
     return flow
+
+
+def _read_ahead(spec: StreamSpec, source: Source, extraction: Callable[[], object]) -> Source:
+    """Extraction of a frame starts as soon as it is read, not when the dataflow takes it."""
+    if spec.kind == "zmq":
+        # Models load before subscribing, so a live stream's first frames are not dropped
+        # while they load; accepted frames go to the extractors at once.
+        source.before_connect = source.prefetcher = extraction  # type: ignore[attr-defined]
+    elif spec.kind in FINITE_KINDS:
+        source = PrefetchingSource(source, extraction, stop_event=shutdown.STOP)
+    return source
 
 
 def _on_start(cfg: Config, start: bool):

@@ -19,6 +19,7 @@ from facemoment.formats.recording import RecordingWriter, index_path
 from connectors.replay_source import ReplaySource
 from connectors.shares import share_parts
 from facemoment.core.records import Record, SourceError
+from facemoment.core.config import SourceConfig
 from facemoment.core.types import Frame
 
 from conftest import drain, run_source
@@ -194,7 +195,7 @@ def test_realtime_paces_with_next_awake_instead_of_sleeping(
 
     monkeypatch.setattr(time, "sleep", no_sleep)
     clock = FakeClock()
-    part = ReplaySource(rec, realtime=True, batch_size=4, clock=clock).build_part("in", "cam0", None)
+    part = ReplaySource(rec, settings=SourceConfig(realtime=True), batch_size=4, clock=clock).build_part("in", "cam0", None)
     assert part.next_awake() is None  # asked before the first batch: call right away
     assert [f.frame_id for f in part.next_batch()] == [0]  # due at once; frame 1 is 40 ms later
     before = datetime.now(timezone.utc)
@@ -223,7 +224,7 @@ def test_realtime_replay_in_a_dataflow_keeps_the_recorded_spacing(tmp_path: Path
         emitted.append(time.monotonic_ns())
 
     flow = Dataflow("realtime_test")
-    frames = op.input("in", flow, ReplaySource(path, realtime=True))
+    frames = op.input("in", flow, ReplaySource(path, settings=SourceConfig(realtime=True)))
     op.inspect("stamp", frames, stamp)
     out: List[Any] = []
     op.output("out", frames, TestingSink(out))

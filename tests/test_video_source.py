@@ -14,6 +14,7 @@ import pytest
 
 from facemoment.formats.frames import open_frames
 from connectors.video_source import VideoFileSource
+from facemoment.core.config import SourceConfig
 from facemoment.core.types import Frame
 
 from conftest import decode_all, drain, run_source
@@ -132,7 +133,7 @@ def test_video_source_emits_every_frame(video: Path, reference: List[np.ndarray]
 
 
 def test_video_source_fps_sampling_halves_the_count(video: Path) -> None:
-    frames = run_source(VideoFileSource(video, fps=FPS / 2))
+    frames = run_source(VideoFileSource(video, settings=SourceConfig(fps=FPS / 2)))
     assert [f.frame_id for f in frames] == list(range(N_FRAMES // 2))
     gaps = {b.t_src_ns - a.t_src_ns for a, b in zip(frames, frames[1:])}
     assert gaps == {round(2e9 / FPS)}
@@ -140,7 +141,7 @@ def test_video_source_fps_sampling_halves_the_count(video: Path) -> None:
 
 @pytest.mark.parametrize("fps", [None, FPS / 2])
 def test_video_source_resumes_with_exactly_the_remaining_frames(video: Path, fps: Optional[float]) -> None:
-    source = VideoFileSource(video, fps=fps, batch_size=3)
+    source = VideoFileSource(video, settings=SourceConfig(fps=fps), batch_size=3)
     full = drain(source.build_part("in", "cam0", None))
     part = source.build_part("in", "cam0", None)
     head = drain(part, limit=6)
@@ -184,7 +185,7 @@ def test_mp4_cut_before_its_index_ends_without_frames(
 
 
 def test_video_source_progress_bar_goes_to_stderr(video: Path, capsys: pytest.CaptureFixture) -> None:
-    frames = run_source(VideoFileSource(video, progress=True))
+    frames = run_source(VideoFileSource(video, settings=SourceConfig(progress=True)))
     assert len(frames) == N_FRAMES
     err = capsys.readouterr().err
     assert f"/{N_FRAMES}" in err
