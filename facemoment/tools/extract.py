@@ -40,6 +40,8 @@ def extract_settings(args: argparse.Namespace) -> Dict[str, Any]:
             output_dir="output.output_dir",
         )
     )
+    if getattr(args, "verbose", False):
+        settings["output.native_logs"] = True  # `-v`: the models' native log lines too
     return settings
 
 
