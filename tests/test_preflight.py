@@ -194,3 +194,18 @@ def test_a_whole_file_without_a_trigger_exits_0_with_its_summary_and_outputs(flo
         assert "FaceMoment run summary" in proc.stderr and "triggers: 0" in proc.stderr
         assert (out / "triggers.jsonl").read_text() == ""
         assert '"frame_extract"' in (out / "trace.jsonl").read_text()
+
+
+def test_trig_and_obs_socket_folders_are_checked_at_start(tmp_path):
+    cfg = Config()
+    cfg.output.output_dir = str(tmp_path / "out")
+    cfg.output.trig_address = f"unix://{tmp_path}/trig.sock"  # visualbase binds it later: the folder is enough
+    cfg.output.obs_address = f"ipc://{tmp_path}/obs.sock"
+    preflight.check_socket_folders(cfg)
+    cfg.output.obs_address = f"ipc://{tmp_path}/gone/obs.sock"
+    with pytest.raises(ConfigError, match=r"OBS address ipc://.*/gone/obs.sock: folder .*gone' does not exist"):
+        preflight.check_socket_folders(cfg)
+    cfg.output.obs_address = None
+    cfg.output.trig_address = f"unix://{tmp_path}/gone/trig.sock"
+    with pytest.raises(ConfigError, match="TRIG address unix://"):
+        preflight.check(cfg)
