@@ -186,7 +186,7 @@ class ReplaySource(StreamShares, FixedPartitionedSource[ReplayItem, int]):
     def __init__(
         self,
         path: Union[str, Path],
-        stream_id: str = "cam0",
+        stream_id: str,
         settings: Optional[SourceConfig] = None,
         *,
         shares: int = 1,

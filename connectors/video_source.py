@@ -128,7 +128,7 @@ class VideoFileSource(StreamShares, FixedPartitionedSource[Frame, int]):
     def __init__(
         self,
         path: str | Path,
-        stream_id: str = "cam0",
+        stream_id: str,
         settings: Optional[SourceConfig] = None,
         *,
         batch_size: int = 4,
