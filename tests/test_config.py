@@ -161,3 +161,23 @@ def test_every_known_extractor_has_a_builder_and_nothing_else_does():
             close()
     with pytest.raises(ConfigError, match="face, pose, gesture, quality"):
         build_extractor("nose", cfg)
+
+
+def test_the_configuration_modules_import_one_way():
+    """Each module of the package imports only those before it in this order; no late import."""
+    import ast
+    from pathlib import Path
+
+    import facemoment.core.config as package
+
+    order = ["errors", "rules", "sections", "rates", "validation", "assign", "presets", "loading", "writing"]
+    folder = Path(package.__file__).parent
+    assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(order)
+    for index, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("facemoment.core.config"):
+                imported = node.module.split(".")[3] if node.module.count(".") >= 3 else "__init__"
+                assert imported in order[:index], f"{name} imports {node.module}"
+                assert node in tree.body, f"{name} imports {node.module} late"
+                assert not any(alias.name.startswith("_") for alias in node.names), f"{name}: private {node.module}"
