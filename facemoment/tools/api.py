@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
 
-from facemoment.core.config import Config, ConfigError, apply_preset, apply_settings, load_config
+from facemoment.core.config import Config, apply_preset, apply_settings, load_config
 from facemoment.core.types import Trigger
 
 TriggerCallback = Callable[[Trigger], None]
