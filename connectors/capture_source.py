@@ -16,6 +16,7 @@ from typing import Any, List, Optional, Union
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frame_buffer import FrameBuffer
+from facemoment.core.config import SourceConfig
 from facemoment.core.records import FrameDrop
 from facemoment.core.types import Frame, TraceRecord
 
@@ -111,17 +112,17 @@ class CaptureSource(FixedPartitionedSource[Union[Frame, TraceRecord], None]):
         self,
         source: str,
         stream_id: str,
-        buffer_frames: int = 8,
+        settings: Optional[SourceConfig] = None,
         stop_event: Optional[threading.Event] = None,
-        drop_strategy: str = "skip_oldest",
-        keyframe_interval: int = 3,
     ):
+        settings = settings or SourceConfig()
         self.source = source
         self.stream_id = stream_id
-        self.buffer_frames = buffer_frames
+        # A device is read on its own thread: at least one frame waits for the dataflow.
+        self.buffer_frames = max(1, settings.buffer_frames)
         self.stop_event = stop_event
-        self.drop_strategy = drop_strategy
-        self.keyframe_interval = keyframe_interval
+        self.drop_strategy = settings.drop_strategy
+        self.keyframe_interval = settings.keyframe_interval
 
     def list_parts(self) -> List[str]:
         return [self.stream_id]

@@ -29,6 +29,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from facemoment.core.config import SourceConfig
 from facemoment.runtime import exit_status
 from facemoment.formats.recording import Record, RecordingError, RecordingReader
 from connectors.shares import StreamShares, in_share, parse_share
@@ -175,7 +176,8 @@ class ReplaySource(StreamShares, FixedPartitionedSource[ReplayItem, int]):
 
     :arg path: the recording.
     :arg stream_id: the stream the frames belong to; partitions are named after it.
-    :arg realtime: pace frames at their recorded speed instead of as fast as possible.
+    :arg settings: the `source` section: `realtime` paces frames at their recorded
+        speed instead of as fast as possible; None: its declared defaults.
     :arg shares: split the stream into this many partitions by frame id (one per worker).
     :arg batch_size: at most this many frames per batch.
     :arg clock: monotonic nanoseconds used for pacing (tests pass their own).
@@ -184,8 +186,9 @@ class ReplaySource(StreamShares, FixedPartitionedSource[ReplayItem, int]):
     def __init__(
         self,
         path: Union[str, Path],
-        stream_id: str = "cam0",
-        realtime: bool = False,
+        stream_id: str,
+        settings: Optional[SourceConfig] = None,
+        *,
         shares: int = 1,
         batch_size: int = 4,
         clock: Clock = time.monotonic_ns,
@@ -199,7 +202,7 @@ class ReplaySource(StreamShares, FixedPartitionedSource[ReplayItem, int]):
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.path = text
         self.stream_id = stream_id
-        self.realtime = realtime
+        self.realtime = (settings or SourceConfig()).realtime
         self.shares = max(1, shares)
         self.batch_size = batch_size
         self.clock = clock

@@ -19,6 +19,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from facemoment.formats.frames import FrameReader, open_frames
 from connectors.shares import StreamShares, in_share, parse_share
+from facemoment.core.config import SourceConfig
 from facemoment.core.types import Frame
 from facemoment.runtime import exit_status
 
@@ -117,8 +118,8 @@ class VideoFileSource(StreamShares, FixedPartitionedSource[Frame, int]):
 
     :arg path: video file path, or "sample" for the built-in sample video.
     :arg stream_id: the stream the frames belong to; also the partition key.
-    :arg fps: sample the file down to this rate (None: every frame).
-    :arg progress: show a tqdm bar on stderr.
+    :arg settings: the `source` section: `fps` (sample the file down to this rate)
+        and `progress` (a tqdm bar on stderr); None: its declared defaults.
     :arg batch_size: frames per batch handed to Bytewax.
     :arg shares: split the file into this many partitions by frame id (one per
         worker), each decoding the file and keeping its own frames.
@@ -127,9 +128,9 @@ class VideoFileSource(StreamShares, FixedPartitionedSource[Frame, int]):
     def __init__(
         self,
         path: str | Path,
-        stream_id: str = "cam0",
-        fps: Optional[float] = None,
-        progress: bool = False,
+        stream_id: str,
+        settings: Optional[SourceConfig] = None,
+        *,
         batch_size: int = 4,
         shares: int = 1,
     ) -> None:
@@ -139,14 +140,13 @@ class VideoFileSource(StreamShares, FixedPartitionedSource[Frame, int]):
                 raise FileNotFoundError(f"video file {text!r} does not exist")
             if not Path(text).is_file():
                 raise ValueError(f"video source {text!r} is not a file")
-        if fps is not None and not fps > 0:
-            raise ValueError(f"fps must be positive, got {fps!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.path = text
         self.stream_id = stream_id
-        self.fps = fps
-        self.progress = progress
+        settings = settings or SourceConfig()
+        self.fps = settings.fps
+        self.progress = settings.progress
         self.batch_size = batch_size
         self.shares = max(1, shares)
 

@@ -19,7 +19,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower, collect_window
 
 from facemoment.core.config import Config
-from facemoment.core.rates import Rate, extractor_rates, is_due
+from facemoment.core.config.rates import Rate, extractor_rates, is_due
 from facemoment.core.records import Level, SyncDelay
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import Extracted, FrameObservations, Observation

@@ -12,7 +12,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
 from facemoment.core.config import Config
-from facemoment.core.rates import extractor_rates
+from facemoment.core.config.rates import extractor_rates
 from facemoment.core.records import FpsSummary, FrameCarry, Timing
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, Observation, TraceRecord, Trigger

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from connectors.capture_source import CaptureSource
+from facemoment.core.config import SourceConfig
 from facemoment.core.types import Frame
 
 FRAMES = 30
@@ -63,7 +64,7 @@ def _drain_after_capture(source: CaptureSource) -> Tuple[List[int], List[int]]:
     ],
 )
 def test_capture_honours_drop_strategy(device: Path, strategy: str, expected):
-    source = CaptureSource(str(device), "cam0", buffer_frames=4, drop_strategy=strategy, keyframe_interval=3)
+    source = CaptureSource(str(device), "cam0", SourceConfig(buffer_frames=4, drop_strategy=strategy, keyframe_interval=3))
     emitted, dropped = _drain_after_capture(source)
     # Nothing vanishes unreported.
     assert sorted(emitted + dropped) == list(range(FRAMES))

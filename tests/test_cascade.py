@@ -13,7 +13,7 @@ from bytewax.testing import TestingSource, run_main
 
 from dataflows.facemoment import build_observation_flow
 from facemoment.core.config import Config, load_config
-from facemoment.core.rates import extractor_rates
+from facemoment.core.config.rates import extractor_rates
 from facemoment.core.records import FrameSkip, as_dict
 from facemoment.core.types import Face, Frame, FramePresence, Observation
 from operators.extraction.orchestrator import SKIPPED_NO_FACE, Orchestrator, found_nobody

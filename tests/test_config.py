@@ -83,10 +83,10 @@ def test_precedence_defaults_file_env(tmp_path):
     "env, message",
     [
         ({"FACEMOMENT_PRESET": "turbo"}, "unknown preset"),
-        ({"FACEMOMENT_TRACE": "loud"}, "trace level"),
+        ({"FACEMOMENT_TRACE": "loud"}, "output.trace = 'loud' is not one of off, minimal"),
         ({"FACEMOMENT__FUSION__COOLDOWN_SEC": "soon"}, "cannot use"),
         ({"FACEMOMENT__FUSION__NOPE": "1"}, "unknown setting"),
-        ({"FACEMOMENT__EXTRACT__EXTRACTORS": "face,nose"}, "unknown extractors"),
+        ({"FACEMOMENT__EXTRACT__EXTRACTORS": "face,nose"}, r"extract.extractors\[1\] = 'nose' is not one of face, pose"),
         ({"FACEMOMENT_CONFIG": "/nonexistent/fm.toml"}, "does not exist"),
     ],
 )
@@ -125,15 +125,26 @@ def test_absurd_settings_are_rejected_naming_the_setting_and_its_range(var, valu
         load_config(env={var: value})
 
 
-def test_every_range_names_a_real_numeric_setting_and_admits_its_default():
-    from facemoment.core.config import RANGES, _section, check_ranges
+def test_every_setting_declares_its_rule_and_admits_its_default():
+    import dataclasses
+
+    from facemoment.core.config import validate
+
+    def fields(section):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if dataclasses.is_dataclass(value):
+                yield from fields(value)
+            else:
+                yield f
 
     cfg = Config()
-    for section, name, *_ in RANGES:
-        assert hasattr(_section(cfg, section), name), f"{section}.{name}"
-    check_ranges(cfg)  # the defaults are in range
+    for f in fields(cfg):
+        if f.name != "preset":
+            assert "rule" in f.metadata, f.name  # declared with setting(...), nowhere else
+    validate(cfg)  # the defaults pass
     for name in PRESETS:
-        check_ranges(load_config(env={"FACEMOMENT_PRESET": name}))
+        validate(load_config(env={"FACEMOMENT_PRESET": name}))
 
 
 def test_every_known_extractor_has_a_builder_and_nothing_else_does():
@@ -150,3 +161,23 @@ def test_every_known_extractor_has_a_builder_and_nothing_else_does():
             close()
     with pytest.raises(ConfigError, match="face, pose, gesture, quality"):
         build_extractor("nose", cfg)
+
+
+def test_the_configuration_modules_import_one_way():
+    """Each module of the package imports only those before it in this order; no late import."""
+    import ast
+    from pathlib import Path
+
+    import facemoment.core.config as package
+
+    order = ["errors", "rules", "sections", "rates", "validation", "assign", "presets", "loading", "writing"]
+    folder = Path(package.__file__).parent
+    assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(order)
+    for index, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("facemoment.core.config"):
+                imported = node.module.split(".")[3] if node.module.count(".") >= 3 else "__init__"
+                assert imported in order[:index], f"{name} imports {node.module}"
+                assert node in tree.body, f"{name} imports {node.module} late"
+                assert not any(alias.name.startswith("_") for alias in node.names), f"{name}: private {node.module}"

@@ -28,6 +28,9 @@ def _case(tmp_path: Path, name: str) -> Tuple[Dict[str, str], List[str], str]:
     unknown_key.write_text("[fusion]\ncooldown_secs = 2\n")
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(bytes(range(256)) * 16)
+    trig_socket = f"unix://{tmp_path}/no_such_folder/trig.sock"
     cases = {
         "missing video": ({"FACEMOMENT_SOURCE": str(tmp_path / "missing.mp4")}, [str(tmp_path / "missing.mp4")], "does not exist"),
         "directory as source": ({"FACEMOMENT_SOURCE": str(tmp_path)}, [str(tmp_path)], "is a directory"),
@@ -36,7 +39,15 @@ def _case(tmp_path: Path, name: str) -> Tuple[Dict[str, str], List[str], str]:
         "invalid toml": ({"FACEMOMENT_CONFIG": str(bad_toml)}, [], "not valid TOML"),
         "unknown key": ({"FACEMOMENT_CONFIG": str(unknown_key)}, [], "unknown setting fusion.cooldown_secs"),
         "unknown preset": ({"FACEMOMENT_PRESET": "turbo"}, ["--preset", "turbo"], "unknown preset 'turbo'"),
-        "stream id with a dot": ({"FACEMOMENT_STREAM_ID": "cam.0"}, [], "stream id 'cam.0'"),
+        "stream id with a dot": ({"FACEMOMENT_STREAM_ID": "cam.0"}, [], "source.stream_id = 'cam.0' must be a stream id"),
+        "config is a directory": ({"FACEMOMENT_CONFIG": str(tmp_path)}, [], "is a directory, not a TOML file"),
+        "config is binary": ({"FACEMOMENT_CONFIG": str(binary)}, [], "is not UTF-8 text"),
+        "label with a space": ({"FACEMOMENT__FUSION__LABEL": "my clip"}, [], "fusion.label = 'my clip' must be one word"),
+        "label with =": ({"FACEMOMENT__FUSION__LABEL": "a=b"}, [], "fusion.label = 'a=b' must be one word"),
+        "nan without a range": ({"FACEMOMENT__FUSION__GATE__MAX_YAW": "nan"}, [], "fusion.gate.max_yaw = nan is out of range"),
+        "trig socket folder missing": (
+            {"FACEMOMENT_TRIG_ADDRESS": trig_socket}, ["--trig-address", trig_socket], "no_such_folder' does not exist"
+        ),
         "output dir is a file": ({"FACEMOMENT_OUTPUT_DIR": str(a_file)}, ["--output-dir", str(a_file)], "is a file"),
         "absurd setting": ({"FACEMOMENT__FUSION__POST_SEC": "1e12"}, [], "fusion.post_sec"),
     }
@@ -48,6 +59,8 @@ def _case(tmp_path: Path, name: str) -> Tuple[Dict[str, str], List[str], str]:
 CASES = [
     "missing video", "directory as source", "not a video", "damaged header", "invalid toml",
     "unknown key", "unknown preset", "stream id with a dot", "output dir is a file", "absurd setting",
+    "config is a directory", "config is binary", "label with a space", "label with =", "nan without a range",
+    "trig socket folder missing",
 ]
 
 
@@ -181,3 +194,18 @@ def test_a_whole_file_without_a_trigger_exits_0_with_its_summary_and_outputs(flo
         assert "FaceMoment run summary" in proc.stderr and "triggers: 0" in proc.stderr
         assert (out / "triggers.jsonl").read_text() == ""
         assert '"frame_extract"' in (out / "trace.jsonl").read_text()
+
+
+def test_trig_and_obs_socket_folders_are_checked_at_start(tmp_path):
+    cfg = Config()
+    cfg.output.output_dir = str(tmp_path / "out")
+    cfg.output.trig_address = f"unix://{tmp_path}/trig.sock"  # visualbase binds it later: the folder is enough
+    cfg.output.obs_address = f"ipc://{tmp_path}/obs.sock"
+    preflight.check_socket_folders(cfg)
+    cfg.output.obs_address = f"ipc://{tmp_path}/gone/obs.sock"
+    with pytest.raises(ConfigError, match=r"OBS address ipc://.*/gone/obs.sock: folder .*gone' does not exist"):
+        preflight.check_socket_folders(cfg)
+    cfg.output.obs_address = None
+    cfg.output.trig_address = f"unix://{tmp_path}/gone/trig.sock"
+    with pytest.raises(ConfigError, match="TRIG address unix://"):
+        preflight.check(cfg)

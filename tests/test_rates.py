@@ -13,7 +13,7 @@ from bytewax.testing import TestingSource, run_main
 from dataflows.facemoment import build_observation_flow
 from facemoment.core.records import FrameDrop
 from facemoment.core.config import Config, ConfigError, load_config
-from facemoment.core.rates import Rate, extractor_rates, is_due
+from facemoment.core.config.rates import Rate, extractor_rates, is_due
 from facemoment.core.records import FrameCarry, as_dict
 from facemoment.core.types import Extracted, Frame, FrameObservations, FramePresence, Observation
 from operators.align import FrameGrouper
@@ -216,20 +216,6 @@ def test_the_run_summary_counts_carried_and_uncarried_frames(tmp_path):
     trace.write_text("".join(json.dumps(r) + "\n" for r in records))
     text = summarize(tmp_path, trace)
     assert "frames an extractor skipped for its declared rate: pose 2 carried, 1 with nothing to carry, gesture 1 carried" in text
-
-
-def test_a_fusion_snapshot_from_before_rates_resumes_with_rates(tmp_path):
-    import pickle
-
-    cfg = Config()
-    state, _ = Fuser(cfg)(None, _fo(0, ("face",)))
-    old = pickle.loads(pickle.dumps(state))
-    del old.__dict__["last_fresh"]  # as a snapshot written before the field existed
-    cfg.extract.every = ["pose=2"]
-    state, _ = Fuser(cfg)(old, _fo(2, ("face", "pose")))
-    fo = _fo(3, ("face",), ("pose",))
-    Fuser(cfg)(state, fo)
-    assert fo.observations["pose"].signals["from"] == 2.0
 
 
 # --- a generated corpus: waves, raised hands and each gesture in one stream -------

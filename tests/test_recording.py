@@ -149,7 +149,7 @@ def write_recording(path: Path, ids: List[int], encoding: str = "raw", channels:
 def replay(path: Path, **kwargs: Any) -> List[Any]:
     out: List[Any] = []
     flow = Dataflow("replay_test")
-    op.output("out", op.input("in", flow, ReplaySource(path, **kwargs)), TestingSink(out))
+    op.output("out", op.input("in", flow, ReplaySource(path, "cam0", **kwargs)), TestingSink(out))
     run_main(flow)
     return out
 

@@ -19,6 +19,7 @@ from facemoment.formats.recording import RecordingWriter, index_path
 from connectors.replay_source import ReplaySource
 from connectors.shares import share_parts
 from facemoment.core.records import Record, SourceError
+from facemoment.core.config import SourceConfig
 from facemoment.core.types import Frame
 
 from conftest import drain, run_source
@@ -77,7 +78,7 @@ def test_replay_emits_every_recorded_frame_exactly(rec: Path) -> None:
 
 
 def test_shares_split_by_frame_id_and_cover_the_recording(rec: Path) -> None:
-    source = ReplaySource(rec, shares=3)
+    source = ReplaySource(rec, "cam0", shares=3)
     assert source.list_parts() == share_parts("cam0", 3)
     seen = []
     for index, part_name in enumerate(source.list_parts()):
@@ -85,12 +86,12 @@ def test_shares_split_by_frame_id_and_cover_the_recording(rec: Path) -> None:
         assert [f.frame_id for f in frames] == [i for i in IDS if i % 3 == index]
         seen += frames
     assert sorted(f.frame_id for f in seen) == IDS
-    assert sorted(f.frame_id for f in frames_of(run_source(ReplaySource(rec, shares=2)))) == IDS
+    assert sorted(f.frame_id for f in frames_of(run_source(ReplaySource(rec, "cam0", shares=2)))) == IDS
 
 
 @pytest.mark.parametrize("shares", [1, 2])
 def test_resume_emits_exactly_the_rest_of_each_share(rec: Path, shares: int) -> None:
-    source = ReplaySource(rec, shares=shares, batch_size=2)
+    source = ReplaySource(rec, "cam0", shares=shares, batch_size=2)
     for part_name in source.list_parts():
         full = drain(source.build_part("in", part_name, None))
         part = source.build_part("in", part_name, None)
@@ -105,7 +106,7 @@ def test_resume_emits_exactly_the_rest_of_each_share(rec: Path, shares: int) -> 
 
 
 def test_resume_states_inside_a_gap_and_past_the_end(rec: Path) -> None:
-    source = ReplaySource(rec)
+    source = ReplaySource(rec, "cam0")
     assert [f.frame_id for f in drain(source.build_part("in", "cam0", 6))] == [i for i in IDS if i >= 6]
     assert [f.frame_id for f in drain(source.build_part("in", "cam0", 16))] == [17, 18]
     assert drain(source.build_part("in", "cam0", 19)) == []
@@ -113,7 +114,7 @@ def test_resume_states_inside_a_gap_and_past_the_end(rec: Path) -> None:
 
 def test_resume_works_without_an_index(rec: Path) -> None:
     index_path(rec).unlink()
-    rest = drain(ReplaySource(rec).build_part("in", "cam0", 10))
+    rest = drain(ReplaySource(rec, "cam0").build_part("in", "cam0", 10))
     assert [f.frame_id for f in rest] == [i for i in IDS if i >= 10]
     assert index_path(rec).exists()
 
@@ -121,7 +122,7 @@ def test_resume_works_without_an_index(rec: Path) -> None:
 def test_jpeg_replay_is_identical_every_time(tmp_path: Path) -> None:
     path = tmp_path / "j.fmrec"
     write(path, encoding="jpeg")
-    first, second = run_source(ReplaySource(path)), run_source(ReplaySource(path, shares=2))
+    first, second = run_source(ReplaySource(path, "cam0")), run_source(ReplaySource(path, "cam0", shares=2))
     second = sorted(second, key=lambda f: f.frame_id)
     assert [f.frame_id for f in first] == [f.frame_id for f in second] == IDS
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, second))
@@ -152,7 +153,7 @@ def test_damaged_recording_ends_the_stream_without_failing_the_dataflow(
     offsets = write(path)
     bad_offset = damage(path, offsets, 9, 100)  # inside frame 11's record
     with caplog.at_level(logging.ERROR):
-        items = run_source(ReplaySource(path, shares=shares))
+        items = run_source(ReplaySource(path, "cam0", shares=shares))
     frames = frames_of(items)
     assert sorted(f.frame_id for f in frames) == IDS[:9]
     assert all(np.array_equal(f.image, image_of(f.frame_id)) for f in frames)
@@ -168,11 +169,11 @@ def test_damaged_recording_ends_the_stream_without_failing_the_dataflow(
 def test_a_file_that_is_not_a_recording_reports_offset_zero(tmp_path: Path) -> None:
     path = tmp_path / "junk.fmrec"
     path.write_bytes(b"definitely not a recording")
-    items = run_source(ReplaySource(path))
+    items = run_source(ReplaySource(path, "cam0"))
     assert len(items) == 1 and isinstance(items[0], SourceError)
     assert items[0].offset == 0 and "not a FaceMoment recording" in items[0].error
     with pytest.raises(FileNotFoundError, match="missing.fmrec"):
-        ReplaySource(tmp_path / "missing.fmrec")
+        ReplaySource(tmp_path / "missing.fmrec", "cam0")
 
 
 # ------------------------------------------------------------------ pacing
@@ -194,7 +195,7 @@ def test_realtime_paces_with_next_awake_instead_of_sleeping(
 
     monkeypatch.setattr(time, "sleep", no_sleep)
     clock = FakeClock()
-    part = ReplaySource(rec, realtime=True, batch_size=4, clock=clock).build_part("in", "cam0", None)
+    part = ReplaySource(rec, "cam0", settings=SourceConfig(realtime=True), batch_size=4, clock=clock).build_part("in", "cam0", None)
     assert part.next_awake() is None  # asked before the first batch: call right away
     assert [f.frame_id for f in part.next_batch()] == [0]  # due at once; frame 1 is 40 ms later
     before = datetime.now(timezone.utc)
@@ -223,7 +224,7 @@ def test_realtime_replay_in_a_dataflow_keeps_the_recorded_spacing(tmp_path: Path
         emitted.append(time.monotonic_ns())
 
     flow = Dataflow("realtime_test")
-    frames = op.input("in", flow, ReplaySource(path, realtime=True))
+    frames = op.input("in", flow, ReplaySource(path, "cam0", settings=SourceConfig(realtime=True)))
     op.inspect("stamp", frames, stamp)
     out: List[Any] = []
     op.output("out", frames, TestingSink(out))

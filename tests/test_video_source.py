@@ -14,6 +14,7 @@ import pytest
 
 from facemoment.formats.frames import open_frames
 from connectors.video_source import VideoFileSource
+from facemoment.core.config import SourceConfig
 from facemoment.core.types import Frame
 
 from conftest import decode_all, drain, run_source
@@ -132,7 +133,7 @@ def test_video_source_emits_every_frame(video: Path, reference: List[np.ndarray]
 
 
 def test_video_source_fps_sampling_halves_the_count(video: Path) -> None:
-    frames = run_source(VideoFileSource(video, fps=FPS / 2))
+    frames = run_source(VideoFileSource(video, "cam0", settings=SourceConfig(fps=FPS / 2)))
     assert [f.frame_id for f in frames] == list(range(N_FRAMES // 2))
     gaps = {b.t_src_ns - a.t_src_ns for a, b in zip(frames, frames[1:])}
     assert gaps == {round(2e9 / FPS)}
@@ -140,7 +141,7 @@ def test_video_source_fps_sampling_halves_the_count(video: Path) -> None:
 
 @pytest.mark.parametrize("fps", [None, FPS / 2])
 def test_video_source_resumes_with_exactly_the_remaining_frames(video: Path, fps: Optional[float]) -> None:
-    source = VideoFileSource(video, fps=fps, batch_size=3)
+    source = VideoFileSource(video, "cam0", settings=SourceConfig(fps=fps), batch_size=3)
     full = drain(source.build_part("in", "cam0", None))
     part = source.build_part("in", "cam0", None)
     head = drain(part, limit=6)
@@ -163,7 +164,7 @@ def test_truncated_file_emits_the_frames_before_the_damage(
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: int(len(data) * 0.7)])
     with caplog.at_level(logging.ERROR):
-        frames = run_source(VideoFileSource(cut))
+        frames = run_source(VideoFileSource(cut, "cam0"))
     assert 0 < len(frames) < N_FRAMES
     assert [f.frame_id for f in frames] == list(range(len(frames)))
     # The last frame may be the half-written one; all before it are intact.
@@ -178,13 +179,13 @@ def test_mp4_cut_before_its_index_ends_without_frames(
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
     with caplog.at_level(logging.ERROR):
-        frames = run_source(VideoFileSource(cut))
+        frames = run_source(VideoFileSource(cut, "cam0"))
     assert frames == []
     assert any("cut.mp4" in r.getMessage() for r in caplog.records)
 
 
 def test_video_source_progress_bar_goes_to_stderr(video: Path, capsys: pytest.CaptureFixture) -> None:
-    frames = run_source(VideoFileSource(video, progress=True))
+    frames = run_source(VideoFileSource(video, "cam0", settings=SourceConfig(progress=True)))
     assert len(frames) == N_FRAMES
     err = capsys.readouterr().err
     assert f"/{N_FRAMES}" in err
@@ -192,7 +193,7 @@ def test_video_source_progress_bar_goes_to_stderr(video: Path, capsys: pytest.Ca
 
 def test_video_source_rejects_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing.mp4"):
-        VideoFileSource(tmp_path / "missing.mp4")
+        VideoFileSource(tmp_path / "missing.mp4", "cam0")
 
 
 def test_file_timestamps_truncate_the_decoder_position_as_visualbase_does(tmp_path: Path) -> None:

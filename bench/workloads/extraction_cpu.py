@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from bench.plan import Progress
 from facemoment.core.config import KNOWN_EXTRACTORS, PRESETS, Config
-from facemoment.core.rates import extractor_rates, is_due
+from facemoment.core.config.rates import extractor_rates, is_due
 from facemoment.core.types import Frame
 from operators.extraction.orchestrator import CASCADED, found_nobody
 

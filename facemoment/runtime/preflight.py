@@ -19,6 +19,7 @@ Exit codes of a run (README, docs/architecture.md):
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -26,10 +27,10 @@ import socket
 import stat
 import sys
 from pathlib import Path
-from typing import List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from facemoment.core.addresses import UNIX_SCHEME, ZMQ_SCHEMES, parse_address
-from facemoment.core.config import Config, ConfigError, load_config
+from facemoment.core.config import Config, ConfigError, SourceConfig, load_config, obs_input, rule_of
 from facemoment.formats.proxy_pipe import FIFO_SCHEME, fifo_path, is_fifo
 from facemoment.runtime import cluster
 from facemoment.runtime.exit_status import EXIT_INPUT_INCOMPLETE  # noqa: F401  (one table of codes)
@@ -38,9 +39,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STARTUP = 2
 
-# Stream ids name Bytewax steps ("frames_<id>") and share partitions ("<id>/0of2"):
-# Bytewax refuses '.' in step ids and '/' separates a share.
-_STREAM_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+# Every stream id (the main one and `source.extra`'s) follows source.stream_id's declaration.
+_STREAM_ID_RULE = rule_of(next(f for f in dataclasses.fields(SourceConfig) if f.name == "stream_id"))
 LIVE_PREFIXES = tuple(f"{scheme}://" for scheme in ZMQ_SCHEMES)
 
 
@@ -85,8 +85,10 @@ def configured_streams(cfg: Config) -> List[Tuple[str, str]]:
     if len(set(ids)) != len(ids):
         raise ConfigError(f"stream ids must be unique, got {ids}")
     for stream_id, _source in streams:
-        if not _STREAM_ID.match(stream_id):
-            raise StartupError(f"stream id {stream_id!r} may only hold letters, digits, '_' and '-'")
+        try:
+            _STREAM_ID_RULE.check_text("stream id", stream_id)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
     return streams
 
 
@@ -248,8 +250,6 @@ def bind_error(address: str) -> Optional[Exception]:
 
 def check_obs(cfg: Config) -> None:
     """OBS out (bound here when ZeroMQ) and OBS inputs over unix:// (bound here)."""
-    from facemoment.core.config import obs_input
-
     address = cfg.output.obs_address
     if address:
         conflict = ipc_conflict(address, "OBS")
@@ -263,19 +263,39 @@ def check_obs(cfg: Config) -> None:
                 raise StartupError(conflict)
 
 
+def check_socket_folders(cfg: Config) -> None:
+    """The folder of a ``unix://`` or ``ipc://`` TRIG or OBS socket exists: a TRIG
+    datagram to a path in a missing folder would fail at every send."""
+    for what, address in (("TRIG", cfg.output.trig_address), ("OBS", cfg.output.obs_address)):
+        if not address:
+            continue
+        parsed = parse_address(address, what, unix=True)
+        if parsed.scheme not in (UNIX_SCHEME, "ipc"):
+            continue
+        folder = Path(parsed.path).expanduser().parent
+        if not folder.is_dir():
+            raise StartupError(f"{what} address {address}: folder {str(folder)!r} does not exist")
+
+
 def check(cfg: Config) -> None:
     """Every start-up check; raises :class:`ConfigError` with a one-line message."""
     for _stream_id, source in configured_streams(cfg):
         check_source(source)
     check_output(cfg)
     check_obs(cfg)
+    check_socket_folders(cfg)
     check_trig(cfg.output.trig_address)
 
 
-def startup_config(env: Optional[Mapping[str, str]] = None) -> Config:
-    """The checked configuration, or one line on stderr and exit :data:`EXIT_STARTUP`."""
+def startup_config(
+    env: Optional[Mapping[str, str]] = None,
+    presets: Optional[List[str]] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """The checked configuration (`load_config`'s arguments), or one line on stderr
+    and exit :data:`EXIT_STARTUP`."""
     try:
-        cfg = load_config(env)
+        cfg = load_config(env, presets=presets, settings=settings)
         check(cfg)
     except ConfigError as exc:
         print(f"facemoment: error: {_one_line(exc)}", file=sys.stderr, flush=True)

@@ -21,31 +21,13 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Union
 
-from facemoment.core.config import Config, ConfigError, _apply_mapping, apply_preset, load_config, validate
+from facemoment.core.config import Config, apply_preset, apply_settings, load_config
 from facemoment.core.types import Trigger
 
 TriggerCallback = Callable[[Trigger], None]
 _DONE = object()
 # One dataflow at a time per process: the sources share one stop event.
 _RUN_LOCK = threading.Lock()
-
-
-def apply_settings(cfg: Config, settings: Mapping[str, Any], where: str = "settings") -> Config:
-    """Apply `{"fusion": {"cooldown_sec": 3}}` or `{"fusion.cooldown_sec": 3}` and validate."""
-    nested: Dict[str, Any] = {}
-    for key, value in settings.items():
-        *sections, name = key.replace("__", ".").split(".")
-        if not sections:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: setting {key!r} needs its section, e.g. fusion.{key}")
-            nested.setdefault(key, {}).update(value)
-            continue
-        node = nested
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[name] = value
-    _apply_mapping(cfg, nested, where)
-    return validate(cfg)
 
 
 class MomentDetector:

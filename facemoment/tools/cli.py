@@ -8,12 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-from facemoment.core.config import ConfigError
+from facemoment.core.config import Config, ConfigError, load_config
 from facemoment.core.records import LEVEL_NAMES
-from facemoment.tools.overrides import option_overrides
+from facemoment.tools.overrides import child_environment, config_environment, option_settings, preset_names
 
 log = logging.getLogger("facemoment")
 
@@ -25,18 +26,31 @@ def _setup_logging(verbose: bool = False) -> None:
     )
 
 
-def _run_flow(env_overrides: Dict[str, str], workers: int = 1, ui: Optional[argparse.Namespace] = None) -> int:
-    """Run `python -m bytewax.run dataflows.facemoment` in this process's environment plus overrides;
+def _verbose_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    # `-v` shows the models' native log lines in the run it starts too.
+    return {"output.native_logs": True} if getattr(args, "verbose", False) else {}
+
+
+def command_config(args: argparse.Namespace, settings: Mapping[str, Any], preset: Optional[str] = None) -> Config:
+    """The command's `Config`: presets, file and environment, then its options
+    (`settings`); a bad one is one line on stderr and exit 2 (runtime/preflight.py)."""
+    from facemoment.runtime import preflight
+
+    presets = preset_names(preset)
+    env = config_environment(presets)
+    return preflight.startup_config(env, presets=presets, settings={**_verbose_settings(args), **settings})
+
+
+def _run_flow(cfg: Config, workers: int = 1, ui: Optional[argparse.Namespace] = None) -> int:
+    """Run the dataflow for `cfg` in this process, as `python -m bytewax.run` would;
     with `ui.ui`, the review page beside it (facemoment/tools/review/)."""
     from bytewax.run import cli_main
 
     from dataflows.facemoment import build_flow
-    from facemoment.runtime import exit_status, preflight, startup
+    from facemoment.runtime import exit_status, startup
 
-    env = dict(os.environ)
-    env.update(env_overrides)
-    env.setdefault("FACEMOMENT__SOURCE__SHARES", str(workers))  # one share per worker thread
-    cfg = preflight.startup_config(env)  # one-line error and exit 2 before anything starts
+    if not cfg.source.shares:
+        cfg.source.shares = workers  # one share per worker thread
     if ui is not None and ui.ui:
         from facemoment.tools.review.launch import start_page_for_run
 
@@ -52,30 +66,22 @@ def _run_flow(env_overrides: Dict[str, str], workers: int = 1, ui: Optional[argp
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    video = Path(args.video)
-    overrides = {
-        "FACEMOMENT_SOURCE": str(video),
-        "FACEMOMENT__SOURCE__PROGRESS": "true",
-        "FACEMOMENT_TRACE": args.trace,
+    settings: Dict[str, Any] = {
+        "source.source": str(Path(args.video)),
+        "source.progress": True,
+        "output.trace": args.trace,
         # A file has no TRIG consumer by default; --trig-address opts in.
-        "FACEMOMENT_TRIG_ADDRESS": args.trig_address or "none",
+        "output.trig_address": args.trig_address or None,
     }
-    overrides.update(
-        option_overrides(
-            args,
-            output_dir="FACEMOMENT_OUTPUT_DIR",
-            output="FACEMOMENT__OUTPUT__TRACE_PATH",
-            preset="FACEMOMENT_PRESET",
-        )
-    )
+    settings.update(option_settings(args, output_dir="output.output_dir", output="output.trace_path"))
     if args.fps:
-        overrides["FACEMOMENT__SOURCE__FPS"] = str(args.fps)
-    return _run_flow(overrides, args.workers, ui=args)
+        settings["source.fps"] = args.fps
+    return _run_flow(command_config(args, settings, args.preset), args.workers, ui=args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    overrides = option_overrides(args, source="FACEMOMENT_SOURCE", output_dir="FACEMOMENT_OUTPUT_DIR")
-    return _run_flow(overrides, args.workers, ui=args)
+    settings = option_settings(args, source="source.source", output_dir="output.output_dir")
+    return _run_flow(command_config(args, settings), args.workers, ui=args)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -83,15 +89,14 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if not args.address.startswith(("tcp://", "ipc://")):
         print(f"facemoment attach: {args.address!r} is not a ZMQ address (tcp://host:port)", file=sys.stderr)
         return 2
-    overrides = option_overrides(
+    settings = option_settings(
         args,
-        address="FACEMOMENT_SOURCE",
-        output_dir="FACEMOMENT_OUTPUT_DIR",
-        trig_address="FACEMOMENT_TRIG_ADDRESS",
-        idle_timeout="FACEMOMENT_IDLE_TIMEOUT_S",
-        preset="FACEMOMENT_PRESET",
+        address="source.source",
+        output_dir="output.output_dir",
+        trig_address="output.trig_address",
+        idle_timeout="source.idle_timeout_s",
     )
-    return _run_flow(overrides, args.workers, ui=args)
+    return _run_flow(command_config(args, settings, args.preset), args.workers, ui=args)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -121,6 +126,10 @@ def demo_preset(option: Optional[str], environ: Mapping[str, str]) -> str:
     return option if option is not None else environ.get("FACEMOMENT_PRESET", DEMO_PRESET)
 
 
+def _start_flow(cmd: List[str], env: Mapping[str, str]) -> "subprocess.Popen[bytes]":
+    return subprocess.Popen(cmd, env=dict(env))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The embedded default end to end: daemon → ZMQ → dataflow → TRIG + clips."""
     from facemoment.formats.sample import ensure_sample_video
@@ -135,20 +144,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"sample video: {video}", flush=True)
     frames_address = f"tcp://127.0.0.1:{args.frames_port}"
     trig_address = f"tcp://127.0.0.1:{args.trig_port}"
-    env = dict(os.environ)
-    env.update(
-        {
-            "FACEMOMENT_SOURCE": frames_address,
-            "FACEMOMENT_TRIG_ADDRESS": trig_address,
-            "FACEMOMENT_OUTPUT_DIR": str(out_dir),
-            "FACEMOMENT_IDLE_TIMEOUT_S": str(args.idle_timeout),
-            "FACEMOMENT_STREAM_ID": "cam0",
-        }
-    )
     preset = demo_preset(args.preset, os.environ)
-    env.pop("FACEMOMENT_PRESET", None)
-    if preset:
-        env["FACEMOMENT_PRESET"] = preset
     print(f"preset: {preset or 'none (full fidelity)'}", flush=True)
     page = ReviewPage(out_dir) if args.ui or args.ui_linger else None
     if page is not None:
@@ -159,9 +155,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"facemoment demo: {exc}", file=sys.stderr)
             return 2
         print(f"review page: {url}", flush=True)
+    settings = {
+        "source.source": frames_address,
+        "source.stream_id": "cam0",
+        "source.idle_timeout_s": args.idle_timeout,
+        "output.trig_address": trig_address,
+        "output.output_dir": str(out_dir),
+        **_verbose_settings(args),
+    }
+    presets = preset_names(preset) or []
+    cfg = load_config(config_environment(presets), presets=presets, settings=settings)
+    config_dir = tempfile.TemporaryDirectory(prefix="facemoment-demo-")
+    # The dataflow process gets this configuration, whole, as its FACEMOMENT_CONFIG.
+    env = child_environment(cfg, Path(config_dir.name) / "config.toml")
     cmd = [sys.executable, "-m", "bytewax.run", "dataflows.facemoment", "-w", str(args.workers)]
     print("starting: " + " ".join(cmd), flush=True)
-    flow = subprocess.Popen(cmd, env=env)
+    flow = _start_flow(cmd, env)
     # Prints TRIG messages as visualbase would receive them.
     listener = TrigListener(trig_address, on_message=lambda text: print(f"[visualbase side] received {text}", flush=True))
     listener.start()
@@ -179,6 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         code = flow.wait()
     finally:
         listener.close(timeout=2)
+        config_dir.cleanup()
     print(f"TRIG messages received on {trig_address}: {len(listener.received)}", flush=True)
     if page is not None:
         if args.ui_linger:
@@ -302,10 +312,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
-    if verbose:
-        # Runs started from here (in this process or as Bytewax subprocesses) show them too.
-        os.environ["FACEMOMENT__OUTPUT__NATIVE_LOGS"] = "true"
-    elif os.environ.get("FACEMOMENT__OUTPUT__NATIVE_LOGS", "").lower() not in ("1", "true", "yes", "on"):
+    if not verbose and os.environ.get("FACEMOMENT__OUTPUT__NATIVE_LOGS", "").lower() not in ("1", "true", "yes", "on"):
         from facemoment.runtime.native_logs import filter_native_stderr
 
         filter_native_stderr()

@@ -33,7 +33,8 @@ from typing import Callable, Optional
 import numpy as np
 import zmq
 
-from facemoment.formats.frames import open_frames
+from connectors.sources import open_reader, stream_spec
+from facemoment.core.config import ConfigError, load_config
 from facemoment.formats.wire import FRAME_TOPIC, pack_frame
 from facemoment.runtime.subscriptions import SubscriberCount
 
@@ -199,7 +200,8 @@ def run_daemon(
     a ``*`` port).  Returns the summary it also logs as one line.
     """
     stop = stop_event or threading.Event()
-    reader = open_frames(source, fps=fps, loop=loop)
+    # The same resolution of a source as the dataflow's (connectors/sources.py).
+    reader = open_reader(stream_spec("daemon", source), fps, loop=loop)
     started = time.monotonic()
     publisher: Optional[FramePublisher] = None
     interrupted = False
@@ -286,16 +288,18 @@ def daemon_source(args: argparse.Namespace) -> str:
 def daemon_main(args: argparse.Namespace) -> int:
     """Run the daemon from parsed CLI arguments; returns the exit code."""
     try:
+        # The options as settings: checked by their declarations like every run's.
+        cfg = load_config(env={}, settings={"source.source": daemon_source(args), "source.fps": args.fps})
         run_daemon(
-            daemon_source(args),
+            cfg.source.source,
             args.address,
-            fps=args.fps,
+            fps=cfg.source.fps,
             loop=args.loop,
             wait_subscribers=args.wait_subscribers,
             max_frames=args.max_frames,
             lossless=getattr(args, "lossless", False),
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ConfigError) as exc:
         print(f"facemoment daemon: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

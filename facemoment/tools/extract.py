@@ -26,34 +26,33 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from typing import Dict
+from typing import Any, Dict
 
-from facemoment.tools.overrides import option_overrides
+from facemoment.tools.overrides import config_environment, option_settings, preset_names
 
 
-def extract_env(args: argparse.Namespace) -> Dict[str, str]:
-    """The configuration overrides for one extraction process."""
+def extract_settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """The settings one extraction process takes from its options."""
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
-    env = {
-        "FACEMOMENT_SOURCE": args.source,
-        "FACEMOMENT_OBS_ADDRESS": args.obs_address,
-        "FACEMOMENT__OUTPUT__OBS_PUBLISHER": name,
-        "FACEMOMENT__OUTPUT__OBS_SUBSCRIBER_WAIT_S": str(args.subscriber_wait),
-        "FACEMOMENT_TRIG_ADDRESS": "none",  # fusion sends TRIG, not an extractor
+    settings: Dict[str, Any] = {
+        "source.source": args.source,
+        "output.obs_address": args.obs_address,
+        "output.obs_publisher": name,
+        "output.obs_subscriber_wait_s": args.subscriber_wait,
+        "output.trig_address": None,  # fusion sends TRIG, not an extractor
     }
-    env.update(
-        option_overrides(
+    settings.update(
+        option_settings(
             args,
-            extractors="FACEMOMENT__EXTRACT__EXTRACTORS",
-            stream_id="FACEMOMENT_STREAM_ID",
-            preset="FACEMOMENT_PRESET",
-            idle_timeout="FACEMOMENT_IDLE_TIMEOUT_S",
-            output_dir="FACEMOMENT_OUTPUT_DIR",
+            extractors="extract.extractors",
+            stream_id="source.stream_id",
+            idle_timeout="source.idle_timeout_s",
+            output_dir="output.output_dir",
         )
     )
-    # Its own trace file, so it can share an output directory with the fusion process.
-    env.setdefault("FACEMOMENT__OUTPUT__TRACE_PATH", os.path.join(args.output_dir or "out", f"extract-{name}.trace.jsonl"))
-    return env
+    if getattr(args, "verbose", False):
+        settings["output.native_logs"] = True  # `-v`: the models' native log lines too
+    return settings
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -62,12 +61,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from dataflows.facemoment import build_extract_flow
     from facemoment.runtime import preflight, startup
 
-    env = dict(os.environ)
-    env.update(extract_env(args))
-    env.setdefault("FACEMOMENT__SOURCE__SHARES", str(args.workers))
+    presets = preset_names(args.preset)
+    env = config_environment(presets)
+    settings = extract_settings(args)
+    if not env.get("FACEMOMENT__OUTPUT__TRACE_PATH"):
+        # Its own trace file, so it can share an output directory with the fusion process.
+        name = settings["output.obs_publisher"]
+        settings["output.trace_path"] = os.path.join(args.output_dir or "out", f"extract-{name}.trace.jsonl")
     # The same start-up checks as a run: a FIFO is classified without opening it, an
     # ipc:// OBS address that is another program's socket file is refused.
-    cfg = preflight.startup_config(env)
+    cfg = preflight.startup_config(env, presets, settings)
+    if not cfg.source.shares:
+        cfg.source.shares = args.workers
     flow = build_extract_flow(cfg, start=True)
     startup.start(cfg)  # on the main thread, as `facemoment run` does
     cli_main(flow, workers_per_process=args.workers)
@@ -100,4 +105,4 @@ def add_extract_args(sub: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=cmd_extract)
 
 
-__all__ = ["add_extract_args", "cmd_extract", "extract_env"]
+__all__ = ["add_extract_args", "cmd_extract", "extract_settings"]

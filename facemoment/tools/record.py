@@ -44,6 +44,7 @@ from facemoment.formats.recording import (
     image_geometry,
 )
 from connectors.shares import frame_gap
+from connectors.sources import stream_spec
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -387,8 +388,12 @@ def record_main(
     """Run ``facemoment record`` from parsed arguments; returns the exit code."""
     stop = stop_event or threading.Event()
     try:
+        # Resolved like every source (connectors/sources.py); only a publisher can be recorded.
+        spec = stream_spec("record", args.address)
+        if spec.kind != "zmq":
+            raise ValueError(f"{args.address!r} is a {spec.kind} source; record a frame publisher (tcp://host:port)")
         recorder = Recorder(
-            args.address,
+            spec.source,
             args.output,
             duration_s=args.duration,
             max_bytes=args.max_bytes,

@@ -36,7 +36,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from facemoment.core.config import Config
-from facemoment.core.rates import extractor_rates, is_due
+from facemoment.core.config.rates import extractor_rates, is_due
 from facemoment.core.records import FrameDrop, FrameExtract, FrameSkip, Level, ModelsReady, Timing
 from facemoment.core.streams import ItemsAndRecords, split_records
 from facemoment.core.types import Extracted, Frame, FramePresence, Observation, TraceRecord

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from facemoment.core.config import KNOWN_EXTRACTORS, ConfigError, ExtractConfig
+from facemoment.core.config.errors import ConfigError
+from facemoment.core.config.sections import KNOWN_EXTRACTORS, ExtractConfig
 
 
 @dataclass(frozen=True)

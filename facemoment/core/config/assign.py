@@ -1,0 +1,101 @@
+"""Setting one field by its section path, from text (environment) or TOML values."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Mapping, get_args, get_origin, get_type_hints
+
+from facemoment.core.config.errors import ConfigError
+from facemoment.core.config.sections import Config
+
+
+def section_of(cfg: Config, path: str) -> Any:
+    """The section object at a dotted path ("fusion.gate")."""
+    obj: Any = cfg
+    for part in path.split("."):
+        if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
+            raise ConfigError(f"unknown configuration section {path!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn a TOML or environment value into the field's declared type (ranges are validation's)."""
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin is not None and type(None) in args:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return coerce(value, inner, where)
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            if isinstance(value, (Mapping, list, bool)):
+                raise ValueError(value)
+            return str(value)
+        if origin in (list, List):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return [coerce(v, args[0], where) for v in value]
+    except (TypeError, ValueError, OverflowError) as exc:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ConfigError(f"{where}: cannot use {shown} as {getattr(hint, '__name__', hint)}") from exc
+    return value
+
+
+def set_value(cfg: Config, section: str, name: str, value: Any, where: str) -> None:
+    target = section_of(cfg, section)
+    hints = get_type_hints(type(target))
+    if name not in hints or dataclasses.is_dataclass(getattr(target, name)):
+        raise ConfigError(f"{where}: unknown setting {section}.{name}")
+    setattr(target, name, coerce(value, hints[name], f"{where}: {section}.{name}"))
+
+
+def apply_mapping(cfg: Config, data: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    """Nested `{section: {field: value}}` (a TOML file's shape) onto `cfg`; top-level `preset` is skipped."""
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            apply_mapping(cfg, value, where, path)
+            continue
+        if not prefix:
+            if key == "preset":
+                continue  # presets apply before the rest (loading.py)
+            raise ConfigError(f"{where}: setting {key!r} must sit inside a [section]")
+        set_value(cfg, prefix, key, value, where)
+
+
+def nest(settings: Mapping[str, Any], where: str) -> dict:
+    """`{"fusion.cooldown_sec": 3}` / `{"fusion__cooldown_sec": 3}` / `{"fusion": {...}}` as one nested mapping."""
+    nested: dict = {}
+    for key, value in settings.items():
+        *sections, name = key.replace("__", ".").split(".")
+        if not sections:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: setting {key!r} needs its section, e.g. fusion.{key}")
+            nested.setdefault(key, {}).update(value)
+            continue
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return nested
