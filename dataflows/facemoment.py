@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -78,7 +79,7 @@ def build_flow(
     specs = stream_specs(cfg)
     live = any(spec.is_live for spec in specs)
     cfg = _deadline_for(cfg, live)
-    lanes = orchestrator or SharedOrchestrator(cfg)
+    lanes = orchestrator or SharedOrchestrator(cfg, live=live)
 
     frames = frames_in("frames_in", flow, read_ahead(specs, cfg, lanes), _on_start(cfg, start), count_frames=bool(cfg.output.metrics_port))
     extracted = extract("extract", frames.items, lanes)
@@ -136,7 +137,7 @@ def build_extract_flow(cfg: Config, start: bool = False) -> Dataflow:
         raise ConfigError("extraction alone needs an OBS address (FACEMOMENT_OBS_ADDRESS)")
     flow = Dataflow("facemoment_extract")
     specs = stream_specs(cfg)
-    lanes = SharedOrchestrator(cfg)
+    lanes = SharedOrchestrator(cfg, live=any(spec.is_live for spec in specs))
     frames = frames_in("frames_in", flow, read_ahead(specs, cfg, lanes), _on_start(cfg, start))
     extracted = extract("extract", frames.items, lanes)
     publish_obs("obs_out", extracted.items, cfg)
@@ -181,10 +182,16 @@ def read_ahead(specs: List[StreamSpec], cfg: Config, lanes: SharedOrchestrator) 
     """Each stream's frame source, wrapped so that extraction starts as frames are read."""
     sources: Dict[str, Source] = {}
     for spec in specs:
-        # A live source buffers (and drops by its strategy) what extraction cannot take.
-        depth = max(1, cfg.source.buffer_frames) if spec.is_live else 8
+        # A live source buffers (and drops by its strategy) what extraction cannot take;
+        # an unbounded buffer (buffer_frames 0, lossless) reads every frame ahead.
+        if spec.is_live:
+            depth = cfg.source.buffer_frames if cfg.source.buffer_frames > 0 else sys.maxsize
+        else:
+            depth = 8
         stop = shutdown.STOP if spec.rereads else None  # live sources watch it themselves
-        sources[spec.stream_id] = ReadAhead(build_source(spec, cfg), lanes, depth, stop, rereads=spec.rereads)
+        sources[spec.stream_id] = ReadAhead(
+            build_source(spec, cfg), lanes, depth, stop, rereads=spec.rereads, detect_width=cfg.extract.detect_width
+        )
     return sources
 
 

@@ -22,7 +22,7 @@ from facemoment.core.config import Config
 from facemoment.core.config.rates import Rate, extractor_rates, is_due
 from facemoment.core.records import Level, SyncDelay
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
-from facemoment.core.types import Extracted, FrameObservations, Observation
+from facemoment.core.types import Extracted, FrameObservations, FramePresence, Observation
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -264,7 +264,11 @@ class FrameGrouper:
         for group in frames:
             first = group[0]
             observations = {obs.source: obs for obs in group}
-            due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name))]
+            presence = observations.get(FramePresence.source)
+            if isinstance(presence, FramePresence) and presence.scheduled is not None:
+                due = [name for name in self.expected if name in presence.scheduled]  # the budget's choice
+            else:
+                due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name))]
             missing = tuple(name for name in due if name not in observations)
             not_due = tuple(name for name in self.expected if name not in due and name not in observations)
             extract_wall_ns = max((obs.extract_wall_ns for obs in group), default=0)

@@ -57,6 +57,9 @@ class Fuser:
         self.rules = FusionRules(cfg.fusion, cfg.output.trace)
         self.timing = self.rules.level >= Timing.LEVEL
         self.rates = extractor_rates(cfg.extract)
+        # With a budget, any extractor may skip a frame: its last result is kept for carrying.
+        self.budgeted = cfg.budget.mode != "off"
+        self.max_carry_ns = int(cfg.budget.max_carry_s * 1e9)
 
     def __call__(
         self, state: Optional[StreamState], fo: FrameObservations
@@ -65,7 +68,7 @@ class Fuser:
             state = StreamState()
         if state.first_t_ns is None:
             state.first_t_ns = state.last_summary_ns = fo.t_ns
-        carried: List[FrameCarry] = self._carry(state, fo) if self.rates else []
+        carried: List[FrameCarry] = self._carry(state, fo) if (self.rates or self.budgeted) else []
         start = time.perf_counter_ns()
         fused_before = state.fusion.frames
         trigger, records = self.rules.process(state.fusion, fo)
@@ -114,19 +117,27 @@ class Fuser:
         extractor counts as missing on this frame.
         """
         for name, obs in fo.observations.items():
-            if name in self.rates:
+            if name in self.rates or self.budgeted:
                 state.last_fresh[name] = obs
         records: List[FrameCarry] = []
         missing = list(fo.missing)
         for name in fo.not_due:
-            rate = self.rates[name].every if name in self.rates else 1
+            rate = self.rates.get(name)
             last = state.last_fresh.get(name)
-            if last is not None and 0 < fo.frame_id - last.frame_id < rate:
+            if rate is not None and not rate.due(fo.frame_id):
+                # Not due by its declared rate: a result from within the rate.
+                every = rate.every
+                fresh = last is not None and 0 < fo.frame_id - last.frame_id < every
+            else:
+                # The budget did not run it: a result from within budget.max_carry_s.
+                every = 0
+                fresh = last is not None and 0 < fo.t_ns - last.t_ns <= self.max_carry_ns
+            if fresh:
                 fo.observations[name] = dataclasses.replace(last, frame_id=fo.frame_id, t_ns=fo.t_ns)
-                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, last.frame_id, rate))
+                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, last.frame_id, every))
             else:
                 missing.append(name)
-                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, None, rate))
+                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, None, every))
         fo.missing = tuple(missing)
         return records
 

@@ -430,6 +430,29 @@ class FrameSkip(Record):
     reason: str  # no_face
 
 
+@register
+@dataclasses.dataclass
+class CameraRates(Record):
+    """A camera's schedule changed (or 5 s passed): whether someone is there, the
+    budget's load level, each extractor's effective rate, and cumulative counts of
+    frames, occupied frames and extractor runs (operators/extraction/budget.py)."""
+
+    TYPE: ClassVar[str] = "camera_rates"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    frame_id: int
+    t_ns: int
+    occupied: bool
+    motion: bool
+    level: int
+    reason: str  # occupied | load | motion | empty
+    rates_fps: Dict[str, float]
+    frames: int
+    occupied_frames: int
+    runs: Dict[str, int]
+
+
 # --- start-up and resilience records -----------------------------------------------
 
 

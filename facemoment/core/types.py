@@ -21,7 +21,14 @@ class Frame:
     stream_id: str
     frame_id: int
     t_src_ns: int
-    image: np.ndarray  # uint8, (h, w, 3) BGR or (h, w) grey
+    image: np.ndarray  # uint8, (h, w, 3) BGR or (h, w) grey; what the extractors analyse
+    # The frame at its recorded resolution when `image` is a scaled copy for analysis
+    # (clips and best stills are cut from it); None when they are the same.
+    full: Optional[np.ndarray] = None
+
+    @property
+    def record_image(self) -> np.ndarray:
+        return self.image if self.full is None else self.full
 
     @property
     def height(self) -> int:
@@ -113,6 +120,9 @@ class FramePresence:
     frame_id: int
     t_ns: int
     extract_wall_ns: int = 0
+    # The extractors the extract stage ran on the frame, when a budget chose them
+    # (None: every extractor due by its declared rate).
+    scheduled: Optional[Tuple[str, ...]] = None
 
     # Its name where observations are named by source (the OBS wire, alignment).
     source = "frame"

@@ -31,12 +31,11 @@ class EncodedFrame:
 
 def encode_frame(frame: Frame, quality: int = 90) -> EncodedFrame:
     """JPEG-compress a frame for the clip ring buffer."""
-    ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    image = frame.record_image  # clips are cut at the recorded resolution
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
-        raise ValueError(
-            f"cannot JPEG-encode frame {frame.frame_id} of {frame.stream_id} (shape {frame.image.shape})"
-        )
-    return EncodedFrame(frame.stream_id, frame.frame_id, frame.t_src_ns, buf.tobytes(), frame.width, frame.height)
+        raise ValueError(f"cannot JPEG-encode frame {frame.frame_id} of {frame.stream_id} (shape {image.shape})")
+    return EncodedFrame(frame.stream_id, frame.frame_id, frame.t_src_ns, buf.tobytes(), int(image.shape[1]), int(image.shape[0]))
 
 
 class FrameRing:

@@ -37,10 +37,11 @@ from bytewax.dataflow import Stream, operator
 
 from facemoment.core.config import Config
 from facemoment.core.config.rates import extractor_rates, is_due
-from facemoment.core.records import FrameDrop, FrameExtract, FrameSkip, Level, ModelsReady, Timing
+from facemoment.core.records import CameraRates, FrameDrop, FrameExtract, FrameSkip, Level, ModelsReady, Timing
 from facemoment.core.streams import ItemsAndRecords, split_records
 from facemoment.core.types import Extracted, Frame, FramePresence, Observation, TraceRecord
 from facemoment.runtime import readiness
+from operators.extraction.budget import Budget
 from operators.extraction.lanes import Job, Lane
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,20 @@ class Submitted:
 class Orchestrator:
     """Runs the configured extractors on batches of frames with a per-frame deadline."""
 
-    def __init__(self, cfg: Config, factory: Optional[Callable[[str, Config], object]] = None):
+    def __init__(
+        self,
+        cfg: Config,
+        factory: Optional[Callable[[str, Config], object]] = None,
+        budget: Optional[Budget] = None,
+    ):
         if factory is None:
             from operators.extraction.registry import build_extractor
 
             factory = build_extractor
         self.cfg = cfg
+        # Which extractors run on each frame beyond the declared rates (None: all due ones).
+        self.budget = budget
+        self._budget_records: List[CameraRates] = []
         self.deadline_ns = int(cfg.extract.deadline_ms * 1e6) if cfg.extract.deadline_ms > 0 else None
         self.trace = Level.parse(cfg.output.trace) >= Level.NORMAL
         self.rates = extractor_rates(cfg.extract)
@@ -122,14 +131,28 @@ class Orchestrator:
         start = time.perf_counter_ns()
         deadline = start + self.deadline_ns if self.deadline_ns is not None else None
         depths = {name: lane.depth for name, lane in self.lanes.items()}
-        jobs = {name: Job(frame, deadline) for name in self.lanes if is_due(frame.frame_id, self.rates.get(name))}
+        names = [name for name in self.lanes if is_due(frame.frame_id, self.rates.get(name))]
+        if self.budget is not None:
+            planned, records = self.budget.plan(frame, names, max(depths.values(), default=0))
+            names = list(planned)
+            if records:
+                with self._prefetch_lock:
+                    self._budget_records.extend(records)
+        jobs = {name: Job(frame, deadline) for name in names}
         held = {name: job for name, job in jobs.items() if self.cascade and name in CASCADED and "face" in jobs}
         for name, job in jobs.items():
             if name not in held:
                 self.lanes[name].submit(job)
         if held:
             jobs["face"].future.add_done_callback(functools.partial(self._after_face, held))
+        if self.budget is not None and "face" in jobs:
+            jobs["face"].future.add_done_callback(functools.partial(self._tell_budget, frame))
         return Submitted(frame, start, deadline, depths, jobs)
+
+    def _tell_budget(self, frame: Frame, face: Future) -> None:
+        obs = face.result() if not face.cancelled() and face.exception() is None else None
+        if obs is not None and self.budget is not None:
+            self.budget.saw_face(frame.stream_id, frame.t_src_ns, bool(obs.faces))
 
     def _after_face(self, held: Dict[str, Job], face: Future) -> None:
         """The cascade: run the held extractors unless face found nobody on the frame."""
@@ -185,10 +208,14 @@ class Orchestrator:
         for frame in frames:
             ready = self._take_prefetched(frame.stream_id, frame.frame_id, frame)
             submitted.append(ready[0] if ready else self._submit(frame))
+        with self._prefetch_lock:  # the budget's schedule changes, up to these frames
+            out.extend(self._budget_records)
+            self._budget_records = []
         for work in submitted:
             frame, start, deadline, depths, jobs = work.frame, work.start_ns, work.deadline_ns, work.depths, work.jobs
             extract_wall_ns = time.time_ns()
-            out.append(FramePresence(frame.stream_id, frame.frame_id, frame.t_src_ns, extract_wall_ns))
+            scheduled = tuple(jobs) if self.budget is not None else None
+            out.append(FramePresence(frame.stream_id, frame.frame_id, frame.t_src_ns, extract_wall_ns, scheduled))
             missed: List[str] = []
             for name, job in jobs.items():
                 obs = self._collect(name, job, deadline)
@@ -279,6 +306,14 @@ def _frame_extract(obs: Observation) -> FrameExtract:
     )
 
 
+def process_budget(cfg: Config, live: bool) -> Optional[Budget]:
+    """The budget `budget.mode` asks for: `auto` budgets live sources only."""
+    mode = cfg.budget.mode
+    if mode == "off" or (mode == "auto" and not live):
+        return None
+    return Budget(cfg.budget, cfg.extract.extractors, live)
+
+
 class SharedOrchestrator:
     """The one orchestrator of a flow in this process, shared by its workers.
 
@@ -288,9 +323,10 @@ class SharedOrchestrator:
     source to the extract step.
     """
 
-    def __init__(self, cfg: Config, factory: Optional[Callable[[str, Config], object]] = None):
+    def __init__(self, cfg: Config, factory: Optional[Callable[[str, Config], object]] = None, live: bool = False):
         self.cfg = cfg
         self._factory = factory
+        self.live = live
         self._lock = threading.Lock()
         self._users = 0
         self._current: Optional[Orchestrator] = None
@@ -309,7 +345,7 @@ class SharedOrchestrator:
 
     def _started(self) -> Orchestrator:
         if self._current is None:
-            self._current = Orchestrator(self.cfg, self._factory)
+            self._current = Orchestrator(self.cfg, self._factory, process_budget(self.cfg, self.live))
         return self._current
 
     def run(self, frames: List[Frame]) -> List[Item]:

@@ -25,6 +25,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
 from facemoment.core.types import Frame
+from facemoment.formats.scaling import at_detect_size
 from operators.extraction.orchestrator import Orchestrator, SharedOrchestrator, Submitted
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
         stop_event: Optional[threading.Event],
         name: str,
         rereads: bool,
+        detect_width: int,
     ):
         self._inner = inner
+        self._detect_width = detect_width
         self._rereads = rereads
         self._shared = shared
         self._orchestrator: Optional[Orchestrator] = orchestrator
@@ -70,7 +73,9 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
                 break  # nothing due yet (a live source, a paced replay): come back later
             for item in items:
                 if isinstance(item, Frame) and self._orchestrator is not None:
-                    self._in_flight.append((item, self._orchestrator.prefetch(item)))
+                    # Scaled once here: every extractor reads the same analysis frame.
+                    frame = at_detect_size(item, self._detect_width)
+                    self._in_flight.append((frame, self._orchestrator.prefetch(frame)))
                 else:
                     out.append(item)  # trace records are not held back
 
@@ -127,9 +132,12 @@ class ReadAhead(FixedPartitionedSource[Any, Any]):
         depth: int = 8,
         stop_event: Optional[threading.Event] = None,
         rereads: bool = False,
+        detect_width: int = 0,
     ):
         self.inner = inner
         self.rereads = rereads
+        # Frames wider than this are analysed scaled down to it (0: as they come).
+        self.detect_width = detect_width
         self.orchestrator = orchestrator
         self.depth = depth
         # Set it to end the input early (the rest of the input is not read).
@@ -149,4 +157,6 @@ class ReadAhead(FixedPartitionedSource[Any, Any]):
         except BaseException:
             self.orchestrator.release()
             raise
-        return _ReadAheadPartition(part, self.orchestrator, orchestrator, self.depth, self.stop_event, for_part, self.rereads)
+        return _ReadAheadPartition(
+            part, self.orchestrator, orchestrator, self.depth, self.stop_event, for_part, self.rereads, self.detect_width
+        )

@@ -21,6 +21,7 @@ from facemoment.core.config.sections import (
     KNOWN_REASONS,
     TRIG_TIMINGS,
     AlignConfig,
+    BudgetConfig,
     Config,
     ExtractConfig,
     FusionConfig,
@@ -41,7 +42,7 @@ from facemoment.core.config.writing import as_dict, to_toml, write_config
 __all__ = [
     "ConfigError", "Rule", "rule_of", "setting",
     "DROP_STRATEGIES", "KNOWN_EXTRACTORS", "KNOWN_REASONS", "TRIG_TIMINGS",
-    "AlignConfig", "Config", "ExtractConfig", "FusionConfig", "GateConfig", "OutputConfig",
+    "AlignConfig", "BudgetConfig", "Config", "ExtractConfig", "FusionConfig", "GateConfig", "OutputConfig",
     "QualityConfig", "SourceConfig", "obs_input",
     "Rate", "extractor_rates", "is_due", "validate", "apply_mapping", "PRESETS", "apply_preset",
     "ENV_NAMES", "apply_settings", "load_config", "read_file", "to_toml", "write_config", "as_dict",

@@ -34,6 +34,11 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "lean": {
         "extract": {"every": ["pose=2", "gesture=2@1"]},
     },
+    # Several cameras on one box: the CPU budget on (empty cameras only look for
+    # someone; under load, rates drop to their floors before a frame goes unanalysed).
+    "park": {
+        "budget": {"mode": "on"},
+    },
     "high_sensitivity": {
         "fusion": {
             "spike_z": 1.5,

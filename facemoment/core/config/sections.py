@@ -119,6 +119,46 @@ class ExtractConfig:
     # Pose and hands wait for the frame's face result and run only when a face was
     # found: no trigger can fire without one (docs/algorithms.md, "Cascade").
     cascade: bool = setting(False)
+    # Frames wider than this are analysed scaled down to it, once, as they are read;
+    # clips and best stills keep the full frame (0: analyse frames as they come).
+    detect_width: int = setting(640, low=0, high=16384)
+
+
+BUDGET_MODES = ("auto", "on", "off")
+# An extractor's floor under load: "NAME=FPS".
+FLOOR_GRAMMAR = "NAME=FPS with NAME one of face, pose, gesture, quality"
+
+
+@dataclass
+class BudgetConfig:
+    """One CPU budget for the cameras of a process (operators/extraction/budget.py)."""
+
+    # on | off | auto (on for live sources only: files keep every extractor).
+    mode: str = setting("off", choices=BUDGET_MODES)
+    # An empty camera runs face and quality this often while it sees motion...
+    idle_fps: float = setting(15.0, low=0, low_open=True, high=1000)
+    # ...and this often while nothing moves.
+    still_fps: float = setting(2.0, low=0, low_open=True, high=1000)
+    # Mean grey-level change of a 32x18 thumbnail that counts as motion, and how long it counts.
+    motion_threshold: float = setting(2.0, low=0, high=255)
+    motion_hold_s: float = setting(1.0, low=0, high=3600)
+    # A camera stays occupied this long (event time) after face last found someone.
+    occupied_hold_s: float = setting(2.0, low=0, high=3600)
+    # Load: a lane queue this deep raises the level (one more frame interval on every
+    # occupied camera's periods) at most every step_s; queues short for relax_s lower it.
+    high_water: int = setting(4, low=1, high=100_000)
+    step_s: float = setting(0.5, low=0, high=3600)
+    relax_s: float = setting(3.0, low=0, high=3600)
+    max_level: int = setting(8, low=0, high=1000)
+    # No extractor of an occupied camera goes below its floor.
+    floor_fps: List[str] = setting(
+        factory=lambda: ["face=10", "pose=5", "gesture=5", "quality=5"],
+        pattern=r"(face|pose|gesture|quality)=(\d+(\.\d*)?|\.\d+)",
+        grammar=FLOOR_GRAMMAR,
+        max_len=64,
+    )
+    # Fusion carries a result the budget did not renew for at most this long (event time).
+    max_carry_s: float = setting(1.0, low=0, high=60)
 
 
 @dataclass
@@ -238,6 +278,7 @@ class OutputConfig:
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)

@@ -1,0 +1,217 @@
+"""One CPU budget for all the cameras of a process: which extractors run on each frame.
+
+The extract stage asks the budget, for every frame it submits, which extractors to
+run. The budget knows every camera of the process:
+
+- **occupancy**: a camera is occupied while face found someone within
+  `budget.occupied_hold_s` of event time. An occupied camera gets the declared
+  rates (`extract.every`; every frame by default).
+- **empty cameras only look for someone**: face and quality run, at
+  `budget.idle_fps` while a cheap motion check (the mean difference of a 32x18
+  grey thumbnail) saw motion within `budget.motion_hold_s`, at `budget.still_fps`
+  otherwise; pose and hands wait until face finds someone.
+- **load**: when the lanes fall behind (a lane's queue reaches `budget.high_water`
+  jobs) the budget lowers the rates of occupied cameras one level at a time (each
+  level adds one frame interval to every extractor's period) down to each
+  extractor's floor (`budget.floor_fps`); once the queues stay short for
+  `budget.relax_s` it raises them a level again. Load is judged on the wall clock,
+  so it acts on live sources only; files keep their rates.
+
+Periods are in event time (the frames' own timestamps), so a camera analysed at
+30, 15 or 10 fps gets the same schedule in seconds. A frame's presence names the
+extractors scheduled on it, so alignment expects exactly those and fusion carries
+the others: frames go without an extractor only as scheduled, and every change of
+a camera's schedule is a `camera_rates` record (with its cumulative counts).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from facemoment.core.config import BudgetConfig
+from facemoment.core.records import CameraRates
+from facemoment.core.types import Frame
+
+# Extractors an empty camera still runs: they decide whether someone is there and
+# whether the picture is good enough once they are.
+LOOKOUT = ("face", "quality")
+THUMB = (32, 18)
+# Cumulative counts go into a camera_rates record at least this often (event time).
+REPORT_EVERY_NS = 5_000_000_000
+# Before a camera's frame interval is measured, assume 30 fps.
+DEFAULT_INTERVAL_NS = 33_333_333
+
+
+def parse_floors(entries: Sequence[str]) -> Dict[str, float]:
+    """`budget.floor_fps` entries (`NAME=FPS`) as {extractor: fps}."""
+    floors: Dict[str, float] = {}
+    for entry in entries:
+        name, _sep, value = str(entry).partition("=")
+        floors[name.strip()] = float(value)
+    return floors
+
+
+@dataclass
+class _Camera:
+    last_t_ns: Optional[int] = None
+    interval_ns: float = DEFAULT_INTERVAL_NS
+    occupied_until_ns: Optional[int] = None
+    motion_until_ns: Optional[int] = None
+    thumb: Optional[np.ndarray] = None
+    last_run_ns: Dict[str, int] = field(default_factory=dict)
+    # What the last camera_rates record said, to report changes only.
+    reported: Optional[Tuple[bool, bool, int, Tuple[Tuple[str, float], ...]]] = None
+    reported_at_ns: int = 0
+    frames: int = 0
+    occupied_frames: int = 0
+    runs: Dict[str, int] = field(default_factory=dict)
+
+
+class Budget:
+    """The schedule of every camera of one process (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: BudgetConfig,
+        extractors: Sequence[str],
+        live: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.extractors = tuple(extractors)
+        self.floors = parse_floors(settings.floor_fps)
+        self.load_control = live
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cameras: Dict[str, _Camera] = {}
+        self.level = 0
+        self._level_changed = float("-inf")  # the first overload is answered at once
+        self._short_since: Optional[float] = None
+
+    # ------------------------------------------------------------------ schedule
+    def plan(self, frame: Frame, candidates: Sequence[str], depth: int) -> Tuple[Tuple[str, ...], List[CameraRates]]:
+        """The extractors to run on `frame` among `candidates` (those due by their
+        declared rate), given the deepest lane queue; and the records of any change."""
+        with self._lock:
+            self._adjust_level(depth)
+            cam = self._cameras.setdefault(frame.stream_id, _Camera())
+            t = frame.t_src_ns
+            self._note_interval(cam, t)
+            self._note_motion(cam, frame, t)
+            occupied = cam.occupied_until_ns is not None and t <= cam.occupied_until_ns
+            periods = self._periods(cam, occupied, t)
+            chosen = tuple(
+                name for name in candidates
+                if name in periods and self._due(cam, name, periods[name], t)
+            )
+            for name in chosen:
+                cam.last_run_ns[name] = t
+                cam.runs[name] = cam.runs.get(name, 0) + 1
+            cam.frames += 1
+            cam.occupied_frames += int(occupied)
+            return chosen, self._report(frame, cam, occupied, periods)
+
+    def saw_face(self, stream_id: str, t_ns: int, found: bool) -> None:
+        """Face's result on a frame: someone there keeps the camera occupied."""
+        if not found:
+            return
+        with self._lock:
+            cam = self._cameras.setdefault(stream_id, _Camera())
+            until = t_ns + int(self.settings.occupied_hold_s * 1e9)
+            if cam.occupied_until_ns is None or until > cam.occupied_until_ns:
+                cam.occupied_until_ns = until
+
+    def _periods(self, cam: _Camera, occupied: bool, t: int) -> Dict[str, float]:
+        """Each extractor's period on this camera now, in event-time ns (absent: not run)."""
+        s = self.settings
+        if not occupied:
+            moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
+            fps = s.idle_fps if moving else s.still_fps
+            return {name: 1e9 / fps for name in LOOKOUT if name in self.extractors}
+        periods = {}
+        for name in self.extractors:
+            period = self.level * cam.interval_ns
+            floor = self.floors.get(name)
+            if floor:
+                period = min(period, 1e9 / floor)
+            periods[name] = period
+        return periods
+
+    @staticmethod
+    def _due(cam: _Camera, name: str, period_ns: float, t: int) -> bool:
+        last = cam.last_run_ns.get(name)
+        # Half a frame of slack: frame times jitter around the nominal interval.
+        return last is None or t < last or t - last >= period_ns - cam.interval_ns / 2
+
+    def _note_interval(self, cam: _Camera, t: int) -> None:
+        if cam.last_t_ns is not None and t > cam.last_t_ns:
+            cam.interval_ns += (min(t - cam.last_t_ns, 1_000_000_000) - cam.interval_ns) / 8
+        cam.last_t_ns = t
+
+    def _note_motion(self, cam: _Camera, frame: Frame, t: int) -> None:
+        small = cv2.resize(frame.image, THUMB, interpolation=cv2.INTER_AREA)
+        thumb = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        if cam.thumb is not None and float(cv2.absdiff(thumb, cam.thumb).mean()) >= self.settings.motion_threshold:
+            cam.motion_until_ns = t + int(self.settings.motion_hold_s * 1e9)
+        cam.thumb = thumb
+
+    # ---------------------------------------------------------------------- load
+    def _adjust_level(self, depth: int) -> None:
+        if not self.load_control:
+            return
+        now = self._clock()
+        s = self.settings
+        if depth >= s.high_water:
+            self._short_since = None
+            if self.level < s.max_level and now - self._level_changed >= s.step_s:
+                self.level += 1
+                self._level_changed = now
+            return
+        if depth <= 1:
+            if self._short_since is None:
+                self._short_since = now
+            if self.level > 0 and now - self._short_since >= s.relax_s and now - self._level_changed >= s.relax_s:
+                self.level -= 1
+                self._level_changed = now
+                self._short_since = now
+        else:
+            self._short_since = None
+
+    # ------------------------------------------------------------------- records
+    def _report(self, frame: Frame, cam: _Camera, occupied: bool, periods: Mapping[str, float]) -> List[CameraRates]:
+        t = frame.t_src_ns
+        moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
+        rates = tuple(sorted((name, _fps(periods.get(name), cam.interval_ns)) for name in self.extractors))
+        state = (occupied, moving, self.level, rates)
+        if state == cam.reported and t - cam.reported_at_ns < REPORT_EVERY_NS:
+            return []
+        reason = "load" if occupied and self.level else ("occupied" if occupied else ("motion" if moving else "empty"))
+        cam.reported, cam.reported_at_ns = state, t
+        return [
+            CameraRates(
+                stream=frame.stream_id,
+                frame_id=frame.frame_id,
+                t_ns=t,
+                occupied=occupied,
+                motion=moving,
+                level=self.level,
+                reason=reason,
+                rates_fps=dict(rates),
+                frames=cam.frames,
+                occupied_frames=cam.occupied_frames,
+                runs=dict(cam.runs),
+            )
+        ]
+
+
+def _fps(period_ns: Optional[float], interval_ns: float) -> float:
+    """An extractor's effective rate: 0 when it does not run."""
+    if period_ns is None:
+        return 0.0
+    return round(1e9 / max(period_ns, interval_ns), 2)

@@ -1,0 +1,198 @@
+"""The CPU budget: empty cameras only look for someone, occupied ones get their rates,
+load lowers rates down to the floors, and every frame says what ran on it."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pytest
+
+from facemoment.core.config import BudgetConfig, Config, ConfigError, load_config
+from facemoment.core.records import CameraRates
+from facemoment.core.types import Frame, FrameObservations, FramePresence, Observation
+from operators.align import FrameGrouper
+from operators.extraction.budget import Budget
+from operators.extraction.orchestrator import Orchestrator
+from operators.fusion_step import Fuser
+
+ALL = ("face", "pose", "gesture", "quality")
+FRAME_NS = 33_333_333
+
+
+def _frame(i: int, stream: str = "cam0", moving: bool = False, interval_ns: int = FRAME_NS) -> Frame:
+    image = np.zeros((36, 64, 3), np.uint8)
+    if moving:
+        image[:, (i * 7) % 64:] = 200  # an edge that moves every frame
+    return Frame(stream, i, i * interval_ns, image)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(budget: Budget, frames: List[Frame], depth: int = 0, faces_from: Optional[int] = None) -> Dict[int, Tuple[str, ...]]:
+    plans = {}
+    for frame in frames:
+        chosen, _records = budget.plan(frame, ALL, depth)
+        plans[frame.frame_id] = chosen
+        if "face" in chosen:
+            budget.saw_face(frame.stream_id, frame.t_src_ns, faces_from is not None and frame.frame_id >= faces_from)
+    return plans
+
+
+def test_an_empty_still_camera_runs_only_face_and_quality_at_the_still_rate():
+    budget = Budget(BudgetConfig(still_fps=2.0, idle_fps=10.0), ALL, live=False)
+    plans = _run(budget, [_frame(i) for i in range(60)])  # 2 s at 30 fps, nobody, no motion
+    ran = [i for i, chosen in plans.items() if chosen]
+    assert all(set(plans[i]) == {"face", "quality"} for i in ran)
+    assert len(ran) == 4  # 2 fps over 2 s
+
+
+def test_motion_raises_an_empty_camera_to_the_idle_rate():
+    budget = Budget(BudgetConfig(still_fps=1.0, idle_fps=10.0), ALL, live=False)
+    plans = _run(budget, [_frame(i, moving=True) for i in range(60)])
+    assert 18 <= sum(1 for chosen in plans.values() if chosen) <= 21  # about 10 fps over 2 s
+
+
+def test_someone_found_gives_the_camera_every_extractor_until_the_hold_passes():
+    settings = BudgetConfig(still_fps=2.0, idle_fps=10.0, occupied_hold_s=1.0)
+    budget = Budget(settings, ALL, live=False)
+    frames = [_frame(i) for i in range(150)]
+    plans = {}
+    for frame in frames:  # face finds someone on frames 0-44 only
+        chosen, _ = budget.plan(frame, ALL, 0)
+        plans[frame.frame_id] = chosen
+        if "face" in chosen:
+            budget.saw_face("cam0", frame.t_src_ns, frame.frame_id < 45)
+    assert plans[0] == ("face", "quality")  # nobody known yet
+    assert all(plans[i] == ALL for i in range(1, 45))
+    # Occupied for 1 s after the last face (frame 44 at 1.47 s), then empty again.
+    assert all(plans[i] == ALL for i in range(45, 74))
+    assert all(set(plans[i]) <= {"face", "quality"} for i in range(76, 150))
+
+
+def test_rates_are_in_event_time_so_a_lower_input_rate_gets_the_same_schedule_in_seconds():
+    def run_times(interval_ns: int, count: int) -> List[int]:
+        budget = Budget(BudgetConfig(still_fps=2.0), ALL, live=False)
+        return [f.t_src_ns for f in (_frame(i, interval_ns=interval_ns) for i in range(count)) if budget.plan(f, ALL, 0)[0]]
+
+    at_30 = run_times(FRAME_NS, 90)
+    at_10 = run_times(3 * FRAME_NS, 30)
+    assert len(at_30) == len(at_10) == 6
+    assert all(abs(a - b) <= 3 * FRAME_NS for a, b in zip(at_30, at_10))
+
+
+def test_load_lowers_occupied_rates_one_level_at_a_time_down_to_the_floors_and_back():
+    clock = _Clock()
+    settings = BudgetConfig(high_water=4, step_s=0.5, relax_s=2.0, floor_fps=["face=10", "pose=5", "gesture=5", "quality=5"])
+    budget = Budget(settings, ALL, live=True, clock=clock)
+    budget.saw_face("cam0", 0, True)
+    budget.saw_face("cam0", 10_000_000_000, True)  # occupied throughout
+    levels = []
+    for i in range(60):
+        clock.now = i * 0.1
+        budget.plan(_frame(i), ALL, depth=9)  # the lanes are far behind
+        levels.append(budget.level)
+    assert levels[0] == 1 and levels[-1] > levels[10] > 1  # a level per step_s, not at once
+    # At a high level each extractor still runs at its floor.
+    runs: Dict[str, int] = {name: 0 for name in ALL}
+    for i in range(60, 120):
+        clock.now = 6.0 + (i - 60) * 0.001  # no time to step again
+        chosen, _ = budget.plan(_frame(i), ALL, depth=9)
+        for name in chosen:
+            runs[name] += 1
+    assert runs["face"] >= 19 and runs["pose"] >= 9 and runs["quality"] >= 9  # 2 s at >= floor
+    # Short queues for relax_s bring the level down again.
+    top = budget.level
+    for i in range(120, 300):
+        clock.now = 7.0 + (i - 120) * 0.1
+        budget.plan(_frame(i), ALL, depth=0)
+    assert budget.level < top
+
+
+def test_files_are_not_load_controlled():
+    clock = _Clock()
+    budget = Budget(BudgetConfig(), ALL, live=False, clock=clock)
+    for i in range(100):
+        clock.now = i
+        budget.plan(_frame(i), ALL, depth=50)
+    assert budget.level == 0
+
+
+def test_each_change_of_a_cameras_schedule_is_a_record_with_counts():
+    budget = Budget(BudgetConfig(still_fps=2.0, occupied_hold_s=0.5), ALL, live=False)
+    records: List[CameraRates] = []
+    for i in range(90):
+        frame = _frame(i)
+        chosen, recs = budget.plan(frame, ALL, 0)
+        records += recs
+        if "face" in chosen:
+            budget.saw_face("cam0", frame.t_src_ns, 30 <= i < 40)
+    reasons = [r.reason for r in records]
+    assert reasons[0] == "empty" and "occupied" in reasons and reasons[-1] == "empty"
+    occupied = next(r for r in records if r.reason == "occupied")
+    assert occupied.rates_fps["pose"] > 0 and records[0].rates_fps["pose"] == 0
+    assert records[-1].frames <= 90 and records[-1].runs["face"] >= 1
+
+
+class _Quick:
+    def __init__(self, name: str, faces: bool = False):
+        self.name = name
+        self.faces = faces
+
+    def extract(self, frame: Frame) -> Observation:
+        from facemoment.core.types import Face
+
+        faces = [Face(0, 0.9, (0.3, 0.3, 0.3, 0.3))] if self.name == "face" and self.faces else []
+        return Observation(self.name, frame.stream_id, frame.frame_id, frame.t_src_ns, faces=faces)
+
+
+def test_the_orchestrator_runs_what_the_budget_chose_and_the_presence_says_so():
+    cfg = load_config(env={})
+    orch = Orchestrator(cfg, lambda name, _c: _Quick(name), Budget(BudgetConfig(still_fps=1.0), cfg.extract.extractors, False))
+    try:
+        out = orch.run([_frame(i) for i in range(30)])
+    finally:
+        orch.close()
+    presences = [o for o in out if isinstance(o, FramePresence)]
+    assert len(presences) == 30
+    ran = [p for p in presences if p.scheduled]
+    assert len(ran) == 1 and set(ran[0].scheduled) == {"face", "quality"}
+    sources = {(o.frame_id, o.source) for o in out if isinstance(o, Observation)}
+    assert sources == {(ran[0].frame_id, "face"), (ran[0].frame_id, "quality")}
+    assert any(isinstance(o, CameraRates) for o in out)
+
+
+def test_alignment_expects_what_ran_and_fusion_carries_the_rest_within_max_carry():
+    grouper = FrameGrouper(list(ALL), 100.0)
+    items = [
+        FramePresence("cam0", 0, 0, scheduled=("face", "quality")),
+        Observation("face", "cam0", 0, 0),
+        Observation("quality", "cam0", 0, 0),
+        FramePresence("cam0", 1, FRAME_NS, scheduled=()),
+    ]
+    fos = [fo for fo in grouper((0, items)) if isinstance(fo, FrameObservations)]
+    assert fos[0].missing == () and set(fos[0].not_due) == {"pose", "gesture"}
+    assert fos[1].missing == () and set(fos[1].not_due) == set(ALL)
+    cfg = Config()
+    cfg.budget.mode = "on"
+    cfg.budget.max_carry_s = 0.5
+    fuser = Fuser(cfg)
+    state, _ = fuser(None, fos[0])
+    state, _ = fuser(state, fos[1])
+    assert set(fos[1].observations) == {"face", "quality"}  # carried from frame 0
+    late = FrameObservations("cam0", 30, 30 * FRAME_NS, {}, not_due=ALL)
+    fuser(state, late)
+    assert set(late.missing) == set(ALL)  # 1 s later: too old to carry
+
+
+@pytest.mark.parametrize("key,value", [("budget.mode", "sometimes"), ("budget.idle_fps", "0"), ("budget.floor_fps", "face=fast")])
+def test_bad_budget_settings_are_refused(key, value):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError):
+        load_config(env={f"FACEMOMENT__{section.upper()}__{name.upper()}": value})
