@@ -315,7 +315,7 @@ def test_cooldown_blocks_within_and_allows_after(t0: int) -> None:
 
 def test_cooldown_measured_in_event_time() -> None:
     # Frames 1 s apart: cooldown 2.0 s lets the frame exactly 2.0 s later count again.
-    cfg = FusionConfig(consecutive_frames=1)
+    cfg = FusionConfig(confirm_sec=0.0)
     cfg.gate.open_duration_sec = 0.0
     rules, state = FusionRules(cfg), FusionState()
     fired = []
@@ -388,7 +388,9 @@ def test_reasons_not_configured_are_ignored() -> None:
 # ------------------------------------------------------------------------ expression
 
 
-def reference_z_scores(xs: Sequence[float], alpha: float = 0.1, init_var: float = 0.01, min_std: float = 0.05):
+def reference_z_scores(
+    xs: Sequence[float], tau: float = 0.3164, init_var: float = 0.01, min_std: float = 0.05, fps: float = FPS
+):
     """z of each sample against the history before it, and the mean after it (None for the first)."""
     zs: List[Optional[float]] = []
     means: List[float] = []
@@ -398,6 +400,8 @@ def reference_z_scores(xs: Sequence[float], alpha: float = 0.1, init_var: float 
             mean, var = x, init_var
             zs.append(None)
         else:
+            dt = (round(k * 1e9 / fps) - round((k - 1) * 1e9 / fps)) / 1e9
+            alpha = 1 - math.exp(-dt / tau)
             std = max(min_std, var ** 0.5)
             zs.append((x - mean) / std)
             new_mean = (1 - alpha) * mean + alpha * x
@@ -441,7 +445,8 @@ def test_z_uses_the_history_before_the_sample() -> None:
     zs, _ = reference_z_scores([0.1] * 60 + [0.9, 0.9])
     run.step(faces=[face(expression=0.9)])
     assert run.triggers[61].score == 1.0
-    assert zs[61] == pytest.approx((0.9 - 0.18) / math.sqrt(0.9 * (0.01 * 0.9**59 + 0.1 * 0.64)))
+    # τ = 0.3164 s weighs a sample 1/30 s after the last by α = 0.1 (to 1e-5).
+    assert zs[61] == pytest.approx((0.9 - 0.18) / math.sqrt(0.9 * (0.01 * 0.9**59 + 0.1 * 0.64)), rel=1e-4)
 
 
 @pytest.mark.parametrize("t0", T0S)
@@ -694,7 +699,7 @@ def test_event_start_defaults_when_the_signal_fills_the_look_back() -> None:
 
 
 def test_look_back_uses_the_configured_length() -> None:
-    cfg = FusionConfig(lookback_observations=5, lookback_default=2)
+    cfg = FusionConfig(lookback_sec=0.15, lookback_default_sec=0.05)  # 5 frames, 2 back at 30 fps
     run = Run(cfg)
     run.steps(10)
     run.steps(20, hands=[hand("v_sign")])

@@ -131,11 +131,15 @@ class GateConfig:
 @dataclass
 class FusionConfig:
     cooldown_sec: float = 2.0
-    consecutive_frames: int = 2
+    # Rules are set in event time, so every analysis rate fires alike (docs/algorithms.md,
+    # "Rules in seconds"); the comments give the frame counts these were at 30 fps.
+    # The same reason must win for this long; each frame counts from the one before (2 frames).
+    confirm_sec: float = 0.05
     pre_sec: float = 2.0
     post_sec: float = 2.0
     label: str = "highlight"
-    ewma_alpha: float = 0.1
+    # Time constant of the expression EWMA (alpha 0.1 per frame).
+    ewma_tau_sec: float = 0.3164
     ewma_initial_var: float = 0.01
     spike_z: float = 2.0
     spike_min_expression: float = 0.5
@@ -147,9 +151,12 @@ class FusionConfig:
     camera_gaze_pitch_deg: float = 15.0
     passenger_yaw_deg: float = 15.0
     min_gesture_confidence: float = 0.5
-    lookback_observations: int = 30
-    lookback_default: int = 3
-    wave_window_frames: int = 15
+    # History searched for the event start (30 frames), and how far back the start is
+    # put when no onset is found (3 frames back).
+    lookback_sec: float = 0.9833
+    lookback_default_sec: float = 0.0833
+    # Wrist samples kept per wrist (15 samples).
+    wave_window_sec: float = 0.4833
     wave_min_samples: int = 5
     wave_min_span_sec: float = 0.2
     wave_min_amplitude: float = 0.05
@@ -253,12 +260,12 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "fusion": {
             "spike_z": 1.5,
             "head_turn_deg_per_sec": 20.0,
-            "consecutive_frames": 1,
+            "confirm_sec": 0.0,
             "cooldown_sec": 1.5,
         },
     },
     "conservative": {
-        "fusion": {"spike_z": 2.5, "consecutive_frames": 3, "cooldown_sec": 3.0},
+        "fusion": {"spike_z": 2.5, "confirm_sec": 0.0833, "cooldown_sec": 3.0},
         "fusion.gate": {"open_duration_sec": 1.0},
     },
 }
@@ -326,6 +333,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def _set(cfg: Config, section: str, name: str, value: Any, where: str) -> None:
+    if (section, name) in FRAME_ALIASES:  # a frame-counted setting of the previous release
+        section, name, value = from_frames(section, name, value, where)
     target = _section(cfg, section)
     hints = get_type_hints(type(target))
     if name not in hints or dataclasses.is_dataclass(getattr(target, name)):
@@ -334,6 +343,7 @@ def _set(cfg: Config, section: str, name: str, value: Any, where: str) -> None:
 
 
 from facemoment.core.config_ranges import RANGES, check_ranges  # noqa: E402  (needs the sections above)
+from facemoment.core.config_aliases import FRAME_ALIASES, from_frames  # noqa: E402
 
 
 def apply_preset(cfg: Config, name: str) -> None:
@@ -387,8 +397,6 @@ def validate(cfg: Config) -> Config:
     extractor_rates(cfg.extract)  # raises on a malformed entry
     if cfg.extract.graph_threads < 0:
         raise ConfigError("extract.graph_threads must not be negative")
-    if cfg.fusion.consecutive_frames < 1:
-        raise ConfigError("fusion.consecutive_frames must be at least 1")
     _validate_outputs(cfg)
     return cfg
 
