@@ -290,13 +290,27 @@ class FusionRules:
                         return frames[i + 1][0]
                     break
         # A head turn has no clean onset, and a signal present through the whole
-        # look-back has none in view: the newest frame at least lookback_default_sec
-        # back (the oldest one when the history is shorter).
-        latest = frames[-1][0] - self._default_back_ns
-        for t, _reasons in reversed(frames):
-            if t <= latest:
-                return t
-        return frames[0][0]
+        # look-back has none in view: lookback_default_sec before this frame (not
+        # before the oldest frame kept). A time, not a frame: any analysis rate
+        # gives the same start.
+        return max(frames[-1][0] - self._default_back_ns, frames[0][0])
+
+    @staticmethod
+    def _hold(
+        state: FusionState, winner: Optional[str], candidates: Dict[str, float], t_ns: int, previous_t_ns: Optional[int]
+    ) -> None:
+        """Confirmation: how long the frame's winner has been winning (moments.md step 4)."""
+        if winner is None:
+            state.reset_pending()
+        elif winner == state.pending_reason:
+            state.pending_count += 1
+            state.pending_score = max(state.pending_score, candidates[winner])
+        else:
+            state.pending_reason = winner
+            state.pending_count = 1
+            state.pending_score = candidates[winner]
+            # This frame's observation stands for the time since the frame before.
+            state.pending_since_ns = t_ns if previous_t_ns is None else previous_t_ns
 
     def _frames_needed(self, t_ns: int, previous_t_ns: Optional[int]) -> int:
         """Frames a reason must win in a row to be confirmed at this frame's interval
@@ -369,28 +383,25 @@ class FusionRules:
 
         in_cooldown = state.last_fire_t_ns is not None and t_ns - state.last_fire_t_ns < _ns(cfg.cooldown_sec)
         trigger: Optional[Trigger] = None
-        if in_cooldown:
-            decision = "blocked_cooldown"
-            state.reset_pending()
-        elif not state.gate.is_open:
-            decision = "blocked_gate"
-            state.reset_pending()
-        elif not candidates:
-            decision = "no_trigger"
-            state.reset_pending()
-        else:
+        winner: Optional[str] = None
+        if candidates:
             order = self._order
             # Highest score wins; ties go to the reason listed first in the configuration.
             winner = max(candidates, key=lambda r: (candidates[r], -order[r]))
-            if winner == state.pending_reason:
-                state.pending_count += 1
-                state.pending_score = max(state.pending_score, candidates[winner])
-            else:
-                state.pending_reason = winner
-                state.pending_count = 1
-                state.pending_score = candidates[winner]
-                # This frame's observation stands for the time since the frame before.
-                state.pending_since_ns = t_ns if previous_t_ns is None else previous_t_ns
+        if in_cooldown:
+            # A reason keeps being held through the cooldown, so one that lasts fires
+            # on the first frame after it, whatever the frame rate: a count restarted
+            # after the cooldown would put every repeat a frame period later.
+            decision = "blocked_cooldown"
+            self._hold(state, winner, candidates, t_ns, previous_t_ns)
+        elif not state.gate.is_open:
+            decision = "blocked_gate"
+            state.reset_pending()
+        elif winner is None:
+            decision = "no_trigger"
+            state.reset_pending()
+        else:
+            self._hold(state, winner, candidates, t_ns, previous_t_ns)
             if t_ns - state.pending_since_ns >= self._confirm_ns:
                 decision = "triggered"
                 trigger = Trigger(

@@ -15,7 +15,7 @@ def test_defaults_are_the_seed_numbers():
     assert cfg.fusion.cooldown_sec == 2.0 and cfg.fusion.confirm_sec == 0.05  # 2 frames
     assert cfg.fusion.gate.open_duration_sec == 0.7 and cfg.fusion.gate.close_duration_sec == 0.3
     assert cfg.fusion.ewma_tau_sec == 0.3164 and cfg.fusion.spike_z == 2.0  # α 0.1 per frame
-    assert (cfg.fusion.lookback_sec, cfg.fusion.lookback_default_sec, cfg.fusion.wave_window_sec) == (0.9833, 0.0833, 0.4833)
+    assert (cfg.fusion.lookback_sec, cfg.fusion.lookback_default_sec, cfg.fusion.wave_window_sec) == (0.9833, 0.1, 0.4833)
     assert cfg.source.source == "tcp://127.0.0.1:5555"
     assert cfg.output.trig_address == "tcp://127.0.0.1:5556"
 
@@ -61,7 +61,7 @@ def test_the_frame_counted_settings_of_the_previous_release_convert_at_30_fps(tm
     }).fusion
     # The old defaults give the new defaults; 3 frames give the conservative preset's 0.0833.
     assert (cfg.confirm_sec, cfg.ewma_tau_sec, cfg.wave_window_sec, cfg.lookback_sec, cfg.lookback_default_sec) == (
-        0.0833, 0.3164, 0.4833, 0.9833, 0.0833
+        0.0833, 0.3164, 0.4833, 0.9833, 0.1
     )
     assert from_frames("fusion", "consecutive_frames", 2, "x") == ("fusion", "confirm_sec", 0.05)
     assert from_frames("fusion", "consecutive_frames", "1", "x") == ("fusion", "confirm_sec", 0.0)

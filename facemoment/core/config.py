@@ -154,7 +154,7 @@ class FusionConfig:
     # History searched for the event start (30 frames), and how far back the start is
     # put when no onset is found (3 frames back).
     lookback_sec: float = 0.9833
-    lookback_default_sec: float = 0.0833
+    lookback_default_sec: float = 0.1
     # Wrist samples kept per wrist (15 samples).
     wave_window_sec: float = 0.4833
     wave_min_samples: int = 5

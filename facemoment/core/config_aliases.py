@@ -3,8 +3,8 @@
 The rules now count event time (docs/algorithms.md, "Rules in seconds"), so a camera
 analysed at 10 fps fires what it fires at 30 fps. A configuration that still names
 an old setting (TOML, environment, preset) gets the seconds setting with the same
-meaning at 30 fps. Durations that stand for N frames sit half a frame below the
-N-th frame (`(N - 0.5) / 30`), so timestamp jitter never changes the count at 30 fps.
+meaning at 30 fps. Durations that count N frames or samples sit half a frame below
+the N-th (`(N - 0.5) / 30`), so timestamp jitter never changes the count at 30 fps.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _tau(alpha: float) -> float:
 
 
 def _back(n: float) -> float:
-    # N frames back: the N-th frame back is the newest at least this far back.
-    return 0.0 if n <= 0 else _frames(n)
+    # N frames back: a time span, not a frame to find, so exactly N frame periods.
+    return max(0.0, round(n / ALIAS_FPS, 4))
 
 
 # (section, old name) -> (new name, conversion, what the old value counts)
