@@ -49,6 +49,9 @@ PASSENGER_FULL_YAW_DEG = 45.0
 WRISTS = (9, 10)
 WRIST_MIN_CONFIDENCE = 0.5
 
+# The fallback event start takes the time of a frame this close to it (clock rounding).
+SNAP_NS = 1_000_000
+
 _FACE_NUMBERS = ("confidence", "yaw", "pitch", "expression", "area_ratio", "center_distance")
 
 
@@ -292,8 +295,11 @@ class FusionRules:
         # A head turn has no clean onset, and a signal present through the whole
         # look-back has none in view: lookback_default_sec before this frame (not
         # before the oldest frame kept). A time, not a frame: any analysis rate
-        # gives the same start.
-        return max(frames[-1][0] - self._default_back_ns, frames[0][0])
+        # gives the same start. A frame within SNAP_NS of it lends its own time, so
+        # clocks that round frame periods (33_333_333 ns) still start on a frame.
+        start = max(frames[-1][0] - self._default_back_ns, frames[0][0])
+        nearest = min((t for t, _reasons in frames), key=lambda t: abs(t - start))
+        return nearest if abs(nearest - start) <= SNAP_NS else start
 
     @staticmethod
     def _hold(
