@@ -16,6 +16,7 @@ which holds no settings, so a run resumed with changed settings uses them.
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from facemoment.core.config import FusionConfig, GateConfig
@@ -308,7 +309,7 @@ class FusionRules:
         """Confirmation: how long the frame's winner has been winning (moments.md step 4)."""
         if winner is None:
             state.reset_pending()
-        elif winner == state.pending_reason:
+        elif winner == state.pending_reason and state.pending_since_ns is not None:
             state.pending_count += 1
             state.pending_score = max(state.pending_score, candidates[winner])
         else:
@@ -348,6 +349,8 @@ class FusionRules:
         state.last_t_ns = t_ns
         state.frames += 1
         cfg = self.cfg
+        if state.lookback.maxlen is not None:  # a snapshot from when the look-back counted frames
+            state.lookback = deque(state.lookback)
 
         faces = self._faces(state, fo, records)
         quality_ok, quality_status = self._quality(state, fo)

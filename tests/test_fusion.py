@@ -1004,6 +1004,25 @@ def test_snapshot_holds_no_settings_and_a_resume_uses_the_new_ones() -> None:
     assert resumed(0.5) == [first + 15, first + 30]
 
 
+def test_a_snapshot_from_when_the_rules_counted_frames_resumes() -> None:
+    """Its look-back had a frame count, its baselines no time and it held no pending start."""
+    from collections import deque
+
+    run = Run()
+    run.open_gate()
+    run.step(faces=[face(expression=0.1)], hands=[hand("v_sign")])
+    old = pickle.loads(pickle.dumps(run.state))
+    old.lookback = deque(old.lookback, maxlen=30)
+    del old.__dict__["pending_since_ns"]
+    for baseline in old.expression.values():
+        del baseline.__dict__["t_ns"]
+    run.state = old
+    run.step(faces=[face(expression=0.1)], hands=[hand("v_sign")])  # the pending count restarts
+    trig, _ = run.step(faces=[face(expression=0.1)], hands=[hand("v_sign")])
+    assert trig is not None and trig.reason == "gesture_vsign"
+    assert run.state.lookback.maxlen is None and run.state.expression[0].t_ns == run.t(run.i - 1)
+
+
 def test_gesture_at_exactly_the_minimum_confidence_is_a_candidate() -> None:
     """moments.md: detected when gesture_confidence >= min_gesture_confidence, as in the extractor."""
     cfg = FusionConfig(min_gesture_confidence=0.6)
