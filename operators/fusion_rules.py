@@ -1,8 +1,12 @@
 """Fusion: aligned observations of one stream in, highlight triggers out (moments.md).
 
 Per frame, in event-time order: cooldown, gate with hysteresis, candidates (the best
-score wins the frame), confirmation over consecutive frames, then a point trigger whose
-event start is found by look-back. All numbers come from `FusionConfig`.
+score wins the frame), confirmation once a reason has won for long enough, then a point
+trigger whose event start is found by look-back. All numbers come from `FusionConfig`.
+
+Every temporal rule is set in event time (the `t_ns` of each fused frame), never in
+frames, so a stream analysed at 10, 15 or 30 fps fires the same reasons at the same
+times within one analysis frame; the analysis rate may also vary along the stream.
 
 `FusionRules` carries the settings and is built from the step's configuration on every
 start; the temporal state of a stream is a `FusionState` (operators/fusion_state.py),
@@ -27,7 +31,7 @@ from facemoment.core.records import (
 )
 from facemoment.core.types import Face, FrameObservations, Observation, Pose, TraceRecord, Trigger
 from operators.extraction.gesture_rules import meets_gesture_confidence
-from operators.fusion_state import ExpressionBaseline, FusionState, lookback_length
+from operators.fusion_state import ExpressionBaseline, FusionState, lookback_horizon_ns
 from operators.wave import WaveDetector
 
 GESTURE_REASONS = {
@@ -45,6 +49,9 @@ PASSENGER_FULL_YAW_DEG = 45.0
 # COCO keypoint indices of the wrists, and the confidence a wrist needs to be tracked.
 WRISTS = (9, 10)
 WRIST_MIN_CONFIDENCE = 0.5
+
+# The fallback event start takes the time of a frame this close to it (clock rounding).
+SNAP_NS = 1_000_000
 
 _FACE_NUMBERS = ("confidence", "yaw", "pitch", "expression", "area_ratio", "center_distance")
 
@@ -155,10 +162,14 @@ class FusionRules:
 
     def __init__(self, cfg: FusionConfig, trace_level: "str | Level" = "normal"):
         self.level = Level.parse(trace_level)
-        if cfg.consecutive_frames < 1:
-            raise ValueError("consecutive_frames must be at least 1")
+        for name in ("confirm_sec", "ewma_tau_sec", "lookback_sec", "lookback_default_sec", "wave_window_sec"):
+            value = getattr(cfg, name)
+            if not (math.isfinite(value) and value >= 0) or (value == 0 and name in ("ewma_tau_sec", "wave_window_sec")):
+                raise ValueError(f"fusion.{name} = {value!r} is not a usable duration")
         self.cfg = cfg
-        self._lookback = lookback_length(cfg)
+        self._horizon_ns = lookback_horizon_ns(cfg)
+        self._confirm_ns = _ns(cfg.confirm_sec)
+        self._default_back_ns = _ns(cfg.lookback_default_sec)
         self._order = {reason: i for i, reason in enumerate(cfg.reasons)}
 
     # ----------------------------------------------------------------- helpers
@@ -223,9 +234,9 @@ class FusionRules:
             baseline = state.expression.get(face.face_id)
             if baseline is None:
                 # No history yet: the first sample only starts the baseline.
-                state.expression[face.face_id] = ExpressionBaseline(face.expression, cfg.ewma_initial_var)
+                state.expression[face.face_id] = ExpressionBaseline(face.expression, cfg.ewma_initial_var, t_ns)
             else:
-                z = baseline.z_then_update(face.expression, cfg.ewma_alpha, cfg.spike_min_std)
+                z = baseline.z_then_update(face.expression, t_ns, cfg.ewma_tau_sec, cfg.spike_min_std)
                 if z > cfg.spike_z and face.expression > cfg.spike_min_expression:
                     offer("expression_spike", min(1.0, z / SPIKE_FULL_Z))
 
@@ -283,9 +294,37 @@ class FusionRules:
                         return frames[i + 1][0]
                     break
         # A head turn has no clean onset, and a signal present through the whole
-        # look-back has none in view: take a fixed number of frames back.
-        index = max(0, len(frames) - 1 - self.cfg.lookback_default)
-        return frames[index][0]
+        # look-back has none in view: lookback_default_sec before this frame (not
+        # before the oldest frame kept). A time, not a frame: any analysis rate
+        # gives the same start. A frame within SNAP_NS of it lends its own time, so
+        # clocks that round frame periods (33_333_333 ns) still start on a frame.
+        start = max(frames[-1][0] - self._default_back_ns, frames[0][0])
+        nearest = min((t for t, _reasons in frames), key=lambda t: abs(t - start))
+        return nearest if abs(nearest - start) <= SNAP_NS else start
+
+    @staticmethod
+    def _hold(
+        state: FusionState, winner: Optional[str], candidates: Dict[str, float], t_ns: int, previous_t_ns: Optional[int]
+    ) -> None:
+        """Confirmation: how long the frame's winner has been winning (moments.md step 4)."""
+        if winner is None:
+            state.reset_pending()
+        elif winner == state.pending_reason and state.pending_since_ns is not None:
+            state.pending_count += 1
+            state.pending_score = max(state.pending_score, candidates[winner])
+        else:
+            state.pending_reason = winner
+            state.pending_count = 1
+            state.pending_score = candidates[winner]
+            # This frame's observation stands for the time since the frame before.
+            state.pending_since_ns = t_ns if previous_t_ns is None else previous_t_ns
+
+    def _frames_needed(self, t_ns: int, previous_t_ns: Optional[int]) -> int:
+        """Frames a reason must win in a row to be confirmed at this frame's interval
+        (the trace's `consecutive_required`; the rule itself is `confirm_sec`)."""
+        if previous_t_ns is None or self._confirm_ns == 0:
+            return 1
+        return max(1, math.ceil(self._confirm_ns / (t_ns - previous_t_ns)))
 
     # ------------------------------------------------------------------- frame
     def process(self, state: FusionState, fo: FrameObservations) -> Tuple[Optional[Trigger], List[TraceRecord]]:
@@ -306,11 +345,12 @@ class FusionRules:
                     )
                 )
             return None, records
+        previous_t_ns = state.last_t_ns
         state.last_t_ns = t_ns
         state.frames += 1
         cfg = self.cfg
-        if state.lookback.maxlen != self._lookback:
-            state.lookback = deque(state.lookback, maxlen=self._lookback)
+        if state.lookback.maxlen is not None:  # a snapshot from when the look-back counted frames
+            state.lookback = deque(state.lookback)
 
         faces = self._faces(state, fo, records)
         quality_ok, quality_status = self._quality(state, fo)
@@ -347,30 +387,31 @@ class FusionRules:
 
         candidates = self._candidates(state, fo, faces)
         state.lookback.append((t_ns, frozenset(candidates)))
+        while t_ns - state.lookback[0][0] > self._horizon_ns:
+            state.lookback.popleft()
 
         in_cooldown = state.last_fire_t_ns is not None and t_ns - state.last_fire_t_ns < _ns(cfg.cooldown_sec)
         trigger: Optional[Trigger] = None
-        if in_cooldown:
-            decision = "blocked_cooldown"
-            state.reset_pending()
-        elif not state.gate.is_open:
-            decision = "blocked_gate"
-            state.reset_pending()
-        elif not candidates:
-            decision = "no_trigger"
-            state.reset_pending()
-        else:
+        winner: Optional[str] = None
+        if candidates:
             order = self._order
             # Highest score wins; ties go to the reason listed first in the configuration.
             winner = max(candidates, key=lambda r: (candidates[r], -order[r]))
-            if winner == state.pending_reason:
-                state.pending_count += 1
-                state.pending_score = max(state.pending_score, candidates[winner])
-            else:
-                state.pending_reason = winner
-                state.pending_count = 1
-                state.pending_score = candidates[winner]
-            if state.pending_count >= cfg.consecutive_frames:
+        if in_cooldown:
+            # A reason keeps being held through the cooldown, so one that lasts fires
+            # on the first frame after it, whatever the frame rate: a count restarted
+            # after the cooldown would put every repeat a frame period later.
+            decision = "blocked_cooldown"
+            self._hold(state, winner, candidates, t_ns, previous_t_ns)
+        elif not state.gate.is_open:
+            decision = "blocked_gate"
+            state.reset_pending()
+        elif winner is None:
+            decision = "no_trigger"
+            state.reset_pending()
+        else:
+            self._hold(state, winner, candidates, t_ns, previous_t_ns)
+            if t_ns - state.pending_since_ns >= self._confirm_ns:
                 decision = "triggered"
                 trigger = Trigger(
                     stream_id=fo.stream_id,
@@ -401,7 +442,9 @@ class FusionRules:
                         {"reason": r, "score": s} for r, s in sorted(candidates.items(), key=lambda kv: -kv[1])
                     ],
                     consecutive_count=state.pending_count,
-                    consecutive_required=cfg.consecutive_frames,
+                    consecutive_required=self._frames_needed(t_ns, previous_t_ns),
+                    held_sec=round((t_ns - state.pending_since_ns) / 1e9, 6) if state.pending_since_ns is not None else 0.0,
+                    confirm_sec=cfg.confirm_sec,
                     decision=decision,
                     ewma_values={str(fid): b.ewma for fid, b in sorted(state.expression.items())},
                     face_count=len(faces) if faces is not None else None,

@@ -17,19 +17,30 @@ from facemoment.core.config import FusionConfig
 
 @dataclass
 class ExpressionBaseline:
-    """EWMA mean and variance of one face's expression intensity."""
+    """EWMA mean and variance of one face's expression intensity, as of event time `t_ns`."""
 
     ewma: float
     var: float
+    t_ns: int = 0
 
-    def z_then_update(self, x: float, alpha: float, min_std: float) -> float:
+    def z_then_update(self, x: float, t_ns: int, tau_sec: float, min_std: float) -> float:
         # The spike is measured against the history, so z uses the mean and variance
         # from before this sample; the sample joins the history afterwards.
         z = (x - self.ewma) / max(min_std, math.sqrt(self.var))
+        alpha = ewma_weight(t_ns - self.t_ns, tau_sec)
         delta = x - self.ewma
         self.ewma += alpha * delta
         self.var = (1.0 - alpha) * (self.var + alpha * delta * delta)
+        self.t_ns = t_ns
         return z
+
+
+def ewma_weight(dt_ns: int, tau_sec: float) -> float:
+    """The weight of a sample that comes `dt_ns` after the last one: 1 - exp(-dt / tau).
+
+    Two samples 1/30 s apart move the mean as much as one sample 1/15 s apart, so the
+    baseline follows the same time course at any analysis rate."""
+    return -math.expm1(-max(0, dt_ns) / 1e9 / tau_sec)
 
 
 @dataclass
@@ -61,9 +72,9 @@ class GateTracker:
         return None
 
 
-def lookback_length(cfg: FusionConfig) -> int:
-    """Frames of look-back history the configuration asks for."""
-    return max(cfg.lookback_observations, cfg.lookback_default + 1, 1)
+def lookback_horizon_ns(cfg: FusionConfig) -> int:
+    """How far back (event time) the look-back history reaches."""
+    return int(round(max(cfg.lookback_sec, cfg.lookback_default_sec) * 1e9))
 
 
 @dataclass
@@ -82,7 +93,11 @@ class FusionState:
     pending_reason: Optional[str] = None
     pending_count: int = 0
     pending_score: float = 0.0
-    # Per frame: (t_ns, reasons whose signal was present), for the event-start look-back.
+    # Event time the pending reason counts as held from: the frame before its first win
+    # (each frame stands for the time since the one before), or that win itself on a
+    # stream's first frame.
+    pending_since_ns: Optional[int] = None
+    # Per frame within the look-back horizon: (t_ns, reasons whose signal was present).
     lookback: Deque[Tuple[int, FrozenSet[str]]] = field(default_factory=deque)
     frames: int = 0
     out_of_order: int = 0
@@ -94,3 +109,4 @@ class FusionState:
         self.pending_reason = None
         self.pending_count = 0
         self.pending_score = 0.0
+        self.pending_since_ns = None

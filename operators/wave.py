@@ -1,7 +1,8 @@
 """Hand wave detection from the horizontal oscillation of one wrist (moments.md "Hand wave").
 
-A detector holds the last few wrist x positions of one wrist of one person; it is a
-plain dataclass with a deque so fusion state that contains it pickles.
+A detector holds the wrist x positions of one wrist of one person from the last
+`window_sec` of event time (so a wrist analysed at any rate keeps the same stretch of
+motion); it is a plain dataclass with a deque so fusion state that contains it pickles.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class WaveResult:
 
 @dataclass
 class WaveDetector:
-    window_frames: int = 15
+    window_sec: float = 0.4833
     min_samples: int = 5
     min_span_sec: float = 0.2
     min_amplitude: float = 0.05
@@ -43,17 +44,17 @@ class WaveDetector:
     samples: Deque[Tuple[int, float]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        if self.window_frames < 2:
-            raise ValueError("wave window must hold at least 2 samples")
+        if not (math.isfinite(self.window_sec) and self.window_sec > 0):
+            raise ValueError("wave_window_sec must be a positive duration")
         if self.max_hz <= self.min_hz:
             raise ValueError("wave_max_hz must be above wave_min_hz")
-        self.samples = deque(self.samples, maxlen=self.window_frames)
+        self.samples = deque(self.samples)
 
     @classmethod
     def from_config(cls, cfg: FusionConfig, samples: Iterable[Tuple[int, float]] = ()) -> "WaveDetector":
         """A detector with the configured settings, continuing from `samples` if given."""
         return cls(
-            window_frames=cfg.wave_window_frames,
+            window_sec=cfg.wave_window_sec,
             min_samples=cfg.wave_min_samples,
             min_span_sec=cfg.wave_min_span_sec,
             min_amplitude=cfg.wave_min_amplitude,
@@ -68,6 +69,9 @@ class WaveDetector:
         newer = not self.samples or t_ns > self.samples[-1][0]
         if newer and math.isfinite(x):
             self.samples.append((int(t_ns), x))
+            oldest = int(t_ns) - int(round(self.window_sec * 1e9))
+            while self.samples[0][0] < oldest:
+                self.samples.popleft()
         return self.evaluate()
 
     def evaluate(self) -> WaveResult:

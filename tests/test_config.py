@@ -11,9 +11,11 @@ def test_defaults_are_the_seed_numbers():
     cfg = load_config(env={})
     assert cfg.align.window_ms == 100.0
     assert cfg.extract.deadline_ms == 150.0
-    assert cfg.fusion.cooldown_sec == 2.0 and cfg.fusion.consecutive_frames == 2
+    # Frame counts of the seed at 30 fps, as durations (docs/algorithms.md, "Rules in seconds").
+    assert cfg.fusion.cooldown_sec == 2.0 and cfg.fusion.confirm_sec == 0.05  # 2 frames
     assert cfg.fusion.gate.open_duration_sec == 0.7 and cfg.fusion.gate.close_duration_sec == 0.3
-    assert cfg.fusion.ewma_alpha == 0.1 and cfg.fusion.spike_z == 2.0
+    assert cfg.fusion.ewma_tau_sec == 0.3164 and cfg.fusion.spike_z == 2.0  # α 0.1 per frame
+    assert (cfg.fusion.lookback_sec, cfg.fusion.lookback_default_sec, cfg.fusion.wave_window_sec) == (0.9833, 0.1, 0.4833)
     assert cfg.source.source == "tcp://127.0.0.1:5555"
     assert cfg.output.trig_address == "unix:///tmp/trig.sock"
 
@@ -42,9 +44,45 @@ def test_low_latency_keeps_face_and_quality():
 
 def test_sensitivity_presets():
     hi = load_config(env={"FACEMOMENT_PRESET": "high_sensitivity"}).fusion
-    assert (hi.spike_z, hi.head_turn_deg_per_sec, hi.consecutive_frames, hi.cooldown_sec) == (1.5, 20.0, 1, 1.5)
+    assert (hi.spike_z, hi.head_turn_deg_per_sec, hi.confirm_sec, hi.cooldown_sec) == (1.5, 20.0, 0.0, 1.5)
     co = load_config(env={"FACEMOMENT_PRESET": "conservative"}).fusion
-    assert (co.spike_z, co.consecutive_frames, co.cooldown_sec, co.gate.open_duration_sec) == (2.5, 3, 3.0, 1.0)
+    assert (co.spike_z, co.confirm_sec, co.cooldown_sec, co.gate.open_duration_sec) == (2.5, 0.0833, 3.0, 1.0)
+
+
+def test_the_frame_counted_settings_of_the_previous_release_convert_at_30_fps(tmp_path):
+    from facemoment.core.config.aliases import from_frames
+
+    cfg = load_config(env={
+        "FACEMOMENT__FUSION__CONSECUTIVE_FRAMES": "3",
+        "FACEMOMENT__FUSION__EWMA_ALPHA": "0.1",
+        "FACEMOMENT__FUSION__WAVE_WINDOW_FRAMES": "15",
+        "FACEMOMENT__FUSION__LOOKBACK_OBSERVATIONS": "30",
+        "FACEMOMENT__FUSION__LOOKBACK_DEFAULT": "3",
+    }).fusion
+    # The old defaults give the new defaults; 3 frames give the conservative preset's 0.0833.
+    assert (cfg.confirm_sec, cfg.ewma_tau_sec, cfg.wave_window_sec, cfg.lookback_sec, cfg.lookback_default_sec) == (
+        0.0833, 0.3164, 0.4833, 0.9833, 0.1
+    )
+    assert from_frames("fusion", "consecutive_frames", 2, "x") == ("fusion", "confirm_sec", 0.05)
+    assert from_frames("fusion", "consecutive_frames", "1", "x") == ("fusion", "confirm_sec", 0.0)
+    path = tmp_path / "fm.toml"
+    path.write_text("[fusion]\nconsecutive_frames = 2\n")
+    assert load_config(env={"FACEMOMENT_CONFIG": str(path)}).fusion.confirm_sec == 0.05
+
+
+@pytest.mark.parametrize(
+    "var, value",
+    [
+        ("FACEMOMENT__FUSION__CONSECUTIVE_FRAMES", "0"),
+        ("FACEMOMENT__FUSION__CONSECUTIVE_FRAMES", "1.5"),
+        ("FACEMOMENT__FUSION__EWMA_ALPHA", "1"),
+        ("FACEMOMENT__FUSION__EWMA_ALPHA", "nan"),
+        ("FACEMOMENT__FUSION__WAVE_WINDOW_FRAMES", "many"),
+    ],
+)
+def test_a_bad_old_frame_setting_names_its_replacement(var, value):
+    with pytest.raises(ConfigError, match=r"is replaced by fusion\.\w+_sec \(seconds\)"):
+        load_config(env={var: value})
 
 
 def test_precedence_defaults_file_env(tmp_path):
@@ -118,6 +156,14 @@ def test_every_preset_applies_cleanly():
         ("FACEMOMENT__SOURCE__MAX_TIME_JUMP_S", "-1", "source.max_time_jump_s"),
         ("FACEMOMENT__SOURCE__FPS", "0", "source.fps"),
         ("FACEMOMENT__EXTRACT__DEADLINE_MS", "-1", "extract.deadline_ms"),
+        ("FACEMOMENT__FUSION__CONFIRM_SEC", "-0.1", "fusion.confirm_sec"),
+        ("FACEMOMENT__FUSION__CONFIRM_SEC", "inf", "fusion.confirm_sec"),
+        ("FACEMOMENT__FUSION__EWMA_TAU_SEC", "0", "fusion.ewma_tau_sec"),
+        ("FACEMOMENT__FUSION__EWMA_TAU_SEC", "nan", "fusion.ewma_tau_sec"),
+        ("FACEMOMENT__FUSION__LOOKBACK_SEC", "0", "fusion.lookback_sec"),
+        ("FACEMOMENT__FUSION__LOOKBACK_DEFAULT_SEC", "-1", "fusion.lookback_default_sec"),
+        ("FACEMOMENT__FUSION__WAVE_WINDOW_SEC", "0", "fusion.wave_window_sec"),
+        ("FACEMOMENT__FUSION__WAVE_WINDOW_SEC", "inf", "fusion.wave_window_sec"),
     ],
 )
 def test_absurd_settings_are_rejected_naming_the_setting_and_its_range(var, value, setting):
@@ -170,7 +216,7 @@ def test_the_configuration_modules_import_one_way():
 
     import facemoment.core.config as package
 
-    order = ["errors", "rules", "sections", "rates", "validation", "assign", "presets", "loading", "writing"]
+    order = ["errors", "rules", "sections", "rates", "validation", "aliases", "assign", "presets", "loading", "writing"]
     folder = Path(package.__file__).parent
     assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(order)
     for index, name in enumerate(order):

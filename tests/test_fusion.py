@@ -305,17 +305,32 @@ def test_cooldown_blocks_within_and_allows_after(t0: int) -> None:
     gaze = [face(yaw=0.0, pitch=0.0)]
     run.steps(150, faces=gaze)
     first = OPEN_FRAME + 1
-    # Cooldown ends 2.0 s (60 frames) after the firing frame; two frames confirm again.
-    assert list(run.triggers) == [first, first + 61, first + 122]
+    # Cooldown ends 2.0 s (60 frames) after the firing frame; the gaze held all through
+    # it is confirmed already, so it fires again on the first frame after.
+    assert list(run.triggers) == [first, first + 60, first + 120]
     decisions = run.decisions()
     assert all(decisions[i] == "blocked_cooldown" for i in range(first + 1, first + 60))
-    assert decisions[first + 60] == "consecutive_pending"
-    assert run.triggers[first + 61].t_ns - run.triggers[first].t_ns >= 2_000_000_000
+    assert decisions[first + 60] == "triggered"
+    assert run.triggers[first + 60].t_ns - run.triggers[first].t_ns == 2_000_000_000
+
+
+def test_a_reason_that_starts_in_the_cooldown_is_confirmed_only_after_holding() -> None:
+    run = Run()
+    run.open_gate()
+    run.steps(2, hands=[hand("v_sign")])
+    (first,) = run.triggers
+    run.steps(58)  # the cooldown's last frame is first + 59
+    run.step(hands=[hand("thumbs_up")])  # first + 59: held 1/30 s, inside the cooldown
+    trig, _ = run.step(hands=[hand("thumbs_up")])  # first + 60: cooldown over, held 2/30 s
+    assert trig is not None and trig.reason == "gesture_thumbsup" and list(run.triggers) == [first, first + 60]
+    run.steps(70)
+    run.step(hands=[hand("v_sign")])  # past the cooldown: one frame is not enough
+    assert run.decisions()[run.i - 1] == "consecutive_pending"
 
 
 def test_cooldown_measured_in_event_time() -> None:
     # Frames 1 s apart: cooldown 2.0 s lets the frame exactly 2.0 s later count again.
-    cfg = FusionConfig(consecutive_frames=1)
+    cfg = FusionConfig(confirm_sec=0.0)
     cfg.gate.open_duration_sec = 0.0
     rules, state = FusionRules(cfg), FusionState()
     fired = []
@@ -328,7 +343,7 @@ def test_cooldown_measured_in_event_time() -> None:
 
 
 @pytest.mark.parametrize("t0", T0S)
-def test_consecutive_frames_needed(t0: int) -> None:
+def test_confirmation_takes_two_frames_at_30_fps(t0: int) -> None:
     run = Run(t0=t0)
     run.open_gate()
     trig, _ = run.step(hands=[hand("v_sign", 0.7)])
@@ -336,6 +351,51 @@ def test_consecutive_frames_needed(t0: int) -> None:
     trig, _ = run.step(hands=[hand("v_sign", 0.9)])
     assert trig is not None and trig.reason == "gesture_vsign"
     assert trig.score == pytest.approx(0.9)  # max over the confirming frames
+
+
+def _timed(rules: FusionRules, state: FusionState, t_s: float, **kw: Any) -> Tuple[Optional[Trigger], List[JsonRecord]]:
+    """One frame at event time t_s (seconds), whatever the frame rate."""
+    fo = frame(0, 0, **kw)
+    fo.t_ns = round(t_s * 1e9)
+    fo.frame_id = round(t_s * 1000)
+    for obs in fo.observations.values():
+        obs.t_ns, obs.frame_id = fo.t_ns, fo.frame_id
+    return process(rules, state, fo)
+
+
+@pytest.mark.parametrize(
+    "times, fires_at",
+    [
+        ([0.0, 1 / 30, 2 / 30, 3 / 30], 2 / 30),  # 30 fps: held 0.033 s on the first frame, 0.067 s on the second
+        ([0.0, 1 / 15, 2 / 15], 1 / 15),  # 15 fps: one frame holds it 0.067 s
+        ([0.0, 0.1, 0.2], 0.1),  # 10 fps
+        ([0.0, 0.02, 0.04, 0.07, 0.08], 0.07),  # an irregular rate: held 0.02, 0.04, then 0.07 s
+    ],
+)
+def test_confirmation_is_a_time_held_whatever_the_frame_rate(times: List[float], fires_at: float) -> None:
+    cfg = FusionConfig()
+    cfg.gate.open_duration_sec = 0.0
+    rules, state = FusionRules(cfg), FusionState()
+    _timed(rules, state, times[0])  # the gate opens; nothing in play
+    fired = [t for t in times[1:] if _timed(rules, state, t, hands=[hand("v_sign")])[0] is not None]
+    assert fired == [fires_at]
+
+
+def test_the_trace_reports_the_time_held_and_the_frames_it_takes() -> None:
+    cfg = FusionConfig()
+    cfg.gate.open_duration_sec = 0.0
+    rules, state = FusionRules(cfg), FusionState()
+    _timed(rules, state, 0.0)
+    _, first = _timed(rules, state, 1 / 30, hands=[hand("v_sign")])
+    (decision,) = [r for r in first if r["record_type"] == "trigger_decision"]
+    assert decision["decision"] == "consecutive_pending"
+    assert (decision["consecutive_count"], decision["consecutive_required"]) == (1, 2)
+    assert decision["held_sec"] == pytest.approx(1 / 30, abs=1e-6) and decision["confirm_sec"] == 0.05
+    rules, state = FusionRules(cfg), FusionState()
+    _timed(rules, state, 0.0)
+    _, slow = _timed(rules, state, 0.1, hands=[hand("v_sign")])  # 10 fps: one frame is enough
+    (decision,) = [r for r in slow if r["record_type"] == "trigger_decision"]
+    assert decision["decision"] == "triggered" and decision["consecutive_required"] == 1
 
 
 def test_reason_change_restarts_the_count() -> None:
@@ -388,7 +448,9 @@ def test_reasons_not_configured_are_ignored() -> None:
 # ------------------------------------------------------------------------ expression
 
 
-def reference_z_scores(xs: Sequence[float], alpha: float = 0.1, init_var: float = 0.01, min_std: float = 0.05):
+def reference_z_scores(
+    xs: Sequence[float], tau: float = 0.3164, init_var: float = 0.01, min_std: float = 0.05, fps: float = FPS
+):
     """z of each sample against the history before it, and the mean after it (None for the first)."""
     zs: List[Optional[float]] = []
     means: List[float] = []
@@ -398,6 +460,8 @@ def reference_z_scores(xs: Sequence[float], alpha: float = 0.1, init_var: float 
             mean, var = x, init_var
             zs.append(None)
         else:
+            dt = (round(k * 1e9 / fps) - round((k - 1) * 1e9 / fps)) / 1e9
+            alpha = 1 - math.exp(-dt / tau)
             std = max(min_std, var ** 0.5)
             zs.append((x - mean) / std)
             new_mean = (1 - alpha) * mean + alpha * x
@@ -441,7 +505,8 @@ def test_z_uses_the_history_before_the_sample() -> None:
     zs, _ = reference_z_scores([0.1] * 60 + [0.9, 0.9])
     run.step(faces=[face(expression=0.9)])
     assert run.triggers[61].score == 1.0
-    assert zs[61] == pytest.approx((0.9 - 0.18) / math.sqrt(0.9 * (0.01 * 0.9**59 + 0.1 * 0.64)))
+    # τ = 0.3164 s weighs a sample 1/30 s after the last by α = 0.1 (to 1e-5).
+    assert zs[61] == pytest.approx((0.9 - 0.18) / math.sqrt(0.9 * (0.01 * 0.9**59 + 0.1 * 0.64)), rel=1e-4)
 
 
 @pytest.mark.parametrize("t0", T0S)
@@ -476,6 +541,21 @@ def test_low_expression_jump_is_not_a_spike() -> None:
     run.steps(60, faces=[face(expression=0.0)])
     run.steps(3, faces=[face(expression=0.45)])
     assert not run.triggers
+
+
+@pytest.mark.parametrize("x", [0.9, 0.1])
+def test_the_ewma_moves_alike_at_30_and_15_fps(x: float) -> None:
+    """Two samples 1/30 s apart weigh as much as one sample 1/15 s later (α from the time constant)."""
+    rules30, rules15 = FusionRules(FusionConfig(), "verbose"), FusionRules(FusionConfig(), "verbose")
+    fast, slow = FusionState(), FusionState()
+    _timed(rules30, fast, 0.0, faces=[face(expression=0.4)])
+    _timed(rules15, slow, 0.0, faces=[face(expression=0.4)])
+    _timed(rules30, fast, 1 / 30, faces=[face(expression=x)])
+    _timed(rules30, fast, 2 / 30, faces=[face(expression=x)])
+    _timed(rules15, slow, 2 / 30, faces=[face(expression=x)])
+    assert fast.expression[0].ewma == pytest.approx(slow.expression[0].ewma, rel=1e-9)
+    # And by the seed's α = 0.1 per 30 fps frame: 0.4 + (x − 0.4)(1 − 0.9²).
+    assert fast.expression[0].ewma == pytest.approx(0.4 + (x - 0.4) * (1 - 0.9**2), rel=1e-4)
 
 
 def test_ewma_updates_while_the_gate_is_closed() -> None:
@@ -694,12 +774,12 @@ def test_event_start_defaults_when_the_signal_fills_the_look_back() -> None:
 
 
 def test_look_back_uses_the_configured_length() -> None:
-    cfg = FusionConfig(lookback_observations=5, lookback_default=2)
+    cfg = FusionConfig(lookback_sec=0.15, lookback_default_sec=0.1)  # 5 frames, 3 back at 30 fps
     run = Run(cfg)
     run.steps(10)
     run.steps(20, hands=[hand("v_sign")])
     (fired_at,) = run.triggers
-    assert run.triggers[fired_at].event_t_ns == run.t(fired_at - 2)
+    assert run.triggers[fired_at].event_t_ns == run.t(fired_at - 3)
 
 
 # --------------------------------------------------------------------------- presets
@@ -919,8 +999,28 @@ def test_snapshot_holds_no_settings_and_a_resume_uses_the_new_ones() -> None:
         return list(run.triggers)
 
     assert resumed(2.0) == []  # still cooling down for the whole stretch
-    # 0.5 s (15 frames) after each firing frame the cooldown is over; two frames confirm.
-    assert resumed(0.5) == [first + 16, first + 32]
+    # 0.5 s (15 frames) after each firing frame the cooldown is over; the gaze held
+    # through it fires at once.
+    assert resumed(0.5) == [first + 15, first + 30]
+
+
+def test_a_snapshot_from_when_the_rules_counted_frames_resumes() -> None:
+    """Its look-back had a frame count, its baselines no time and it held no pending start."""
+    from collections import deque
+
+    run = Run()
+    run.open_gate()
+    run.step(faces=[face(expression=0.1)], hands=[hand("v_sign")])
+    old = pickle.loads(pickle.dumps(run.state))
+    old.lookback = deque(old.lookback, maxlen=30)
+    del old.__dict__["pending_since_ns"]
+    for baseline in old.expression.values():
+        del baseline.__dict__["t_ns"]
+    run.state = old
+    run.step(faces=[face(expression=0.1)], hands=[hand("v_sign")])  # the pending count restarts
+    trig, _ = run.step(faces=[face(expression=0.1)], hands=[hand("v_sign")])
+    assert trig is not None and trig.reason == "gesture_vsign"
+    assert run.state.lookback.maxlen is None and run.state.expression[0].t_ns == run.t(run.i - 1)
 
 
 def test_gesture_at_exactly_the_minimum_confidence_is_a_candidate() -> None:

@@ -117,7 +117,8 @@ def scripted_fire_frame(reason: str, observations: List[Observation]) -> int:
         return -1  # checked by window below: needs a wave history first
     else:
         onset = frame_at(EVENT_S)
-    return onset + Config().fusion.consecutive_frames - 1
+    # confirm_sec (0.05 s) is held on the second frame: each frame stands for the 1/30 s since the one before.
+    return onset + 1
 
 
 @pytest.mark.parametrize("reason", sorted(SCENARIOS))

@@ -82,8 +82,8 @@ def test_string_settings_follow_their_grammar(settings, message):
 
 def test_a_whole_number_setting_refuses_a_fraction_from_a_file(tmp_path):
     path = tmp_path / "fm.toml"
-    path.write_text("[fusion]\nconsecutive_frames = 2.5\n")
-    with pytest.raises(ConfigError, match="fusion.consecutive_frames: cannot use 2.5 as int"):
+    path.write_text("[fusion.gate]\nmin_faces = 2.5\n")
+    with pytest.raises(ConfigError, match="fusion.gate.min_faces: cannot use 2.5 as int"):
         load_config(env={}, path=path)
 
 

@@ -72,11 +72,12 @@ def test_needs_enough_samples_and_span() -> None:
     assert results[-1].count == 5 and not results[-1].waving
 
 
-def test_window_is_bounded_and_ignores_stale_or_bad_samples() -> None:
-    detector = WaveDetector(window_frames=15)
+def test_window_is_bounded_in_time_and_ignores_stale_or_bad_samples() -> None:
+    detector = WaveDetector(window_sec=0.4833)  # 15 samples at 30 fps
     for i in range(40):
         result = detector.update(t_at(0, i), 0.5)
     assert result.count == 15
+    assert [t for t, _x in detector.samples] == [t_at(0, i) for i in range(25, 40)]
     before = list(detector.samples)
     detector.update(t_at(0, 10), 0.9)  # older than the newest sample
     detector.update(t_at(0, 40), float("nan"))
@@ -107,7 +108,20 @@ def test_invalid_band_is_rejected() -> None:
     with pytest.raises(ValueError):
         WaveDetector(min_hz=5.0, max_hz=1.5)
     with pytest.raises(ValueError):
-        WaveDetector(window_frames=1)
+        WaveDetector(window_sec=0.0)
+    with pytest.raises(ValueError):
+        WaveDetector(window_sec=float("nan"))
+
+
+@pytest.mark.parametrize("fps", [15, 10])
+def test_the_window_keeps_the_same_stretch_of_time_at_any_rate(fps: int) -> None:
+    detector = WaveDetector.from_config(FusionConfig())
+    for i in range(3 * fps):
+        result = detector.update(round(i * 1e9 / fps), 0.5)
+    # 0.4833 s of samples: 8 at 15 fps (7 intervals of 1/15 s), 5 at 10 fps.
+    assert result.count == {15: 8, 10: 5}[fps]
+    span = (detector.samples[-1][0] - detector.samples[0][0]) / 1e9
+    assert span <= 0.4833 < span + 1 / fps
 
 
 def test_detector_pickles_mid_stream() -> None:
@@ -116,6 +130,6 @@ def test_detector_pickles_mid_stream() -> None:
     for i in range(20):
         original.update(t_at(0, i), xs[i])
     restored = pickle.loads(pickle.dumps(original))
-    assert restored.samples.maxlen == 15
+    assert list(restored.samples) == list(original.samples)
     for i in range(20, 60):
         assert restored.update(t_at(0, i), xs[i]) == original.update(t_at(0, i), xs[i])

@@ -57,7 +57,7 @@ def test_tally_names_the_failing_condition_its_share_and_typical_value():
 
 
 def test_tally_counts_cooldown_and_pending():
-    cfg = FusionConfig(consecutive_frames=3, cooldown_sec=1.0)
+    cfg = FusionConfig(confirm_sec=0.0833, cooldown_sec=1.0)
     cfg.gate.open_duration_sec = 0.0
     rules, fusion = FusionRules(cfg), FusionState()
     tally = GateTally()

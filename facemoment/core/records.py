@@ -191,8 +191,12 @@ class TriggerDecision(Record):
     gate_open: bool
     in_cooldown: bool
     candidates: List[Dict[str, Any]]
+    # Frames the pending reason has won in a row, and the frames that confirm it at this
+    # frame's interval; the rule itself is time: held_sec against confirm_sec.
     consecutive_count: int
     consecutive_required: int
+    held_sec: float
+    confirm_sec: float
     decision: str
     ewma_values: Dict[str, float]
     face_count: Optional[int]

@@ -7,6 +7,7 @@ The modules import one way, each only from those above it:
 - ``sections``: every setting with its default and rule, once;
 - ``rates``: the declared extractor rates (``extract.every``);
 - ``validation``: a configuration checked against the declarations;
+- ``aliases``: the frame-counted fusion settings of the previous release, in seconds;
 - ``assign``: setting fields by path from text or TOML values;
 - ``presets``: named partial configurations;
 - ``loading``: defaults, presets, TOML file, environment and overrides in order;

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, List, Mapping, get_args, get_origin, get_type_hints
 
 from facemoment.core.config.errors import ConfigError
+from facemoment.core.config.aliases import FRAME_ALIASES, from_frames
 from facemoment.core.config.sections import Config
 
 
@@ -63,6 +64,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def set_value(cfg: Config, section: str, name: str, value: Any, where: str) -> None:
+    if (section, name) in FRAME_ALIASES:  # a frame-counted setting of the previous release
+        section, name, value = from_frames(section, name, value, where)
     target = section_of(cfg, section)
     hints = get_type_hints(type(target))
     if name not in hints or dataclasses.is_dataclass(getattr(target, name)):

@@ -43,12 +43,12 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
         "fusion": {
             "spike_z": 1.5,
             "head_turn_deg_per_sec": 20.0,
-            "consecutive_frames": 1,
+            "confirm_sec": 0.0,
             "cooldown_sec": 1.5,
         },
     },
     "conservative": {
-        "fusion": {"spike_z": 2.5, "consecutive_frames": 3, "cooldown_sec": 3.0},
+        "fusion": {"spike_z": 2.5, "confirm_sec": 0.0833, "cooldown_sec": 3.0},
         "fusion.gate": {"open_duration_sec": 1.0},
     },
 }

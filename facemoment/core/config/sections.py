@@ -200,12 +200,16 @@ class GateConfig:
 @dataclass
 class FusionConfig:
     cooldown_sec: float = setting(2.0, low=0, high=_DAY)
-    consecutive_frames: int = setting(2, low=1, high=10_000)
+    # Rules are set in event time, so every analysis rate fires alike (docs/algorithms.md,
+    # "Rules in seconds"); the comments give the frame counts these were at 30 fps.
+    # The same reason must win for this long; each frame counts from the one before (2 frames).
+    confirm_sec: float = setting(0.05, low=0, high=60)
     pre_sec: float = setting(2.0, low=0, high=3600)
     post_sec: float = setting(2.0, low=0, high=3600)
     # The TRIG message's label: one word of its text format (rules.py, WIRE_WORD).
     label: str = setting("highlight", pattern=WIRE_WORD, grammar=WIRE_WORD_GRAMMAR, max_len=WIRE_WORD_MAX)
-    ewma_alpha: float = setting(0.1, low=0, low_open=True, high=1)
+    # Time constant of the expression EWMA (alpha 0.1 per frame).
+    ewma_tau_sec: float = setting(0.3164, low=0, low_open=True, high=3600)
     ewma_initial_var: float = setting(0.01, low=0, low_open=True, high=1e6)
     spike_z: float = setting(2.0, low=0, high=100)
     spike_min_expression: float = setting(0.5, low=0, high=1)
@@ -217,9 +221,12 @@ class FusionConfig:
     camera_gaze_pitch_deg: float = setting(15.0, low=0, high=180)
     passenger_yaw_deg: float = setting(15.0, low=0, high=180)
     min_gesture_confidence: float = setting(0.5, low=0, high=1)
-    lookback_observations: int = setting(30, low=1, high=100_000)
-    lookback_default: int = setting(3, low=1, high=100_000)
-    wave_window_frames: int = setting(15, low=1, high=100_000)
+    # History searched for the event start (30 frames), and how far back the start is
+    # put when no onset is found (3 frames back).
+    lookback_sec: float = setting(0.9833, low=0, low_open=True, high=600)
+    lookback_default_sec: float = setting(0.1, low=0, high=600)
+    # Wrist samples kept per wrist (15 samples).
+    wave_window_sec: float = setting(0.4833, low=0, low_open=True, high=60)
     wave_min_samples: int = setting(5, low=1, high=100_000)
     wave_min_span_sec: float = setting(0.2, low=0, high=3600)
     wave_min_amplitude: float = setting(0.05, low=0, high=10)
