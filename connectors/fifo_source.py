@@ -49,13 +49,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer, TimeJumpGuard
+from connectors.frame_buffer import FrameBuffer, TimeJumpGuard
 from connectors.receiver import ReceivedBatches, stop_receiver
 from connectors.id_steps import IdStep
+from facemoment.core.config import SourceConfig
 from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from facemoment.formats.proxy_pipe import (
-    DEFAULT_MAX_JPEG_BYTES,
     FIFO_SCHEME,
     ProxyFrameParser,
     decode_proxy_jpeg,
@@ -71,7 +71,6 @@ READ_BYTES = 1 << 20
 IDLE_WAKE = timedelta(milliseconds=5)
 MAX_PENDING_RECORDS = 10_000
 MALFORMED_INTERVAL_S = 1.0
-DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 
 SourceItem = Union[Frame, TraceRecord]
 
@@ -368,42 +367,35 @@ class FifoFrameSource(FixedPartitionedSource[SourceItem, Dict[str, Any]]):
     :arg stream_id: the stream of the frames; also the partition key (one partition:
         a FIFO has one reader).
 
-    The other arguments are the ZeroMQ frame source's (connectors.zmq_source).
+    :arg settings: the `source` section, as for the ZeroMQ frame source
+        (connectors.zmq_source); `max_frame_mb` bounds one JPEG.
+
+    The other arguments are the ZeroMQ frame source's.
     """
 
     def __init__(
         self,
         path: str,
-        stream_id: str = "cam0",
+        stream_id: str,
+        settings: Optional[SourceConfig] = None,
         *,
-        idle_timeout_s: Optional[float] = None,
-        connect_timeout_s: Optional[float] = None,
-        buffer_frames: int = 8,
-        drop_strategy: str = "skip_oldest",
-        keyframe_interval: int = 3,
         stop_event: Optional[threading.Event] = None,
-        max_frame_bytes: Optional[int] = DEFAULT_MAX_JPEG_BYTES,
-        buffer_max_bytes: Optional[int] = DEFAULT_BUFFER_MAX_BYTES,
-        max_time_jump_s: Optional[float] = 60.0,
+        connect_timeout_s: Optional[float] = None,
     ) -> None:
         self.path = fifo_path(path)
         if not self.path.startswith("/") and path.startswith(FIFO_SCHEME):
             raise ValueError(f"FIFO source {path!r} must name an absolute path: fifo:///path/to/pipe")
-        if drop_strategy not in DROP_STRATEGIES:
-            raise ValueError(f"drop strategy {drop_strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
-        for name, value in (("idle_timeout_s", idle_timeout_s), ("connect_timeout_s", connect_timeout_s)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
+        src = settings or SourceConfig()
         self.stream_id = stream_id
-        self.idle_timeout_s = idle_timeout_s
+        self.idle_timeout_s = src.idle_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self.buffer_frames = buffer_frames
-        self.drop_strategy = drop_strategy
-        self.keyframe_interval = keyframe_interval
+        self.buffer_frames = src.buffer_frames
+        self.drop_strategy = src.drop_strategy
+        self.keyframe_interval = src.keyframe_interval
         self.stop_event = stop_event
-        self.max_frame_bytes = max_frame_bytes
-        self.buffer_max_bytes = buffer_max_bytes
-        self.max_time_jump_s = max_time_jump_s
+        self.max_frame_bytes = int(src.max_frame_mb * 1024 * 1024)
+        self.buffer_max_bytes = int(src.buffer_max_mb * 1024 * 1024)
+        self.max_time_jump_s = src.max_time_jump_s or None
         self.partitions: Dict[str, _FifoPartition] = {}
 
     def list_parts(self) -> List[str]:

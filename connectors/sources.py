@@ -87,34 +87,11 @@ def build_source(spec: StreamSpec, cfg: Config) -> Source:
     if spec.kind == "zmq":
         from connectors.zmq_source import ZmqFrameSource
 
-        return ZmqFrameSource(
-            spec.source,
-            spec.stream_id,
-            idle_timeout_s=src.idle_timeout_s,
-            buffer_frames=src.buffer_frames,
-            drop_strategy=src.drop_strategy,
-            keyframe_interval=src.keyframe_interval,
-            stop_event=shutdown.STOP,
-            shares=shares,
-            max_frame_bytes=int(src.max_frame_mb * 1024 * 1024),
-            buffer_max_bytes=int(src.buffer_max_mb * 1024 * 1024),
-            max_time_jump_s=src.max_time_jump_s or None,
-        )
+        return ZmqFrameSource(spec.source, spec.stream_id, src, stop_event=shutdown.STOP, shares=shares)
     if spec.kind == "fifo":
         from connectors.fifo_source import FifoFrameSource
 
-        return FifoFrameSource(
-            spec.source,
-            spec.stream_id,
-            idle_timeout_s=src.idle_timeout_s,
-            buffer_frames=src.buffer_frames,
-            drop_strategy=src.drop_strategy,
-            keyframe_interval=src.keyframe_interval,
-            stop_event=shutdown.STOP,
-            max_frame_bytes=int(src.max_frame_mb * 1024 * 1024),
-            buffer_max_bytes=int(src.buffer_max_mb * 1024 * 1024),
-            max_time_jump_s=src.max_time_jump_s or None,
-        )
+        return FifoFrameSource(spec.source, spec.stream_id, src, stop_event=shutdown.STOP)
     if spec.kind == "recording":
         from connectors.replay_source import ReplaySource
 

@@ -40,19 +40,17 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
 from connectors.frame_accounting import MALFORMED_INTERVAL_S, FrameAccounting, SourceStats
-from connectors.frame_buffer import DROP_STRATEGIES, FrameBuffer
+from connectors.frame_buffer import FrameBuffer
 from connectors.frame_receiver import FrameReceiver
 from connectors.shares import StreamShares, parse_share
 from facemoment.core.addresses import zmq_address
+from facemoment.core.config import SourceConfig
 from facemoment.core.types import Frame, TraceRecord
 
 log = logging.getLogger(__name__)
 
 # How soon Bytewax should call again after an empty batch.
 IDLE_WAKE = timedelta(milliseconds=5)
-# Defaults: the largest frame message (a 4K BGR frame is 24.9 MB) and the buffer's bytes.
-DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
-DEFAULT_BUFFER_MAX_BYTES = 256 * 1024 * 1024
 
 SourceItem = Union[Frame, TraceRecord]
 
@@ -142,20 +140,16 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
 
 
 class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, Any]]):
-    """Frames from a visualbase publisher (``Frame``) plus trace records (``dict``).
+    """Frames from a visualbase publisher (``Frame``) plus trace records.
 
     :arg address: the publisher's address, e.g. ``tcp://127.0.0.1:5555``.
     :arg stream_id: stream of the frames; also the partition key.
-    :arg idle_timeout_s: after frames have started, end after this long without one.
-    :arg buffer_frames: frames held between the socket and the dataflow; <= 0 is unbounded.
-    :arg drop_strategy: skip_oldest | skip_intermediate | keyframe_only.
-    :arg keyframe_interval: keyframe_only keeps frame ids divisible by this.
+    :arg settings: the `source` section (facemoment/core/config): idle timeout,
+        buffer and drop strategy, frame and buffer size limits, the time-jump check
+        (0: none). Checked there; the defaults are its defaults.
     :arg stop_event: set it to end the stream gracefully.
     :arg connect_timeout_s: end if no frame arrives within this long of starting.
-    :arg max_frame_bytes: the largest frame payload taken (None: no limit).
-    :arg buffer_max_bytes: pixels held between the socket and the dataflow (None: no limit).
-    :arg max_time_jump_s: event time may leap ahead this much beyond the time that
-        passed (None: no check); see ``time_jump`` above.
+    :arg shares: partitions splitting the stream by frame id (connectors/shares.py).
 
     ``partitions`` maps stream id to the built partition, whose ``stats`` are the
     receive counters (useful after ``run_main``).
@@ -163,40 +157,28 @@ class ZmqFrameSource(StreamShares, FixedPartitionedSource[SourceItem, Dict[str, 
 
     def __init__(
         self,
-        address: str = "tcp://127.0.0.1:5555",
-        stream_id: str = "cam0",
+        address: str,
+        stream_id: str,
+        settings: Optional[SourceConfig] = None,
         *,
-        idle_timeout_s: Optional[float] = None,
-        buffer_frames: int = 8,
-        drop_strategy: str = "skip_oldest",
-        keyframe_interval: int = 3,
         stop_event: Optional[threading.Event] = None,
         connect_timeout_s: Optional[float] = None,
         shares: int = 1,
-        max_frame_bytes: Optional[int] = DEFAULT_MAX_FRAME_BYTES,
-        buffer_max_bytes: Optional[int] = DEFAULT_BUFFER_MAX_BYTES,
-        max_time_jump_s: Optional[float] = 60.0,
     ) -> None:
         zmq_address(address, "frame publisher")
-        if drop_strategy not in DROP_STRATEGIES:
-            raise ValueError(f"drop strategy {drop_strategy!r} is not one of {', '.join(DROP_STRATEGIES)}")
-        if keyframe_interval < 1:
-            raise ValueError(f"keyframe_interval must be at least 1, got {keyframe_interval}")
-        for name, value in (("idle_timeout_s", idle_timeout_s), ("connect_timeout_s", connect_timeout_s)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
+        src = settings or SourceConfig()
         self.address = address
         self.stream_id = stream_id
-        self.idle_timeout_s = idle_timeout_s
-        self.buffer_frames = buffer_frames
-        self.drop_strategy = drop_strategy
-        self.keyframe_interval = keyframe_interval
+        self.idle_timeout_s = src.idle_timeout_s
+        self.buffer_frames = src.buffer_frames
+        self.drop_strategy = src.drop_strategy
+        self.keyframe_interval = src.keyframe_interval
+        self.max_frame_bytes = int(src.max_frame_mb * 1024 * 1024)
+        self.buffer_max_bytes = int(src.buffer_max_mb * 1024 * 1024)
+        self.max_time_jump_s = src.max_time_jump_s or None
         self.stop_event = stop_event
         self.connect_timeout_s = connect_timeout_s
         self.shares = max(1, shares)
-        self.max_frame_bytes = max_frame_bytes
-        self.buffer_max_bytes = buffer_max_bytes
-        self.max_time_jump_s = max_time_jump_s
         self.partitions: Dict[str, _ZmqFramePartition] = {}
 
     @override

@@ -22,6 +22,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
+from facemoment.core.config import SourceConfig
 from connectors.fifo_source import FifoFrameSource
 from connectors.id_steps import IdStep
 from facemoment.core.config import ConfigError, load_config
@@ -149,7 +150,7 @@ def test_the_source_reads_a_proxy_stream_counts_lost_frames_by_step_and_rejoins_
 
     writers = threading.Thread(target=both, daemon=True)
     writers.start()
-    frames, records = run_source(FifoFrameSource(f"fifo://{path}", "cam3", idle_timeout_s=1.0, buffer_frames=0))
+    frames, records = run_source(FifoFrameSource(f"fifo://{path}", "cam3", SourceConfig(idle_timeout_s=1.0, buffer_frames=0)))
     writers.join(10)
     assert [f.frame_id for f in frames] == first_ids + second_ids
     assert all(f.stream_id == "cam3" and f.image.shape == (H, W, 3) for f in frames)
@@ -170,7 +171,7 @@ def test_a_resumed_source_reports_what_it_missed_while_down(short_dir: Path) -> 
     path = short_dir / "p.mjpg"
     writer = Writer(path, [frame_bytes(i) for i in (30, 33, 36)])
     writer.start()
-    source = FifoFrameSource(str(path), "cam0", idle_timeout_s=1.0, buffer_frames=0)
+    source = FifoFrameSource(str(path), "cam0", SourceConfig(idle_timeout_s=1.0, buffer_frames=0))
     state = {"last_frame_id": 21, "counts": {"frames_received": 8}, "steps": [3, 3, 3]}
     part = source.build_part("in", "cam0", state)
     got: List[Any] = []
@@ -192,7 +193,7 @@ def test_the_source_waits_for_the_fifo_to_appear(short_dir: Path) -> None:
     path = short_dir / "later.mjpg"
     made = threading.Event()
     writer = Writer(path, [frame_bytes(i) for i in (0, 3)], made)
-    source = FifoFrameSource(f"fifo://{path}", "cam0", idle_timeout_s=1.0, buffer_frames=0)
+    source = FifoFrameSource(f"fifo://{path}", "cam0", SourceConfig(idle_timeout_s=1.0, buffer_frames=0))
     part = source.build_part("in", "cam0", None)  # no FIFO yet: the reader looks, does not fail
     writer.start()
     got: List[Any] = []
@@ -239,7 +240,7 @@ def test_preflight_classifies_a_fifo_without_opening_it_and_the_writer_survives(
     assert opened == []
 
     # The writer is still waiting for its one reader, which then gets every frame.
-    frames, _ = run_source(FifoFrameSource(str(path), "cam0", idle_timeout_s=1.0, buffer_frames=0))
+    frames, _ = run_source(FifoFrameSource(str(path), "cam0", SourceConfig(idle_timeout_s=1.0, buffer_frames=0)))
     writer.join(10)
     assert [f.frame_id for f in frames] == [0, 3, 6] and writer.error is None
 

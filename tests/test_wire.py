@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
+from facemoment.core.config import SourceConfig
 from connectors.zmq_source import ZmqFrameSource
 from facemoment.core.records import FrameDrop, SourceSummary
 from facemoment.core.types import Face, Frame, Hand, Observation, Pose, Trigger
@@ -125,7 +126,7 @@ def test_zmq_source_decodes_spec_frames_bit_exactly() -> None:
             pub.send_multipart(spec_parts(frame_id, t_ns, image))
             assert wait_until(lambda: sum(isinstance(x, Frame) for x in out) >= n)
 
-    source = ZmqFrameSource(endpoint, "camX", idle_timeout_s=1.0, buffer_frames=0)
+    source = ZmqFrameSource(endpoint, "camX", SourceConfig(idle_timeout_s=1.0, buffer_frames=0))
     try:
         run_source(source, publish, out)
     finally:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
+from facemoment.core.config import SourceConfig
 from connectors.frame_buffer import TIME_REBASE_FRAMES, TimeJumpGuard
 from connectors.shares import frame_gap, ids_in_share
 from connectors.zmq_source import MALFORMED_INTERVAL_S, FrameBuffer, ZmqFrameSource
@@ -118,7 +119,7 @@ def test_each_malformed_kind_is_counted_and_valid_frames_survive(context: zmq.Co
         ],
     }
     stop = threading.Event()
-    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop, buffer_frames=0))
+    run = FlowRun(ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0), stop_event=stop))
 
     def script(r: FlowRun) -> None:
         pub.wait_subscribed()
@@ -151,7 +152,7 @@ def test_each_malformed_kind_is_counted_and_valid_frames_survive(context: zmq.Co
 def test_frame_id_gaps_are_reported_as_lost_on_the_wire(context: zmq.Context) -> None:
     pub = TestPublisher(context)
     stop = threading.Event()
-    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop, buffer_frames=0))
+    run = FlowRun(ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0), stop_event=stop))
     ids = [0, 1, 2, 5, 6, 10]
 
     def script(r: FlowRun) -> None:
@@ -175,7 +176,7 @@ def test_a_restarted_publisher_is_rejoined(context: zmq.Context) -> None:
     first = TestPublisher(context)
     endpoint = first.endpoint
     stop = threading.Event()
-    run = FlowRun(ZmqFrameSource(endpoint, stop_event=stop, buffer_frames=0))
+    run = FlowRun(ZmqFrameSource(endpoint, "cam0", SourceConfig(buffer_frames=0), stop_event=stop))
 
     def script(r: FlowRun) -> None:
         first.wait_subscribed()
@@ -211,7 +212,7 @@ def test_a_restarted_publisher_is_rejoined(context: zmq.Context) -> None:
 def test_idle_timeout_ends_the_dataflow_but_only_after_frames_started(context: zmq.Context) -> None:
     pub = TestPublisher(context)
     idle = 0.2
-    run = FlowRun(ZmqFrameSource(pub.endpoint, idle_timeout_s=idle))
+    run = FlowRun(ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(idle_timeout_s=idle)))
 
     def script(r: FlowRun) -> None:
         pub.wait_subscribed()
@@ -232,7 +233,7 @@ def test_idle_timeout_ends_the_dataflow_but_only_after_frames_started(context: z
 def test_stop_event_ends_the_dataflow(context: zmq.Context) -> None:
     pub = TestPublisher(context)
     stop = threading.Event()
-    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop))
+    run = FlowRun(ZmqFrameSource(pub.endpoint, "cam0", stop_event=stop))
 
     def script(r: FlowRun) -> None:
         pub.wait_subscribed()
@@ -247,7 +248,7 @@ def test_stop_event_ends_the_dataflow(context: zmq.Context) -> None:
 
 def test_connect_timeout_ends_a_source_that_never_gets_a_frame(context: zmq.Context) -> None:
     pub = TestPublisher(context)  # bound, but never sends
-    run = FlowRun(ZmqFrameSource(pub.endpoint, connect_timeout_s=0.2))
+    run = FlowRun(ZmqFrameSource(pub.endpoint, "cam0", connect_timeout_s=0.2))
     run.run(lambda r: None)
     pub.close()
     assert run.frames() == []
@@ -265,7 +266,7 @@ def take_until(part: Any, condition: Callable[[List[Any]], bool], timeout: float
 
 def test_backpressure_drops_are_reported_and_the_buffer_stays_bounded(context: zmq.Context) -> None:
     pub = TestPublisher(context)
-    source = ZmqFrameSource(pub.endpoint, buffer_frames=3, drop_strategy="skip_oldest")
+    source = ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=3, drop_strategy="skip_oldest"))
     part = source.build_part("in", "cam0", None)
     try:
         pub.wait_subscribed()
@@ -288,7 +289,7 @@ def test_backpressure_drops_are_reported_and_the_buffer_stays_bounded(context: z
 
 def test_resume_reports_frames_missed_while_down(context: zmq.Context) -> None:
     pub = TestPublisher(context)
-    source = ZmqFrameSource(pub.endpoint, buffer_frames=0)
+    source = ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0))
     part = source.build_part("in", "cam0", None)
     try:
         pub.wait_subscribed()
@@ -319,7 +320,7 @@ def test_resume_reports_frames_missed_while_down(context: zmq.Context) -> None:
 
 def test_close_releases_the_socket_and_thread(context: zmq.Context) -> None:
     pub = TestPublisher(context)
-    part = ZmqFrameSource(pub.endpoint).build_part("in", "cam0", None)
+    part = ZmqFrameSource(pub.endpoint, "cam0").build_part("in", "cam0", None)
     pub.wait_subscribed()
     part.close()
     assert not part.receiving
@@ -329,15 +330,15 @@ def test_close_releases_the_socket_and_thread(context: zmq.Context) -> None:
     pub.close()
 
 
-def test_constructor_rejects_bad_settings() -> None:
+def test_bad_addresses_and_settings_are_refused_where_they_are_declared() -> None:
+    from facemoment.core.config import ConfigError, load_config
+
     with pytest.raises(ValueError):
-        ZmqFrameSource("localhost:5555")
-    with pytest.raises(ValueError):
-        ZmqFrameSource(drop_strategy="newest")
-    with pytest.raises(ValueError):
-        ZmqFrameSource(keyframe_interval=0)
-    with pytest.raises(ValueError):
-        ZmqFrameSource(idle_timeout_s=0)
+        ZmqFrameSource("localhost:5555", "cam0")
+    # The settings are checked once, by the configuration, not again by the source.
+    for name, value in (("drop_strategy", "newest"), ("keyframe_interval", "0"), ("idle_timeout_s", "0")):
+        with pytest.raises(ConfigError, match=f"source.{name}"):
+            load_config(env={f"FACEMOMENT__SOURCE__{name.upper()}": value})
 
 
 # --------------------------------------------------------- the buffer, directly
@@ -435,7 +436,7 @@ def test_gap_arithmetic_matches_enumeration() -> None:
 
 def test_a_frame_id_near_2_64_is_one_id_jump_not_lost_frames(context: zmq.Context) -> None:
     pub = TestPublisher(context)
-    part = ZmqFrameSource(pub.endpoint, buffer_frames=0).build_part("in", "cam0", None)
+    part = ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0)).build_part("in", "cam0", None)
     try:
         pub.wait_subscribed()
         for frame_id in (0, U64_MAX, 1):
@@ -454,7 +455,7 @@ def test_a_frame_id_near_2_64_is_one_id_jump_not_lost_frames(context: zmq.Contex
 def test_every_share_validates_the_headers_it_reads(context: zmq.Context) -> None:
     """Malformed headers carrying ids of the other share cost that share nothing."""
     pub = TestPublisher(context)
-    source = ZmqFrameSource(pub.endpoint, buffer_frames=0, shares=2)
+    source = ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0), shares=2)
     parts = {name: source.build_part("in", name, None) for name in source.list_parts()}
     even_huge = U64_MAX - 1  # share 0's id: share 1 used to read it unvalidated
     bad = [
@@ -486,7 +487,7 @@ def test_every_share_validates_the_headers_it_reads(context: zmq.Context) -> Non
 
 def test_an_absurd_timestamp_is_rejected_and_counted_and_later_frames_flow(context: zmq.Context) -> None:
     pub = TestPublisher(context)
-    part = ZmqFrameSource(pub.endpoint, buffer_frames=0, max_time_jump_s=60).build_part("in", "cam0", None)
+    part = ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0, max_time_jump_s=60)).build_part("in", "cam0", None)
     try:
         pub.wait_subscribed()
         for frame_id in range(6):
@@ -530,7 +531,7 @@ def test_a_clock_that_really_stepped_becomes_the_new_time_base() -> None:
 
 def test_oversized_frames_are_refused_before_they_are_held(context: zmq.Context) -> None:
     pub = TestPublisher(context)
-    part = ZmqFrameSource(pub.endpoint, buffer_frames=0, max_frame_bytes=1000).build_part("in", "cam0", None)
+    part = ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0, max_frame_mb=1000 / (1024 * 1024))).build_part("in", "cam0", None)
     try:
         pub.wait_subscribed()
         pub.send(spec_parts(0))
@@ -557,7 +558,7 @@ def test_a_malformed_flood_makes_one_record_per_kind_per_second(context: zmq.Con
     pub = TestPublisher(context)
     pub.socket.setsockopt(zmq.XPUB_NODROP, 1)  # a send waits for the subscriber: every message counts
     stop = threading.Event()
-    run = FlowRun(ZmqFrameSource(pub.endpoint, stop_event=stop, buffer_frames=0))
+    run = FlowRun(ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0), stop_event=stop))
     sent = {"topic": 0, "short_header": 0}
     started = []
 

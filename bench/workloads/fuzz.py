@@ -23,6 +23,7 @@ import os
 
 from bench.meters import read_rss_mb
 from bench.plan import Plan, Record
+from facemoment.core.config import SourceConfig
 from connectors.zmq_source import ZmqFrameSource
 from facemoment.runtime.loopback import free_port
 from facemoment.core.records import MalformedMessage
@@ -90,7 +91,7 @@ def measure_fuzz(plan: Plan, log: Callable[[str], None], seed: int = 1) -> Recor
             sent[kind] += 1
     log(f"fuzz: {frames} frames and {sum(sent.values())} hostile messages of {len(KINDS)} kinds")
     port = free_port()
-    source = ZmqFrameSource(f"tcp://127.0.0.1:{port}", idle_timeout_s=1.0, buffer_frames=0)
+    source = ZmqFrameSource(f"tcp://127.0.0.1:{port}", "cam0", SourceConfig(idle_timeout_s=1.0, buffer_frames=0))
     out: List[Any] = []
     flow = Dataflow("bench_fuzz")
     op.output("out", op.input("in", flow, source), TestingSink(out))

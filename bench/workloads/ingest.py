@@ -140,7 +140,7 @@ def measure_ingest(plan: Plan, work: Path, log: Progress) -> Dict[str, Any]:
         else:  # a trace record
             seen["records"][as_dict(item).get("record_type")] += 1
 
-    source = ZmqFrameSource(address, "ingest", idle_timeout_s=1.0, connect_timeout_s=60.0)
+    source = ZmqFrameSource(address, "ingest", SourceConfig(idle_timeout_s=1.0), connect_timeout_s=60.0)
     flow = Dataflow("bench_ingest")
     op.inspect("count", op.input("frames", flow, source), count_item)
     run_main(flow)
