@@ -174,3 +174,19 @@ def test_busy_port_gives_a_clear_error():
 def test_bad_port_values_are_refused(port):
     with pytest.raises(metrics.MetricsServerError, match="METRICS_PORT"):
         metrics.start_metrics_server(port)  # type: ignore[arg-type]
+
+
+def test_the_budgets_camera_schedule_feeds_the_metrics():
+    from facemoment.core.records import CameraRates
+
+    metrics.enable()
+    for occupied, level, pose in ((False, 0, 0.0), (True, 2, 10.0)):
+        metrics.observe_record(
+            CameraRates(stream="cam1", frame_id=9, t_ns=0, occupied=occupied, motion=False, level=level,
+                        reason="load" if level else "empty", rates_fps={"face": 30.0, "pose": pose},
+                        frames=10, occupied_frames=5, runs={"face": 10})
+        )
+    assert value("facemoment_camera_occupied", stream="cam1") == 1.0
+    assert value("facemoment_budget_level", stream="cam1") == 2.0
+    assert value("facemoment_extractor_rate_fps", stream="cam1", extractor="pose") == 10.0
+    assert value("facemoment_extractor_rate_fps", stream="cam1", extractor="face") == 30.0

@@ -208,8 +208,11 @@ def test_camera_figures_come_from_the_tallies_over_event_time(tmp_path):
     assert cam["gate"]["failing"] == [{"name": "quality.brightness", "label": "quality: brightness", "value": 40.0,
                                        "op": "<", "threshold": 50, "share": 1.0}]
     assert "occupancy" not in cam and "effective_rates" not in cam  # not in this trace: left out
-    append_line(trace, {"record_type": "extraction_load", "stream": "cam0", "occupancy": 0.75})
-    assert _read(out)["cameras"][0]["occupancy"] == 0.75
+    # The CPU budget's camera_rates records give the camera's occupancy and effective rates.
+    append_line(trace, {"record_type": "camera_rates", "stream": "cam0", "t_ns": 5_000_000_000, "frames": 40,
+                        "occupied_frames": 30, "rates_fps": {"face": 30.0, "pose": 15.0}})
+    cam = _read(out)["cameras"][0]
+    assert cam["occupancy"] == 0.75 and cam["effective_rates"] == {"face": 30.0, "pose": 15.0}
 
 
 def test_gate_timeline_candidates_and_triggers(tmp_path):

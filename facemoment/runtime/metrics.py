@@ -19,7 +19,7 @@ from typing import Optional, Set, Tuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from facemoment.core.config import KNOWN_EXTRACTORS, ConfigError
-from facemoment.core.records import FrameDrop, Record, SyncDelay, Timing, TriggerFire
+from facemoment.core.records import CameraRates, FrameDrop, Record, SyncDelay, Timing, TriggerFire
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class _Metrics:
     triggers: Counter
     extractor_latency: Histogram
     queue_depth: Gauge
+    camera_occupied: Gauge
+    budget_level: Gauge
+    extractor_rate: Gauge
 
 
 def _build() -> _Metrics:
@@ -75,6 +78,18 @@ def _build() -> _Metrics:
         ),
         queue_depth=Gauge(
             "facemoment_queue_depth", "Frames queued for extraction when the newest frame was submitted", ["stream"], registry=registry
+        ),
+        camera_occupied=Gauge(
+            "facemoment_camera_occupied", "1 while the CPU budget counts the camera as occupied", ["stream"], registry=registry
+        ),
+        budget_level=Gauge(
+            "facemoment_budget_level", "The CPU budget's load level (0: the declared rates)", ["stream"], registry=registry
+        ),
+        extractor_rate=Gauge(
+            "facemoment_extractor_rate_fps",
+            "Each extractor's effective rate on a camera under the CPU budget (0: not run)",
+            ["stream", "extractor"],
+            registry=registry,
         ),
     )
 
@@ -261,3 +276,16 @@ def _observe(record: Record) -> None:
             late_observation(record.stream, extractor)
     elif isinstance(record, TriggerFire):
         trigger(record.stream, str(record.reason))
+    elif isinstance(record, CameraRates):
+        camera_rates(record)
+
+
+def camera_rates(record: CameraRates) -> None:
+    """A camera's schedule under the CPU budget: occupancy, load level, effective rates."""
+    m = _active
+    if m is None:
+        return
+    m.camera_occupied.labels(record.stream).set(1.0 if record.occupied else 0.0)
+    m.budget_level.labels(record.stream).set(float(record.level))
+    for extractor, fps in record.rates_fps.items():
+        m.extractor_rate.labels(record.stream, extractor).set(float(fps))

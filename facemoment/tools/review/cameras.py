@@ -111,6 +111,15 @@ class CameraState:
                 for cand in r.get("candidates") or []:
                     if isinstance(cand, Mapping) and cand.get("reason"):
                         _spans_add(self.candidate_spans.setdefault(str(cand["reason"]), []), t_ns)
+        elif kind == "camera_rates":
+            # The CPU budget's schedule: the share of frames with someone there, each
+            # extractor's effective rate.
+            frames = r.get("frames")
+            if isinstance(frames, int) and frames > 0:
+                self.figures["occupancy"] = round(float(r.get("occupied_frames") or 0) / frames, 3)
+            if isinstance(r.get("rates_fps"), Mapping):
+                self.figures["effective_rates"] = dict(r["rates_fps"])
+            self._see_time(r.get("t_ns"))
         elif kind in ("fps_summary", "trigger_fire"):
             self._see_time(r.get("t_ns"))
 
