@@ -22,6 +22,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
+from conftest import drain
 from facemoment.core.config import SourceConfig
 from connectors.fifo_source import FifoFrameSource
 from connectors.id_steps import IdStep
@@ -174,12 +175,8 @@ def test_a_resumed_source_reports_what_it_missed_while_down(short_dir: Path) -> 
     source = FifoFrameSource(str(path), "cam0", SourceConfig(idle_timeout_s=1.0, buffer_frames=0))
     state = {"last_frame_id": 21, "counts": {"frames_received": 8}, "steps": [3, 3, 3]}
     part = source.build_part("in", "cam0", state)
-    got: List[Any] = []
     try:
-        while True:
-            got += part.next_batch()
-    except StopIteration:
-        pass
+        got = drain(part)
     finally:
         part.close()
     writer.join(10)
@@ -196,12 +193,8 @@ def test_the_source_waits_for_the_fifo_to_appear(short_dir: Path) -> None:
     source = FifoFrameSource(f"fifo://{path}", "cam0", SourceConfig(idle_timeout_s=1.0, buffer_frames=0))
     part = source.build_part("in", "cam0", None)  # no FIFO yet: the reader looks, does not fail
     writer.start()
-    got: List[Any] = []
     try:
-        while True:
-            got += part.next_batch()
-    except StopIteration:
-        pass
+        got = drain(part)
     finally:
         part.close()
     writer.join(10)

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import zmq
@@ -158,6 +158,27 @@ class Pacer:
         return max(0, due - now)
 
 
+def paced_frames(
+    reader: Any, stop: threading.Event, max_frames: Optional[int] = None
+) -> Iterator[Tuple[int, int, np.ndarray]]:
+    """`reader`'s frames as (frame_id, t_ns, image), a file's at the pace of its
+    timestamps (a live reader paces itself), until it ends, `stop` is set or
+    `max_frames` were given."""
+    pacer = Pacer()
+    count = 0
+    while not stop.is_set() and (max_frames is None or count < max_frames):
+        item = reader.read()
+        if item is None:
+            return
+        frame_id, t_ns, image = item
+        if not reader.is_live:
+            delay = pacer.delay_ns(t_ns)
+            if delay and stop.wait(delay / 1e9):
+                return
+        count += 1
+        yield frame_id, t_ns, image
+
+
 @dataclass
 class DaemonSummary:
     frames_sent: int
@@ -214,17 +235,8 @@ def run_daemon(
             if not publisher.wait_for_subscribers(wait_timeout_s):
                 log(f"daemon: only {publisher.subscribers} subscriber(s) after {wait_timeout_s} s; publishing anyway")
         started = time.monotonic()
-        pacer = Pacer()
         attempts = 0
-        while not stop.is_set() and (max_frames is None or attempts < max_frames):
-            item = reader.read()
-            if item is None:
-                break
-            frame_id, t_ns, image = item
-            if not reader.is_live:
-                delay = pacer.delay_ns(t_ns)
-                if delay and stop.wait(delay / 1e9):
-                    break
+        for frame_id, t_ns, image in paced_frames(reader, stop, max_frames):
             publisher.publish(frame_id, t_ns, image, stop)
             attempts += 1
     except KeyboardInterrupt:

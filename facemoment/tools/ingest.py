@@ -35,7 +35,7 @@ import numpy as np
 
 from facemoment.formats.proxy_pipe import DEFAULT_JPEG_QUALITY, encode_proxy_jpeg, pack_proxy_frame
 from facemoment.formats.wire import WireError, parse_trig
-from facemoment.tools.daemon import Pacer
+from facemoment.tools.daemon import paced_frames
 
 log = logging.getLogger(__name__)
 
@@ -199,18 +199,9 @@ def run_ingest(
     for writer in writers:
         writer.start()
     log_line("ingest: " + ", ".join(f"{s.name} -> {s.path} ({s.width}x{s.height} at {s.fps:g} fps)" for s in proxies))
-    pacer = Pacer()
     count = 0
     try:
-        while not stop.is_set() and (max_frames is None or count < max_frames):
-            item = reader.read()
-            if item is None:
-                break
-            frame_id, t_ns, image = item
-            if not reader.is_live:
-                delay = pacer.delay_ns(t_ns)
-                if delay and stop.wait(delay / 1e9):
-                    break
+        for frame_id, t_ns, image in paced_frames(reader, stop, max_frames):
             count += 1
             for spec in proxies:
                 if spec.wants(t_ns):
