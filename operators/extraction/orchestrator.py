@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from concurrent.futures import CancelledError, Future, InvalidStateError, TimeoutError as FutureTimeout
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -77,12 +76,6 @@ class Submitted:
         if all(job.future.done() for job in self.jobs.values()):
             return True
         return self.deadline_ns is not None and time.perf_counter_ns() >= self.deadline_ns
-
-    def wait(self, timeout_s: float) -> None:
-        """Wait at most `timeout_s` (and not past the deadline) for the results."""
-        if self.deadline_ns is not None:
-            timeout_s = min(timeout_s, max(0.0, (self.deadline_ns - time.perf_counter_ns()) / 1e9))
-        wait_futures([job.future for job in self.jobs.values()], timeout=timeout_s)
 
     def cancel(self) -> None:
         for job in self.jobs.values():

@@ -4,7 +4,7 @@
 pull frames from the source's partition, submit each to the flow's orchestrator at
 once, and hand a frame on once its results are in or its deadline has passed, in
 the order read. So the lanes work on the next frames while the dataflow is busy
-with earlier ones, and the `extract` step never waits on a model.
+with earlier ones, and neither the read-ahead nor the `extract` step waits on a model.
 
 At most `depth` frames are in flight per partition: a live source's own buffer
 (and its drop strategy) takes the surplus when extraction cannot keep up, and a
@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Deque, List, Optional, Tuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -30,9 +30,9 @@ from operators.extraction.orchestrator import Orchestrator, SharedOrchestrator, 
 
 log = logging.getLogger(__name__)
 
-# How long one next_batch waits for the oldest frame in flight before handing
-# control back to Bytewax (the worker's other steps run in between).
-WAIT_S = 0.01
+# While the oldest frame in flight is still being extracted, Bytewax looks again this
+# soon; the worker never blocks on a model (other partitions and steps run meanwhile).
+POLL = timedelta(milliseconds=2)
 
 
 class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
@@ -83,8 +83,6 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
     def next_batch(self) -> List[Any]:
         out: List[Any] = []
         self._fill(out)
-        if self._in_flight and not self._in_flight[0][1].settled():
-            self._in_flight[0][1].wait(WAIT_S)
         while self._in_flight and self._in_flight[0][1].settled():
             out.append(self._in_flight.popleft()[0])
         if not out and self._inner_done and not self._in_flight:
@@ -93,8 +91,11 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
 
     @override
     def next_awake(self) -> Optional[datetime]:
-        # Frames in flight: come back at once (next_batch waits a little itself).
-        return None if self._in_flight else self._inner.next_awake()
+        if not self._in_flight:
+            return self._inner.next_awake()
+        if self._in_flight[0][1].settled():
+            return None  # ready to hand on now
+        return datetime.now(timezone.utc) + POLL
 
     @override
     def snapshot(self) -> Any:
