@@ -1,0 +1,87 @@
+"""The `[cameras.NAME]` table: parsing, validation, defaults, round trip, rates per camera."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facemoment.core.config import Config, ConfigError, Rate, cameras, load_config, stream_rates, to_toml
+
+TABLE = """
+preset = "batch"
+[extract]
+detect_width = 800
+every = ["pose=2"]
+[cameras.gate_a]
+source = "tcp://10.0.0.8:5555"
+detect = "tcp://10.0.0.8:5556"
+detect_width = 480
+every = ["gesture=3@1"]
+[cameras.gate_b]
+source = "sample"
+stream_id = "b"
+"""
+
+
+def _load(tmp_path: Path, text: str, **kw) -> Config:
+    path = tmp_path / "cameras.toml"
+    path.write_text(text)
+    return load_config(env={}, path=path, **kw)
+
+
+def test_a_table_names_every_camera_with_its_own_settings_and_the_rest_follows_extract(tmp_path):
+    cfg = _load(tmp_path, TABLE)
+    a, b = cameras(cfg)
+    assert (a.stream_id, a.source, a.detect, a.detect_width, a.every) == (
+        "gate_a", "tcp://10.0.0.8:5555", "tcp://10.0.0.8:5556", 480, ("gesture=3@1",))
+    assert (a.analysed, a.record) == ("tcp://10.0.0.8:5556", "tcp://10.0.0.8:5555")
+    # The batch preset applies before the file: extract.every is the file's.
+    assert (b.stream_id, b.source, b.detect, b.detect_width, b.every) == ("b", "sample", None, 800, ("pose=2",))
+    assert (b.analysed, b.record) == ("sample", None)
+    rates = stream_rates(cfg)
+    assert rates.of("gate_a") == {"gesture": Rate(3, 1)}
+    assert rates.of("b") == {"pose": Rate(2)}
+    assert rates.of("elsewhere") == {"pose": Rate(2)}  # streams not configured: extract.every
+
+
+def test_the_table_round_trips_through_to_toml_and_settings(tmp_path):
+    cfg = _load(tmp_path, TABLE)
+    again = _load(tmp_path, to_toml(cfg))
+    assert again == cfg and again.cameras == cfg.cameras
+    by_settings = load_config(env={}, presets=["batch"], settings={
+        "extract.detect_width": 800, "extract.every": ["pose=2"],
+        "cameras.gate_a.source": "tcp://10.0.0.8:5555", "cameras.gate_a.detect": "tcp://10.0.0.8:5556",
+        "cameras.gate_a.detect_width": 480, "cameras.gate_a.every": ["gesture=3@1"],
+        "cameras": {"gate_b": {"source": "sample", "stream_id": "b"}},
+    })
+    assert by_settings == cfg
+    env = load_config(env={"FACEMOMENT__CAMERAS__GATE_C__SOURCE": "sample", "FACEMOMENT__CAMERAS__GATE_C__DETECT_WIDTH": "320"})
+    assert [(c.stream_id, c.detect_width) for c in cameras(env)] == [("gate_c", 320)]
+
+
+def test_without_a_table_source_and_extra_are_the_cameras_and_extra_adds_to_a_table(tmp_path):
+    cfg = load_config(env={"FACEMOMENT_SOURCE": "sample", "FACEMOMENT__SOURCE__EXTRA": "cam1=tcp://127.0.0.1:5555"})
+    assert [(c.stream_id, c.source) for c in cameras(cfg)] == [("cam0", "sample"), ("cam1", "tcp://127.0.0.1:5555")]
+    cfg = _load(tmp_path, TABLE + '[source]\nsource = "ignored.mp4"\nextra = ["cam9=sample"]\n')
+    assert [c.stream_id for c in cameras(cfg)] == ["gate_a", "b", "cam9"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[cameras.a]\nsource = "sample"\n[cameras.b]\nsource = "sample"\nstream_id = "a"\n', "unique"),
+        ('[cameras."a.b"]\nsource = "sample"\n', "letters, digits"),
+        ('[cameras.a]\nsource = "sample"\nstream_id = "a/b"\n', "cameras.a.stream_id"),
+        ('[cameras.a]\ndetect = "tcp://127.0.0.1:5556"\n', "cameras.a.source is not set"),
+        ('[cameras.a]\n', "cameras.a.source is not set"),
+        ('[cameras.a]\nsource = "sample"\ndetect_width = -1\n', "cameras.a.detect_width"),
+        ('[cameras.a]\nsource = "sample"\nevery = ["nose=2"]\n', "cameras.a.every"),
+        ('[cameras.a]\nsource = "sample"\nfps = 3\n', "unknown setting cameras.a.fps"),
+        ('[cameras]\nsource = "sample"\n', "named entry"),
+        ('cameras = "sample"\n', "inside a [section]"),
+    ],
+)
+def test_bad_tables_are_one_line_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        _load(tmp_path, text)
