@@ -85,3 +85,31 @@ def test_without_a_table_source_and_extra_are_the_cameras_and_extra_adds_to_a_ta
 def test_bad_tables_are_one_line_errors(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         _load(tmp_path, text)
+
+
+def test_the_summary_has_a_line_per_camera_from_the_trace(tmp_path):
+    import json
+
+    from facemoment.runtime.summary import summarize
+
+    records = [
+        {"record_type": "gate_tally", "stream": "gate_a", "frames": 90},
+        {"record_type": "fps_summary", "stream": "gate_a", "frames_fused": 100},
+        {"record_type": "fps_summary", "stream": "gate_b", "frames_fused": 40},
+        {"record_type": "sync_delay", "stream": "gate_a", "frame_id": 7, "late": False, "waiting_for": ["pose"]},
+        {"record_type": "frame_carry", "stream": "gate_a", "frame_id": 7, "source": "face", "from_frame_id": None, "every": 2},
+        {"record_type": "frame_carry", "stream": "gate_a", "frame_id": 8, "source": "face", "from_frame_id": 7, "every": 2},
+        {"record_type": "frame_drop", "stream": "gate_a", "frame_id": 9, "reason": "timeout", "extractors": ["pose"]},
+        {"record_type": "frame_drop", "stream": "gate_b", "frame_id": 3, "reason": "backpressure", "dropped_frame_ids": [1, 2]},
+        {"record_type": "frame_drop", "stream": "gate_b", "frame_id": 9, "reason": "backpressure", "where": "wire", "dropped_count": 5},
+        {"record_type": "camera_rates", "stream": "gate_b", "frames": 40, "occupied_frames": 10, "rates_fps": {"face": 15.0, "pose": 7.5}},
+        {"record_type": "camera_rates", "stream": "gate_b", "frames": 40, "occupied_frames": 30, "rates_fps": {"face": 30.0, "pose": 15.0}},
+    ]
+    (tmp_path / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "triggers.jsonl").write_text(json.dumps({"stream": "gate_a", "reason": "camera_gaze", "message": "TRIG"}) + "\n")
+    text = summarize(tmp_path, tmp_path / "trace.jsonl")
+    assert "  gate_a: 100 frames fused, 98 with every extractor (98%), 0 shed, 0 lost, 1 trigger" in text.splitlines()
+    assert (
+        "  gate_b: 40 frames fused, 40 with every extractor (100%), 2 shed, 5 lost, 0 triggers; "
+        "occupied 75% of its frames, rates face 30, pose 15 fps"
+    ) in text.splitlines()
