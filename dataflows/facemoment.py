@@ -199,7 +199,11 @@ def record_in(specs: List[StreamSpec], cfg: Config, flow: Dataflow) -> Optional[
     recorded = [spec for spec in specs if spec.record is not None]
     if not recorded:
         return None
-    sources = {spec.stream_id: build_source(record_spec(spec), cfg, shares=1) for spec in recorded}
+    sources: Dict[str, Source] = {spec.stream_id: build_source(record_spec(spec), cfg, shares=1) for spec in recorded}
+    if len(sources) > 1:
+        # One input, so the full streams spread over the workers as whole cameras do
+        # (the same sorted names: with every camera recorded, each beside its detect stream).
+        sources = {"cameras": CameraSet(sources)}
     return frames_in("record_in", flow, sources, kind="record")
 
 
