@@ -113,3 +113,14 @@ def test_the_summary_has_a_line_per_camera_from_the_trace(tmp_path):
         "  gate_b: 40 frames fused, 40 with every extractor (100%), 2 shed, 5 lost, 0 triggers; "
         "occupied 75% of its frames, rates face 30, pose 15 fps"
     ) in text.splitlines()
+
+
+def test_a_detect_stream_beside_a_file_is_refused_at_start(tmp_path):
+    from facemoment.runtime import preflight
+
+    cfg = load_config(env={}, settings={
+        "cameras.a.source": "sample", "cameras.a.detect": "tcp://127.0.0.1:5556",
+        "output.output_dir": str(tmp_path), "output.trig_address": "none",
+    })
+    with pytest.raises(ConfigError, match="camera 'a': a detect stream and the camera's source must both be live"):
+        preflight.check(cfg)

@@ -265,6 +265,12 @@ def check(cfg: Config) -> None:
     for camera in cameras(cfg):
         check_source(camera.analysed)
         if camera.record:
+            live = ("zmq", "fifo", "camera", "url")
+            if source_kind(camera.analysed) not in live or source_kind(camera.record) not in live:
+                raise StartupError(
+                    f"camera {camera.stream_id!r}: a detect stream and the camera's source must both be live "
+                    f"(tcp://..., a FIFO, a camera or a URL); a file is analysed and cut as it is"
+                )
             check_source(camera.record)
     check_output(cfg)
     check_obs(cfg)
