@@ -89,9 +89,9 @@ def record_spec(spec: StreamSpec) -> StreamSpec:
 
 
 def whole_cameras(specs: List[StreamSpec], cfg: Config) -> bool:
-    """More cameras than workers: each camera is read whole by one worker (its frames
-    and its observations stay there) instead of in shares on every worker."""
-    return cfg.source.shares == 0 and len(specs) > cluster.total_workers()
+    """More cameras than workers (`source.shares`, or the run's workers): each camera is
+    read whole by one worker (its frames stay there) instead of in shares on every worker."""
+    return len(specs) > (cfg.source.shares or cluster.total_workers())
 
 
 def stream_shares(spec: StreamSpec, cfg: Config, whole: bool = False) -> int:

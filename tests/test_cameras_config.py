@@ -124,3 +124,74 @@ def test_a_detect_stream_beside_a_file_is_refused_at_start(tmp_path):
     })
     with pytest.raises(ConfigError, match="camera 'a': a detect stream and the camera's source must both be live"):
         preflight.check(cfg)
+
+
+# --- each camera's own settings reach the flow ------------------------------------
+
+
+def _two_rated_cameras() -> Config:
+    return load_config(env={}, settings={
+        "extract.extractors": ["face", "pose"], "extract.deadline_ms": 0.0,
+        "cameras.fast.source": "sample", "cameras.fast.detect_width": 320,
+        "cameras.slow.source": "sample", "cameras.slow.every": ["pose=2"],
+    })
+
+
+def test_each_camera_is_read_at_its_own_detect_width():
+    from dataflows.facemoment import read_ahead
+    from connectors.sources import stream_specs
+    from operators.extraction.orchestrator import SharedOrchestrator
+
+    cfg = _two_rated_cameras()
+    wrapped = read_ahead(stream_specs(cfg), cfg, SharedOrchestrator(cfg))
+    assert (wrapped["fast"].detect_width, wrapped["slow"].detect_width) == (320, cfg.extract.detect_width)
+
+
+def test_each_camera_runs_grouped_and_carries_by_its_own_rates():
+    import numpy as np
+
+    from facemoment.core.records import FrameCarry
+    from facemoment.core.types import Frame, FrameObservations, FramePresence, Observation
+    from operators.align import FrameGrouper
+    from operators.extraction.orchestrator import Orchestrator
+    from operators.fusion_step import Fuser
+
+    cfg = _two_rated_cameras()
+    calls = []
+
+    class Counting:
+        def __init__(self, name):
+            self.name = name
+
+        def extract(self, frame):
+            calls.append((frame.stream_id, self.name, frame.frame_id))
+            return Observation(self.name, frame.stream_id, frame.frame_id, frame.t_src_ns)
+
+        def close(self):
+            pass
+
+    orch = Orchestrator(cfg, lambda name, _cfg: Counting(name))
+    try:
+        frames = [Frame(cam, i, i * 33_333_333, np.zeros((4, 4, 3), np.uint8)) for cam in ("fast", "slow") for i in range(4)]
+        out = orch.run(frames)
+    finally:
+        orch.close()
+    pose = sorted((s, i) for s, name, i in calls if name == "pose")
+    assert pose == [("fast", 0), ("fast", 1), ("fast", 2), ("fast", 3), ("slow", 0), ("slow", 2)]
+
+    grouper = FrameGrouper(cfg.extract.extractors, 100.0, rates=stream_rates(cfg))
+    fused = []
+    for cam in ("fast", "slow"):
+        items = [o for o in out if isinstance(o, (Observation, FramePresence)) and o.stream_id == cam]
+        fused += [fo for fo in grouper((0, items)) if isinstance(fo, FrameObservations)]
+    assert [(fo.stream_id, fo.frame_id, fo.missing, fo.not_due) for fo in fused] == [
+        ("fast", i, (), ()) for i in range(4)] + [("slow", i, (), () if i % 2 == 0 else ("pose",)) for i in range(4)]
+
+    fuser = Fuser(cfg)
+    states = {}
+    carries = []
+    for fo in fused:
+        states[fo.stream_id], records = fuser(states.get(fo.stream_id), fo)
+        carries += [(r.stream, r.frame_id, r.from_frame_id) for r in records if isinstance(r, FrameCarry)]
+    assert carries == [("slow", 1, 0), ("slow", 3, 2)]  # only the rated camera carries pose
+    assert all("pose" in fo.observations for fo in fused)
