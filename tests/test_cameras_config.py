@@ -195,3 +195,12 @@ def test_each_camera_runs_grouped_and_carries_by_its_own_rates():
         carries += [(r.stream, r.frame_id, r.from_frame_id) for r in records if isinstance(r, FrameCarry)]
     assert carries == [("slow", 1, 0), ("slow", 3, 2)]  # only the rated camera carries pose
     assert all("pose" in fo.observations for fo in fused)
+
+
+def test_a_command_naming_its_source_runs_that_camera_alone(tmp_path):
+    from facemoment.tools.debug_view import debug_config
+
+    cfg = _load(tmp_path, TABLE)
+    looked = debug_config(cfg, "sample", tmp_path, None)
+    assert [(c.stream_id, c.source) for c in cameras(looked)] == [("cam0", "sample")]
+    assert [c.stream_id for c in cameras(cfg)] == ["gate_a", "b"]  # the caller's configuration is left alone

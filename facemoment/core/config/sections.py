@@ -59,6 +59,7 @@ class SourceConfig:
     realtime: bool = setting(False)
     # Partitions per stream, split by frame id, so every worker extracts its own
     # frames without receiving pixels from another (0: one per worker of the run).
+    # With more cameras than that, each camera is one partition (whole cameras spread).
     shares: int = setting(0, low=0, high=1024)
     # Sample file sources at this rate (None: every frame).
     fps: Optional[float] = setting(None, low=0, low_open=True, high=1000)
