@@ -8,7 +8,7 @@ partitions.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, operator
@@ -33,6 +33,38 @@ class StartingSource(FixedPartitionedSource[Any, Any]):
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[Any]) -> StatefulSourcePartition:
         self.on_start()
         return self.inner.build_part(step_id, for_part, resume_state)
+
+
+class CameraSet(FixedPartitionedSource[Any, Any]):
+    """Several cameras' sources as one input whose partitions are theirs.
+
+    Bytewax assigns one input's partitions to workers round-robin over their sorted
+    names, while each input of its own puts a single partition on the first worker.
+    So with more cameras than workers, one input over all cameras (one partition
+    each) spreads whole cameras over the workers.
+    """
+
+    def __init__(self, sources: Mapping[str, FixedPartitionedSource]):
+        self.sources = dict(sources)
+        self._owners: Optional[Dict[str, FixedPartitionedSource]] = None
+
+    def owners(self) -> Dict[str, FixedPartitionedSource]:
+        """Partition name -> the camera source that builds it (listed when the run starts)."""
+        if self._owners is None:
+            owners: Dict[str, FixedPartitionedSource] = {}
+            for stream_id, source in self.sources.items():
+                for part in source.list_parts():
+                    if part in owners:
+                        raise ValueError(f"partition {part!r} of {stream_id!r} is named twice")
+                    owners[part] = source
+            self._owners = owners
+        return self._owners
+
+    def list_parts(self) -> List[str]:
+        return list(self.owners())
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[Any]) -> StatefulSourcePartition:
+        return self.owners()[for_part].build_part(step_id, for_part, resume_state)
 
 
 def _count_frame(_step_id: str, frame: Frame) -> None:

@@ -29,12 +29,13 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from connectors.frames_in import frames_in
+from connectors.frames_in import CameraSet, frames_in
 from connectors.obs_source import ObsSource
-from connectors.sources import StreamSpec, build_source, stream_shares, stream_specs
+from connectors.sources import StreamSpec, build_source, camera_shares, record_spec, stream_specs, whole_cameras
 from dataflows.outputs import publish_obs, send_trig, write_clips, write_observations, write_trace, write_triggers
 from facemoment.core.config import Config, ConfigError, obs_input
 from facemoment.core.records import Record
+from facemoment.core.streams import ItemsAndRecords
 from facemoment.core.types import Extracted, Frame, Trigger
 from facemoment.runtime import preflight, shutdown, startup
 from operators.align import align
@@ -81,9 +82,10 @@ def build_flow(
     cfg = _deadline_for(cfg, live)
     lanes = orchestrator or SharedOrchestrator(cfg, live=live)
 
-    frames = frames_in("frames_in", flow, read_ahead(specs, cfg, lanes), _on_start(cfg, start), count_frames=bool(cfg.output.metrics_port))
+    shares = camera_shares(specs, cfg)
+    frames = frames_in("frames_in", flow, camera_inputs(specs, cfg, lanes), _on_start(cfg, start), count_frames=bool(cfg.output.metrics_port))
     extracted = extract("extract", frames.items, lanes)
-    aligned = align("align", extracted.items, cfg, live, {spec.stream_id: stream_shares(spec, cfg) for spec in specs})
+    aligned = align("align", extracted.items, cfg, live, shares)
     fused = fuse("fuse", aligned.items, cfg, taps.on_fused)
     records = [frames.records, extracted.records, aligned.records, fused.records]
     if cfg.output.trig_address:
@@ -93,7 +95,10 @@ def build_flow(
         records.append(timed.records)
     write_triggers("triggers_out", fused.items, cfg, stills=bool(cfg.output.clips))
     if cfg.output.clips:
-        write_clips("clips_out", fused.items, frames.items, cfg, specs)
+        recorded = record_in(specs, cfg, flow)
+        if recorded is not None:
+            records.append(recorded.records)
+        write_clips("clips_out", fused.items, frames.items, cfg, specs, recorded.items if recorded is not None else None)
     if cfg.output.observations:
         write_observations("observations_out", extracted.items, cfg)
     if cfg.output.obs_address:
@@ -138,7 +143,7 @@ def build_extract_flow(cfg: Config, start: bool = False) -> Dataflow:
     flow = Dataflow("facemoment_extract")
     specs = stream_specs(cfg)
     lanes = SharedOrchestrator(cfg, live=any(spec.is_live for spec in specs))
-    frames = frames_in("frames_in", flow, read_ahead(specs, cfg, lanes), _on_start(cfg, start))
+    frames = frames_in("frames_in", flow, camera_inputs(specs, cfg, lanes), _on_start(cfg, start))
     extracted = extract("extract", frames.items, lanes)
     publish_obs("obs_out", extracted.items, cfg)
     write_trace("trace_out", cfg, frames.records, extracted.records)
@@ -178,8 +183,35 @@ def _outputs(
     write_trace("trace_out", cfg, *records)
 
 
-def read_ahead(specs: List[StreamSpec], cfg: Config, lanes: SharedOrchestrator) -> Dict[str, Source]:
-    """Each stream's frame source, wrapped so that extraction starts as frames are read."""
+def camera_inputs(specs: List[StreamSpec], cfg: Config, lanes: SharedOrchestrator) -> Dict[str, Source]:
+    """The flow's frame inputs: one per camera, split into shares over the workers; or,
+    with more cameras than workers, one input whose partitions are whole cameras, so
+    Bytewax spreads the cameras over the workers (connectors/frames_in.py, CameraSet)."""
+    sources = read_ahead(specs, cfg, lanes, camera_shares(specs, cfg))
+    if whole_cameras(specs, cfg):
+        return {"cameras": CameraSet(sources)}
+    return sources
+
+
+def record_in(specs: List[StreamSpec], cfg: Config, flow: Dataflow) -> Optional[ItemsAndRecords[Frame]]:
+    """The full streams of the cameras analysed on a separate detect stream: their
+    frames feed the live clips only (None when no camera has one)."""
+    recorded = [spec for spec in specs if spec.record is not None]
+    if not recorded:
+        return None
+    sources: Dict[str, Source] = {spec.stream_id: build_source(record_spec(spec), cfg, shares=1) for spec in recorded}
+    if len(sources) > 1:
+        # One input, so the full streams spread over the workers as whole cameras do
+        # (the same sorted names: with every camera recorded, each beside its detect stream).
+        sources = {"cameras": CameraSet(sources)}
+    return frames_in("record_in", flow, sources, kind="record")
+
+
+def read_ahead(
+    specs: List[StreamSpec], cfg: Config, lanes: SharedOrchestrator, shares: Optional[Dict[str, int]] = None
+) -> Dict[str, Source]:
+    """Each stream's frame source, wrapped so that extraction starts as frames are read
+    (`shares`: each stream's number of shares; default: `stream_shares`)."""
     sources: Dict[str, Source] = {}
     for spec in specs:
         # A live source buffers (and drops by its strategy) what extraction cannot take;
@@ -189,9 +221,9 @@ def read_ahead(specs: List[StreamSpec], cfg: Config, lanes: SharedOrchestrator) 
         else:
             depth = 8
         stop = shutdown.STOP if spec.rereads else None  # live sources watch it themselves
-        sources[spec.stream_id] = ReadAhead(
-            build_source(spec, cfg), lanes, depth, stop, rereads=spec.rereads, detect_width=cfg.extract.detect_width
-        )
+        width = cfg.extract.detect_width if spec.detect_width is None else spec.detect_width
+        source = build_source(spec, cfg, None if shares is None else shares[spec.stream_id])
+        sources[spec.stream_id] = ReadAhead(source, lanes, depth, stop, rereads=spec.rereads, detect_width=width)
     return sources
 
 

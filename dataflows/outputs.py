@@ -59,13 +59,23 @@ def write_clips(
     frames: Optional[Stream[Frame]],
     cfg: Config,
     specs: List[StreamSpec],
+    recorded: Optional[Stream[Frame]] = None,
 ) -> None:
-    """Clips (and best stills): cut from files, or encoded from live frames kept in a ring."""
+    """Clips (and best stills): cut from files, or encoded from live frames kept in a ring.
+
+    `recorded`: the full frames of the cameras analysed on a separate detect stream
+    (StreamSpec.record); their clips are encoded from these, not from the frames analysed.
+    """
     items = [triggers]
-    live_ids = {spec.stream_id for spec in specs if spec.is_live}
+    live_ids = {spec.stream_id for spec in specs if spec.is_live and spec.record is None}
     if live_ids and frames is not None:
         # Live frames are kept (encoded) for clips; files are re-read instead.
         live_frames = op.filter("live_frames", frames, lambda f: f.stream_id in live_ids)
+        if recorded is not None:
+            live_frames = op.merge("clip_frames", live_frames, recorded)
+    else:
+        live_frames = recorded
+    if live_frames is not None:
         encoded = op.map("encode", live_frames, functools.partial(encode_frame, quality=cfg.output.jpeg_quality))
         items.append(op.key_on("key_encoded", encoded, lambda e: e.stream_id))
     sink = ClipSink(

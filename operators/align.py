@@ -19,7 +19,8 @@ from bytewax.dataflow import Stream, operator
 from bytewax.operators.windowing import UTC_MAX, UTC_MIN, Clock, ClockLogic, TumblingWindower, collect_window
 
 from facemoment.core.config import Config
-from facemoment.core.config.rates import Rate, extractor_rates, is_due
+from facemoment.core.config.cameras import StreamRates, stream_rates
+from facemoment.core.config.rates import Rate, is_due
 from facemoment.core.records import Level, SyncDelay
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import Extracted, FrameObservations, FramePresence, Observation
@@ -236,8 +237,9 @@ def make_windower(window_ms: float) -> TumblingWindower:
 class FrameGrouper:
     """Splits a closed window's observations into frames, in event-time order.
 
-    An extractor with a declared rate (`rates`, name -> Rate) is expected only on the
-    frames it is due on; on the others it is not missing but `not_due`.
+    An extractor with a declared rate (`rates`, name -> Rate, or a `StreamRates` with
+    each camera's own) is expected only on the frames it is due on; on the others it
+    is not missing but `not_due`.
     """
 
     def __init__(
@@ -245,10 +247,10 @@ class FrameGrouper:
         expected: Sequence[str],
         window_ms: float,
         trace_level: str = "normal",
-        rates: Optional[Mapping[str, Rate]] = None,
+        rates: Optional[Union[Mapping[str, Rate], StreamRates]] = None,
     ):
         self.expected = tuple(expected)
-        self.rates = dict(rates or {})
+        self.rates = rates if isinstance(rates, StreamRates) else StreamRates(dict(rates or {}))
         self.window_ns = int(window_ms * 1e6)
         self.trace = Level.parse(trace_level) >= SyncDelay.LEVEL
 
@@ -268,7 +270,7 @@ class FrameGrouper:
             if isinstance(presence, FramePresence) and presence.scheduled is not None:
                 due = [name for name in self.expected if name in presence.scheduled]  # the budget's choice
             else:
-                due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(name))]
+                due = [name for name in self.expected if is_due(first.frame_id, self.rates.get(first.stream_id, name))]
             missing = tuple(name for name in due if name not in observations)
             not_due = tuple(name for name in self.expected if name not in due and name not in observations)
             extract_wall_ns = max((obs.extract_wall_ns for obs in group), default=0)
@@ -338,7 +340,7 @@ def align(
         make_clock(cfg.align.allowed_lateness_ms, live, cfg.align.idle_flush_ms, inputs),
         make_windower(cfg.align.window_ms),
     )
-    grouper = FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace, extractor_rates(cfg.extract))
+    grouper = FrameGrouper(cfg.extract.extractors, cfg.align.window_ms, cfg.output.trace, stream_rates(cfg))
     grouped = split_keyed_records("split", op.flat_map_value("group_frames", windows.down, grouper))
     late = op.map("late", windows.late, functools.partial(_late_value, cfg.align.window_ms))
     return ItemsAndRecords(grouped.items, op.merge("records", grouped.records, late))

@@ -12,7 +12,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream
 
 from facemoment.core.config import Config
-from facemoment.core.config.rates import extractor_rates
+from facemoment.core.config.cameras import stream_rates
 from facemoment.core.records import FpsSummary, FrameCarry, Timing
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, Observation, TraceRecord, Trigger
@@ -56,7 +56,8 @@ class Fuser:
         self.on_fused = on_fused
         self.rules = FusionRules(cfg.fusion, cfg.output.trace)
         self.timing = self.rules.level >= Timing.LEVEL
-        self.rates = extractor_rates(cfg.extract)
+        # Declared rates per camera (its own `every`, or extract.every).
+        self.rates = stream_rates(cfg)
         # With a budget, any extractor may skip a frame: its last result is kept for carrying.
         self.budgeted = cfg.budget.mode != "off"
         self.max_carry_ns = int(cfg.budget.max_carry_s * 1e9)
@@ -116,13 +117,14 @@ class Fuser:
         extractor's rate (its frame was dropped or missed) is not carried: the
         extractor counts as missing on this frame.
         """
+        rates = self.rates.of(fo.stream_id)
         for name, obs in fo.observations.items():
-            if name in self.rates or self.budgeted:
+            if name in rates or self.budgeted:
                 state.last_fresh[name] = obs
         records: List[FrameCarry] = []
         missing = list(fo.missing)
         for name in fo.not_due:
-            rate = self.rates.get(name)
+            rate = rates.get(name)
             last = state.last_fresh.get(name)
             if rate is not None and not rate.due(fo.frame_id):
                 # Not due by its declared rate: a result from within the rate.

@@ -21,8 +21,10 @@ def diagram_steps(text: str) -> List[str]:
 
 def flow_steps(tmp_path: Path) -> List[str]:
     """The top-level steps of the flow with every output on."""
-    cfg = load_config(env={}, presets=["batch"])
-    cfg.source.source = "sample"
+    # A camera analysed on its detect stream brings the input of its full stream.
+    cfg = load_config(env={}, presets=["batch"], settings={
+        "cameras.cam0.source": "tcp://127.0.0.1:1", "cameras.cam0.detect": "tcp://127.0.0.1:2", "cameras.cam1.source": "sample",
+    })
     cfg.output.output_dir = str(tmp_path)
     cfg.output.observations = True
     cfg.output.obs_address = "tcp://127.0.0.1:1"  # only built, never bound here

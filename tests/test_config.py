@@ -184,10 +184,15 @@ def test_every_setting_declares_its_rule_and_admits_its_default():
             else:
                 yield f
 
+    from facemoment.core.config.sections import TABLES
+
     cfg = Config()
     for f in fields(cfg):
-        if f.name != "preset":
+        if f.name != "preset" and f.name not in TABLES:
             assert "rule" in f.metadata, f.name  # declared with setting(...), nowhere else
+    for entry in TABLES.values():  # a table's entries: sections declared the same way
+        for f in fields(entry()):
+            assert "rule" in f.metadata, f.name
     validate(cfg)  # the defaults pass
     for name in PRESETS:
         validate(load_config(env={"FACEMOMENT_PRESET": name}))
@@ -216,7 +221,7 @@ def test_the_configuration_modules_import_one_way():
 
     import facemoment.core.config as package
 
-    order = ["errors", "rules", "sections", "rates", "validation", "aliases", "assign", "presets", "loading", "writing"]
+    order = ["errors", "rules", "sections", "rates", "cameras", "validation", "aliases", "assign", "presets", "loading", "writing"]
     folder = Path(package.__file__).parent
     assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(order)
     for index, name in enumerate(order):

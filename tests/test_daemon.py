@@ -347,3 +347,31 @@ def test_visualbase_spelling_daemon_source_pub_address(video: Path, capsys: pyte
     assert (both.source_arg, both.address) == (str(video), "tcp://*:6000")
     ours = build_parser().parse_args(["daemon", "--source", str(video), "--address", "tcp://*:6000"])
     assert (ours.source, ours.address) == (str(video), "tcp://*:6000")
+
+
+def test_a_detect_stream_carries_every_frame_scaled_with_the_same_id_and_timestamp(
+    video: Path, reference: List[np.ndarray], context: zmq.Context
+) -> None:
+    from conftest import free_port
+
+    from facemoment.formats.scaling import detect_image
+
+    detect_address = f"tcp://127.0.0.1:{free_port()}"
+    daemon = DaemonThread(
+        source=str(video), address="tcp://127.0.0.1:*", wait_subscribers=1, wait_timeout_s=10,
+        detect_address=detect_address, detect_width=16, lossless=True,
+    )
+    daemon.start()
+    full = raw_subscriber(context, daemon.endpoint)
+    detect = raw_subscriber(context, detect_address)
+    full_messages = receive(full, N_FRAMES)
+    detect_messages = receive(detect, N_FRAMES)
+    daemon.join()
+    assert len(full_messages) == len(detect_messages) == N_FRAMES
+    for index, (whole, small) in enumerate(zip(full_messages, detect_messages)):
+        full_header = struct.unpack("!QQIIB", whole[1])
+        detect_header = struct.unpack("!QQIIB", small[1])
+        assert full_header == (index, round(index * 1e9 / FPS), SIZE[0], SIZE[1], 3)
+        assert detect_header == (index, round(index * 1e9 / FPS), 16, 12, 3)  # same id and time, 16 px wide
+        assert small[2] == detect_image(reference[index], 16).tobytes()
+    assert "16 px wide to tcp://127.0.0.1:" in daemon.lines[-1]

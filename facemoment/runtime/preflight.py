@@ -19,7 +19,6 @@ Exit codes of a run (README, docs/architecture.md):
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import re
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Tuple
 
 from facemoment.core.addresses import UNIX_SCHEME, ZMQ_SCHEMES, parse_address
-from facemoment.core.config import Config, ConfigError, SourceConfig, load_config, obs_input, rule_of
+from facemoment.core.config import Config, ConfigError, cameras, load_config, obs_input
 from facemoment.formats.proxy_pipe import FIFO_SCHEME, fifo_path, is_fifo
 from facemoment.runtime import cluster
 from facemoment.runtime.exit_status import EXIT_INPUT_INCOMPLETE  # noqa: F401  (one table of codes)
@@ -39,8 +38,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STARTUP = 2
 
-# Every stream id (the main one and `source.extra`'s) follows source.stream_id's declaration.
-_STREAM_ID_RULE = rule_of(next(f for f in dataclasses.fields(SourceConfig) if f.name == "stream_id"))
 LIVE_PREFIXES = tuple(f"{scheme}://" for scheme in ZMQ_SCHEMES)
 
 
@@ -74,22 +71,8 @@ def source_kind(source: str) -> str:
 
 
 def configured_streams(cfg: Config) -> List[Tuple[str, str]]:
-    """(stream id, source) of the main stream and every `source.extra` "id=source" entry."""
-    streams = [(cfg.source.stream_id, cfg.source.source)]
-    for entry in cfg.source.extra:
-        stream_id, sep, source = entry.partition("=")
-        if not sep or not stream_id.strip() or not source.strip():
-            raise ConfigError(f"extra source {entry!r}: expected STREAM_ID=SOURCE")
-        streams.append((stream_id.strip(), source.strip()))
-    ids = [s for s, _ in streams]
-    if len(set(ids)) != len(ids):
-        raise ConfigError(f"stream ids must be unique, got {ids}")
-    for stream_id, _source in streams:
-        try:
-            _STREAM_ID_RULE.check_text("stream id", stream_id)
-        except ConfigError as exc:
-            raise StartupError(str(exc)) from None
-    return streams
+    """(stream id, source analysed) of every camera (core/config/cameras.py)."""
+    return [(camera.stream_id, camera.analysed) for camera in cameras(cfg)]
 
 
 def check_source(source: str) -> None:
@@ -279,8 +262,16 @@ def check_socket_folders(cfg: Config) -> None:
 
 def check(cfg: Config) -> None:
     """Every start-up check; raises :class:`ConfigError` with a one-line message."""
-    for _stream_id, source in configured_streams(cfg):
-        check_source(source)
+    for camera in cameras(cfg):
+        check_source(camera.analysed)
+        if camera.record:
+            live = ("zmq", "fifo", "camera", "url")
+            if source_kind(camera.analysed) not in live or source_kind(camera.record) not in live:
+                raise StartupError(
+                    f"camera {camera.stream_id!r}: a detect stream and the camera's source must both be live "
+                    f"(tcp://..., a FIFO, a camera or a URL); a file is analysed and cut as it is"
+                )
+            check_source(camera.record)
     check_output(cfg)
     check_obs(cfg)
     check_socket_folders(cfg)

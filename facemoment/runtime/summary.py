@@ -79,6 +79,7 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
             "frames the cascade skipped (face found nobody): "
             + ", ".join(f"{k} {v}" for k, v in cascaded.most_common())
         )
+    lines.extend(camera_lines(trace, triggers))
     lines.extend(why_lines(latest_tallies(trace), len(triggers)))
     lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")
     return "\n".join(lines)
@@ -95,3 +96,67 @@ def print_summary_at_exit(cfg: Config) -> None:
             print(summarize(out_dir, trace_path), file=sys.stderr, flush=True)
 
     atexit.register(_print)
+
+
+# Frames a source shed (its buffer full) and frames that never reached it.
+_SHED_REASONS = ("backpressure", "queue_full")
+_LOST_WHERE = ("wire", "while_down")
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.0f}%" if whole else "-"
+
+
+def camera_lines(trace: List[Dict[str, Any]], triggers: List[Dict[str, Any]]) -> List[str]:
+    """One line per camera: frames fused and how many had every extractor's result
+    (fresh or carried), frames shed and lost, triggers, and with the CPU budget its
+    share of occupied frames and its effective rates (the stream's last camera_rates)."""
+    fused: Dict[str, int] = {}
+    incomplete: Dict[str, set] = {}
+    shed: Counter = Counter()
+    lost: Counter = Counter()
+    rates: Dict[str, Dict[str, Any]] = {}
+    for r in trace:
+        kind, stream = r.get("record_type"), r.get("stream")
+        if not isinstance(stream, str):
+            continue
+        if kind == "gate_tally" and isinstance(r.get("frames"), int):
+            fused[stream] = max(fused.get(stream, 0), r["frames"])
+        elif kind == "fps_summary" and isinstance(r.get("frames_fused"), int):
+            fused[stream] = max(fused.get(stream, 0), r["frames_fused"])
+        elif kind == "sync_delay" and not r.get("late") and r.get("waiting_for"):
+            incomplete.setdefault(stream, set()).add(r.get("frame_id"))
+        elif kind == "frame_carry" and r.get("from_frame_id") is None:
+            incomplete.setdefault(stream, set()).add(r.get("frame_id"))
+        elif kind == "frame_drop":
+            count = r.get("dropped_count") or len(r.get("dropped_frame_ids") or []) or 1
+            if r.get("reason") == "timeout":
+                incomplete.setdefault(stream, set()).add(r.get("frame_id"))
+            elif r.get("where") in _LOST_WHERE:
+                lost[stream] += count
+            elif r.get("reason") in _SHED_REASONS:
+                shed[stream] += count
+        elif kind == "camera_rates":
+            rates[stream] = r  # the last one is the camera's latest schedule
+    fired = Counter(str(t.get("stream")) for t in triggers)
+    streams = sorted(set(fused) | set(shed) | set(lost) | set(rates) | set(fired))
+    if not streams:
+        return []
+    lines = ["cameras:"]
+    for stream in streams:
+        frames = fused.get(stream, 0)
+        complete = max(0, frames - len(incomplete.get(stream, ())))
+        n = fired[stream]
+        line = (
+            f"  {stream}: {frames} frames fused, {complete} with every extractor ({_share(complete, frames)}), "
+            f"{shed[stream]} shed, {lost[stream]} lost, {n} trigger{'' if n == 1 else 's'}"
+        )
+        last = rates.get(stream)
+        if last is not None:
+            fps = ", ".join(
+                f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                for k, v in sorted((last.get("rates_fps") or {}).items())
+            )
+            line += f"; occupied {_share(last.get('occupied_frames') or 0, last.get('frames') or 0)} of its frames, rates {fps or 'none'} fps"
+        lines.append(line)
+    return lines

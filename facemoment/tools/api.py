@@ -151,6 +151,7 @@ class MomentDetector:
 
         cfg = copy.deepcopy(self.config)
         cfg.source.source = source
+        cfg.cameras.clear()  # the source named here is the camera
         if idle_timeout_s is not None:
             cfg.source.idle_timeout_s = idle_timeout_s
         cfg.source.shares = 1

@@ -76,12 +76,13 @@ def cmd_process(args: argparse.Namespace) -> int:
     settings.update(option_settings(args, output_dir="output.output_dir", output="output.trace_path"))
     if args.fps:
         settings["source.fps"] = args.fps
-    return _run_flow(command_config(args, settings, args.preset), args.workers, ui=args)
+    return _run_flow(_named_camera(command_config(args, settings, args.preset)), args.workers, ui=args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = option_settings(args, source="source.source", output_dir="output.output_dir")
-    return _run_flow(command_config(args, settings), args.workers, ui=args)
+    cfg = command_config(args, settings)
+    return _run_flow(_named_camera(cfg) if getattr(args, "source", None) else cfg, args.workers, ui=args)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -96,7 +97,13 @@ def cmd_attach(args: argparse.Namespace) -> int:
         trig_address="output.trig_address",
         idle_timeout="source.idle_timeout_s",
     )
-    return _run_flow(command_config(args, settings, args.preset), args.workers, ui=args)
+    return _run_flow(_named_camera(command_config(args, settings, args.preset)), args.workers, ui=args)
+
+
+def _named_camera(cfg: Config) -> Config:
+    """The command names its camera: a configuration file's cameras table steps aside."""
+    cfg.cameras.clear()
+    return cfg
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -19,6 +19,10 @@ not lose its first frames to ZeroMQ's slow-joiner window.
 
 ``run_daemon`` paces frames by their timestamps against a monotonic clock
 (frame k is due at ``start + (t_k - t_0)``), so timing errors do not accumulate.
+
+With ``detect_address`` (``--detect``) every frame is also published scaled to
+``detect_width`` on a second socket, with the same id and timestamp: a camera's
+detect stream, analysed beside the full one its clips are cut from.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import zmq
 
 from connectors.sources import open_reader, stream_spec
 from facemoment.core.config import ConfigError, load_config
+from facemoment.formats.scaling import detect_image
 from facemoment.formats.wire import FRAME_TOPIC, pack_frame
 from facemoment.runtime.subscriptions import SubscriberCount
 
@@ -188,6 +193,8 @@ class DaemonSummary:
     address: str
     lossless: bool = False
     frames_waited: int = 0
+    detect_address: Optional[str] = None
+    detect_width: int = 0
 
     def line(self) -> str:
         rate = self.frames_sent / self.duration_s if self.duration_s > 0 else 0.0
@@ -195,9 +202,10 @@ class DaemonSummary:
             detail = f"{self.frames_waited} waited for a slow subscriber, {self.frames_dropped} given up at the stop"
         else:
             detail = "a slow subscriber misses frames on its own"
+        detect = f", and {self.detect_width} px wide to {self.detect_address}" if self.detect_address else ""
         return (
             f"daemon: sent {self.frames_sent} frames ({detail}), "
-            f"{self.duration_s:.1f} s ({rate:.1f} fps) from {self.source} to {self.address}"
+            f"{self.duration_s:.1f} s ({rate:.1f} fps) from {self.source} to {self.address}{detect}"
         )
 
 
@@ -213,30 +221,44 @@ def run_daemon(
     wait_timeout_s: Optional[float] = None,
     on_bound: Optional[Callable[[str], None]] = None,
     lossless: bool = False,
+    detect_address: Optional[str] = None,
+    detect_width: int = 640,
+    on_detect_bound: Optional[Callable[[str], None]] = None,
 ) -> DaemonSummary:
     """Publish ``source`` until it is exhausted, ``max_frames`` were sent or ``stop_event`` is set.
 
     Files are paced at their own rate (or sampled down to ``fps``); live sources
     deliver at capture pace.  ``on_bound`` receives the bound endpoint (useful with
-    a ``*`` port).  Returns the summary it also logs as one line.
+    a ``*`` port).  ``detect_address``: also publish every frame at ``detect_width``
+    there (``on_detect_bound`` receives that endpoint).  Returns the summary it also
+    logs as one line.
     """
     stop = stop_event or threading.Event()
     # The same resolution of a source as the dataflow's (connectors/sources.py).
     reader = open_reader(stream_spec("daemon", source), fps, loop=loop)
     started = time.monotonic()
     publisher: Optional[FramePublisher] = None
+    detect: Optional[FramePublisher] = None
     interrupted = False
     try:
         publisher = FramePublisher(address, wait_subscribers=wait_subscribers, lossless=lossless)
         if on_bound is not None:
             on_bound(publisher.endpoint)
-        if wait_subscribers:
-            log(f"daemon: waiting for {wait_subscribers} subscriber(s) on {publisher.endpoint}")
-            if not publisher.wait_for_subscribers(wait_timeout_s):
-                log(f"daemon: only {publisher.subscribers} subscriber(s) after {wait_timeout_s} s; publishing anyway")
+        if detect_address:
+            detect = FramePublisher(detect_address, wait_subscribers=wait_subscribers, lossless=lossless)
+            if on_detect_bound is not None:
+                on_detect_bound(detect.endpoint)
+        for pub in (publisher, detect):
+            if wait_subscribers and pub is not None:
+                log(f"daemon: waiting for {wait_subscribers} subscriber(s) on {pub.endpoint}")
+                if not pub.wait_for_subscribers(wait_timeout_s):
+                    log(f"daemon: only {pub.subscribers} subscriber(s) after {wait_timeout_s} s; publishing anyway")
         started = time.monotonic()
         attempts = 0
         for frame_id, t_ns, image in paced_frames(reader, stop, max_frames):
+            if detect is not None:
+                # The detect copy first: an analysis never waits on a frame its clip has.
+                detect.publish(frame_id, t_ns, detect_image(image, detect_width), stop)
             publisher.publish(frame_id, t_ns, image, stop)
             attempts += 1
     except KeyboardInterrupt:
@@ -249,7 +271,13 @@ def run_daemon(
         endpoint = publisher.endpoint if publisher else address
         if publisher is not None:
             publisher.close()
-    summary = DaemonSummary(sent, dropped, time.monotonic() - started, source, endpoint, lossless, waited)
+        detect_endpoint = detect.endpoint if detect is not None else detect_address
+        if detect is not None:
+            detect.close()
+    summary = DaemonSummary(
+        sent, dropped, time.monotonic() - started, source, endpoint, lossless, waited,
+        detect_endpoint, detect_width if detect_address else 0,
+    )
     log(summary.line())
     if interrupted:
         raise KeyboardInterrupt
@@ -284,6 +312,14 @@ def add_daemon_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         action="store_true",
         help="never drop a frame for any subscriber: wait for the slowest one (default: a slow subscriber misses frames alone)",
     )
+    parser.add_argument(
+        "--detect", default=None, metavar="ADDRESS",
+        help="also publish every frame scaled to --detect-width on this address (same ids and timestamps): a detect stream",
+    )
+    parser.add_argument(
+        "--detect-width", type=int, default=640, metavar="PX",
+        help="width of the detect stream's frames (default 640; narrower frames go as they are)",
+    )
     return parser
 
 
@@ -301,7 +337,13 @@ def daemon_main(args: argparse.Namespace) -> int:
     """Run the daemon from parsed CLI arguments; returns the exit code."""
     try:
         # The options as settings: checked by their declarations like every run's.
-        cfg = load_config(env={}, settings={"source.source": daemon_source(args), "source.fps": args.fps})
+        detect_width = getattr(args, "detect_width", 640)
+        cfg = load_config(
+            env={},
+            settings={"source.source": daemon_source(args), "source.fps": args.fps, "extract.detect_width": detect_width},
+        )
+        if getattr(args, "detect", None) and cfg.extract.detect_width <= 0:
+            raise ValueError(f"--detect-width {detect_width}: a detect stream needs a width of at least one pixel")
         run_daemon(
             cfg.source.source,
             args.address,
@@ -310,6 +352,8 @@ def daemon_main(args: argparse.Namespace) -> int:
             wait_subscribers=args.wait_subscribers,
             max_frames=args.max_frames,
             lossless=getattr(args, "lossless", False),
+            detect_address=getattr(args, "detect", None),
+            detect_width=cfg.extract.detect_width,
         )
     except (FileNotFoundError, ValueError, ConfigError) as exc:
         print(f"facemoment daemon: {exc}", file=sys.stderr)

@@ -159,6 +159,7 @@ def debug_config(cfg: Config, source: str, work_dir: Path, idle_timeout_s: Optio
     no clips; the flow's own files go to `work_dir`."""
     cfg = copy.deepcopy(cfg)
     cfg.source.source = source
+    cfg.cameras.clear()  # the source named here is the camera
     cfg.source.shares = 1
     if source.startswith(("tcp://", "ipc://")) and idle_timeout_s is not None:
         cfg.source.idle_timeout_s = idle_timeout_s

@@ -35,7 +35,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from facemoment.core.config import Config
-from facemoment.core.config.rates import extractor_rates, is_due
+from facemoment.core.config.cameras import stream_rates
+from facemoment.core.config.rates import is_due
 from facemoment.core.records import CameraRates, FrameDrop, FrameExtract, FrameSkip, Level, ModelsReady, Timing
 from facemoment.core.streams import ItemsAndRecords, split_records
 from facemoment.core.types import Extracted, Frame, FramePresence, Observation, TraceRecord
@@ -101,7 +102,8 @@ class Orchestrator:
         self._budget_records: List[CameraRates] = []
         self.deadline_ns = int(cfg.extract.deadline_ms * 1e6) if cfg.extract.deadline_ms > 0 else None
         self.trace = Level.parse(cfg.output.trace) >= Level.NORMAL
-        self.rates = extractor_rates(cfg.extract)
+        # Declared rates per camera (its own `every`, or extract.every).
+        self.rates = stream_rates(cfg)
         self.cascade = bool(cfg.extract.cascade)
         self.lanes: Dict[str, Lane] = {
             name: Lane(name, (lambda n=name: factory(n, cfg))) for name in cfg.extract.extractors
@@ -124,7 +126,7 @@ class Orchestrator:
         start = time.perf_counter_ns()
         deadline = start + self.deadline_ns if self.deadline_ns is not None else None
         depths = {name: lane.depth for name, lane in self.lanes.items()}
-        names = [name for name in self.lanes if is_due(frame.frame_id, self.rates.get(name))]
+        names = [name for name in self.lanes if is_due(frame.frame_id, self.rates.get(frame.stream_id, name))]
         if self.budget is not None:
             planned, records = self.budget.plan(frame, names, max(depths.values(), default=0))
             names = list(planned)

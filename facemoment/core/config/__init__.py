@@ -6,6 +6,8 @@ The modules import one way, each only from those above it:
 - ``rules``: how a setting declares its range, choices or grammar;
 - ``sections``: every setting with its default and rule, once;
 - ``rates``: the declared extractor rates (``extract.every``);
+- ``cameras``: the run's cameras (a ``[cameras.NAME]`` table, or ``source.source`` and
+  ``source.extra``) and their rates per stream;
 - ``validation``: a configuration checked against the declarations;
 - ``aliases``: the frame-counted fusion settings of the previous release, in seconds;
 - ``assign``: setting fields by path from text or TOML values;
@@ -23,6 +25,7 @@ from facemoment.core.config.sections import (
     TRIG_TIMINGS,
     AlignConfig,
     BudgetConfig,
+    CameraConfig,
     Config,
     ExtractConfig,
     FusionConfig,
@@ -33,6 +36,7 @@ from facemoment.core.config.sections import (
     obs_input,
 )
 from facemoment.core.config.rates import Rate, extractor_rates, is_due
+from facemoment.core.config.cameras import Camera, StreamRates, cameras, stream_rates
 from facemoment.core.config.validation import validate
 from facemoment.core.config.assign import apply_mapping
 from facemoment.core.config.presets import PRESETS, apply_preset
@@ -43,7 +47,7 @@ from facemoment.core.config.writing import as_dict, to_toml, write_config
 __all__ = [
     "ConfigError", "Rule", "rule_of", "setting",
     "DROP_STRATEGIES", "KNOWN_EXTRACTORS", "KNOWN_REASONS", "TRIG_TIMINGS",
-    "AlignConfig", "BudgetConfig", "Config", "ExtractConfig", "FusionConfig", "GateConfig", "OutputConfig",
+    "AlignConfig", "BudgetConfig", "CameraConfig", "Camera", "StreamRates", "cameras", "stream_rates", "Config", "ExtractConfig", "FusionConfig", "GateConfig", "OutputConfig",
     "QualityConfig", "SourceConfig", "obs_input",
     "Rate", "extractor_rates", "is_due", "validate", "apply_mapping", "PRESETS", "apply_preset",
     "ENV_NAMES", "apply_settings", "load_config", "read_file", "to_toml", "write_config", "as_dict",

@@ -7,16 +7,35 @@ from typing import Any, List, Mapping, get_args, get_origin, get_type_hints
 
 from facemoment.core.config.errors import ConfigError
 from facemoment.core.config.aliases import FRAME_ALIASES, from_frames
-from facemoment.core.config.sections import Config
+from facemoment.core.config.sections import TABLES, Config, check_table_key
 
 
 def section_of(cfg: Config, path: str) -> Any:
-    """The section object at a dotted path ("fusion.gate")."""
+    """The section object at a dotted path ("fusion.gate", "cameras.gate_a").
+
+    In a table of sections (`TABLES`) the part after the table's name is an entry's
+    key; a key not there yet gets a new section with its defaults.
+    """
     obj: Any = cfg
-    for part in path.split("."):
+    parts = path.split(".")
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if obj is cfg and part in TABLES:
+            if i + 1 >= len(parts):
+                raise ConfigError(f"settings of {part!r} sit in a named entry, e.g. [{part}.NAME]")
+            key = parts[i + 1]
+            check_table_key(part, key)
+            table = getattr(cfg, part)
+            if key not in table:
+                table[key] = TABLES[part]()
+            obj = table[key]
+            i += 2
+            continue
         if not hasattr(obj, part) or not dataclasses.is_dataclass(getattr(obj, part)):
             raise ConfigError(f"unknown configuration section {path!r}")
         obj = getattr(obj, part)
+        i += 1
     return obj
 
 
@@ -78,6 +97,9 @@ def apply_mapping(cfg: Config, data: Mapping[str, Any], where: str, prefix: str 
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else key
         if isinstance(value, Mapping):
+            if prefix in TABLES:
+                check_table_key(prefix, key)  # before it joins a dotted path
+                section_of(cfg, path)  # an entry with no setting of its own still exists
             apply_mapping(cfg, value, where, path)
             continue
         if not prefix:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional
 
 from facemoment.core.config.errors import ConfigError
 from facemoment.core.config.sections import KNOWN_EXTRACTORS, ExtractConfig
@@ -26,13 +26,18 @@ class Rate:
 
 
 def extractor_rates(ext: ExtractConfig) -> Dict[str, Rate]:
-    """`extract.every` as {extractor: Rate} for the extractors that skip frames (N > 1).
+    """`extract.every` as {extractor: Rate} for the extractors that skip frames (N > 1)."""
+    return every_rates(ext.every)
+
+
+def every_rates(every: Iterable[str], where: str = "extract.every") -> Dict[str, Rate]:
+    """Rate entries as {extractor: Rate} for the extractors that skip frames (N > 1).
 
     An entry is ``NAME=N`` (frames with ``frame_id % N == 0``) or ``NAME=N@K``
     (frames with ``frame_id % N == K``, ``0 <= K < N``).
     """
     rates: Dict[str, Rate] = {}
-    for entry in ext.every:
+    for entry in every:
         name, sep, value = str(entry).partition("=")
         name = name.strip()
         every_text, at, phase_text = value.partition("@")
@@ -43,7 +48,7 @@ def extractor_rates(ext: ExtractConfig) -> Dict[str, Rate]:
             rate = phase = -1
         if not sep or name not in KNOWN_EXTRACTORS or rate < 1 or not 0 <= phase < max(rate, 1):
             raise ConfigError(
-                f"extract.every entry {entry!r}: expected NAME=N or NAME=N@K with NAME one of "
+                f"{where} entry {entry!r}: expected NAME=N or NAME=N@K with NAME one of "
                 f"{', '.join(KNOWN_EXTRACTORS)}, N a whole number >= 1 and 0 <= K < N"
             )
         if rate > 1:

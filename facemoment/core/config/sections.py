@@ -8,9 +8,11 @@ defaults or checks of their own for the same settings.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from facemoment.core.config.errors import ConfigError
 from facemoment.core.config.rules import (
     STREAM_ID,
     STREAM_ID_GRAMMAR,
@@ -57,6 +59,7 @@ class SourceConfig:
     realtime: bool = setting(False)
     # Partitions per stream, split by frame id, so every worker extracts its own
     # frames without receiving pixels from another (0: one per worker of the run).
+    # With more cameras than that, each camera is one partition (whole cameras spread).
     shares: int = setting(0, low=0, high=1024)
     # Sample file sources at this rate (None: every frame).
     fps: Optional[float] = setting(None, low=0, low_open=True, high=1000)
@@ -282,6 +285,23 @@ class OutputConfig:
 
 
 @dataclass
+class CameraConfig:
+    """One camera of a `[cameras.NAME]` table (cameras.py resolves it)."""
+
+    # Its frames: tcp://host:port (a visualbase publisher), a video file, a recording,
+    # a camera index, a FIFO or "sample". With `detect` set, the full stream clips are cut from.
+    source: str = setting("")
+    # Its id in triggers, clips and traces (empty: the table key).
+    stream_id: str = setting("", pattern=f"(?:{STREAM_ID})?", grammar=STREAM_ID_GRAMMAR, max_len=STREAM_ID_MAX)
+    # A second, low-resolution stream of the same frames (same ids and timestamps):
+    # analysed instead of `source`, whose full frames feed the live clips.
+    detect: Optional[str] = setting(None)
+    # This camera's extract.detect_width and extract.every (unset: the extract section's).
+    detect_width: Optional[int] = setting(None, low=0, high=16384)
+    every: Optional[List[str]] = setting(None, max_len=64)
+
+
+@dataclass
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -290,5 +310,17 @@ class Config:
     align: AlignConfig = field(default_factory=AlignConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    # The cameras by name ([cameras.NAME] tables); empty: source.source is the camera.
+    cameras: Dict[str, CameraConfig] = field(default_factory=dict)
     # The presets applied, in order (presets.py).
     preset: List[str] = field(default_factory=list)
+
+
+# Settings that are tables of sections keyed by a name: their section type.
+TABLES = {"cameras": CameraConfig}
+
+
+def check_table_key(table: str, key: str) -> None:
+    """A table entry's name: a stream id's grammar (it is the camera's default id)."""
+    if not key or len(key) > STREAM_ID_MAX or not re.fullmatch(STREAM_ID, key):
+        raise ConfigError(f"[{table}.{key[:80]}]: the name must be {STREAM_ID_GRAMMAR} (at most {STREAM_ID_MAX})")

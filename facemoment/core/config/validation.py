@@ -10,7 +10,8 @@ from facemoment.core.addresses import AddressError, parse_address
 from facemoment.core.config.errors import ConfigError
 from facemoment.core.config.rates import extractor_rates
 from facemoment.core.config.rules import MAX_ITEMS, Rule, rule_of
-from facemoment.core.config.sections import Config, obs_input
+from facemoment.core.config.cameras import cameras, stream_rates
+from facemoment.core.config.sections import TABLES, Config, check_table_key, obs_input
 
 
 def check_value(where: str, value: Any, hint: Any, rule: Rule) -> None:
@@ -61,10 +62,17 @@ def check_fields(section: Any, path: str) -> None:
 def validate(cfg: Config) -> Config:
     """The configuration, checked; raises ConfigError with one line naming the setting."""
     check_fields(cfg, "")
+    for table in TABLES:
+        for key, entry in getattr(cfg, table).items():
+            check_table_key(table, key)
+            check_fields(entry, f"{table}.{key}")
     ext = cfg.extract
     if ext.pose_backend == "yolo" and not ext.pose_model:
         raise ConfigError("pose backend yolo needs extract.pose_model (FACEMOMENT__EXTRACT__POSE_MODEL=/path/yolov8n-pose.onnx)")
     extractor_rates(ext)  # raises on a malformed entry
+    if cfg.cameras:
+        cameras(cfg)  # ids unique and well formed, every camera with a source
+        stream_rates(cfg)  # each camera's own rates
     _check_addresses(cfg)
     return cfg
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-from facemoment.core.config.sections import Config
+from facemoment.core.config.sections import TABLES, Config
 
 # How an unset (None) setting is written: the loader reads it back as None.
 NONE_TEXT = "none"
@@ -54,6 +54,9 @@ def to_toml(cfg: Config) -> str:
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             _table(value, f.name, lines)
+        elif f.name in TABLES:
+            for key, entry in value.items():
+                _table(entry, f"{f.name}.{key}", lines)
     return "\n".join(lines)
 
 
