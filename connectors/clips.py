@@ -239,6 +239,9 @@ class ClipSink(FixedPartitionedSink[ClipItem, ClipState]):
         return self._clips_dir
 
     def list_parts(self) -> List[str]:
+        # Listed when the flow starts running; a partition is built only for its first
+        # item. The folder the run summary points at exists from the start, triggers or not.
+        self._clips_dir.mkdir(parents=True, exist_ok=True)
         return list(self._parts)
 
     def part_fn(self, item_key: str) -> int:
