@@ -15,7 +15,7 @@ import pytest
 
 from facemoment.tools.daemon import run_daemon
 
-from conftest import PYTHON, REPO, free_port, wait_until
+from conftest import LOSSLESS_LIVE, PYTHON, REPO, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -131,11 +131,12 @@ LAYOUTS = {"two_workers": [["-w", "2"]], "two_processes": [["-i", "0"], ["-i", "
 def test_a_signal_drains_a_live_run_with_several_workers(layout, sig, flow_env, tmp_path):
     port = free_port()
     out = tmp_path / "out"
-    # Lossless and deadline-free: the daemon waits for a slow subscriber, the batch
-    # preset has no extraction deadline; only the source buffer's byte bound can drop.
+    # Lossless and deadline-free: the daemon waits for a slow subscriber, extraction
+    # has no deadline, alignment calls nothing late; only the source buffer's byte
+    # bound can drop (with a record).
     env = {**flow_env, "FACEMOMENT_SOURCE": f"tcp://127.0.0.1:{port}", "FACEMOMENT_OUTPUT_DIR": str(out),
-           "FACEMOMENT_TRIG_ADDRESS": "none", "FACEMOMENT_PRESET": "batch",
-           "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality", "FACEMOMENT__OUTPUT__CLIPS": "false"}
+           "FACEMOMENT_TRIG_ADDRESS": "none", "FACEMOMENT__EXTRACT__EXTRACTORS": "face,quality",
+           "FACEMOMENT__OUTPUT__CLIPS": "false", **LOSSLESS_LIVE}
     runs = LAYOUTS[layout]
     if len(runs) > 1:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in runs)
