@@ -87,7 +87,8 @@ def run_env(flow_env: Dict[str, str], source: Any, out: Path, **settings: str) -
 
 
 # Live runs whose results must not depend on the machine's speed: no extraction
-# deadline, no bound on the source buffer's frame count, and alignment that never
+# deadline, a source buffer that holds the whole sample (360 frames, 330 MB) however
+# far extraction falls behind, and alignment that never
 # calls an observation late or closes a window on system time (the stream's end
 # closes the last ones). With a lossless publisher, every frame is then fused with
 # every extractor's result however busy the cores are; tests assert accounting and
@@ -95,6 +96,7 @@ def run_env(flow_env: Dict[str, str], source: Any, out: Path, **settings: str) -
 LOSSLESS_LIVE = {
     "FACEMOMENT__EXTRACT__DEADLINE_MS": "0",
     "FACEMOMENT__SOURCE__BUFFER_FRAMES": "0",
+    "FACEMOMENT__SOURCE__BUFFER_MAX_MB": "1024",
     "FACEMOMENT__ALIGN__ALLOWED_LATENESS_MS": "3600000",
     "FACEMOMENT__ALIGN__IDLE_FLUSH_MS": "3600000",
 }

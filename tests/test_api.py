@@ -99,7 +99,7 @@ def test_iterator_on_a_live_stream_stops_when_the_loop_is_left(tmp_path: Path):
         # not depend on how busy the machine is.
         detector = MomentDetector(
             output_dir=tmp_path / "live", clips=False, extractors=["face", "quality"],
-            extract={"deadline_ms": 0}, source={"buffer_frames": 0},
+            extract={"deadline_ms": 0}, source={"buffer_frames": 0, "buffer_max_mb": 1024},
             align={"allowed_lateness_ms": 3_600_000, "idle_flush_ms": 3_600_000},
         )
         first = None

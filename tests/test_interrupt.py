@@ -48,7 +48,7 @@ def test_sigint_flushes_outputs_and_pending_clips(flow_env, tmp_path):
             time.sleep(0.05)  # polling for the first trigger, bounded by the deadline
         assert triggers.exists() and triggers.read_text().strip(), "no trigger to interrupt after"
         flow.send_signal(signal.SIGINT)  # the trigger's post-roll (2 s) has not passed yet
-        output = flow.communicate(timeout=120)[0]
+        output = flow.communicate(timeout=600)[0]  # a bound for a hung run
     finally:
         stop.set()
         daemon.join(30)
@@ -103,7 +103,7 @@ def test_a_signal_stops_the_input_of_a_file_run(entry, sig, flow_env, tmp_path):
             time.sleep(0.02)  # polling the trace for the first processed frame, bounded by the deadline
         assert _extracted(trace) > 0, "no frame processed to interrupt after"
         flow.send_signal(sig)
-        output = flow.communicate(timeout=120)[0]
+        output = flow.communicate(timeout=600)[0]  # a bound for a hung run
     finally:
         if flow.poll() is None:
             flow.kill()
@@ -158,7 +158,7 @@ def test_a_signal_drains_a_live_run_with_several_workers(layout, sig, flow_env, 
         assert _fused(trace) >= 10, "no frame fused to interrupt after"
         for proc in procs:  # as Ctrl-C in a terminal or a stop of the containers does
             proc.send_signal(sig)
-        outputs = [proc.communicate(timeout=180) for proc in procs]
+        outputs = [proc.communicate(timeout=600) for proc in procs]  # a bound for a hung run
     finally:
         stop.set()
         daemon.join(30)
