@@ -85,6 +85,7 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         self._in_flight: Dict[str, Tuple[Trigger, Future]] = {}
         self._claimed: Set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"clips-{stream_id}")
+        self._encoding = media.Background()  # idle priority until the input ends
         self.results: List[ClipResult] = []
         for trigger in state.pending:
             self._on_trigger(trigger)
@@ -145,23 +146,23 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
                 f"(buffer holds {len(self.ring)} frames)"
             )
         jpegs = [f.jpeg for f in frames]
-        fps = self.fps
+        fps, encoding = self.fps, self._encoding
 
         def produce(tmp: Path) -> None:
-            media.encode_jpeg_sequence(jpegs, tmp, fps)
+            media.encode_jpeg_sequence(jpegs, tmp, fps, background=encoding)
 
         return produce
 
     def _from_recording(self, trigger: Trigger) -> Callable[[Path], None]:
         # A recording keeps every frame: clips come from the file, so they can be
         # cut again after a restart, like clips of a video file.
-        path, stream_id, fps = str(self.source.path), self.stream_id, self.fps
+        path, stream_id, fps, encoding = str(self.source.path), self.stream_id, self.fps, self._encoding
 
         def produce(tmp: Path) -> None:
             frames = recorded_frames(path, stream_id, trigger.t_start_ns, trigger.t_end_ns, fps)
             if not frames:
                 raise media.MediaError(f"{path} has no frames in [{trigger.t_start_ns}, {trigger.t_end_ns}] ns")
-            media.encode_jpeg_sequence([f.jpeg for f in frames], tmp, fps)
+            media.encode_jpeg_sequence([f.jpeg for f in frames], tmp, fps, background=encoding)
 
         return produce
 
@@ -200,7 +201,10 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         return ClipState(pending=unfinished + list(self._pending), done=list(self._done))
 
     def close(self) -> None:
-        # End of stream: pending triggers get whatever the buffer holds.
+        # End of stream: nothing left for the encoder to yield to (other load on the
+        # machine must not hold the end of the run), and pending triggers get whatever
+        # the buffer holds.
+        self._encoding.lift()
         pending, self._pending = self._pending, []
         for trigger in pending:
             self._submit(trigger, self._from_ring(trigger), ring=True)
@@ -239,6 +243,9 @@ class ClipSink(FixedPartitionedSink[ClipItem, ClipState]):
         return self._clips_dir
 
     def list_parts(self) -> List[str]:
+        # Listed when the flow starts running; a partition is built only for its first
+        # item. The folder the run summary points at exists from the start, triggers or not.
+        self._clips_dir.mkdir(parents=True, exist_ok=True)
         return list(self._parts)
 
     def part_fn(self, item_key: str) -> int:

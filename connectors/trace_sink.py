@@ -16,6 +16,7 @@ from connectors.appending import append_whole
 from facemoment.core.records import Level, ObservationRecord, TraceDegraded, as_dict, wanted
 from facemoment.core.types import Observation, TraceRecord
 from facemoment.formats.obs import format_obs
+from facemoment.runtime import output_losses
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class _JsonlPartition(StatefulSinkPartition[TraceRecord, int]):
         self.lost += count
         self.lost_total += count
         self._error = f"{type(error).__name__}: {error}"
+        output_losses.note_trace_loss(str(self._file.name), self.lost_total, self._error)
 
     def snapshot(self) -> int:
         return self._file.tell()

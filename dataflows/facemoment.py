@@ -37,7 +37,7 @@ from facemoment.core.config import Config, ConfigError, obs_input
 from facemoment.core.records import Record
 from facemoment.core.streams import ItemsAndRecords
 from facemoment.core.types import Extracted, Frame, Trigger
-from facemoment.runtime import preflight, shutdown, startup
+from facemoment.runtime import cluster, preflight, shutdown, startup
 from operators.align import align
 from operators.extraction.orchestrator import SharedOrchestrator, extract
 from operators.extraction.read_ahead import ReadAhead
@@ -246,5 +246,10 @@ def __getattr__(name: str) -> Dataflow:
     # or tool imports this module. Building it starts nothing; see runtime/startup.py.
     if name == "flow":
         value = globals()["flow"] = build_flow(preflight.startup_config(), start=True)
+        if cluster.inside_bytewax_run():
+            # bytewax.run looks `flow` up on its main thread, the one thread that can
+            # install the draining Ctrl-C/SIGTERM handler; the workers run on other
+            # threads when there are several (runtime/shutdown.py).
+            shutdown.install_sigint_handler()
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -86,6 +86,22 @@ def run_env(flow_env: Dict[str, str], source: Any, out: Path, **settings: str) -
     }
 
 
+# Live runs whose results must not depend on the machine's speed: no extraction
+# deadline, a source buffer that holds the whole sample (360 frames, 330 MB) however
+# far extraction falls behind, and alignment that never
+# calls an observation late or closes a window on system time (the stream's end
+# closes the last ones). With a lossless publisher, every frame is then fused with
+# every extractor's result however busy the cores are; tests assert accounting and
+# trigger equality, never completeness that depends on CPU.
+LOSSLESS_LIVE = {
+    "FACEMOMENT__EXTRACT__DEADLINE_MS": "0",
+    "FACEMOMENT__SOURCE__BUFFER_FRAMES": "0",
+    "FACEMOMENT__SOURCE__BUFFER_MAX_MB": "1024",
+    "FACEMOMENT__ALIGN__ALLOWED_LATENESS_MS": "3600000",
+    "FACEMOMENT__ALIGN__IDLE_FLUSH_MS": "3600000",
+}
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll a real condition until it holds or `timeout` passes; its last value."""
     deadline = time.monotonic() + timeout

@@ -91,11 +91,17 @@ def test_iterator_on_a_live_stream_stops_when_the_loop_is_left(tmp_path: Path):
     port = free_port()
     daemon = sp.Popen(
         [sys.executable, "-m", "facemoment", "daemon", "--source", "sample", "--address", f"tcp://127.0.0.1:{port}",
-         "--fps", "30", "--loop", "--wait-subscribers", "1"],
+         "--fps", "30", "--loop", "--wait-subscribers", "1", "--lossless"],
         cwd=REPO, env=_flow_env(), stdout=sp.DEVNULL, stderr=sp.DEVNULL,
     )
     try:
-        detector = MomentDetector(output_dir=tmp_path / "live", clips=False, extractors=["face", "quality"])
+        # Lossless and deadline-free (as conftest.LOSSLESS_LIVE): what fires first does
+        # not depend on how busy the machine is.
+        detector = MomentDetector(
+            output_dir=tmp_path / "live", clips=False, extractors=["face", "quality"],
+            extract={"deadline_ms": 0}, source={"buffer_frames": 0, "buffer_max_mb": 1024},
+            align={"allowed_lateness_ms": 3_600_000, "idle_flush_ms": 3_600_000},
+        )
         first = None
         for trigger in detector.triggers(f"tcp://127.0.0.1:{port}", idle_timeout_s=30):
             first = trigger

@@ -354,3 +354,56 @@ def test_clip_encoding_runs_only_on_cpu_time_nothing_else_wants():
     assert int(child.stdout) == os.SCHED_IDLE
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(plain.stdout) != os.SCHED_IDLE
+
+
+def test_background_encodes_get_normal_priority_once_the_input_ended(tmp_path):
+    """Other load on the machine must not hold the end of a run: once the clip sink's
+    input ended, a running encode and later ones leave idle priority."""
+    import os
+    import threading
+
+    from facemoment.formats import media
+
+    from conftest import wait_until
+
+    if os.geteuid() != 0:
+        pytest.skip("raising a child's priority out of SCHED_IDLE needs the privilege to")
+    encoding = media.Background()
+    seen = {}
+
+    def started(pid: int) -> None:
+        seen["policy"] = os.sched_getscheduler(pid)
+        media.Background.started(encoding, pid)
+
+    encoding.started = started
+    failure = []
+    # An encode that runs until it is killed: ffmpeg's own test source, never ending.
+    runner = threading.Thread(target=lambda: failure.append(_run_or_error(media, encoding, tmp_path)))
+    runner.start()
+    try:
+        assert wait_until(lambda: encoding._pids, 30)
+        (pid,) = encoding._pids
+        assert seen["policy"] == os.SCHED_IDLE
+        encoding.lift()
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    finally:
+        for pid in list(encoding._pids):
+            os.kill(pid, 9)
+        runner.join(30)
+    assert failure and "ffmpeg failed" in failure[0]
+    # Started after the lift: normal priority from the start.
+    code = media.Background()
+    code.lift()
+    after = {}
+    code.started = lambda pid: after.setdefault("policy", os.sched_getscheduler(pid))
+    media.run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=32x32:rate=5", "-t", "0.2", "-f", "null", "-"],
+                     background=code)
+    assert after["policy"] == os.SCHED_OTHER
+
+
+def _run_or_error(media, encoding, tmp_path) -> str:
+    try:
+        media.run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=64x64:rate=25", "-f", "null", "-"], background=encoding)
+    except media.MediaError as exc:
+        return str(exc)
+    return ""

@@ -29,3 +29,9 @@ def test_environment_fills_in_what_the_command_line_leaves_out():
     assert cluster.process_index(argv, env) == 1
     assert cluster.recovery_directory(argv, env) == "/env-rec"
     assert cluster.total_workers([RUN, "m"], {}) == 1 and cluster.process_index([RUN, "m"], {}) == 0
+
+
+def test_a_bytewax_run_process_is_recognised_by_its_command_line():
+    assert cluster.inside_bytewax_run([RUN, "dataflows.facemoment", "-w", "2"])
+    assert not cluster.inside_bytewax_run(["/venv/bin/facemoment", "run"])
+    assert not cluster.inside_bytewax_run(["-c"])

@@ -12,8 +12,9 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set, Union
 
 # Generous: a clip or the sample takes seconds; this only stops a hung process.
 DEFAULT_TIMEOUT_S = 300.0
@@ -49,39 +50,85 @@ def _tail(text: str, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
+class Background:
+    """Background encodes of one owner (a clip sink): at idle CPU priority while its
+    input runs, so they never take extraction's cores. Once the input has ended there
+    is nothing left to yield to: `lift()` turns the running encodes and later ones back
+    to normal priority, so other load on the machine cannot hold the end of the run
+    (where the OS lets a process raise a child's priority; otherwise they stay idle)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lifted = False
+        self._pids: Set[int] = set()
+
+    @property
+    def lifted(self) -> bool:
+        return self._lifted
+
+    def lift(self) -> None:
+        with self._lock:
+            self._lifted = True
+            pids = list(self._pids)
+        for pid in pids:
+            _normal_priority(pid)
+
+    def started(self, pid: int) -> None:
+        with self._lock:
+            self._pids.add(pid)
+            lifted = self._lifted
+        if lifted:  # lifted while this one was starting at idle priority
+            _normal_priority(pid)
+
+    def ended(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+
 def run_ffmpeg(
     args: Sequence[str],
     *,
     input_bytes: Optional[bytes] = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     check: bool = True,
-    background: bool = False,
+    background: Union[bool, Background] = False,
 ) -> subprocess.CompletedProcess:
     """Run ffmpeg with `args` (without the binary); stderr is captured as text.
 
     `background` runs it on one thread at low CPU priority: clips are cut while
-    extraction keeps up with a live stream, and must not take its cores.
+    extraction keeps up with a live stream, and must not take its cores. A
+    `Background` says when that is over (`Background.lift`).
     """
     # -nostdin keeps ffmpeg from reading the terminal when it gets no piped input.
     stdin_flag = ["-nostdin"] if input_bytes is None else []
     cmd = [ffmpeg_exe(), "-hide_banner", *stdin_flag, *args]
+    owner = background if isinstance(background, Background) else None
     if background:
         cmd[1:1] = ["-threads", "1"]
+    lower = bool(background) and not (owner is not None and owner.lifted)
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             cmd,
-            preexec_fn=_lower_priority if background else None,
-            input=input_bytes,
+            preexec_fn=_lower_priority if lower else None,
+            stdin=subprocess.PIPE if input_bytes is not None else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            timeout=timeout_s,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise MediaError(f"ffmpeg did not finish within {timeout_s:.0f} s: {' '.join(cmd)}") from exc
     except OSError as exc:
         raise MediaError(f"cannot run ffmpeg ({cmd[0]}): {exc}") from exc
-    stderr = proc.stderr.decode("utf-8", "replace")
-    result = subprocess.CompletedProcess(cmd, proc.returncode, proc.stdout, stderr)
+    if owner is not None:
+        owner.started(proc.pid)
+    try:
+        stdout, stderr_bytes = proc.communicate(input_bytes, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
+        raise MediaError(f"ffmpeg did not finish within {timeout_s:.0f} s: {' '.join(cmd)}") from exc
+    finally:
+        if owner is not None:
+            owner.ended(proc.pid)
+    stderr = stderr_bytes.decode("utf-8", "replace")
+    result = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise MediaError(f"ffmpeg failed (exit {proc.returncode}): {_tail(stderr)}")
     return result
@@ -99,6 +146,14 @@ def _lower_priority() -> None:
         os.nice(19)
     except OSError:
         pass
+
+
+def _normal_priority(pid: int) -> None:
+    try:
+        os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, pid, 0)
+    except (AttributeError, OSError):
+        pass  # not allowed, or it ended meanwhile: it finishes at the priority it has
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,8 +279,10 @@ def encode_jpeg_sequence(
     fps: float,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    background: Union[bool, Background] = True,
 ) -> None:
-    """Encode JPEG images, one per output frame at `fps`, into an mp4 file."""
+    """Encode JPEG images, one per output frame at `fps`, into an mp4 file (in the
+    background by default, see `run_ffmpeg`)."""
     if not jpegs:
         raise MediaError("no frames to encode")
     run_ffmpeg(
@@ -247,5 +304,5 @@ def encode_jpeg_sequence(
         ],
         input_bytes=b"".join(jpegs),
         timeout_s=timeout_s,
-        background=True,
+        background=background,
     )

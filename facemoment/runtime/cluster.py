@@ -20,6 +20,11 @@ def _bytewax_run_args(argv: Optional[List[str]] = None) -> Optional[List[str]]:
     return argv[1:]
 
 
+def inside_bytewax_run(argv: Optional[List[str]] = None) -> bool:
+    """Whether this process is a `python -m bytewax.run` process."""
+    return _bytewax_run_args(argv) is not None
+
+
 def _option(args: List[str], short: str, long: str) -> Optional[str]:
     for i, arg in enumerate(args):
         if arg in (short, long) and i + 1 < len(args):

@@ -6,9 +6,10 @@ the `facemoment` command (calls it before the run, then the flow's call finds it
 Importing the dataflow module starts nothing.
 
 What `start` does, in order: the start-up checks, the native log filter, logging,
-the allocator setting for frames, the Ctrl-C handler (first interrupt drains, second
-aborts; only from the main thread, so a multi-worker `bytewax.run` keeps Bytewax's
-own abort), the summary at exit, the Prometheus endpoint and the terminal sync view.
+the allocator setting for frames, the Ctrl-C/SIGTERM handler (first signal drains,
+second aborts; only the main thread can install it, so under `bytewax.run`, whose
+workers may run on other threads, the flow's lookup installs it: dataflows/facemoment.py),
+the summary at exit, the Prometheus endpoint and the terminal sync view.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def start(cfg: Config, checks: Iterable[Callable[[], None]] = ()) -> Handles:
         exit_status.exit_with_status_at_exit()  # registered first: runs after the summary
         handles = Handles(cfg, sigint_handler=shutdown.install_sigint_handler())
         if not handles.sigint_handler:
-            log.info("Ctrl-C aborts this run (the draining handler needs the main thread)")
+            log.info("Ctrl-C aborts this run (the draining handler is installed from the main thread only)")
         if cfg.output.summary:
             print_summary_at_exit(cfg)
             handles.summary_at_exit = True

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from facemoment.core.config import Config
-from facemoment.runtime import cluster
+from facemoment.runtime import cluster, output_losses
 from facemoment.runtime.why import latest_tallies, why_lines
 
 
@@ -60,7 +60,12 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
         lines.append(f"  {t.get('message')}")
     if sends:
         lines.append("TRIG sends: " + ", ".join(f"{k} {v}" for k, v in sorted(sends.items())))
-    lines.append(f"clips: {len(ok_clips)} written, {len(clips) - len(ok_clips)} failed -> {out_dir / 'clips'}")
+    clips_dir = out_dir / "clips"
+    if clips_dir.is_dir():  # the clip sink makes it when the run starts
+        lines.append(f"clips: {len(ok_clips)} written, {len(clips) - len(ok_clips)} failed -> {clips_dir}")
+    else:
+        lines.append("clips: off")
+    lines.extend(trace_loss_lines(trace, output_losses.trace_losses()))
     if drops:
         lines.append("dropped frames: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
     if partial:
@@ -81,8 +86,27 @@ def summarize(out_dir: Path, trace_path: Path) -> str:
         )
     lines.extend(camera_lines(trace, triggers))
     lines.extend(why_lines(latest_tallies(trace), len(triggers)))
-    lines.append(f"outputs: {out_dir / 'triggers.jsonl'}, {trace_path}")
+    written = [path for path in (out_dir / "triggers.jsonl", trace_path) if path.exists()]
+    lines.append("outputs: " + (", ".join(str(path) for path in written) or "none"))
     return "\n".join(lines)
+
+
+def trace_loss_lines(trace: List[Dict[str, Any]], losses: Dict[str, output_losses.TraceLoss]) -> List[str]:
+    """One line per trace file that lost records: from its `trace_degraded` records and
+    from this process's sink (which knows of losses no later write could record)."""
+    lost: Dict[str, output_losses.TraceLoss] = {}
+    for r in trace:
+        if r.get("record_type") == "trace_degraded" and isinstance(r.get("lost_total"), int):
+            path = str(r.get("path"))
+            if path not in lost or r["lost_total"] >= lost[path].lost_total:
+                lost[path] = output_losses.TraceLoss(r["lost_total"], str(r.get("error")))
+    for path, loss in losses.items():
+        if path not in lost or loss.lost_total >= lost[path].lost_total:
+            lost[path] = loss
+    return [
+        f"trace degraded: {loss.lost_total} records lost to failed writes ({loss.error}) -> {path}"
+        for path, loss in sorted(lost.items())
+    ]
 
 
 def print_summary_at_exit(cfg: Config) -> None:
@@ -94,6 +118,9 @@ def print_summary_at_exit(cfg: Config) -> None:
     def _print() -> None:
         if cluster.process_index() == 0:
             print(summarize(out_dir, trace_path), file=sys.stderr, flush=True)
+        else:  # the trace's sink may run here; the first process cannot know what it lost
+            for line in trace_loss_lines([], output_losses.trace_losses()):
+                print(line, file=sys.stderr, flush=True)
 
     atexit.register(_print)
 
