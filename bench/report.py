@@ -218,7 +218,8 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
         f"- load average (1, 5, 15 min) before: {_cell(cams.get('load_before'))}, after: {_cell(cams.get('load_after'))}",
         f"- offline references (batch preset, every extractor on every frame, from the camera's video file): "
         f"{_cell(cams.get('references'))} triggers",
-        "- complete: fused with every extractor's result, fresh or carried within its rate; shed: backpressure "
+        "- complete: fused with every extractor's result, fresh or carried within its rate, + frames complete but "
+        "for pose and hands, which the budget does not run while the camera is empty; shed: backpressure "
         "drops; triggers: matched / offline (+ extra), same reason and t_start within 100 ms; decision p99: from the "
         "frame's send to the TRIG decision (trig_release); CPU: cores per camera-second",
         "",
@@ -227,7 +228,8 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
     for name, layout in (cams.get("layouts") or {}).items():
         for stream, c in layout["per_camera"].items():
             t = c["triggers"]
-            rows.append((name, stream, c["kind"], f"{c['fused_complete']}/{c['frames_sent']}", c["shed"],
+            rows.append((name, stream, c["kind"], f"{c['fused_complete']} + {c['unscheduled_empty']} = "
+                         f"{c['fused_complete_or_empty']}/{c['frames_sent']}", c["shed"],
                          c["late_frames_not_fused"], c["unaccounted"], f"{t['matched']}/{t['offline']}", t["missed"],
                          t["extra"], c["decision_p99_ms"], c.get("cpu_cores"),
                          f"{c['budget']['occupied_frames']}/{c['budget']['frames']}", c["budget"]["max_level"]))

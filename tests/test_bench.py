@@ -564,6 +564,8 @@ def test_camera_summary_counts_one_stream_and_explains_a_missed_trigger_by_the_b
     cam1 = camera_accounting.camera_summary(trace, rows, "cam1", reference, publisher)
     assert (cam0["fused"], cam0["fused_complete"], cam0["shed"], cam0["unaccounted"]) == (10, 9, 0, 0)
     assert (cam1["fused"], cam1["shed"], cam1["unaccounted"]) == (8, 2, 0)
+    # Frame 5's pose had nothing to carry while the camera was occupied (pose rate 15): incomplete.
+    assert (cam0["fused_complete_or_empty"], cam0["unscheduled_empty"]) == (9, 0)
     assert cam0["triggers"]["matched"] == 1 and cam0["triggers"]["missed"] == 1
     (explained,) = cam0["missed_explained"]
     assert explained["lowered_by_load"] and explained["max_level"] == 2
@@ -577,6 +579,21 @@ def test_camera_summary_counts_one_stream_and_explains_a_missed_trigger_by_the_b
     split = camera_accounting.split_cpu(10.0, weights, {"cam0": 10, "cam1": 10}, fixed_share=0.5)
     assert sum(split.values()) == pytest.approx(10.0)
     assert split["cam0"] > split["cam1"] > 2.5
+
+
+def test_complete_frames_count_pose_and_hands_not_scheduled_on_an_empty_camera():
+    records = [{"record_type": "timing", "component": "fusion_process", "stream": "c", "frame_id": i} for i in range(4)]
+    records += [
+        dict(_rates("c", 0.0, 0, False, 1), rates_fps={"face": 15.0, "quality": 15.0, "pose": 0.0, "gesture": 0.0}),
+        dict(_rates("c", 0.1, 0, True, 3), frame_id=2, rates_fps={"face": 30.0, "quality": 30.0, "pose": 15.0,
+                                                                   "gesture": 15.0}),
+    ]
+    for fid in (0, 1, 2):
+        records.append({"record_type": "frame_carry", "stream": "c", "frame_id": fid, "source": "pose",
+                        "from_frame_id": None, "every": 2})
+    records.append({"record_type": "frame_drop", "stream": "c", "frame_id": 3, "reason": "timeout",
+                    "extractors": ["face"]})
+    assert camera_accounting.complete_frames(records) == {"complete": 0, "unscheduled_empty": 2, "incomplete": 2}
 
 
 def test_camera_corpus_is_deterministic_and_the_empty_scene_moves():
@@ -633,8 +650,9 @@ def test_camera_publisher_sends_every_frame_of_its_video_in_order(tmp_path):
 
 
 def _camera(kind, occupied, complete=360, shed=0, matched=2, offline=2, extra=0, p99=400.0, cpu=0.3, missed=()):
-    return {"kind": kind, "occupied_kind": occupied, "frames_sent": 360, "fused": 360, "fused_complete": complete,
-            "fused_complete_share": round(complete / 360, 4), "shed": shed, "late_frames_not_fused": 0,
+    return {"kind": kind, "occupied_kind": occupied, "frames_sent": 360, "fused": 360, "fused_complete": complete - 5,
+            "fused_complete_share": round((complete - 5) / 360, 4), "unscheduled_empty": 5,
+            "fused_complete_or_empty": complete, "fused_complete_or_empty_share": round(complete / 360, 4), "shed": shed, "late_frames_not_fused": 0,
             "partial_frames_timeout": 0, "not_carried_by_extractor": {}, "unaccounted": 0, "publisher_dropped": 0,
             "triggers": {"offline": offline, "live": matched + extra, "matched": matched, "missed": offline - matched,
                          "extra": extra, "max_diff_ms": 10.0, "missed_triggers": [], "extra_triggers": []},
@@ -681,6 +699,6 @@ def test_camera_targets_and_their_section_in_results_md():
     text = report.render_markdown({"date": "d", "command": "c", "machine": {}, "cameras": cams,
                                    "targets": list(rows.values())})
     assert "## 10. Several cameras in one flow process" in text
-    assert "| 8 cameras | cam1 | rider | 360/360 |" in text
+    assert "| 8 cameras | cam1 | rider | 355 + 5 = 360/360 |" in text
     assert "cam0 missed head_turn at 3.0 s: budget level then 2 (load)" in text
     assert "**7.2 fps** against 120 fps" in text

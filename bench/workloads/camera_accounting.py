@@ -119,6 +119,43 @@ def split_cpu(total_cpu_s: float, weights: Mapping[str, float], frames: Mapping[
     return out
 
 
+def complete_frames(records: Sequence[Record]) -> Dict[str, int]:
+    """One camera's fused frames by how complete they are.
+
+    `complete`: every extractor's result fresh or carried within its rate, no deadline
+    missed. `unscheduled_empty`: otherwise complete, but an extractor the budget does not
+    run on an empty camera (rate 0 in the camera_rates record in force: pose and hands
+    while nobody is there) had nothing to carry. `incomplete`: the rest.
+    """
+    fused = {r.get("frame_id") for r in records
+             if r.get("record_type") == "timing" and r.get("component") == "fusion_process"}
+    partial = {r.get("frame_id") for r in records if r.get("record_type") == "frame_drop" and r.get("reason") == "timeout"}
+    uncarried: Dict[Any, set] = {}
+    for r in records:
+        if r.get("record_type") == "frame_carry" and r.get("from_frame_id") is None:
+            uncarried.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
+    rates = sorted(((int(r["frame_id"]), r.get("rates_fps") or {}) for r in records
+                    if r.get("record_type") == "camera_rates"), key=lambda x: x[0])
+    counts = {"complete": 0, "unscheduled_empty": 0, "incomplete": 0}
+    for frame_id in fused:
+        missing = uncarried.get(frame_id, set())
+        if frame_id in partial:
+            counts["incomplete"] += 1
+        elif not missing:
+            counts["complete"] += 1
+        else:
+            in_force: Mapping[str, Any] = {}
+            for fid, r in rates:
+                if fid > frame_id:
+                    break
+                in_force = r
+            if in_force and all(in_force.get(name, 1) == 0 for name in missing):
+                counts["unscheduled_empty"] += 1
+            else:
+                counts["incomplete"] += 1
+    return counts
+
+
 def camera_summary(
     trace: Sequence[Record],
     rows: Sequence[Record],
@@ -137,11 +174,17 @@ def camera_summary(
     history = budget_history(mine)
     rates = [r for r in mine if r.get("record_type") == "camera_rates"]
     last = rates[-1] if rates else {}
+    complete = complete_frames(mine)
     return {
+        # Complete, counting pose and hands the budget does not run while nobody is there.
+        "fused_complete_or_empty": complete["complete"] + complete["unscheduled_empty"],
+        "unscheduled_empty": complete["unscheduled_empty"],
         "frames_sent": frames,
         "fused": acc["fused"],
         "fused_complete": acc["fused_complete"],
         "fused_complete_share": rounded(acc["fused_complete"] / frames, 4) if frames else None,
+        "fused_complete_or_empty_share": rounded((complete["complete"] + complete["unscheduled_empty"]) / frames, 4)
+        if frames else None,
         "shed": acc["dropped_by_reason"].get("backpressure", 0),
         "dropped_by_reason": acc["dropped_by_reason"],
         "late_frames_not_fused": acc["late_frames_not_fused"],
