@@ -202,7 +202,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         results["targets"] = evaluate_targets(results)
     json_path, md_path = write_results(results, args.out)
     log(f"wrote {json_path} and {md_path}")
-    print(results["headline"]["text"], flush=True)
+    if "headline" in results:
+        print(results["headline"]["text"], flush=True)
     return 0
 
 

@@ -702,3 +702,30 @@ def test_camera_targets_and_their_section_in_results_md():
     assert "| 8 cameras | cam1 | rider | 355 + 5 = 360/360 |" in text
     assert "cam0 missed head_turn at 3.0 s: budget level then 2 (load)" in text
     assert "**7.2 fps** against 120 fps" in text
+
+
+def test_only_cameras_keeps_the_other_sections_figures(tmp_path, monkeypatch):
+    import json
+
+    previous = {"date": "before", "command": "c", "machine": {"cores": 2}, "ingest": {
+        "frame_size": "1920x1080", "mb_per_frame": 6.2, "frames_published": 10,
+        "raw_pipe": {"fps": 90.0, "mb_per_s": 1, "publisher": {"fps": 90.0}},
+        "zmq_frame_source": {"fps": 70.0, "mb_per_s": 1, "frames": 10, "publisher": {"fps": 70.0}}}}
+    (tmp_path / "results.json").write_text(json.dumps(previous))
+    seen = {}
+
+    def fake_measure(layouts, preset, work, log, baseline=True):
+        seen.update(layouts=layouts, preset=preset, baseline=baseline)
+        return {"preset": preset, "frames_per_camera": 360, "layouts": {}, "references": {}, "cpu_method": "m"}
+
+    monkeypatch.setattr(run, "measure_cameras", fake_measure)
+    monkeypatch.setattr(run, "wait_for_quiet", lambda *a, **k: 0.0)
+    assert run.main(["--only", "cameras", "--quick", "--out", str(tmp_path)]) == 0
+    assert seen == {"layouts": ["1 camera", "2 cameras"], "preset": "realtime,lean,park", "baseline": False}
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["date"] == "before" and written["ingest"] == previous["ingest"]
+    assert written["cameras"]["preset"] == "realtime,lean,park" and "load_before" in written["cameras"]
+    assert [t["name"] for t in written["targets"]] == ["ZMQ ingest of raw 1080p frames"]
+    assert "## 10. Several cameras" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        run.main(["--only", "cameras", "--cameras-layouts", "3 cameras", "--out", str(tmp_path)])
