@@ -247,9 +247,11 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
         for stream, c in layout["per_camera"].items():
             for m in c.get("missed_explained") or []:
                 force = m.get("in_force") or {}
-                lines.append(f"  - {stream} missed {m['reason']} at {m['t_start_s']} s: budget level then "
+                lines.append(f"  - {stream} missed {m['reason']} at {m['t_start_s']} s (fired offline at "
+                             f"{m.get('fired_s')} s): budget level then "
                              f"{force.get('level')} ({force.get('reason')}), rates {_cell(force.get('rates_fps'))}; "
-                             f"changes around it: {len(m.get('changes') or [])}, lowered by load: "
+                             f"schedule changes from 2 s before its start to its firing: {len(m.get('changes') or [])}, load "
+                             f"level up to {m.get('max_level')}, lowered by load: "
                              f"{_cell(m.get('lowered_by_load'))}")
             for e in c["triggers"].get("extra_triggers") or []:
                 lines.append(f"  - {stream} extra {e['reason']} at {e['t_start_s']} s")

@@ -559,7 +559,7 @@ def test_camera_summary_counts_one_stream_and_explains_a_missed_trigger_by_the_b
                   "cause": "end_reached", "t_end_ns": 0, "decided_ns": 1_250_000_000, "released_ns": 4_000_000_000,
                   "held_ms": 2750.0})
     publisher = {"frames": 10, "dropped": 0, "send_wall_ns": [1_000_000_000 + i for i in range(10)]}
-    reference = [_trig("head_turn", 1000), _trig("head_turn", 2000)]
+    reference = [_trig("head_turn", 1000, frame_id=45), _trig("head_turn", 2000, frame_id=75)]
     cam0 = camera_accounting.camera_summary(trace, rows, "cam0", reference, publisher)
     cam1 = camera_accounting.camera_summary(trace, rows, "cam1", reference, publisher)
     assert (cam0["fused"], cam0["fused_complete"], cam0["shed"], cam0["unaccounted"]) == (10, 9, 0, 0)
@@ -569,7 +569,8 @@ def test_camera_summary_counts_one_stream_and_explains_a_missed_trigger_by_the_b
     assert cam0["triggers"]["matched"] == 1 and cam0["triggers"]["missed"] == 1
     (explained,) = cam0["missed_explained"]
     assert explained["lowered_by_load"] and explained["max_level"] == 2
-    assert explained["in_force"]["t_s"] == 0.8
+    # In force when the offline run fired it (frame 45: 1.5 s), not at its start.
+    assert explained["fired_s"] == 1.5 and explained["in_force"]["t_s"] == 0.8
     assert cam1["missed_explained"][0]["lowered_by_load"] is False
     assert cam1["decision_p99_ms"] == pytest.approx(250.0 - 2 / 1e6, abs=0.01)
     assert cam0["decision_count"] == 0
@@ -700,7 +701,7 @@ def test_camera_targets_and_their_section_in_results_md():
                                    "targets": list(rows.values())})
     assert "## 10. Several cameras in one flow process" in text
     assert "| 8 cameras | cam1 | rider | 355 + 5 = 360/360 |" in text
-    assert "cam0 missed head_turn at 3.0 s: budget level then 2 (load)" in text
+    assert "cam0 missed head_turn at 3.0 s (fired offline at None s): budget level then 2 (load)" in text
     assert "**7.2 fps** against 120 fps" in text
 
 

@@ -10,6 +10,7 @@ from bench.workloads.accounting import drop_accounting, release_latencies
 
 # A live trigger matches an offline one with the same reason starting within this of it.
 MATCH_TOLERANCE_NS = 100_000_000
+FPS = 30.0
 
 
 def match_triggers(
@@ -53,8 +54,12 @@ def match_triggers(
 
 
 def _brief(row: Mapping[str, Any]) -> Dict[str, Any]:
-    return {"reason": row.get("reason"), "t_start_s": round(int(row["t_start_ns"]) / 1e9, 3),
-            "t_end_s": round(int(row["t_end_ns"]) / 1e9, 3) if row.get("t_end_ns") is not None else None}
+    out = {"reason": row.get("reason"), "t_start_s": round(int(row["t_start_ns"]) / 1e9, 3),
+           "t_end_s": round(int(row["t_end_ns"]) / 1e9, 3) if row.get("t_end_ns") is not None else None}
+    if row.get("frame_id") is not None:
+        # The frame it fired on, in the cameras' 30 fps time base: when the decision fell.
+        out["fired_s"] = round(int(row["frame_id"]) / FPS, 3)
+    return out
 
 
 def for_stream(records: Iterable[Record], stream: str) -> List[Record]:
@@ -74,14 +79,16 @@ def explain_missed(missed: Sequence[Mapping[str, Any]], history: Sequence[Mappin
                    look_back_s: float = 2.0) -> List[Dict[str, Any]]:
     """For each missed offline trigger: what the budget did on its camera around it.
 
-    The schedule in force at the trigger's start (the last camera_rates record before
-    it) and every change from `look_back_s` before its start to its end: which rates
-    the budget lowered (level > 0) and when. `lowered` says whether load lowered them.
+    The schedule in force when the offline run fired it (the last camera_rates record
+    at or before its firing frame; its start without one) and every change from
+    `look_back_s` before its start to its firing: which rates the budget lowered
+    (level > 0) and when. `lowered_by_load` says whether load lowered them meanwhile.
     """
     out = []
     for trig in missed:
-        start, end = trig["t_start_s"], trig.get("t_end_s") or trig["t_start_s"]
-        before = [h for h in history if h["t_s"] <= start]
+        start = trig["t_start_s"]
+        end = trig.get("fired_s", trig["t_start_s"])
+        before = [h for h in history if h["t_s"] <= end]
         around = [h for h in history if start - look_back_s <= h["t_s"] <= end]
         in_force = before[-1] if before else None
         window = ([in_force] if in_force and in_force not in around else []) + around
