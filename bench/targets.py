@@ -276,10 +276,15 @@ def _triggers(per_camera: Mapping[str, Any], key: str) -> int:
 def _why_missed(per_camera: Mapping[str, Any]) -> str:
     parts = []
     for stream, c in per_camera.items():
+        extra = c["triggers"].get("extra_triggers") or []
         for m in c.get("missed_explained") or []:
             force = m.get("in_force") or {}
-            parts.append(f"{stream} {m['reason']} at {m['t_start_s']} s (budget level {m.get('max_level')}, "
-                         f"rates then {_rates(force.get('rates_fps'))}, {force.get('reason', 'no schedule yet')})")
+            near = [e for e in extra if e["reason"] == m["reason"]]
+            shift = min((e["t_start_s"] - m["t_start_s"] for e in near), key=abs, default=None)
+            parts.append(f"{stream} {m['reason']} at {m['t_start_s']} s (budget level up to {m.get('max_level')}, "
+                         f"rates when it fired offline {_rates(force.get('rates_fps'))}, "
+                         f"{force.get('reason', 'no schedule yet')}"
+                         + (f"; the nearest live one {shift * 1000:+.0f} ms" if shift is not None else "") + ")")
         for e in c["triggers"].get("extra_triggers") or []:
             parts.append(f"{stream} extra {e['reason']} at {e['t_start_s']} s")
     return "; ".join(parts[:12]) + (f"; and {len(parts) - 12} more" if len(parts) > 12 else "")
