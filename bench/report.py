@@ -220,7 +220,8 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
         f"{_cell(cams.get('references'))} triggers",
         "- complete: fused with every extractor's result, fresh or carried within its rate, + frames complete but "
         "for pose and hands, which the budget does not run while the camera is empty; shed: backpressure "
-        "drops; triggers: matched / offline (+ extra), same reason and t_start within 100 ms; decision p99: from the "
+        "drops at the source buffer; lost on the wire: frames the publisher's ZMQ queue gave up on (a gap in frame "
+        "ids); triggers: matched / offline (+ extra), same reason and t_start within 100 ms; decision p99: from the "
         "frame's send to the TRIG decision (trig_release); CPU: cores per camera-second",
         "",
     ]
@@ -230,15 +231,21 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
             t = c["triggers"]
             rows.append((name, stream, c["kind"], f"{c['fused_complete']} + {c['unscheduled_empty']} = "
                          f"{c['fused_complete_or_empty']}/{c['frames_sent']}", c["shed"],
+                         c["dropped_by_reason"].get("queue_full", 0),
                          c["late_frames_not_fused"], c["unaccounted"], f"{t['matched']}/{t['offline']}", t["missed"],
                          t["extra"], c["decision_p99_ms"], c.get("cpu_cores"),
                          f"{c['budget']['occupied_frames']}/{c['budget']['frames']}", c["budget"]["max_level"]))
-    lines += _table(["layout", "camera", "kind", "complete", "shed", "late", "unaccounted", "triggers", "missed",
+    lines += _table(["layout", "camera", "kind", "complete", "shed", "lost on the wire", "late", "unaccounted", "triggers", "missed",
                      "extra", "decision p99 ms", "CPU cores", "occupied frames", "budget max level"], rows)
     lines.append("")
     for name, layout in (cams.get("layouts") or {}).items():
         lines.append(f"- {name}: {layout['stream_seconds']} s, the process {layout['process_cpu_cores']} cores "
                      f"(fixed share {layout['fixed_share']}), {layout['trig_received']} TRIG received")
+        emitted = {s: c["fused"] + c["late_frames_not_fused"] for s, c in layout["per_camera"].items()}
+        if len(emitted) > 1 and max(emitted.values()) >= 4 * max(1, min(emitted.values())):
+            lines.append("  - uneven: frames that got past the source per camera "
+                         + ", ".join(f"{s} {n}" for s, n in emitted.items())
+                         + " (a camera's source buffer sheds while another's is served)")
         clips = layout.get("clips")
         if clips:
             lines.append(f"  - clips: {clips['clips']} for {clips['triggers']} triggers, full size "
@@ -250,7 +257,7 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
                 lines.append(f"  - {stream} missed {m['reason']} at {m['t_start_s']} s (fired offline at "
                              f"{m.get('fired_s')} s): budget level then "
                              f"{force.get('level')} ({force.get('reason')}), rates {_cell(force.get('rates_fps'))}; "
-                             f"schedule changes from 2 s before its start to its firing: {len(m.get('changes') or [])}, load "
+                             f"schedule changes from 2 s before its start to its firing: {m.get('changes')}, load "
                              f"level up to {m.get('max_level')}, lowered by load: "
                              f"{_cell(m.get('lowered_by_load'))}")
             for e in c["triggers"].get("extra_triggers") or []:

@@ -280,11 +280,16 @@ def _why_missed(per_camera: Mapping[str, Any]) -> str:
         for m in c.get("missed_explained") or []:
             force = m.get("in_force") or {}
             near = [e for e in extra if e["reason"] == m["reason"]]
-            shift = min((e["t_start_s"] - m["t_start_s"] for e in near), key=abs, default=None)
+            key = "fired_s" if m.get("fired_s") is not None and all(e.get("fired_s") is not None for e in near) else "t_start_s"
+            twin = min(near, key=lambda e: abs(e[key] - m[key]), default=None)
+            nearest = ""
+            if twin is not None:
+                nearest = f"; the nearest live one starts {(twin['t_start_s'] - m['t_start_s']) * 1000:+.0f} ms"
+                if key == "fired_s":
+                    nearest += f" and fired {(twin['fired_s'] - m['fired_s']) * 1000:+.0f} ms from it"
             parts.append(f"{stream} {m['reason']} at {m['t_start_s']} s (budget level up to {m.get('max_level')}, "
                          f"rates when it fired offline {_rates(force.get('rates_fps'))}, "
-                         f"{force.get('reason', 'no schedule yet')}"
-                         + (f"; the nearest live one {shift * 1000:+.0f} ms" if shift is not None else "") + ")")
+                         f"{force.get('reason', 'no schedule yet')}{nearest})")
         for e in c["triggers"].get("extra_triggers") or []:
             parts.append(f"{stream} extra {e['reason']} at {e['t_start_s']} s")
     return "; ".join(parts[:12]) + (f"; and {len(parts) - 12} more" if len(parts) > 12 else "")

@@ -653,7 +653,8 @@ def test_camera_publisher_sends_every_frame_of_its_video_in_order(tmp_path):
 def _camera(kind, occupied, complete=360, shed=0, matched=2, offline=2, extra=0, p99=400.0, cpu=0.3, missed=()):
     return {"kind": kind, "occupied_kind": occupied, "frames_sent": 360, "fused": 360, "fused_complete": complete - 5,
             "fused_complete_share": round((complete - 5) / 360, 4), "unscheduled_empty": 5,
-            "fused_complete_or_empty": complete, "fused_complete_or_empty_share": round(complete / 360, 4), "shed": shed, "late_frames_not_fused": 0,
+            "fused_complete_or_empty": complete, "fused_complete_or_empty_share": round(complete / 360, 4),
+            "dropped_by_reason": {}, "shed": shed, "late_frames_not_fused": 0,
             "partial_frames_timeout": 0, "not_carried_by_extractor": {}, "unaccounted": 0, "publisher_dropped": 0,
             "triggers": {"offline": offline, "live": matched + extra, "matched": matched, "missed": offline - matched,
                          "extra": extra, "max_diff_ms": 10.0, "missed_triggers": [], "extra_triggers": []},
@@ -664,7 +665,7 @@ def _camera(kind, occupied, complete=360, shed=0, matched=2, offline=2, extra=0,
 
 def test_camera_targets_and_their_section_in_results_md():
     explained = {"reason": "head_turn", "t_start_s": 3.0, "t_end_s": 6.0, "in_force": {"level": 2, "reason": "load",
-                 "rates_fps": {"face": 10.0}}, "changes": [], "lowered_by_load": True, "max_level": 2}
+                 "rates_fps": {"face": 10.0}}, "changes": 0, "lowered_by_load": True, "max_level": 2}
     unexplained = dict(explained, lowered_by_load=False, max_level=0)
     layout = lambda cams, **kw: {"cameras": len(cams), "preset": "realtime,lean,park", "frame_size": "640x480",  # noqa: E731
                                  "stream_seconds": 12.0, "process_cpu_cores": 1.5, "fixed_share": 0.2,
@@ -700,7 +701,7 @@ def test_camera_targets_and_their_section_in_results_md():
     text = report.render_markdown({"date": "d", "command": "c", "machine": {}, "cameras": cams,
                                    "targets": list(rows.values())})
     assert "## 10. Several cameras in one flow process" in text
-    assert "| 8 cameras | cam1 | rider | 355 + 5 = 360/360 |" in text
+    assert "| 8 cameras | cam1 | rider | 355 + 5 = 360/360 | 0 | 0 |" in text
     assert "cam0 missed head_turn at 3.0 s (fired offline at None s): budget level then 2 (load)" in text
     assert "**7.2 fps** against 120 fps" in text
 

@@ -11,6 +11,8 @@ from bench.workloads.accounting import drop_accounting, release_latencies
 # A live trigger matches an offline one with the same reason starting within this of it.
 MATCH_TOLERANCE_NS = 100_000_000
 FPS = 30.0
+# Schedule changes listed per missed trigger and per camera (the rest are counted).
+MAX_LISTED = 5
 
 
 def match_triggers(
@@ -93,7 +95,8 @@ def explain_missed(missed: Sequence[Mapping[str, Any]], history: Sequence[Mappin
         in_force = before[-1] if before else None
         window = ([in_force] if in_force and in_force not in around else []) + around
         lowered = [h for h in window if (h.get("level") or 0) > 0]
-        out.append({**trig, "in_force": in_force, "changes": around, "lowered_by_load": bool(lowered),
+        out.append({**trig, "in_force": in_force, "changes": len(around), "first_changes": around[:MAX_LISTED],
+                    "lowered_by_load": bool(lowered),
                     "max_level": max((h.get("level") or 0 for h in window), default=0)})
     return out
 
@@ -209,6 +212,6 @@ def camera_summary(
             "frames": last.get("frames"),
             "occupied_frames": last.get("occupied_frames"),
             "runs": last.get("runs"),
-            "lowered_by_load": [h for h in history if (h.get("level") or 0) > 0][:20],
+            "lowered_by_load": [h for h in history if (h.get("level") or 0) > 0][:MAX_LISTED],
         },
     }
