@@ -274,6 +274,17 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
                          for s, c in seed["per_camera"].items()])
         lines += ["", f"- method: {seed['method']}"]
     lines += [f"- CPU method: {cams.get('cpu_method')}", ""]
+    choice = cams.get("preset_choice")
+    if choice:
+        lines += [f"Preset choice: the 1-camera layout under each preset ({choice['when']}, load average "
+                  f"{_cell(choice.get('load'))})", ""]
+        lines += _table(["preset", "process cores", "complete", "shed", "deadline missed", "triggers (+ extra)",
+                         "fired vs offline ms", "t_start vs offline ms", "decision p99 ms"],
+                        [(p, r["cores"], r["complete"], r["shed"], r["timeouts"],
+                          f"{r['triggers']['matched']}/{r['triggers']['matched'] + r['triggers']['missed']} "
+                          f"(+{r['triggers']['extra']})", r.get("fired_shift_ms"), r.get("start_shift_ms"), r["p99"])
+                         for p, r in choice["runs"].items()])
+        lines += ["", f"- {choice['why']}", ""]
     return lines
 
 
