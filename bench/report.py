@@ -191,6 +191,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         lines += ["## 9. Hostile messages among a live stream (ZmqFrameSource, lossless publisher)", ""]
         lines += _table(["", "value"], fuzz_rows(fuzz))
         lines.append("")
+    if results.get("cameras"):
+        lines += render_cameras(results["cameras"])
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]
@@ -203,6 +205,87 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)
+
+
+def render_cameras(cams: Mapping[str, Any]) -> List[str]:
+    """Section 10: per layout, per camera."""
+    lines = [f"## 10. Several cameras in one flow process (preset {cams['preset']}, {cams['frames_per_camera']} frames "
+             "per camera, 30 fps)", ""]
+    if cams.get("date"):
+        lines.append(f"- measured {cams['date']} with `{cams.get('command')}` ({cams.get('duration_s')} s); the other "
+                     "sections' figures are from the run named at the top")
+    lines += [
+        f"- load average (1, 5, 15 min) before: {_cell(cams.get('load_before'))}, after: {_cell(cams.get('load_after'))}",
+        f"- offline references (batch preset, every extractor on every frame, from the camera's video file): "
+        f"{_cell(cams.get('references'))} triggers",
+        "- complete: fused with every extractor's result, fresh or carried within its rate, + frames complete but "
+        "for pose and hands, which the budget does not run while the camera is empty; shed: backpressure "
+        "drops at the source buffer; lost on the wire: frames the publisher's ZMQ queue gave up on (a gap in frame "
+        "ids); triggers: matched / offline (+ extra), same reason and t_start within 100 ms; decision p99: from the "
+        "frame's send to the TRIG decision (trig_release); CPU: cores per camera-second",
+        "",
+    ]
+    rows = []
+    for name, layout in (cams.get("layouts") or {}).items():
+        for stream, c in layout["per_camera"].items():
+            t = c["triggers"]
+            rows.append((name, stream, c["kind"], f"{c['fused_complete']} + {c['unscheduled_empty']} = "
+                         f"{c['fused_complete_or_empty']}/{c['frames_sent']}", c["shed"],
+                         c["dropped_by_reason"].get("queue_full", 0),
+                         c["late_frames_not_fused"], c["unaccounted"], f"{t['matched']}/{t['offline']}", t["missed"],
+                         t["extra"], c["decision_p99_ms"], c.get("cpu_cores"),
+                         f"{c['budget']['occupied_frames']}/{c['budget']['frames']}", c["budget"]["max_level"]))
+    lines += _table(["layout", "camera", "kind", "complete", "shed", "lost on the wire", "late", "unaccounted", "triggers", "missed",
+                     "extra", "decision p99 ms", "CPU cores", "occupied frames", "budget max level"], rows)
+    lines.append("")
+    for name, layout in (cams.get("layouts") or {}).items():
+        lines.append(f"- {name}: {layout['stream_seconds']} s, the process {layout['process_cpu_cores']} cores "
+                     f"(fixed share {layout['fixed_share']}), {layout['trig_received']} TRIG received")
+        emitted = {s: c["fused"] + c["late_frames_not_fused"] for s, c in layout["per_camera"].items()}
+        if len(emitted) > 1 and max(emitted.values()) >= 4 * max(1, min(emitted.values())):
+            lines.append("  - uneven: frames that got past the source per camera "
+                         + ", ".join(f"{s} {n}" for s, n in emitted.items())
+                         + " (a camera's source buffer sheds while another's is served)")
+        clips = layout.get("clips")
+        if clips:
+            lines.append(f"  - clips: {clips['clips']} for {clips['triggers']} triggers, full size "
+                         f"{_cell(clips['full_size'])}, full length {_cell(clips['full_length'])} (clip seconds "
+                         f"{clips['clip_seconds']}, trigger spans {clips['trigger_spans_s']})")
+        for stream, c in layout["per_camera"].items():
+            for m in c.get("missed_explained") or []:
+                force = m.get("in_force") or {}
+                lines.append(f"  - {stream} missed {m['reason']} at {m['t_start_s']} s (fired offline at "
+                             f"{m.get('fired_s')} s): budget level then "
+                             f"{force.get('level')} ({force.get('reason')}), rates {_cell(force.get('rates_fps'))}; "
+                             f"schedule changes from 2 s before its start to its firing: {m.get('changes')}, load "
+                             f"level up to {m.get('max_level')}, lowered by load: "
+                             f"{_cell(m.get('lowered_by_load'))}")
+            for e in c["triggers"].get("extra_triggers") or []:
+                lines.append(f"  - {stream} extra {e['reason']} at {e['t_start_s']} s")
+    if cams.get("empty_camera_by_difference_cores") is not None:
+        lines.append(f"- an empty camera by difference (2 cameras minus 1): {cams['empty_camera_by_difference_cores']} cores")
+    seed = cams.get("seed_thread_pool")
+    if seed:
+        lines += ["", f"Baseline: the seed's thread-pool loop on the 4 cameras' frames: **{seed['fps']} fps** against "
+                  f"{seed['needed_fps']:.0f} fps sent ({seed['cameras_kept_up']} cameras' worth)", ""]
+        lines += _table(["camera", "kind", "fps", "triggers", "missed", "extra", "timeouts", "CPU s per camera-second"],
+                        [(s, c["kind"], c["fps"], f"{c['triggers']['matched']}/{c['triggers']['offline']}",
+                          c["triggers"]["missed"], c["triggers"]["extra"], c["timeouts"], c["cpu_s_per_camera_s"])
+                         for s, c in seed["per_camera"].items()])
+        lines += ["", f"- method: {seed['method']}"]
+    lines += [f"- CPU method: {cams.get('cpu_method')}", ""]
+    choice = cams.get("preset_choice")
+    if choice:
+        lines += [f"Preset choice: the 1-camera layout under each preset ({choice['when']}, load average "
+                  f"{_cell(choice.get('load'))})", ""]
+        lines += _table(["preset", "process cores", "complete", "shed", "deadline missed", "triggers (+ extra)",
+                         "fired vs offline ms", "t_start vs offline ms", "decision p99 ms"],
+                        [(p, r["cores"], r["complete"], r["shed"], r["timeouts"],
+                          f"{r['triggers']['matched']}/{r['triggers']['matched'] + r['triggers']['missed']} "
+                          f"(+{r['triggers']['extra']})", r.get("fired_shift_ms"), r.get("start_shift_ms"), r["p99"])
+                         for p, r in choice["runs"].items()])
+        lines += ["", f"- {choice['why']}", ""]
+    return lines
 
 
 def write_results(results: Mapping[str, Any], out: Path) -> Tuple[Path, Path]:

@@ -38,6 +38,7 @@ from bench.workloads.ingest import measure_ingest, serve_raw_frames  # noqa: E40
 from bench.workloads.inputs import prepare_inputs  # noqa: E402
 from bench.workloads.live import measure_latency, measure_overload  # noqa: E402
 from bench.workloads.processes import measure_processes  # noqa: E402
+from bench.workloads.cameras import DEFAULT_PRESET as CAMERAS_PRESET, LAYOUTS, QUICK_LAYOUTS, measure_cameras  # noqa: E402
 from facemoment.core.config import Config  # noqa: E402
 
 
@@ -120,6 +121,35 @@ def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[T
     return results
 
 
+def measure_cameras_section(plan: Plan, layouts: List[str], preset: str, log: Progress,
+                            results: Dict[str, Any]) -> Dict[str, Any]:
+    """10. the multi-camera section, after a bounded wait for a quiet machine; the load it saw."""
+    wait_for_quiet(log, plan.quiet_wait_s)
+    load = load_average()
+    with tempfile.TemporaryDirectory(prefix="facemoment-bench-cameras-") as tmp, CpuMeter() as meter:
+        section = measure_cameras(layouts, preset, Path(tmp), log, baseline=not plan.quick or "4 cameras" in layouts)
+    section["load_before"] = load
+    section["load_after"] = load_average()
+    results.setdefault("cpu", {})["cameras"] = meter.result
+    return section
+
+
+def run_cameras_only(plan: Plan, out: Path, command: str, layouts: List[str], preset: str,
+                     log: Progress) -> Dict[str, Any]:
+    """Only the multi-camera section; every other figure is taken from out/results.json as it is."""
+    previous = out / "results.json"
+    results: Dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {
+        "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"), "command": command,
+        "quick": plan.quick, "machine": machine_info(), "load_before": load_average()}
+    started = time.monotonic()
+    results["cameras"] = measure_cameras_section(plan, layouts, preset, log, results)
+    results["cameras"]["date"] = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    results["cameras"]["command"] = command
+    results["cameras"]["duration_s"] = round(time.monotonic() - started, 1)
+    results["targets"] = evaluate_targets(results)
+    return results
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs, under 3 minutes")
@@ -129,6 +159,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--overload-seconds", type=float, default=None,
                         help="length of the overload run (default: 180, 15 with --quick); 1080p frames in "
                              "flight swing RSS by about 90 MB, so a longer run resolves a smaller memory trend")
+    parser.add_argument("--only", choices=["cameras"], default=None,
+                        help="run only this section; the other sections' figures in --out's results.json are kept")
+    parser.add_argument("--cameras-preset", default=CAMERAS_PRESET,
+                        help=f"preset(s) of the multi-camera runs (default: {CAMERAS_PRESET})")
+    parser.add_argument("--cameras-layouts", default=None,
+                        help="comma-separated layouts of the multi-camera section (default: all; --quick: "
+                             f"{', '.join(QUICK_LAYOUTS)}); known: {', '.join(LAYOUTS)}")
     parser.add_argument("--live-preset", default="realtime",
                         help="preset(s) of the live runs, e.g. realtime,lean (default: realtime)")
     # The raw frame publisher for the ingest measurement runs as a child process of the benchmark.
@@ -152,10 +189,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     script = os.path.relpath(__file__) if __file__.startswith(os.getcwd()) else __file__
     entry = ["-m", "bench"] if sys.argv[0].endswith("__main__.py") else [script]
     command = shlex.join([python, *entry, *(argv if argv is not None else sys.argv[1:])])
-    results = run_benchmark(plan, args.out, command, args.overload_size, log)
+    layouts = [x.strip() for x in args.cameras_layouts.split(",")] if args.cameras_layouts else (
+        list(QUICK_LAYOUTS) if args.quick else list(LAYOUTS))
+    unknown = [x for x in layouts if x not in LAYOUTS]
+    if unknown:
+        parser.error(f"unknown layout(s) {', '.join(unknown)}; known: {', '.join(LAYOUTS)}")
+    if args.only == "cameras":
+        results = run_cameras_only(plan, args.out, command, layouts, args.cameras_preset, log)
+    else:
+        results = run_benchmark(plan, args.out, command, args.overload_size, log)
+        results["cameras"] = measure_cameras_section(plan, layouts, args.cameras_preset, log, results)
+        results["targets"] = evaluate_targets(results)
     json_path, md_path = write_results(results, args.out)
     log(f"wrote {json_path} and {md_path}")
-    print(results["headline"]["text"], flush=True)
+    if "headline" in results:
+        print(results["headline"]["text"], flush=True)
     return 0
 
 

@@ -122,8 +122,12 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
             None if met or fps is None else f"{60 - fps:.0f} fps short",
             f"the pipe alone (plain SUB) carries {ingest['raw_pipe']['fps']} fps; the source copies each "
             f"{ingest['mb_per_frame']} MB frame once out of the ZMQ buffer")
+    cams = results.get("cameras")
+    if cams:
+        camera_targets(add, cams)
     cpu = results.get("cpu") or {}
-    measured_in = {"dataflow / bare": "in_process", "dataflow (1 worker)": "in_process", "video file": "in_process",
+    measured_in = {"1 camera": "cameras", "4 cameras": "cameras", "8 cameras": "cameras", "an empty camera": "cameras",
+                   "a camera with": "cameras", "the seed's thread-pool loop": "cameras", "dataflow / bare": "in_process", "dataflow (1 worker)": "in_process", "video file": "in_process",
                    "2 processes": "processes",
                    "TRIG latency": "latency", "flat memory": "overload", "ZMQ ingest": "ingest"}
     for target in out:
@@ -252,3 +256,155 @@ def headline(results: Mapping[str, Any]) -> Dict[str, Any]:
         "complete_fps": round(complete / seconds, 2),
         "text": f"{verdict} " + " ".join(parts) + why,
     }
+
+
+# The multi-camera targets (section 10).
+RAW_COMPLETE_GOAL = 0.995
+DECISION_P99_GOAL_MS = 1000.0
+EMPTY_CAMERA_GOAL_CORES = 0.05
+RIDER_CAMERA_GOAL_CORES = 0.50
+
+
+def _sum(per_camera: Mapping[str, Any], key: str) -> int:
+    return sum(int(c[key] or 0) for c in per_camera.values())
+
+
+def _triggers(per_camera: Mapping[str, Any], key: str) -> int:
+    return sum(int(c["triggers"][key]) for c in per_camera.values())
+
+
+def _why_missed(per_camera: Mapping[str, Any]) -> str:
+    parts = []
+    for stream, c in per_camera.items():
+        extra = c["triggers"].get("extra_triggers") or []
+        for m in c.get("missed_explained") or []:
+            force = m.get("in_force") or {}
+            near = [e for e in extra if e["reason"] == m["reason"]]
+            key = "fired_s" if m.get("fired_s") is not None and all(e.get("fired_s") is not None for e in near) else "t_start_s"
+            twin = min(near, key=lambda e: abs(e[key] - m[key]), default=None)
+            nearest = ""
+            if twin is not None:
+                nearest = f"; the nearest live one starts {(twin['t_start_s'] - m['t_start_s']) * 1000:+.0f} ms"
+                if key == "fired_s":
+                    nearest += f" and fired {(twin['fired_s'] - m['fired_s']) * 1000:+.0f} ms from it"
+            parts.append(f"{stream} {m['reason']} at {m['t_start_s']} s (budget level up to {m.get('max_level')}, "
+                         f"rates when it fired offline {_rates(force.get('rates_fps'))}, "
+                         f"{force.get('reason', 'no schedule yet')}{nearest})")
+        for e in c["triggers"].get("extra_triggers") or []:
+            parts.append(f"{stream} extra {e['reason']} at {e['t_start_s']} s")
+    return "; ".join(parts[:12]) + (f"; and {len(parts) - 12} more" if len(parts) > 12 else "")
+
+
+def _rates(rates: Any) -> str:
+    if not rates:
+        return "-"
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(rates.items()))
+
+
+def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
+    """Section 10: one camera at raw 1080p, four cameras, eight cameras, the cost of a camera, the seed's loop."""
+    layouts = cams.get("layouts") or {}
+    raw = layouts.get("1 camera 1920x1080")
+    if raw:
+        c = next(iter(raw["per_camera"].values()))
+        # Pose and hands the budget does not run while nobody is there count as complete:
+        # nothing is missing that the offline run would find.
+        share = c["fused_complete_or_empty_share"]
+        clips = raw.get("clips") or {}
+        missed = c["triggers"]["missed"]
+        met = (share is not None and share >= RAW_COMPLETE_GOAL and c["shed"] == 0 and missed == 0
+               and bool(clips.get("full_size")) and bool(clips.get("full_length")))
+        short = []
+        if share is None or share < RAW_COMPLETE_GOAL:
+            short.append(f"{percent_text(share)} fused with every extractor, {(RAW_COMPLETE_GOAL - (share or 0)) * 100:.1f} points short")
+        if c["shed"]:
+            short.append(f"{c['shed']} shed")
+        if missed:
+            short.append(f"{missed} of {c['triggers']['offline']} offline triggers missed")
+        if not clips.get("full_size") or not clips.get("full_length"):
+            short.append(f"clips: {clips.get('clips')} for {clips.get('triggers')} triggers, sizes "
+                         f"{sorted({f['size'] for f in clips.get('files') or []})}, seconds {clips.get('clip_seconds')} "
+                         f"against spans {clips.get('trigger_spans_s')}")
+        add("1 camera, raw 1920x1080 at 30 fps", ">= 99.5% fused with every extractor, 0 shed, every offline trigger "
+            "matched, clips full size and length",
+            f"{c['fused_complete_or_empty']}/{c['frames_sent']} ({share}; {c['fused_complete']} with every extractor "
+            f"run or carried, {c['unscheduled_empty']} more with pose and hands not scheduled while the camera was "
+            f"empty), shed {c['shed']}, matched "
+            f"{c['triggers']['matched']}/{c['triggers']['offline']} (+{c['triggers']['extra']} extra), clips "
+            f"{clips.get('clips')} full size {clips.get('full_size')}, full length {clips.get('full_length')}",
+            met, None if met else "; ".join(short),
+            f"frames scaled to extract.detect_width once read, clips cut from the full frames; preset {raw['preset']}; "
+            f"not carried by extractor {c['not_carried_by_extractor']}, timeouts {c['partial_frames_timeout']}, "
+            f"late {c['late_frames_not_fused']}; process {raw['process_cpu_cores']} cores"
+            + (f"; {_why_missed(raw['per_camera'])}" if missed or c["triggers"]["extra"] else ""))
+    four = layouts.get("4 cameras")
+    if four:
+        pc = four["per_camera"]
+        missed, extra, shed = _triggers(pc, "missed"), _triggers(pc, "extra"), _sum(pc, "shed")
+        p99s = [c["decision_p99_ms"] for c in pc.values() if c["decision_p99_ms"] is not None]
+        p99 = max(p99s) if p99s else None
+        met = missed == 0 and extra == 0 and shed == 0 and p99 is not None and p99 <= DECISION_P99_GOAL_MS
+        short = []
+        if missed or extra:
+            short.append(f"{missed} missed, {extra} extra of {_triggers(pc, 'offline')} offline triggers")
+        if shed:
+            short.append(f"{shed} frames shed")
+        if p99 is None:
+            short.append("no TRIG decided")
+        elif p99 > DECISION_P99_GOAL_MS:
+            short.append(f"decision p99 {p99 - DECISION_P99_GOAL_MS:.0f} ms over")
+        add("4 cameras at 30 fps 640x480 (two riders, two empty)",
+            "every offline trigger matched, none extra, 0 shed, TRIG decision p99 <= 1 s",
+            f"matched {_triggers(pc, 'matched')}/{_triggers(pc, 'offline')}, extra {extra}, shed {shed}, "
+            f"decision p99 {p99} ms (worst camera)", met, None if met else "; ".join(short),
+            f"one flow process, preset {four['preset']}, {four['process_cpu_cores']} cores busy; per camera complete/sent: "
+            + ", ".join(f"{s} {c['kind']} {c['fused_complete_or_empty']}/{c['frames_sent']}" for s, c in pc.items())
+            + (f"; {_why_missed(pc)}" if missed or extra else ""))
+    eight = layouts.get("8 cameras")
+    if eight:
+        pc = eight["per_camera"]
+        missed = [m for c in pc.values() for m in c.get("missed_explained") or []]
+        explained = [m for m in missed if m.get("lowered_by_load")]
+        unaccounted = _sum(pc, "unaccounted")
+        met = len(explained) == len(missed) and unaccounted == 0
+        short = []
+        if len(explained) < len(missed):
+            short.append(f"{len(missed) - len(explained)} of {len(missed)} missed triggers without a load change of "
+                         "the budget on their camera")
+        if unaccounted:
+            short.append(f"{unaccounted} frames unaccounted")
+        lowered = {s: c["budget"]["max_level"] for s, c in pc.items()}
+        add("8 cameras: nothing lost silently", "each missed offline trigger counted and explained by the budget",
+            f"missed {len(missed)} (explained by load {len(explained)}), extra {_triggers(pc, 'extra')}, shed "
+            f"{_sum(pc, 'shed')}, unaccounted frames {unaccounted}", met, None if met else "; ".join(short),
+            f"budget's highest level per camera {lowered}; {eight['process_cpu_cores']} cores busy"
+            + (f"; {_why_missed(pc)}" if missed else ""))
+    cost_from = four or eight or layouts.get("2 cameras")
+    if cost_from:
+        pc = cost_from["per_camera"]
+        empty = [c["cpu_cores"] for c in pc.values() if not c["occupied_kind"] and c.get("cpu_cores") is not None]
+        riders = [c["cpu_cores"] for c in pc.values() if c["occupied_kind"] and c.get("cpu_cores") is not None]
+        diff = cams.get("empty_camera_by_difference_cores")
+        label = f"{cost_from['cameras']}-camera run"
+        if empty:
+            worst = max(empty + ([diff] if diff is not None else []))
+            met = worst <= EMPTY_CAMERA_GOAL_CORES
+            add("an empty camera's CPU", f"<= {EMPTY_CAMERA_GOAL_CORES:.2f} core", worst, met,
+                None if met else f"{worst - EMPTY_CAMERA_GOAL_CORES:.3f} core over",
+                f"split in the {label}: {empty}; by difference (2 cameras minus 1): {diff}; {cams.get('cpu_method')}")
+        if riders:
+            worst = max(riders)
+            met = worst <= RIDER_CAMERA_GOAL_CORES
+            add("a camera with riders, CPU", f"<= {RIDER_CAMERA_GOAL_CORES:.2f} core", worst, met,
+                None if met else f"{worst - RIDER_CAMERA_GOAL_CORES:.3f} core over",
+                f"split in the {label}: {riders}; a rider's share includes the frames around her when the camera is "
+                "empty (occupied frames per camera: "
+                + ", ".join(f"{s} {c['budget']['occupied_frames']}/{c['budget']['frames']}" for s, c in pc.items()) + ")")
+    seed = cams.get("seed_thread_pool")
+    if seed:
+        pc = seed["per_camera"]
+        ours = (four or {}).get("process_cpu_cores")
+        add("the seed's thread-pool loop on the 4 cameras (baseline)", f"{seed['needed_fps']:.0f} fps to keep up",
+            f"{seed['fps']} fps ({seed['cameras_kept_up']} cameras' worth), matched {_triggers(pc, 'matched')}/"
+            f"{_triggers(pc, 'offline')}, extra {_triggers(pc, 'extra')}", None, None,
+            f"{seed['method']}; the dataflow on the same 4 cameras: {ours} cores busy, see the 4-camera row")

@@ -507,3 +507,227 @@ def test_release_latencies_time_the_decision_and_the_send_from_trig_release_reco
     assert result["decision"]["max_ms"] == 500.0 and result["release"]["max_ms"] == 2400.0
     assert result["timing"] == {"end": 2} and result["causes"] == {"end_reached": 1, "end_of_stream": 1}
     assert accounting.release_latencies({}, [], [])["count"] == 0
+
+
+# ------------------------------------------------------------------ 10. several cameras
+
+from bench.workloads import camera_accounting, camera_corpus, camera_publisher  # noqa: E402
+
+
+def _trig(reason, t_start_ms, stream="cam0", frame_id=0, key=None):
+    return {"reason": reason, "t_start_ns": int(t_start_ms * 1e6), "t_end_ns": int((t_start_ms + 3000) * 1e6),
+            "stream": stream, "frame_id": frame_id, "key": key or f"{stream}-{reason}-{t_start_ms}"}
+
+
+def test_camera_triggers_match_by_reason_and_start_within_100_ms():
+    reference = [_trig("expression_spike", 1000), _trig("head_turn", 5000), _trig("wave", 8000)]
+    live = [_trig("head_turn", 5090), _trig("expression_spike", 1150), _trig("hand_wave", 8000), _trig("wave", 7950)]
+    match = camera_accounting.match_triggers(reference, live)
+    assert (match["matched"], match["missed"], match["extra"]) == (2, 1, 2)
+    assert match["missed_triggers"][0]["reason"] == "expression_spike"
+    assert sorted(e["reason"] for e in match["extra_triggers"]) == ["expression_spike", "hand_wave"]
+    assert match["max_diff_ms"] == 90.0
+    # One live trigger pairs with one offline trigger only.
+    twice = camera_accounting.match_triggers([_trig("wave", 1000), _trig("wave", 1010)], [_trig("wave", 1005)])
+    assert (twice["matched"], twice["missed"], twice["extra"]) == (1, 1, 0)
+
+
+def _rates(stream, t_s, level, occupied, frames, reason=None):
+    return {"record_type": "camera_rates", "stream": stream, "frame_id": int(t_s * 30), "t_ns": int(t_s * 1e9),
+            "occupied": occupied, "motion": True, "level": level,
+            "reason": reason or ("load" if level else ("occupied" if occupied else "motion")),
+            "rates_fps": {"face": 30.0 / (level + 1), "pose": 15.0}, "frames": frames,
+            "occupied_frames": frames // 2, "runs": {"face": frames}}
+
+
+def test_camera_summary_counts_one_stream_and_explains_a_missed_trigger_by_the_budget():
+    trace = []
+    for stream in ("cam0", "cam1"):
+        for i in range(10):
+            if stream == "cam1" and i in (3, 4):
+                continue
+            trace.append({"record_type": "timing", "component": "fusion_process", "stream": stream, "frame_id": i})
+            trace.append({"record_type": "frame_extract", "stream": stream, "frame_id": i, "source": "face",
+                          "processing_ms": 10.0 if stream == "cam0" else 2.0})
+    trace.append({"record_type": "frame_drop", "stream": "cam1", "frame_id": 4, "reason": "backpressure",
+                  "dropped_frame_ids": [3, 4]})
+    trace.append({"record_type": "frame_carry", "stream": "cam0", "frame_id": 5, "source": "pose",
+                  "from_frame_id": None, "every": 2})
+    trace += [_rates("cam0", 0.0, 0, True, 1), _rates("cam0", 0.8, 2, True, 25), _rates("cam1", 0.0, 0, False, 1)]
+    rows = [_trig("head_turn", 2000, "cam0", frame_id=2), _trig("head_turn", 2000, "cam1", frame_id=2)]
+    trace.append({"record_type": "trig_release", "stream": "cam1", "key": rows[1]["key"], "timing": "end",
+                  "cause": "end_reached", "t_end_ns": 0, "decided_ns": 1_250_000_000, "released_ns": 4_000_000_000,
+                  "held_ms": 2750.0})
+    publisher = {"frames": 10, "dropped": 0, "send_wall_ns": [1_000_000_000 + i for i in range(10)]}
+    reference = [_trig("head_turn", 1000, frame_id=45), _trig("head_turn", 2000, frame_id=75)]
+    cam0 = camera_accounting.camera_summary(trace, rows, "cam0", reference, publisher)
+    cam1 = camera_accounting.camera_summary(trace, rows, "cam1", reference, publisher)
+    assert (cam0["fused"], cam0["fused_complete"], cam0["shed"], cam0["unaccounted"]) == (10, 9, 0, 0)
+    assert (cam1["fused"], cam1["shed"], cam1["unaccounted"]) == (8, 2, 0)
+    # Frame 5's pose had nothing to carry while the camera was occupied (pose rate 15): incomplete.
+    assert (cam0["fused_complete_or_empty"], cam0["unscheduled_empty"]) == (9, 0)
+    assert cam0["triggers"]["matched"] == 1 and cam0["triggers"]["missed"] == 1
+    (explained,) = cam0["missed_explained"]
+    assert explained["lowered_by_load"] and explained["max_level"] == 2
+    # In force when the offline run fired it (frame 45: 1.5 s), not at its start.
+    assert explained["fired_s"] == 1.5 and explained["in_force"]["t_s"] == 0.8
+    assert cam1["missed_explained"][0]["lowered_by_load"] is False
+    assert cam1["decision_p99_ms"] == pytest.approx(250.0 - 2 / 1e6, abs=0.01)
+    assert cam0["decision_count"] == 0
+    assert cam0["budget"]["max_level"] == 2 and cam0["budget"]["frames"] == 25
+    weights = camera_accounting.extraction_ms(trace)
+    assert weights == {"cam0": 100.0, "cam1": 16.0}
+    split = camera_accounting.split_cpu(10.0, weights, {"cam0": 10, "cam1": 10}, fixed_share=0.5)
+    assert sum(split.values()) == pytest.approx(10.0)
+    assert split["cam0"] > split["cam1"] > 2.5
+
+
+def test_complete_frames_count_pose_and_hands_not_scheduled_on_an_empty_camera():
+    records = [{"record_type": "timing", "component": "fusion_process", "stream": "c", "frame_id": i} for i in range(4)]
+    records += [
+        dict(_rates("c", 0.0, 0, False, 1), rates_fps={"face": 15.0, "quality": 15.0, "pose": 0.0, "gesture": 0.0}),
+        dict(_rates("c", 0.1, 0, True, 3), frame_id=2, rates_fps={"face": 30.0, "quality": 30.0, "pose": 15.0,
+                                                                   "gesture": 15.0}),
+    ]
+    for fid in (0, 1, 2):
+        records.append({"record_type": "frame_carry", "stream": "c", "frame_id": fid, "source": "pose",
+                        "from_frame_id": None, "every": 2})
+    records.append({"record_type": "frame_drop", "stream": "c", "frame_id": 3, "reason": "timeout",
+                    "extractors": ["face"]})
+    assert camera_accounting.complete_frames(records) == {"complete": 0, "unscheduled_empty": 2, "incomplete": 2}
+
+
+def test_camera_corpus_is_deterministic_and_the_empty_scene_moves():
+    from facemoment.formats.sample import render_frame
+
+    assert np.array_equal(camera_corpus.render_camera("rider_shifted", 0), render_frame(camera_corpus.SHIFT_FRAMES))
+    assert np.array_equal(camera_corpus.render_camera("empty", 7), camera_corpus.render_camera("empty", 7))
+    a, b = camera_corpus.render_camera("empty", 0), camera_corpus.render_camera("empty", 15)
+    assert a.shape == (480, 640, 3) and float(np.abs(a.astype(int) - b.astype(int)).mean()) > 2.0
+    assert camera_corpus.render_camera("rider_1080", 100).shape == (1080, 1920, 3)
+    with pytest.raises(ValueError):
+        camera_corpus.render_camera("nobody", 0)
+
+
+def test_offline_reference_is_computed_once_and_cached(tmp_path):
+    video = tmp_path / "rider-4.mp4"
+    video.write_bytes(b"not read by the fake runner")
+    calls = []
+
+    def runner(path, out_dir):
+        calls.append((path, out_dir))
+        return [dict(_trig("head_turn", 1000), score=0.9)]
+
+    first = camera_corpus.offline_reference(video, lambda _m: None, runner=runner)
+    second = camera_corpus.offline_reference(video, lambda _m: None, runner=runner)
+    assert first == second == [{"reason": "head_turn", "t_start_ns": 1_000_000_000, "t_end_ns": 4_000_000_000,
+                                "frame_id": 0}]
+    assert len(calls) == 1
+
+
+def test_camera_publisher_sends_every_frame_of_its_video_in_order(tmp_path):
+    images = [np.full((48, 64, 3), 10 * i, np.uint8) for i in range(6)]
+    video = inputs.write_video(tmp_path / "tiny.mp4", images)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    result = tmp_path / "sent.json"
+    thread = threading.Thread(target=camera_publisher.publish, args=(video, address, result, 60.0))
+    thread.start()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, FRAME_TOPIC)
+    sub.setsockopt(zmq.RCVTIMEO, 30_000)
+    sub.connect(address)
+    ids = []
+    try:
+        while len(ids) < 6:
+            ids.append(unpack_frame(sub.recv_multipart())[0])
+    finally:
+        sub.close(0)
+        ctx.term()
+        thread.join(timeout=60)
+    assert ids == list(range(6))
+    sent = __import__("json").loads(result.read_text())
+    assert sent["frames"] == sent["sent"] == 6 and len(sent["send_wall_ns"]) == 6 and sent["size"] == [64, 48]
+
+
+def _camera(kind, occupied, complete=360, shed=0, matched=2, offline=2, extra=0, p99=400.0, cpu=0.3, missed=()):
+    return {"kind": kind, "occupied_kind": occupied, "frames_sent": 360, "fused": 360, "fused_complete": complete - 5,
+            "fused_complete_share": round((complete - 5) / 360, 4), "unscheduled_empty": 5,
+            "fused_complete_or_empty": complete, "fused_complete_or_empty_share": round(complete / 360, 4),
+            "dropped_by_reason": {}, "shed": shed, "late_frames_not_fused": 0,
+            "partial_frames_timeout": 0, "not_carried_by_extractor": {}, "unaccounted": 0, "publisher_dropped": 0,
+            "triggers": {"offline": offline, "live": matched + extra, "matched": matched, "missed": offline - matched,
+                         "extra": extra, "max_diff_ms": 10.0, "missed_triggers": [], "extra_triggers": []},
+            "missed_explained": list(missed), "decision_p99_ms": p99, "decision_count": matched,
+            "cpu_cores": cpu, "budget": {"changes": 3, "max_level": 1 if missed else 0, "frames": 360,
+                                         "occupied_frames": 200 if occupied else 0, "runs": {}, "lowered_by_load": []}}
+
+
+def test_camera_targets_and_their_section_in_results_md():
+    explained = {"reason": "head_turn", "t_start_s": 3.0, "t_end_s": 6.0, "in_force": {"level": 2, "reason": "load",
+                 "rates_fps": {"face": 10.0}}, "changes": 0, "lowered_by_load": True, "max_level": 2}
+    unexplained = dict(explained, lowered_by_load=False, max_level=0)
+    layout = lambda cams, **kw: {"cameras": len(cams), "preset": "realtime,lean,park", "frame_size": "640x480",  # noqa: E731
+                                 "stream_seconds": 12.0, "process_cpu_cores": 1.5, "fixed_share": 0.2,
+                                 "trig_received": 4, "per_camera": {f"cam{i}": c for i, c in enumerate(cams)}, **kw}
+    cams = {
+        "preset": "realtime,lean,park", "frames_per_camera": 360, "references": {"rider": 2, "empty": 0},
+        "empty_camera_by_difference_cores": 0.04, "cpu_method": "split",
+        "layouts": {
+            "1 camera 1920x1080": layout([_camera("rider_1080", True, complete=350)], clips={
+                "clips": 2, "triggers": 2, "full_size": True, "full_length": True, "clip_seconds": [3.0, 3.0],
+                "trigger_spans_s": [3.0, 3.0], "files": [{"file": "a.mp4", "size": "1920x1080", "seconds": 3.0}]}),
+            "4 cameras": layout([_camera("rider", True), _camera("rider_shifted", True, p99=1200.0),
+                                 _camera("empty", False, offline=0, matched=0, p99=None, cpu=0.03),
+                                 _camera("empty", False, offline=0, matched=0, p99=None, cpu=0.08)]),
+            "8 cameras": layout([_camera("rider", True, matched=1, missed=[explained]),
+                                 _camera("rider", True, matched=1, missed=[unexplained])]),
+        },
+        "seed_thread_pool": {"cameras": 4, "frames": 1440, "seconds": 200.0, "fps": 7.2, "needed_fps": 120.0,
+                             "cameras_kept_up": 0.24, "method": "m", "per_camera": {
+                                 "cam0": {"kind": "rider", "fps": 7.2, "timeouts": {}, "cpu_s_per_camera_s": 1.9,
+                                          "triggers": {"offline": 2, "matched": 2, "missed": 0, "extra": 0}}}},
+    }
+    rows = {t["name"]: t for t in verdicts.evaluate_targets({"machine": {"cores": 2}, "cameras": cams})}
+    raw = rows["1 camera, raw 1920x1080 at 30 fps"]
+    assert raw["met"] is False and "points short" in raw["shortfall"]  # 350/360 = 97.2%
+    four = rows["4 cameras at 30 fps 640x480 (two riders, two empty)"]
+    assert four["met"] is False and "200 ms over" in four["shortfall"]
+    eight = rows["8 cameras: nothing lost silently"]
+    assert eight["met"] is False and eight["shortfall"].startswith("1 of 2 missed")
+    assert rows["an empty camera's CPU"]["measured"] == 0.08 and rows["an empty camera's CPU"]["met"] is False
+    assert rows["a camera with riders, CPU"]["met"] is True
+    assert rows["the seed's thread-pool loop on the 4 cameras (baseline)"]["met"] is None
+    text = report.render_markdown({"date": "d", "command": "c", "machine": {}, "cameras": cams,
+                                   "targets": list(rows.values())})
+    assert "## 10. Several cameras in one flow process" in text
+    assert "| 8 cameras | cam1 | rider | 355 + 5 = 360/360 | 0 | 0 |" in text
+    assert "cam0 missed head_turn at 3.0 s (fired offline at None s): budget level then 2 (load)" in text
+    assert "**7.2 fps** against 120 fps" in text
+
+
+def test_only_cameras_keeps_the_other_sections_figures(tmp_path, monkeypatch):
+    import json
+
+    previous = {"date": "before", "command": "c", "machine": {"cores": 2}, "ingest": {
+        "frame_size": "1920x1080", "mb_per_frame": 6.2, "frames_published": 10,
+        "raw_pipe": {"fps": 90.0, "mb_per_s": 1, "publisher": {"fps": 90.0}},
+        "zmq_frame_source": {"fps": 70.0, "mb_per_s": 1, "frames": 10, "publisher": {"fps": 70.0}}}}
+    (tmp_path / "results.json").write_text(json.dumps(previous))
+    seen = {}
+
+    def fake_measure(layouts, preset, work, log, baseline=True):
+        seen.update(layouts=layouts, preset=preset, baseline=baseline)
+        return {"preset": preset, "frames_per_camera": 360, "layouts": {}, "references": {}, "cpu_method": "m"}
+
+    monkeypatch.setattr(run, "measure_cameras", fake_measure)
+    monkeypatch.setattr(run, "wait_for_quiet", lambda *a, **k: 0.0)
+    assert run.main(["--only", "cameras", "--quick", "--out", str(tmp_path)]) == 0
+    assert seen == {"layouts": ["1 camera", "2 cameras"], "preset": "realtime,lean,park", "baseline": False}
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["date"] == "before" and written["ingest"] == previous["ingest"]
+    assert written["cameras"]["preset"] == "realtime,lean,park" and "load_before" in written["cameras"]
+    assert [t["name"] for t in written["targets"]] == ["ZMQ ingest of raw 1080p frames"]
+    assert "## 10. Several cameras" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        run.main(["--only", "cameras", "--cameras-layouts", "3 cameras", "--out", str(tmp_path)])
