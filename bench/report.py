@@ -191,6 +191,15 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         lines += ["## 9. Hostile messages among a live stream (ZmqFrameSource, lossless publisher)", ""]
         lines += _table(["", "value"], fuzz_rows(fuzz))
         lines.append("")
+    chaos = results.get("chaos")
+    if chaos:
+        from bench.workloads.chaos import chaos_rows
+
+        lines += [f"## 10. Chaos soak: {chaos['seconds'] / 60:g} minutes live at 30 fps under recovery, faults on a seeded schedule", ""]
+        if chaos.get("command"):
+            lines += [f"Run alone: `{chaos['command']}` ({chaos.get('date')}).", ""]
+        lines += _table(["", "value"], chaos_rows(chaos))
+        lines.append("")
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]
