@@ -200,6 +200,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             lines += [f"Run alone: `{chaos['command']}` ({chaos.get('date')}).", ""]
         lines += _table(["", "value"], chaos_rows(chaos))
         lines.append("")
+        if chaos.get("note"):
+            lines += [chaos["note"], ""]
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]
