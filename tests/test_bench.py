@@ -564,3 +564,33 @@ def test_the_chaos_soak_runs_its_faults_and_reports_at_a_tiny_scale(tmp_path):
     assert [t["name"].split(":")[0] for t in results["targets"]] == ["chaos soak"] * 3
     text = report.render_markdown({"date": "d", "command": "c", "machine": {}, **results})
     assert "## 10. Chaos soak" in text and "none lost / none doubled" in text
+
+
+def test_a_raw_burst_waits_for_room_instead_of_being_shed_and_needs_a_subscriber():
+    from facemoment.tools.daemon import FramePublisher
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    publisher = FramePublisher(address, wait_subscribers=1)
+    assert publisher.send_raw([b"frame", b"x"], wait_s=0.1) is False  # nobody subscribed: not sent
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 10)  # a small queue: the burst outruns it unless sends wait
+    sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+    sub.connect(address)
+    got: list = []
+
+    def read() -> None:
+        while len(got) < 3000 and sub.poll(10_000):
+            got.append(sub.recv_multipart()[1])
+
+    try:
+        assert publisher.wait_for_subscribers(timeout=30)
+        reader = threading.Thread(target=read)
+        reader.start()
+        sent = [publisher.send_raw([b"frame", str(i).encode()], wait_s=30) for i in range(3000)]
+        reader.join(60)
+    finally:
+        publisher.close()
+        sub.close(linger=0)
+        ctx.term()
+    assert all(sent) and got == [str(i).encode() for i in range(3000)]

@@ -450,6 +450,8 @@ def _trace_summary(out_dir: Path) -> Dict[str, Any]:
         "while_down_gaps": sum(1 for r in trace if r.get("where") == "while_down"),
         "frames_dropped": dict(dropped),
         "source_summaries": len(summaries),
+        # The source's own counts: kept in its snapshots, so they survive a resume the records do not.
+        "malformed_in_summary": dict(summaries[-1].get("malformed") or {}) if summaries else {},
     }
 
 
@@ -525,8 +527,9 @@ def chaos_rows(chaos: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("extra live triggers", t["extra_live"]),
         ("doubled: triggers.jsonl / TRIG", f"{t['doubled_in_triggers_jsonl']} / {t['trig_doubled']}"),
         ("TRIG received / sends by status", f"{t['trig_received']} / {chaos['trig_sends']}"),
-        ("hostile sent (to a subscriber) / counted", f"{sum(chaos['hostile_sent'].values())} / {sum(trace['malformed_counted'].values())} "
-                                   f"in {trace['malformed_records']} records"),
+        ("hostile sent (to a subscriber) / counted in records / in the source summary",
+         f"{sum(chaos['hostile_sent'].values())} / {sum(trace['malformed_counted'].values())} in {trace['malformed_records']} records"
+         f" / {sum((trace.get('malformed_in_summary') or {}).values()) if 'malformed_in_summary' in trace else '–'}"),
         ("frames the live dataflow dropped, by reason (trace)", trace.get("frames_dropped")),
         ("trace: degraded records, records lost to the full disk", f"{trace['trace_degraded_records']}, {trace['trace_lost_records']}"),
         ("exit codes by incarnation", chaos["exit_codes"]),
