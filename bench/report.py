@@ -193,6 +193,17 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         lines.append("")
     if results.get("cameras"):
         lines += render_cameras(results["cameras"])
+    chaos = results.get("chaos")
+    if chaos:
+        from bench.workloads.chaos import chaos_rows
+
+        lines += [f"## 11. Chaos soak: {chaos['seconds'] / 60:g} minutes live at 30 fps under recovery, faults on a seeded schedule", ""]
+        if chaos.get("command"):
+            lines += [f"Run alone: `{chaos['command']}` ({chaos.get('date')}).", ""]
+        lines += _table(["", "value"], chaos_rows(chaos))
+        lines.append("")
+        if chaos.get("note"):
+            lines += [chaos["note"], ""]
     cpu = results.get("cpu") or {}
     if cpu:
         lines += ["## CPU during each measurement (average cores busy)", ""]

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py [--quick] [--out bench/]
     .venv/bin/python -m bench [--quick] [--out bench/]
+    .venv/bin/python bench/run.py --only chaos [--chaos-minutes 30]   # the chaos soak alone
 
 Writes results.json and results.md into --out. All figures use 640x480 frames of the
 built-in sample (the ingest figure uses raw 1080p frames). What each measurement
@@ -31,6 +32,7 @@ from bench.plan import FOREIGN_LOAD_NOTE, INGEST_SIZE, OVERLOAD_LARGE_SIZE, REPO
 from bench.report import write_results  # noqa: E402
 from bench.targets import evaluate_targets, headline  # noqa: E402
 from bench.workloads.accounting import kept_up  # noqa: E402
+from bench.workloads.chaos import measure_chaos  # noqa: E402
 from bench.workloads.extraction_cpu import measure_extraction_cpu  # noqa: E402
 from bench.workloads.in_process import load_extractors, measure_in_process  # noqa: E402
 from bench.workloads.fuzz import measure_fuzz  # noqa: E402
@@ -49,7 +51,30 @@ def _parse_size(text: str) -> Tuple[int, int]:
     return int(width), int(height)
 
 
-def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[Tuple[int, int]], log: Progress) -> Dict[str, Any]:
+def run_chaos(minutes: float, work: Path, log: Progress) -> Dict[str, Any]:
+    """10: the chaos soak on the sample's frames (bench/workloads/chaos.py)."""
+    from bench.workloads.inputs import decode_video
+    from facemoment.formats.sample import ensure_sample_video
+
+    images = [f.image for f in decode_video(ensure_sample_video())]
+    return measure_chaos(images, minutes * 60.0, work, log)
+
+
+def run_only_chaos(minutes: float, out: Path, command: str, log: Progress) -> Dict[str, Any]:
+    """The soak alone: its section replaces the one in ``out``/results.json, the others stay."""
+    previous = out / "results.json"
+    results: Dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="facemoment-chaos-") as tmp:
+        chaos = run_chaos(minutes, Path(tmp), log)
+    chaos["command"] = command
+    chaos["date"] = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    results["chaos"] = chaos
+    results["targets"] = evaluate_targets(results)
+    return results
+
+
+def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[Tuple[int, int]], log: Progress,
+                  chaos_minutes: Optional[float] = None) -> Dict[str, Any]:
     results: Dict[str, Any] = {
         "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
         "command": command,
@@ -100,6 +125,8 @@ def run_benchmark(plan: Plan, out: Path, command: str, overload_size: Optional[T
         )
         results["ingest"] = measured("ingest", lambda: measure_ingest(plan, work, log))
         results["fuzz"] = measured("fuzz", lambda: measure_fuzz(plan, log))
+        if chaos_minutes is not None:
+            results["chaos"] = measured("chaos", lambda: run_chaos(chaos_minutes, work, log))
     results["load_after"] = load_average()
     results["duration_s"] = round(time.monotonic() - log.started, 1)
     results["headline"] = headline(results)
@@ -159,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--overload-seconds", type=float, default=None,
                         help="length of the overload run (default: 180, 15 with --quick); 1080p frames in "
                              "flight swing RSS by about 90 MB, so a longer run resolves a smaller memory trend")
-    parser.add_argument("--only", choices=["cameras"], default=None,
+    parser.add_argument("--only", choices=["cameras", "chaos"], default=None,
                         help="run only this section; the other sections' figures in --out's results.json are kept")
     parser.add_argument("--cameras-preset", default=CAMERAS_PRESET,
                         help=f"preset(s) of the multi-camera runs (default: {CAMERAS_PRESET})")
@@ -168,6 +195,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                              f"{', '.join(QUICK_LAYOUTS)}); known: {', '.join(LAYOUTS)}")
     parser.add_argument("--live-preset", default="realtime",
                         help="preset(s) of the live runs, e.g. realtime,lean (default: realtime)")
+    parser.add_argument("--chaos", action="store_true",
+                        help="also run the chaos soak (11; off by default: it takes --chaos-minutes and an offline run)")
+    parser.add_argument("--chaos-minutes", type=float, default=30.0, help="length of the chaos soak (default: 30)")
     # The raw frame publisher for the ingest measurement runs as a child process of the benchmark.
     parser.add_argument("--serve-raw-frames", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--serve-count", type=int, default=0, help=argparse.SUPPRESS)
@@ -185,6 +215,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.overload_seconds <= 0:
             parser.error("--overload-seconds must be positive")
         plan = dataclasses.replace(plan, overload_s=args.overload_seconds)
+    if args.chaos_minutes <= 0:
+        parser.error("--chaos-minutes must be positive")
     python = os.path.relpath(sys.executable) if sys.executable.startswith(str(REPO)) else sys.executable
     script = os.path.relpath(__file__) if __file__.startswith(os.getcwd()) else __file__
     entry = ["-m", "bench"] if sys.argv[0].endswith("__main__.py") else [script]
@@ -196,8 +228,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unknown layout(s) {', '.join(unknown)}; known: {', '.join(LAYOUTS)}")
     if args.only == "cameras":
         results = run_cameras_only(plan, args.out, command, layouts, args.cameras_preset, log)
+    elif args.only == "chaos":
+        results = run_only_chaos(args.chaos_minutes, args.out, command, log)
     else:
-        results = run_benchmark(plan, args.out, command, args.overload_size, log)
+        results = run_benchmark(plan, args.out, command, args.overload_size, log,
+                                args.chaos_minutes if args.chaos else None)
         results["cameras"] = measure_cameras_section(plan, layouts, args.cameras_preset, log, results)
         results["targets"] = evaluate_targets(results)
     json_path, md_path = write_results(results, args.out)

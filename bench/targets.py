@@ -125,11 +125,33 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
     cams = results.get("cameras")
     if cams:
         camera_targets(add, cams)
+    chaos = results.get("chaos")
+    if chaos:
+        from bench.workloads.chaos import chaos_verdict
+
+        v, t = chaos_verdict(chaos), chaos["triggers"]
+        span = f"{chaos['stream_s'] / 60:.1f} min live at 30 fps, load average {chaos['load_before']} -> {chaos['load_after']}"
+        add("chaos soak: no trigger lost (outside the stretches the dataflow could not receive)", "0 lost",
+            t["lost_unexplained"], v["none_lost"], None if v["none_lost"] else f"{t['lost_unexplained']} lost",
+            f"{span}; against the offline run of the same frames: {t['offline_triggers']} offline, "
+            f"{t['matched']} matched by key, {t['matched_shifted']} moved by frames lost live, "
+            f"{t['lost_while_blind']} lost while the dataflow was down or reconnecting")
+        add("chaos soak: no trigger doubled (triggers.jsonl and TRIG)", "0 doubled",
+            t["doubled_in_triggers_jsonl"] + t["trig_doubled"], v["none_doubled"],
+            None if v["none_doubled"] else f"{t['doubled_in_triggers_jsonl'] + t['trig_doubled']} doubled",
+            f"{span}; {len(chaos['exit_codes']) - 1} kill -9 and recovery restarts, TRIG received {t['trig_received']}")
+        slope = v["rss_slope_max_mb_per_min"]
+        add("chaos soak: RSS bounded", f"slope <= {MEMORY_SLOPE_LIMIT} MB/min per incarnation of 2 min or more",
+            slope, v["rss_bounded"],
+            None if v["rss_bounded"] in (True, None) else f"{slope - MEMORY_SLOPE_LIMIT:.1f} MB/min over",
+            f"max {chaos['rss_max_mb']} MB; " + ("no incarnation ran 2 minutes, too short to judge a trend"
+                                                   if slope is None else "least-squares trend after a 10 s warm-up"))
     cpu = results.get("cpu") or {}
     measured_in = {"1 camera": "cameras", "4 cameras": "cameras", "8 cameras": "cameras", "an empty camera": "cameras",
                    "a camera with": "cameras", "the seed's thread-pool loop": "cameras", "dataflow / bare": "in_process", "dataflow (1 worker)": "in_process", "video file": "in_process",
                    "2 processes": "processes",
-                   "TRIG latency": "latency", "flat memory": "overload", "ZMQ ingest": "ingest"}
+                   "TRIG latency": "latency", "flat memory": "overload", "ZMQ ingest": "ingest",
+                   "chaos soak": "chaos"}
     for target in out:
         key = next((v for k, v in measured_in.items() if target["name"].startswith(k)), None)
         foreign = (cpu.get(key) or {}).get("foreign_cores", 0.0) if key else 0.0

@@ -52,8 +52,9 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from connectors.frame_buffer import FrameBuffer, TimeJumpGuard
 from connectors.receiver import ReceivedBatches, stop_receiver
 from connectors.id_steps import IdStep
+from connectors.malformed_tally import MalformedTally
 from facemoment.core.config import SourceConfig
-from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
+from facemoment.core.records import FrameDrop, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 from facemoment.formats.proxy_pipe import (
     FIFO_SCHEME,
@@ -70,7 +71,6 @@ POLL_MS = 50  # how often the reader looks at the stop flag and at the path
 READ_BYTES = 1 << 20
 IDLE_WAKE = timedelta(milliseconds=5)
 MAX_PENDING_RECORDS = 10_000
-MALFORMED_INTERVAL_S = 1.0
 
 SourceItem = Union[Frame, TraceRecord]
 
@@ -112,13 +112,12 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
         self._buffer = FrameBuffer(source.buffer_frames, source.drop_strategy, source.keyframe_interval, source.buffer_max_bytes)
         self._parser = ProxyFrameParser(source.max_frame_bytes)
         self._time_guard = TimeJumpGuard(source.max_time_jump_s)
-        self._malformed_pending: Dict[str, List[Any]] = {}
-        self._malformed_flushed = 0.0
         self._records: Deque[TraceRecord] = deque()
         self._pending_drops: List[int] = []
         self._drop_depth = 0
         state = resume_state or {}
         self._stats = FifoStats.from_dict(state.get("counts") or {})
+        self._malformed = MalformedTally(self._stream_id, self._stats.malformed)
         self._step = IdStep(state.get("steps"))
         last = state.get("last_frame_id")
         self._last_seen_id: Optional[int] = None if last is None else int(last)
@@ -239,21 +238,11 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
 
     def _note_malformed(self, exc: WireError) -> None:
         """Count a malformed frame; the caller holds the lock."""
-        self._stats.malformed[exc.kind] = self._stats.malformed.get(exc.kind, 0) + 1
-        pending = self._malformed_pending.setdefault(exc.kind, [0, ""])
-        pending[0] += 1
-        pending[1] = exc.message
+        self._malformed.add(exc.kind, exc.message)
 
     def _flush_malformed(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self._malformed_pending or (not force and now - self._malformed_flushed < MALFORMED_INTERVAL_S):
-            return
-        for kind, (messages, detail) in self._malformed_pending.items():
-            self._record(
-                MalformedMessage(kind=kind, detail=detail, count=self._stats.malformed[kind], messages=messages, stream=self._stream_id)
-            )
-        self._malformed_pending = {}
-        self._malformed_flushed = now
+        for record in self._malformed.due(force):
+            self._record(record)
 
     def _check_sequence(self, frame_id: int) -> None:
         last = self._last_seen_id

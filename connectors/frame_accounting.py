@@ -24,16 +24,15 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from connectors.malformed_tally import MALFORMED_INTERVAL_S, MalformedTally
 from connectors.shares import Gap, frame_gap
-from facemoment.core.records import FrameDrop, MalformedMessage, PublisherRestart, SourceSummary
+from facemoment.core.records import FrameDrop, PublisherRestart, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 
 # Trace records waiting for the next batch; beyond this the oldest are lost (and counted).
 MAX_PENDING_RECORDS = 10_000
 # A gap record lists its ids only up to this many (dropped_count and dropped_range always).
 MAX_LISTED_IDS = 32
-# Malformed messages of one kind make at most one trace record per this interval.
-MALFORMED_INTERVAL_S = 1.0
 
 # An id jump: a gap over JUMP_SLACK_IDS + JUMP_MARGIN * rate * seconds passed, where
 # rate is the stream's ids per second of event time, never taken below JUMP_MIN_RATE
@@ -122,8 +121,7 @@ class FrameAccounting:
         self._records: Deque[TraceRecord] = deque()
         self._pending_drops: List[int] = []
         self._drop_depth = 0
-        self._malformed_pending: Dict[str, List[Any]] = {}
-        self._malformed_flushed = self._clock() - MALFORMED_INTERVAL_S
+        self._malformed = MalformedTally(stream_id, self.stats.malformed, clock)
         self.started = self._clock()
         self.got_frame = False
         self.last_receive = self.started
@@ -201,10 +199,7 @@ class FrameAccounting:
         """A message that is not a valid frame. Share 0 alone counts and reports."""
         if self.share_index != 0:
             return
-        self.stats.malformed[kind] = self.stats.malformed.get(kind, 0) + 1
-        pending = self._malformed_pending.setdefault(kind, [0, ""])
-        pending[0] += 1
-        pending[1] = detail
+        self._malformed.add(kind, detail)
 
     def reconnected(self) -> None:
         self.stats.reconnects += 1
@@ -217,7 +212,8 @@ class FrameAccounting:
         Every id seen up to here is then emitted or reported, which :meth:`snapshot`
         relies on: call it under the same lock as the buffer's drain.
         """
-        self._flush_malformed(force_malformed)
+        for record in self._malformed.due(force_malformed):
+            self._record(record)
         out: List[Any] = list(self._records)
         self._records.clear()
         if self._pending_drops:
@@ -267,20 +263,6 @@ class FrameAccounting:
         """How many ids the stream may have lost since ``run``'s last frame."""
         passed_s = max((t_src_ns - run.last_t_ns) / 1e9, now - run.last_clock, 0.0)
         return JUMP_SLACK_IDS + JUMP_MARGIN * run.rate(last_id) * passed_s
-
-    def _flush_malformed(self, force: bool = False) -> None:
-        """One record per kind for the messages counted since the last."""
-        now = self._clock()
-        if not self._malformed_pending or (not force and now - self._malformed_flushed < MALFORMED_INTERVAL_S):
-            return
-        for kind, (messages, detail) in self._malformed_pending.items():
-            self._record(
-                MalformedMessage(
-                    kind=kind, detail=detail, count=self.stats.malformed[kind], messages=messages, stream=self.stream_id
-                )
-            )
-        self._malformed_pending = {}
-        self._malformed_flushed = now
 
     def _gap_record(self, frame_id: int, gap: Gap, where: str, queue_depth: int) -> FrameDrop:
         return FrameDrop(

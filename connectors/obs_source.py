@@ -12,7 +12,12 @@ alignment, lateness and fusion treat it the same.
 Accounting, as the frame source does it:
 
 - ``malformed_message`` (kind ``obs``): a message that is not OBS text; counted
-  and skipped.
+  and skipped, at most one record per kind per second (connectors.malformed_tally);
+  kind ``publishers``: a message naming a publisher beyond :data:`MAX_PUBLISHERS`.
+- ``obs_drop``: observations or records shed because the fusion side fell behind
+  (at most :data:`MAX_HELD` held for the merge, :data:`MAX_PENDING_RECORDS` records
+  waiting): the oldest go, counted in ``dropped_obs`` / ``records_dropped``, one
+  record per second.
 - ``frame_drop`` (reason ``queue_full``, where ``obs``): a gap in the frame ids of
   one publisher's ``frame`` markers (publishers name themselves in ``pub=``):
   frames that publisher never received, or whose OBS were lost on the way. Ids
@@ -49,8 +54,9 @@ from typing_extensions import override
 
 from facemoment.core.addresses import UNIX_SCHEME, parse_address
 from connectors.id_steps import IdStep
+from connectors.malformed_tally import MALFORMED_INTERVAL_S, MalformedTally
 from connectors.receiver import DatagramReceiver, ReceivedBatches, SubReceiver
-from facemoment.core.records import FrameDrop, MalformedMessage, SourceSummary
+from facemoment.core.records import FrameDrop, ObsDrop, SourceSummary
 from facemoment.core.types import Extracted, FramePresence, Observation, TraceRecord
 from facemoment.formats.obs import parse_obs_from
 from facemoment.formats.wire import MSG_TOPIC, WireError, split_text_parts
@@ -60,6 +66,11 @@ log = logging.getLogger(__name__)
 END_SOURCE = "end"  # a publisher's last message (connectors.obs_pub)
 RECEIVE_HWM = 100_000  # OBS are small: the fusion side keeps what it is sent
 POLL_MS = 100
+# Bounds on what waits here for the dataflow: a flood costs counted drops, not memory.
+MAX_HELD = 50_000  # observations held for the merge of publishers
+MAX_PENDING_RECORDS = 10_000  # trace records waiting for the next batch
+# Publishers told apart (by pub=); a message naming one more is malformed (kind publishers).
+MAX_PUBLISHERS = 256
 IDLE_WAKE = timedelta(milliseconds=20)
 
 ObsItem = Union[Extracted, TraceRecord]
@@ -80,6 +91,13 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         self._items: Deque[ObsItem] = deque()  # records, ready to go
         self._held: List[Tuple[int, int, Extracted]] = []  # (t_ns, arrival order, obs), a heap
         self._order = itertools.count()
+        malformed = state.get("malformed")
+        if malformed is None and self._counts.get("malformed"):
+            malformed = {"obs": self._counts["malformed"]}  # a snapshot from before kinds were kept
+        self._malformed = MalformedTally(self._stream_id, dict(malformed or {}))
+        self._shed_held = 0  # observations shed since the last obs_drop record
+        self._shed_records = 0
+        self._shed_reported = 0.0
         self._progress: Dict[str, int] = {}  # publisher -> newest t_ns it sent
         self._heard: Dict[str, float] = {}  # publisher -> monotonic time of its last message
         self._started = time.monotonic()
@@ -136,13 +154,16 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
             with self._lock:
                 self._last_receive = time.monotonic()
                 self._counts["malformed"] += 1
-                self._items.append(
-                    MalformedMessage(kind="obs", detail=exc.message, count=self._counts["malformed"], stream=self._stream_id)
-                )
+                self._malformed.add("obs", exc.message)
             return
         obs.extract_wall_ns = now_ns  # extracted elsewhere: its arrival here is what alignment waits from
         with self._lock:
             self._last_receive = time.monotonic()
+            if publisher not in self._heard and len(self._heard) >= MAX_PUBLISHERS:
+                # Every publisher costs state here: garbage naming new ones must not grow it.
+                self._counts["malformed"] += 1
+                self._malformed.add("publishers", f"more than {MAX_PUBLISHERS} publishers; {publisher[:40]!r} ignored")
+                return
             self._heard[publisher] = self._last_receive
             if obs.source == END_SOURCE:
                 self._ended_publishers.add(publisher)
@@ -151,6 +172,11 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
             self._counts[f"obs_{obs.source}"] += 1
             if isinstance(obs, FramePresence):
                 self._check_gap(publisher, obs.frame_id)
+            if len(self._held) >= MAX_HELD:
+                # The oldest in event time goes: the merge would release it first anyway.
+                heapq.heappop(self._held)
+                self._counts["dropped_obs"] += 1
+                self._shed_held += 1
             heapq.heappush(self._held, (obs.t_ns, next(self._order), obs))
 
     def _check_gap(self, publisher: str, frame_id: int) -> None:
@@ -162,7 +188,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
         if gap is None or last is None:
             return
         self._counts["lost_frames"] += gap.count
-        self._items.append(
+        self._record(
             FrameDrop(
                 frame_id=frame_id,
                 stream=self._stream_id,
@@ -175,6 +201,32 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
                 queue_depth=None,
             )
         )
+
+    def _record(self, record: TraceRecord) -> None:
+        """A record for the next batch; the oldest goes beyond the bound. Caller holds the lock."""
+        if len(self._items) >= MAX_PENDING_RECORDS:
+            self._items.popleft()
+            self._counts["records_dropped"] += 1
+            self._shed_records += 1
+        self._items.append(record)
+
+    def _flush_records(self, force: bool = False) -> None:
+        """Malformed counts and shed observations as records, once a second. Caller holds the lock."""
+        for record in self._malformed.due(force):
+            self._record(record)
+        now = time.monotonic()
+        if (self._shed_held or self._shed_records) and (force or now - self._shed_reported >= MALFORMED_INTERVAL_S):
+            self._shed_reported = now
+            self._record(
+                ObsDrop(
+                    stream=self._stream_id,
+                    dropped_obs=self._shed_held,
+                    records_dropped=self._shed_records,
+                    held=len(self._held),
+                    reason="queue_full",
+                )
+            )
+            self._shed_held = self._shed_records = 0
 
     # ------------------------------------------------------------ worker thread
 
@@ -209,6 +261,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
 
     def _take(self, everything: bool = False) -> List[ObsItem]:
         with self._lock:
+            self._flush_records(force=everything)
             out: List[ObsItem] = list(self._items)
             self._items.clear()
             horizon = None if everything else self._horizon()
@@ -229,6 +282,8 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
             duration_s=round(time.monotonic() - self._started, 3),
             lost_on_wire=counts.get("lost_frames", 0),
             malformed_obs=counts.get("malformed", 0),
+            dropped_obs=counts.get("dropped_obs", 0),
+            records_dropped=counts.get("records_dropped", 0),
             obs_received={k[4:]: v for k, v in counts.items() if k.startswith("obs_")},
             publishers=sorted(self._last_marker),
             publishers_ended=sorted(self._ended_publishers),
@@ -240,6 +295,7 @@ class _ObsPartition(ReceivedBatches, StatefulSourcePartition[ObsItem, Dict[str, 
             return {
                 "last_marker": dict(self._last_marker),
                 "counts": dict(self._counts),
+                "malformed": dict(self._malformed.counts),
                 "ended": sorted(self._ended_publishers),
                 "steps": {p: steps.recent() for p, steps in self._steps.items()},
             }

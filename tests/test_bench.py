@@ -731,3 +731,88 @@ def test_only_cameras_keeps_the_other_sections_figures(tmp_path, monkeypatch):
     assert "## 10. Several cameras" in (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit):
         run.main(["--only", "cameras", "--cameras-layouts", "3 cameras", "--out", str(tmp_path)])
+# ------------------------------------------------------------------ chaos soak
+
+from bench.workloads import chaos  # noqa: E402
+
+
+def test_the_chaos_schedule_is_seeded_and_holds_every_fault():
+    faults = chaos.chaos_schedule(7, 600.0)
+    assert faults == chaos.chaos_schedule(7, 600.0) and faults != chaos.chaos_schedule(8, 600.0)
+    kinds = [f.kind for f in faults]
+    assert kinds.count("kill") == 2 and kinds.count("publisher_restart") == 2 and kinds.count("trig_stall") == 1
+    assert kinds.count("malformed_burst") == 5
+    assert [f.at_s for f in faults] == sorted(f.at_s for f in faults) and all(0 < f.at_s < 600 for f in faults)
+    first_kill, second_kill = [f for f in faults if f.kind == "kill"]
+    assert first_kill.disk_full and not second_kill.disk_full  # the full disk lasts until the second kill
+
+
+def _trigger_row(t: int, reason: str = "smile") -> dict:
+    return {"key": f"cam0:{t}:{reason}", "reason": reason, "event_t_ns": t, "t_start_ns": t - 100, "t_end_ns": t + 100}
+
+
+def test_chaos_triggers_are_matched_moved_lost_and_doubled_against_the_offline_run():
+    s = 10**9
+    offline = [_trigger_row(1 * s), _trigger_row(5 * s), _trigger_row(9 * s), _trigger_row(20 * s), _trigger_row(30 * s, "wave")]
+    live = [_trigger_row(1 * s), _trigger_row(1 * s), _trigger_row(int(5.4 * s)), _trigger_row(30 * s, "wave"), _trigger_row(40 * s)]
+    texts = ["TRIG label=highlight t_start_ns=%d t_end_ns=%d faces=1 score=0.5 reason=smile" % (s - 100, s + 100)] * 2
+    texts.append("not a TRIG")
+    got = chaos.compare_triggers(live, offline, texts, blind=[[19 * s, 21 * s]])
+    assert (got["matched"], got["matched_shifted"]) == (2, 1)  # 5 s moved to 5.4 s: same reason, within 1 s
+    assert (got["lost"], got["lost_while_blind"], got["lost_unexplained"]) == (2, 1, 1)  # 20 s blind, 9 s not
+    assert got["extra_live"] == 1 and got["doubled_in_triggers_jsonl"] == 1
+    assert (got["trig_received"], got["trig_doubled"], got["trig_unknown"]) == (2, 1, 1)
+    assert got["trig_missing"] == 3  # live keys never received as TRIG: 5.4 s, 30 s wave, 40 s
+
+
+@pytest.mark.slow
+def test_the_chaos_soak_runs_its_faults_and_reports_at_a_tiny_scale(tmp_path):
+    from facemoment.formats.sample import render_frame
+
+    images = [render_frame(i) for i in range(0, 360, 12)]
+    lines: list = []
+    result = chaos.measure_chaos(images, 12.0, tmp_path, lines.append, seed=3)
+    kinds = sorted({f["kind"] for f in result["faults"]})
+    assert kinds == ["kill", "malformed_burst", "publisher_restart", "trig_stall"]
+    assert result["frames_sent"] >= 360  # and on until the last dataflow had a second of frames
+    assert result["exit_codes"][:2] == [-9, -9] and result["exit_codes"][-1] == 0
+    assert result["incarnations"][1]["disk_limit_bytes"] and not result["incarnations"][2]["disk_limit_bytes"]
+    assert result["rss_by_incarnation"] and result["rss_max_mb"] > 0
+    assert set(result["triggers"]) >= {"offline_triggers", "lost_unexplained", "doubled_in_triggers_jsonl", "trig_doubled"}
+    counted = sum(result["live_trace"]["malformed_counted"].values())
+    assert counted <= sum(result["hostile_sent"].values())  # what came while blind was never received
+    results = {"chaos": result}
+    results["targets"] = verdicts.evaluate_targets(results)
+    assert [t["name"].split(":")[0] for t in results["targets"]] == ["chaos soak"] * 3
+    text = report.render_markdown({"date": "d", "command": "c", "machine": {}, **results})
+    assert "## 11. Chaos soak" in text and "none lost / none doubled" in text
+
+
+def test_a_raw_burst_waits_for_room_instead_of_being_shed_and_needs_a_subscriber():
+    from facemoment.tools.daemon import FramePublisher
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    publisher = FramePublisher(address, wait_subscribers=1)
+    assert publisher.send_raw([b"frame", b"x"], wait_s=0.1) is False  # nobody subscribed: not sent
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 10)  # a small queue: the burst outruns it unless sends wait
+    sub.setsockopt(zmq.SUBSCRIBE, b"frame")
+    sub.connect(address)
+    got: list = []
+
+    def read() -> None:
+        while len(got) < 3000 and sub.poll(10_000):
+            got.append(sub.recv_multipart()[1])
+
+    try:
+        assert publisher.wait_for_subscribers(timeout=30)
+        reader = threading.Thread(target=read)
+        reader.start()
+        sent = [publisher.send_raw([b"frame", str(i).encode()], wait_s=30) for i in range(3000)]
+        reader.join(60)
+    finally:
+        publisher.close()
+        sub.close(linger=0)
+        ctx.term()
+    assert all(sent) and got == [str(i).encode() for i in range(3000)]

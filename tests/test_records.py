@@ -30,6 +30,7 @@ LEVELS = {
     "source_summary": Level.MINIMAL,
     "source_error": Level.MINIMAL,
     "malformed_message": Level.MINIMAL,
+    "obs_drop": Level.MINIMAL,
     "publisher_restart": Level.MINIMAL,
     "timing": Level.NORMAL,
     "frame_drop": Level.NORMAL,

@@ -310,6 +310,21 @@ class MalformedMessage(Record):
 
 @register
 @dataclasses.dataclass(kw_only=True)
+class ObsDrop(Record):
+    """OBS input that fell behind: observations and records shed, oldest first, since the last."""
+
+    TYPE: ClassVar[str] = "obs_drop"
+    LEVEL: ClassVar[Level] = Level.MINIMAL
+
+    stream: str
+    dropped_obs: int  # observations shed from the merge's hold
+    records_dropped: int  # trace records shed before they were written
+    held: int  # observations held when this was written
+    reason: str  # queue_full
+
+
+@register
+@dataclasses.dataclass(kw_only=True)
 class PublisherRestart(Record):
     TYPE: ClassVar[str] = "publisher_restart"
     LEVEL: ClassVar[Level] = Level.MINIMAL
@@ -348,6 +363,7 @@ class SourceSummary(Record):
     error: Optional[str] = optional()
     # OBS input: malformed OBS texts, observations by source, the publishers heard and ended
     malformed_obs: Optional[int] = optional()
+    dropped_obs: Optional[int] = optional()  # OBS input: observations shed (obs_drop)
     obs_received: Optional[Dict[str, int]] = optional()
     publishers: Optional[List[str]] = optional()
     publishers_ended: Optional[List[str]] = optional()

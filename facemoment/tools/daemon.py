@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import zmq
@@ -125,6 +125,27 @@ class FramePublisher:
                 self._read_subscriptions(0)
         self.sent += 1
         return True
+
+    def send_raw(self, parts: List[bytes], wait_s: float = 1.0) -> bool:
+        """Send a message as it is (a test's malformed one), waiting up to ``wait_s`` for a
+        subscriber's room (the send queue holds two frames: a burst would be shed
+        unseen). False if it could not go: no subscriber, or no room in time."""
+        self._read_subscriptions(0)
+        if self._subscriptions is None or self._subscriptions.count == 0:
+            return False
+        deadline = time.monotonic() + wait_s
+        self._socket.setsockopt(zmq.XPUB_NODROP, 1)  # refuse rather than drop: the caller counts
+        try:
+            while True:
+                try:
+                    self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+                    return True
+                except zmq.Again:
+                    if time.monotonic() >= deadline:
+                        return False
+                    self._socket.poll(ROOM_POLL_MS, zmq.POLLOUT)
+        finally:
+            self._socket.setsockopt(zmq.XPUB_NODROP, int(self.lossless))
 
     def close(self, flush_ms: int = 1000) -> None:
         # Sends never wait (linger 0 while running); at a clean end the last frames
