@@ -49,7 +49,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from connectors.frame_buffer import FrameBuffer, TimeJumpGuard
+from connectors.frame_accounting import SourceStats  # the counters every frame source reports
+from connectors.frame_buffer import FrameBuffer, ShedFrames, TimeJumpGuard
 from connectors.receiver import ReceivedBatches, stop_receiver
 from connectors.id_steps import IdStep
 from connectors.malformed_tally import MalformedTally
@@ -75,28 +76,6 @@ MAX_PENDING_RECORDS = 10_000
 SourceItem = Union[Frame, TraceRecord]
 
 
-@dataclass
-class FifoStats:
-    frames_received: int = 0
-    frames_emitted: int = 0
-    dropped_backpressure: int = 0
-    lost_on_wire: int = 0
-    malformed: Dict[str, int] = field(default_factory=dict)
-    publisher_restarts: int = 0
-    records_dropped: int = 0
-    # Writers that went away after which a new one was joined.
-    reconnects: int = 0
-
-    def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "FifoStats":
-        stats = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        stats.malformed = dict(stats.malformed)
-        return stats
-
-
 class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[str, Any]]):
     IDLE_WAKE = IDLE_WAKE
 
@@ -107,16 +86,14 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
         self._idle_timeout_s = source.idle_timeout_s
         self._connect_timeout_s = source.connect_timeout_s
         self._stop_event = source.stop_event
-        self._strategy = source.drop_strategy
         self._lock = threading.Lock()
         self._buffer = FrameBuffer(source.buffer_frames, source.drop_strategy, source.keyframe_interval, source.buffer_max_bytes)
         self._parser = ProxyFrameParser(source.max_frame_bytes)
         self._time_guard = TimeJumpGuard(source.max_time_jump_s)
         self._records: Deque[TraceRecord] = deque()
-        self._pending_drops: List[int] = []
-        self._drop_depth = 0
+        self._shed = ShedFrames(self._stream_id, source.drop_strategy)
         state = resume_state or {}
-        self._stats = FifoStats.from_dict(state.get("counts") or {})
+        self._stats = SourceStats.from_dict(state.get("counts") or {})
         self._malformed = MalformedTally(self._stream_id, self._stats.malformed)
         self._step = IdStep(state.get("steps"))
         last = state.get("last_frame_id")
@@ -231,10 +208,8 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
             self._check_sequence(frame_id)
             self._last_seen_id = frame_id
             dropped = self._buffer.offer(frame)
-            if dropped:
-                self._pending_drops.extend(int(d.frame_id) for d in dropped)
-                self._stats.dropped_backpressure += len(dropped)
-                self._drop_depth = max(self._drop_depth, len(self._buffer))
+            self._shed.note(dropped, len(self._buffer))
+            self._stats.dropped_backpressure += len(dropped)
 
     def _note_malformed(self, exc: WireError) -> None:
         """Count a malformed frame; the caller holds the lock."""
@@ -284,20 +259,9 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
             out: List[SourceItem] = list(self._records)
             self._records.clear()
             frames = self._buffer.drain()
-            if self._pending_drops:
-                out.append(
-                    FrameDrop(
-                        frame_id=self._last_seen_id,
-                        stream=self._stream_id,
-                        dropped_frame_ids=self._pending_drops,
-                        dropped_count=len(self._pending_drops),
-                        reason="backpressure",
-                        strategy=self._strategy,
-                        queue_depth=self._drop_depth,
-                    )
-                )
-                self._pending_drops = []
-                self._drop_depth = 0
+            shed = self._shed.record(self._last_seen_id)
+            if shed is not None:
+                out.append(shed)
             out.extend(frames)
             self._stats.frames_emitted += len(frames)
             self._accounted_id = self._last_seen_id
@@ -337,7 +301,7 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
         )
 
     @property
-    def stats(self) -> FifoStats:
+    def stats(self) -> SourceStats:
         with self._lock:
             return copy.deepcopy(self._stats)
 

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from connectors.frame_buffer import ShedFrames
 from connectors.malformed_tally import MALFORMED_INTERVAL_S, MalformedTally
 from connectors.shares import Gap, frame_gap
 from facemoment.core.records import FrameDrop, PublisherRestart, SourceSummary
@@ -107,7 +108,6 @@ class FrameAccounting:
         self.stream_id = stream_id
         self.address = address
         self.share_index, self.share_count = share
-        self._strategy = strategy
         self._clock = clock
         state = resume_state or {}
         self.stats = SourceStats.from_dict(state.get("counts") or {})
@@ -119,8 +119,7 @@ class FrameAccounting:
         # The last id before a jump: a stray jumped id is followed by the old run again.
         self._before_jump: Optional[Tuple[int, _Run]] = None
         self._records: Deque[TraceRecord] = deque()
-        self._pending_drops: List[int] = []
-        self._drop_depth = 0
+        self._shed = ShedFrames(stream_id, strategy)
         self._malformed = MalformedTally(stream_id, self.stats.malformed, clock)
         self.started = self._clock()
         self.got_frame = False
@@ -190,10 +189,8 @@ class FrameAccounting:
     def received(self, dropped: List[Frame], queue_depth: int) -> None:
         """This share's frame was offered to the buffer, which shed ``dropped``."""
         self.stats.frames_received += 1
-        if dropped:
-            self._pending_drops.extend(int(d.frame_id) for d in dropped)
-            self.stats.dropped_backpressure += len(dropped)
-            self._drop_depth = max(self._drop_depth, queue_depth)
+        self._shed.note(dropped, queue_depth)
+        self.stats.dropped_backpressure += len(dropped)
 
     def malformed(self, kind: str, detail: str) -> None:
         """A message that is not a valid frame. Share 0 alone counts and reports."""
@@ -216,20 +213,9 @@ class FrameAccounting:
             self._record(record)
         out: List[Any] = list(self._records)
         self._records.clear()
-        if self._pending_drops:
-            out.append(
-                FrameDrop(
-                    frame_id=self.last_seen_id,
-                    stream=self.stream_id,
-                    dropped_frame_ids=self._pending_drops,
-                    dropped_count=len(self._pending_drops),
-                    reason="backpressure",
-                    strategy=self._strategy,
-                    queue_depth=self._drop_depth,
-                )
-            )
-            self._pending_drops = []
-            self._drop_depth = 0
+        shed = self._shed.record(self.last_seen_id)
+        if shed is not None:
+            out.append(shed)
         out.extend(frames)
         self.stats.frames_emitted += len(frames)
         self._accounted_id = self.last_seen_id

@@ -8,12 +8,45 @@ from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from facemoment.core.config import DROP_STRATEGIES  # one definition: the configuration
+from facemoment.core.records import FrameDrop
 
 # A jumped clock becomes the new time base after this many frames in a row agreeing
 # on it, over at least this long, with no plausible frame between them: a clock that
 # really stepped keeps sending, while stray frames among a live stream's never qualify.
 TIME_REBASE_FRAMES = 3
 TIME_REBASE_S = 1.0
+
+
+class ShedFrames:
+    """The frames a buffer's drop strategy shed since the last batch: one
+    ``frame_drop`` record (reason ``backpressure``) for all of them."""
+
+    def __init__(self, stream_id: str, strategy: str) -> None:
+        self.stream_id = stream_id
+        self.strategy = strategy
+        self._ids: List[int] = []
+        self._depth = 0
+
+    def note(self, dropped: List[Any], queue_depth: int) -> None:
+        if dropped:
+            self._ids.extend(int(d.frame_id) for d in dropped)
+            self._depth = max(self._depth, queue_depth)
+
+    def record(self, frame_id: Optional[int]) -> Optional[FrameDrop]:
+        """The record for what was shed (None: nothing), then start counting anew."""
+        if not self._ids:
+            return None
+        record = FrameDrop(
+            frame_id=frame_id,
+            stream=self.stream_id,
+            dropped_frame_ids=self._ids,
+            dropped_count=len(self._ids),
+            reason="backpressure",
+            strategy=self.strategy,
+            queue_depth=self._depth,
+        )
+        self._ids, self._depth = [], 0
+        return record
 
 
 class FrameBuffer:
