@@ -43,7 +43,6 @@ import select
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
