@@ -15,6 +15,7 @@ import numpy as np
 from bench.meters import rounded
 from bench.plan import INGEST_SIZE, LIVE_FPS, REPO, Plan, Progress
 from bench.workloads.inputs import flow_env
+from facemoment.core.config import SourceConfig
 from facemoment.core.records import as_dict
 from facemoment.core.types import Frame
 from facemoment.runtime.loopback import free_port
