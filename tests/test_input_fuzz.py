@@ -159,11 +159,8 @@ def test_a_flood_of_garbage_on_a_unix_obs_input_is_counted_in_a_few_records(seed
     _check_obs(items, sum(sent.values()))
 
 
-def test_the_obs_hold_is_bounded_and_what_it_sheds_is_counted(short_dir: Path, monkeypatch) -> None:
-    """A publisher that never speaks holds everything back; the hold sheds its oldest, counted."""
-    monkeypatch.setattr(obs_source, "MAX_HELD", 50)
-    path = short_dir / "obs.sock"
-    texts = [_valid_obs(i) for i in range(MESSAGES)]
+def _datagram_sender(path: Path, texts: List[str]) -> Callable[[], None]:
+    """Sends `texts` as datagrams to `path` once the source has bound it (polled, bounded)."""
 
     def send() -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -178,6 +175,17 @@ def test_the_obs_hold_is_bounded_and_what_it_sheds_is_counted(short_dir: Path, m
                 sock.send(text.encode())
         finally:
             sock.close()
+
+    return send
+
+
+def test_the_obs_hold_is_bounded_and_what_it_sheds_is_counted(short_dir: Path, monkeypatch) -> None:
+    """A publisher that never speaks holds everything back; the hold sheds its oldest, counted."""
+    monkeypatch.setattr(obs_source, "MAX_HELD", 50)
+    path = short_dir / "obs.sock"
+    texts = [_valid_obs(i) for i in range(MESSAGES)]
+
+    send = _datagram_sender(path, texts)
 
     # Two publishers expected, one speaks, and it is waited for a long time: all is held.
     source = ObsSource("cam0", [f"unix://{path}"], idle_timeout_s=1.0, connect_timeout_s=30, hold_s=3600, publishers=2)
@@ -198,19 +206,7 @@ def test_obs_naming_ever_new_publishers_is_counted_not_kept(short_dir: Path, mon
     path = short_dir / "obs.sock"
     texts = [format_obs(FramePresence("", i, i * 50), extended=True, publisher=f"p{i}") for i in range(40)]
 
-    def send() -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            for _ in range(3000):
-                try:
-                    sock.connect(str(path))
-                    break
-                except (FileNotFoundError, ConnectionRefusedError):
-                    threading.Event().wait(0.01)
-            for text in texts:
-                sock.send(text.encode())
-        finally:
-            sock.close()
+    send = _datagram_sender(path, texts)
 
     items = run_source(ObsSource("cam0", [f"unix://{path}"], idle_timeout_s=1.0, connect_timeout_s=30, hold_s=0.1), send)
     records = _records(items)
