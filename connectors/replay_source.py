@@ -14,9 +14,16 @@ are paced by their recorded timestamps against a monotonic clock anchored at the
 first record read (never faster than recorded); the partition tells Bytewax when
 the next frame is due through ``next_awake`` instead of sleeping.
 
-A damaged recording emits the frames before the damage, logs an error naming the
-byte offset, emits a ``source_error`` trace record and ends; it never fails the
-dataflow.
+Damage never fails the dataflow and never ends the stream early: a damaged record
+(cut short, an impossible header, a CRC mismatch, an id that does not follow, a
+payload that does not decode) is skipped and reading goes on at the next intact
+record, found by its header and CRC. Damage is counted per kind
+(``malformed_message`` records, at most one per kind per second, and the
+``malformed`` counts of the ``source_summary`` each share writes at its end); the
+run's exit status says the input was incomplete. Every share meets the same byte
+damage, so share 0 counts it; a payload that does not decode is counted by the
+share that owns the frame. A file that cannot be read at all (not a recording, a
+damaged file header) emits one ``source_error`` record and ends.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from facemoment.core.config import SourceConfig
 from facemoment.runtime import exit_status
 from facemoment.formats.recording import Record, RecordingError, RecordingReader
 from connectors.shares import StreamShares, in_share, parse_share
-from facemoment.core.records import SourceError
+from connectors.malformed_tally import MalformedTally
+from facemoment.core.records import SourceError, SourceSummary
 from facemoment.core.types import Frame, TraceRecord
 
 log = logging.getLogger(__name__)
@@ -79,9 +87,13 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, int]):
         self._finished = False
         self._error: Optional[RecordingError] = None
         self._reader: Optional[RecordingReader] = None
+        self._malformed = MalformedTally(stream_id)
+        self._emitted = 0
+        self._started = time.monotonic()
+        self._summarized = False
         try:
             self._reader = RecordingReader(path)
-            self._records = self._reader.records(self._reader.offset_for(start_frame_id))
+            self._records = self._reader.records(self._reader.offset_for(start_frame_id), self._on_damage)
         except RecordingError as exc:
             self._fail(exc)
         except OSError as exc:
@@ -93,18 +105,29 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, int]):
         self._error = exc
         self._finished = True
         if self._share[0] == 0:  # every share meets the same damage; one reports it
-            log.error("replay of %s ends: %s; the frames before it were emitted", self._stream_id, exc)
+            log.error("replay of %s ends: %s", self._stream_id, exc)
             exit_status.input_incomplete(f"recording of {self._stream_id}: {exc}")
         else:
             log.debug("replay of %s share %d ends: %s", self._stream_id, self._share[0], exc)
+
+    def _on_damage(self, exc: RecordingError, resumes_at: Optional[int]) -> None:
+        if self._share[0] == 0:  # every share reads the same bytes; one counts them
+            self._count(exc, "no intact record after it" if resumes_at is None else f"reading goes on at byte offset {resumes_at}")
+
+    def _count(self, exc: RecordingError, then: str) -> None:
+        first = exc.kind not in self._malformed.counts
+        self._malformed.add(exc.kind, f"{exc}; {then}")
+        if first:  # one log line per kind; the trace has the counts
+            log.warning("replay of %s: %s; %s (further damage of this kind is counted)", self._stream_id, exc, then)
 
     def _peek(self) -> Optional[Record]:
         """The next record of this share, read but not yet emitted; None at the end."""
         while self._pending is None and not self._finished:
             try:
                 record = next(self._records, None)
-            except RecordingError as exc:
-                self._fail(exc)
+            except OSError as exc:  # the medium failed (EIO): what was read stays emitted
+                where = self._reader.tell() if self._reader is not None else 0
+                self._fail(RecordingError(self._path, where, f"cannot be read further: {exc.strerror or exc}"))
                 break
             if record is None:
                 self._finished = True
@@ -118,7 +141,7 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, int]):
         return self._pending
 
     def next_batch(self) -> List[ReplayItem]:
-        if self._reader is None and self._error is None:
+        if self._summarized:
             raise StopIteration
         batch: List[ReplayItem] = []
         self._due_in_ns = None
@@ -131,23 +154,46 @@ class _ReplayPartition(StatefulSourcePartition[ReplayItem, int]):
                 if delay > 0:
                     self._due_in_ns = delay
                     break
-            try:
-                image = record.image()
-            except RecordingError as exc:
-                self._pending = None
-                self._fail(exc)
-                break
             self._pending = None
             self._next_id = record.frame_id + 1
+            try:
+                image = record.image()
+            except RecordingError as exc:  # only the owning share decodes, so it counts
+                self._count(exc, "the frame is skipped")
+                continue
             batch.append(Frame(self._stream_id, record.frame_id, record.t_src_ns, image))
+        self._emitted += sum(isinstance(x, Frame) for x in batch)
+        batch.extend(self._malformed.due())
         if self._pending is None and self._finished:
-            if self._error is not None and self._share[0] == 0:
-                batch.append(self._error_record(self._error))
-            self._error = None
-            self._close_reader()
-            if not batch:
-                raise StopIteration
+            batch.extend(self._finish())
         return batch
+
+    def _finish(self) -> List[ReplayItem]:
+        """The last records of the share: the reading error or the damage counts and its summary."""
+        self._summarized = True
+        self._close_reader()
+        if self._error is not None:
+            return [self._error_record(self._error)] if self._share[0] == 0 else []
+        damaged = self._malformed.counts
+        if damaged:
+            exit_status.input_incomplete(
+                f"recording of {self._stream_id}: damaged records skipped ("
+                + ", ".join(f"{kind} {n}" for kind, n in sorted(damaged.items()))
+                + ")"
+            )
+        return [*self._malformed.due(force=True), self._summary()]
+
+    def _summary(self) -> SourceSummary:
+        count = self._share[1]
+        return SourceSummary(
+            stream=self._stream_id,
+            address=self._path,
+            end_reason="end_of_recording",
+            duration_s=round(time.monotonic() - self._started, 3),
+            share=f"{self._share[0]}of{count}" if count > 1 else None,
+            frames_emitted=self._emitted,
+            malformed=dict(self._malformed.counts),
+        )
 
     def next_awake(self) -> Optional[datetime]:
         if self._due_in_ns is None:

@@ -66,7 +66,12 @@ class _VideoFilePartition(StatefulSourcePartition[Frame, int]):
             if item is None:
                 self._ended = True
                 if getattr(self._reader, "truncated", False) and self._share[0] == 0:
-                    exit_status.input_incomplete(f"{self._stream_id} ended after frame {self._next_id - 1}: truncated or damaged")
+                    damaged = getattr(self._reader, "damaged", None)  # recordings read on past damage
+                    exit_status.input_incomplete(
+                        f"{self._stream_id}: damaged records skipped ({', '.join(f'{k} {n}' for k, n in sorted(damaged.items()))})"
+                        if damaged
+                        else f"{self._stream_id} ended after frame {self._next_id - 1}: truncated or damaged"
+                    )
                 break
             frame_id, t_ns, image = item
             self._next_id = frame_id + 1

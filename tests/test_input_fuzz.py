@@ -31,6 +31,7 @@ from facemoment.core.records import Record
 from facemoment.core.types import FramePresence, Frame, Observation
 from facemoment.formats.obs import format_obs
 from facemoment.formats.recording import RecordingWriter
+from facemoment.formats.recording.codec import DAMAGE_KINDS
 
 from conftest import run_source
 from test_fifo_source import Writer
@@ -314,8 +315,15 @@ def _damage(rng: random.Random, data: bytes) -> Tuple[bytes, int, str]:
     return damaged, first, kind
 
 
+def _survives(damaged: bytes, data: bytes, start: int, end: int) -> bool:
+    """Whether the record at data[start:end] is in ``damaged`` byte for byte, in place or
+    moved by inserted bytes."""
+    shift = len(damaged) - len(data)
+    return damaged[start:end] == data[start:end] or (shift > 0 and damaged[start + shift : end + shift] == data[start:end])
+
+
 @pytest.mark.parametrize("seed", range(3))
-def test_damaged_recordings_emit_the_intact_prefix_and_one_error(seed: int, tmp_path: Path) -> None:
+def test_damaged_recordings_emit_every_intact_record_and_count_the_damage(seed: int, tmp_path: Path) -> None:
     original = tmp_path / "cam.fmrec"
     with RecordingWriter(original, {"stream": "test"}) as writer:
         offsets = [writer.append_image(i, 1_000 + i * 33_333_333, _image(i), "raw") for i in REC_IDS]
@@ -328,14 +336,23 @@ def test_damaged_recordings_emit_the_intact_prefix_and_one_error(seed: int, tmp_
         path.write_bytes(damaged)
         items = run_source(ReplaySource(path, "cam0"))
         frames = [x for x in items if isinstance(x, Frame)]
-        intact = [i for i, end in zip(REC_IDS, ends) if end <= at]
-        clean_end = kind == "cut" and (at in offsets or at == len(data))
-        if kind == "none" or clean_end:
-            assert [f.frame_id for f in frames] == (REC_IDS if kind == "none" else intact)
-            assert _records(items) == []
+        records = _records(items)
+        if kind != "none" and at < offsets[0]:  # the file header: nothing can be trusted
+            assert frames == [] and [r["record_type"] for r in records] == ["source_error"], (trial, kind, at)
+            assert records[0]["offset"] <= at
             continue
-        # the frames before the damage, exactly; the damaged one may only go if its bytes were not changed
+        intact = [i for i, start, end in zip(REC_IDS, offsets, ends) if _survives(damaged, data, start, end)]
+        # every record whose bytes survived, in order, whatever came before it
         assert [f.frame_id for f in frames] == intact, (trial, kind, at)
         assert all(np.array_equal(f.image, _image(f.frame_id)) for f in frames)
-        (error,) = _records(items)
-        assert error["record_type"] == "source_error" and error["offset"] <= at
+        (summary,) = [r for r in records if r["record_type"] == "source_summary"]
+        malformed = [r for r in records if r["record_type"] == "malformed_message"]
+        assert summary["frames_emitted"] == len(frames)
+        clean_end = kind == "cut" and (at in offsets or at == len(data))
+        if kind == "none" or clean_end:
+            assert malformed == [] and summary["malformed"] == {}
+            continue
+        # the damage is counted by kind, and each count is in the trace
+        assert sum(summary["malformed"].values()) >= 1, (trial, kind, at)
+        assert set(summary["malformed"]) <= set(DAMAGE_KINDS)
+        assert {k: sum(r["messages"] for r in malformed if r["kind"] == k) for k in summary["malformed"]} == summary["malformed"]

@@ -38,6 +38,7 @@ from facemoment.formats.recording import (
     is_recording,
 )
 from connectors.replay_source import ReplaySource
+from facemoment.core.types import Frame
 from facemoment.tools.record import Recorder, RecordSummary, add_record_args, parse_size, record_main
 from facemoment.formats.wire import pack_frame
 
@@ -147,11 +148,12 @@ def write_recording(path: Path, ids: List[int], encoding: str = "raw", channels:
 
 
 def replay(path: Path, **kwargs: Any) -> List[Any]:
+    """The frames a replay emits (its trace records aside)."""
     out: List[Any] = []
     flow = Dataflow("replay_test")
     op.output("out", op.input("in", flow, ReplaySource(path, "cam0", **kwargs)), TestingSink(out))
     run_main(flow)
-    return out
+    return [x for x in out if isinstance(x, Frame)]
 
 
 # ------------------------------------------------------------------ recorder

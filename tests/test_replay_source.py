@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, List, Optional
@@ -70,7 +71,8 @@ def records_of(items: List[Any]) -> List[dict]:
 def test_replay_emits_every_recorded_frame_exactly(rec: Path) -> None:
     items = run_source(ReplaySource(rec, stream_id="camA", batch_size=3))
     frames = frames_of(items)
-    assert len(frames) == len(items)  # no records on a healthy file
+    # a healthy file: one summary, no damage
+    assert [(r["record_type"], r["malformed"], r["frames_emitted"]) for r in records_of(items)] == [("source_summary", {}, len(IDS))]
     assert [f.frame_id for f in frames] == IDS
     assert [f.t_src_ns for f in frames] == [t_of(i) for i in IDS]
     assert all(f.stream_id == "camA" for f in frames)
@@ -93,28 +95,28 @@ def test_shares_split_by_frame_id_and_cover_the_recording(rec: Path) -> None:
 def test_resume_emits_exactly_the_rest_of_each_share(rec: Path, shares: int) -> None:
     source = ReplaySource(rec, "cam0", shares=shares, batch_size=2)
     for part_name in source.list_parts():
-        full = drain(source.build_part("in", part_name, None))
+        full = frames_of(drain(source.build_part("in", part_name, None)))
         part = source.build_part("in", part_name, None)
         head = drain(part, limit=3)
         state = part.snapshot()
         part.close()
         # Past the last emitted frame, not past the share's next one.
         assert head[-1].frame_id < state <= full[len(head)].frame_id
-        rest = drain(source.build_part("in", part_name, state))
+        rest = frames_of(drain(source.build_part("in", part_name, state)))
         assert [f.frame_id for f in head + rest] == [f.frame_id for f in full]
         assert all(np.array_equal(a.image, b.image) for a, b in zip(head + rest, full))
 
 
 def test_resume_states_inside_a_gap_and_past_the_end(rec: Path) -> None:
     source = ReplaySource(rec, "cam0")
-    assert [f.frame_id for f in drain(source.build_part("in", "cam0", 6))] == [i for i in IDS if i >= 6]
-    assert [f.frame_id for f in drain(source.build_part("in", "cam0", 16))] == [17, 18]
-    assert drain(source.build_part("in", "cam0", 19)) == []
+    assert [f.frame_id for f in frames_of(drain(source.build_part("in", "cam0", 6)))] == [i for i in IDS if i >= 6]
+    assert [f.frame_id for f in frames_of(drain(source.build_part("in", "cam0", 16)))] == [17, 18]
+    assert frames_of(drain(source.build_part("in", "cam0", 19))) == []
 
 
 def test_resume_works_without_an_index(rec: Path) -> None:
     index_path(rec).unlink()
-    rest = drain(ReplaySource(rec, "cam0").build_part("in", "cam0", 10))
+    rest = frames_of(drain(ReplaySource(rec, "cam0").build_part("in", "cam0", 10)))
     assert [f.frame_id for f in rest] == [i for i in IDS if i >= 10]
     assert index_path(rec).exists()
 
@@ -122,7 +124,7 @@ def test_resume_works_without_an_index(rec: Path) -> None:
 def test_jpeg_replay_is_identical_every_time(tmp_path: Path) -> None:
     path = tmp_path / "j.fmrec"
     write(path, encoding="jpeg")
-    first, second = run_source(ReplaySource(path, "cam0")), run_source(ReplaySource(path, "cam0", shares=2))
+    first, second = frames_of(run_source(ReplaySource(path, "cam0"))), frames_of(run_source(ReplaySource(path, "cam0", shares=2)))
     second = sorted(second, key=lambda f: f.frame_id)
     assert [f.frame_id for f in first] == [f.frame_id for f in second] == IDS
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first, second))
@@ -144,26 +146,87 @@ def _flip(path: Path, offsets: List[int], record: int, extra: int) -> int:
     return offsets[record]
 
 
-@pytest.mark.parametrize("damage", [_cut, _flip], ids=["truncated", "flipped_byte"])
 @pytest.mark.parametrize("shares", [1, 2])
-def test_damaged_recording_ends_the_stream_without_failing_the_dataflow(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Any, shares: int
+def test_a_record_cut_short_ends_the_recording_with_the_damage_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shares: int
 ) -> None:
     path = tmp_path / "bad.fmrec"
     offsets = write(path)
-    bad_offset = damage(path, offsets, 9, 100)  # inside frame 11's record
-    with caplog.at_level(logging.ERROR):
+    bad_offset = _cut(path, offsets, 9, 100)  # inside frame 11's record
+    with caplog.at_level(logging.WARNING):
         items = run_source(ReplaySource(path, "cam0", shares=shares))
     frames = frames_of(items)
     assert sorted(f.frame_id for f in frames) == IDS[:9]
     assert all(np.array_equal(f.image, image_of(f.frame_id)) for f in frames)
-    errors = records_of(items)
-    assert len(errors) == 1
-    error = errors[0]
-    assert list(error)[0] == "record_type" and error["record_type"] == "source_error"
-    assert (error["stream"], error["path"], error["offset"]) == ("cam0", str(path), bad_offset)
-    assert f"byte offset {bad_offset}" in error["error"]
-    assert any(f"byte offset {bad_offset}" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    damage = [r for r in records_of(items) if r["record_type"] == "malformed_message"]
+    assert [(r["kind"], r["count"], r["stream"]) for r in damage] == [("cut_short", 1, "cam0")]
+    assert f"byte offset {bad_offset}" in damage[0]["detail"] and "no intact record after it" in damage[0]["detail"]
+    summaries = [r for r in records_of(items) if r["record_type"] == "source_summary"]
+    assert len(summaries) == shares and sum(r["frames_emitted"] for r in summaries) == 9
+    assert [r["malformed"] for r in summaries] == [{"cut_short": 1}] + [{}] * (shares - 1)  # share 0 counts byte damage
+    assert any(f"byte offset {bad_offset}" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "jpeg"])
+@pytest.mark.parametrize("shares", [1, 2])
+def test_a_damaged_record_is_skipped_and_reading_goes_on(tmp_path: Path, encoding: str, shares: int) -> None:
+    path = tmp_path / "bad.fmrec"
+    offsets = write(path, encoding=encoding)
+    _flip(path, offsets, 9, 10)  # inside frame 11's payload: its CRC no longer matches
+    items = run_source(ReplaySource(path, "cam0", shares=shares))
+    frames = sorted(frames_of(items), key=lambda f: f.frame_id)
+    assert [f.frame_id for f in frames] == IDS[:9] + IDS[10:]
+    if encoding == "raw":
+        assert all(np.array_equal(f.image, image_of(f.frame_id)) for f in frames)
+    (damage,) = [r for r in records_of(items) if r["record_type"] == "malformed_message"]
+    assert (damage["kind"], damage["count"]) == ("crc", 1)
+    assert f"byte offset {offsets[9]}" in damage["detail"] and f"goes on at byte offset {offsets[10]}" in damage["detail"]
+
+
+def _replace_payload(path: Path, offsets: List[int], record: int, payload: bytes) -> None:
+    """Give one record a new payload of the same length with a correct CRC: damage only a decoder sees."""
+    data = bytearray(path.read_bytes())
+    start = offsets[record] + recording.RECORD_HEADER_SIZE
+    body_len, _crc = recording.RECORD_PREFIX.unpack_from(data, offsets[record])
+    end = offsets[record] + recording.RECORD_PREFIX.size + body_len
+    data[start:end] = payload[: end - start].ljust(end - start, b"\0")
+    body = bytes(data[offsets[record] + recording.RECORD_PREFIX.size : end])
+    recording.RECORD_PREFIX.pack_into(data, offsets[record], body_len, zlib.crc32(body))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("shares", [1, 2])
+def test_a_payload_that_does_not_decode_is_counted_by_the_share_that_owns_it(tmp_path: Path, shares: int) -> None:
+    path = tmp_path / "bad.fmrec"
+    offsets = write(path, encoding="jpeg")
+    _replace_payload(path, offsets, 9, b"not a jpeg")  # frame 11, share 1 of 2
+    items = run_source(ReplaySource(path, "cam0", shares=shares))
+    assert sorted(f.frame_id for f in frames_of(items)) == IDS[:9] + IDS[10:]
+    summaries = sorted((r for r in records_of(items) if r["record_type"] == "source_summary"), key=lambda r: r.get("share") or "")
+    owner = IDS[9] % shares
+    assert [r["malformed"] for r in summaries] == [{"undecodable": 1} if i == owner else {} for i in range(shares)]
+
+
+def test_garbage_between_records_is_skipped_to_the_next_intact_record(tmp_path: Path) -> None:
+    path = tmp_path / "bad.fmrec"
+    offsets = write(path)
+    data = path.read_bytes()
+    garbage = np.random.default_rng(7).integers(0, 256, 3 * 1024 * 1024, dtype=np.uint8).tobytes()  # several scan chunks
+    path.write_bytes(data[: offsets[4]] + garbage + data[offsets[4] :])
+    items = run_source(ReplaySource(path, "cam0"))
+    assert [f.frame_id for f in frames_of(items)] == IDS
+    (summary,) = [r for r in records_of(items) if r["record_type"] == "source_summary"]
+    assert sum(summary["malformed"].values()) == 1
+
+
+def test_resume_after_damage_emits_exactly_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "bad.fmrec"
+    offsets = write(path)
+    _flip(path, offsets, 3, 10)  # frame 3
+    everything = [f.frame_id for f in frames_of(run_source(ReplaySource(path, "cam0")))]
+    assert everything == [i for i in IDS if i != 3]
+    rest = frames_of(drain(ReplaySource(path, "cam0").build_part("in", "cam0", 9)))
+    assert [f.frame_id for f in rest] == [i for i in everything if i >= 9]
 
 
 def test_a_file_that_is_not_a_recording_reports_offset_zero(tmp_path: Path) -> None:
@@ -209,7 +272,7 @@ def test_realtime_paces_with_next_awake_instead_of_sleeping(
     assert [f.frame_id for f in part.next_batch()] == [2, 3, 4]
     assert part.next_awake() is not None
     clock.now += 10**12  # far behind: the rest comes in batches as fast as asked
-    rest = drain(part)
+    rest = frames_of(drain(part))
     assert [f.frame_id for f in rest] == IDS[5:]
     part.close()
 
@@ -220,8 +283,9 @@ def test_realtime_replay_in_a_dataflow_keeps_the_recorded_spacing(tmp_path: Path
     write(path, ids, times=[T0 + i * 10_000_000 for i in ids])
     emitted: List[int] = []
 
-    def stamp(_step: str, frame: Frame) -> None:
-        emitted.append(time.monotonic_ns())
+    def stamp(_step: str, item: Any) -> None:
+        if isinstance(item, Frame):
+            emitted.append(time.monotonic_ns())
 
     flow = Dataflow("realtime_test")
     frames = op.input("in", flow, ReplaySource(path, "cam0", settings=SourceConfig(realtime=True)))
@@ -229,6 +293,6 @@ def test_realtime_replay_in_a_dataflow_keeps_the_recorded_spacing(tmp_path: Path
     out: List[Any] = []
     op.output("out", frames, TestingSink(out))
     run_main(flow)
-    assert [f.frame_id for f in out] == ids
+    assert [f.frame_id for f in frames_of(out)] == ids
     # Never faster than recorded: frame k leaves at least k * 10 ms after frame 0.
     assert all(t - emitted[0] >= k * 10_000_000 for k, t in enumerate(emitted))

@@ -85,14 +85,23 @@ DEFAULT_JPEG_QUALITY = 95
 PNG_COMPRESSION = 1
 
 
-class RecordingError(Exception):
-    """A recording that cannot be read at ``offset`` (bytes from the start of ``path``)."""
+# What a damaged record can be; a reader that reads on counts them by these names.
+DAMAGE_KINDS = ("cut_short", "bad_header", "crc", "out_of_order", "undecodable")
 
-    def __init__(self, path: Union[str, Path], offset: int, reason: str) -> None:
+
+class RecordingError(Exception):
+    """A recording that cannot be read at ``offset`` (bytes from the start of ``path``).
+
+    ``kind`` is one of :data:`DAMAGE_KINDS` for a damaged record, ``file_header``
+    for a file that cannot be read at all.
+    """
+
+    def __init__(self, path: Union[str, Path], offset: int, reason: str, kind: str = "file_header") -> None:
         super().__init__(f"recording {path}: {reason} at byte offset {offset}")
         self.path = str(path)
         self.offset = offset
         self.reason = reason
+        self.kind = kind
 
 
 class RecordingWriteError(OSError):
@@ -172,7 +181,10 @@ class Record:
         if image is None or image.shape != shape:
             got = "nothing" if image is None else f"shape {image.shape}"
             raise RecordingError(
-                self.path, self.offset, f"{self.encoding_name} payload of frame {self.frame_id} decodes to {got}, expected {shape}"
+                self.path,
+                self.offset,
+                f"{self.encoding_name} payload of frame {self.frame_id} decodes to {got}, expected {shape}",
+                "undecodable",
             )
         return image
 
@@ -182,10 +194,10 @@ def _check_fields(
 ) -> None:
     frame_id, _t, width, height, channels, encoding = fields
     if encoding not in ENCODING_NAMES:
-        raise RecordingError(path, offset, f"bad record header: unknown encoding {encoding}")
+        raise RecordingError(path, offset, f"bad record header: unknown encoding {encoding}", "bad_header")
     if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION) or channels not in VALID_CHANNELS:
         raise RecordingError(
-            path, offset, f"bad record header: width={width} height={height} channels={channels}"
+            path, offset, f"bad record header: width={width} height={height} channels={channels}", "bad_header"
         )
     payload_len = body_len - RECORD_FIELDS.size
     limit = _max_payload(encoding, width, height, channels)
@@ -195,10 +207,11 @@ def _check_fields(
             offset,
             f"bad record header: length {body_len} does not fit a {width}x{height}x{channels} "
             f"{ENCODING_NAMES[encoding]} frame",
+            "bad_header",
         )
     if previous_id is not None and frame_id <= previous_id:
         raise RecordingError(
-            path, offset, f"bad record header: frame id {frame_id} does not follow frame id {previous_id}"
+            path, offset, f"bad record header: frame id {frame_id} does not follow frame id {previous_id}", "out_of_order"
         )
 
 

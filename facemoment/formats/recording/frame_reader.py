@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -21,8 +21,10 @@ class RecordingFrameReader(Closing):
     """A recording as ``facemoment.formats.frames.FrameReader``: ``(frame_id, t_src_ns, image)`` as recorded.
 
     Ids and timestamps are the recorded ones (gaps stay gaps).  ``start_frame_id``
-    starts at the first record with an id at least that.  Damage ends the frames
-    with an error logged (``error`` holds it).  ``loop`` starts over at the first
+    starts at the first record with an id at least that.  A damaged record is
+    skipped and reading goes on at the next intact one: ``damaged`` counts them by
+    kind, ``error`` holds the first, ``truncated`` says some frames were lost, and
+    the first of each kind is logged.  ``loop`` starts over at the first
     record and, as ``FrameReader`` does for files, keeps ids and timestamps
     increasing: pass ``k`` adds ``k`` times the recording's id span to the ids and
     ``k`` times its duration plus one frame period to the timestamps.
@@ -55,10 +57,11 @@ class RecordingFrameReader(Closing):
         self.width, self.height = _first_geometry(self._reader, index)
         self.error: Optional[RecordingError] = None
         self.truncated = False
+        self.damaged: Dict[str, int] = {}
         self._pass = 0
         self._id_span, self._t_span = _loop_spans(index)
         self._next_id = start_frame_id
-        self._records = self._reader.records(self._reader.offset_for(start_frame_id))
+        self._records = self._reader.records(self._reader.offset_for(start_frame_id), self._on_damage)
         self._closed = False
 
     @property
@@ -79,32 +82,39 @@ class RecordingFrameReader(Closing):
         return item
 
     def read(self) -> Optional[Tuple[int, int, np.ndarray]]:
-        """The next recorded frame, or None at the end (or at damage, logged)."""
+        """The next intact recorded frame, or None at the end."""
         while not self._closed:
-            try:
-                record = next(self._records, None)
-                if record is not None:
-                    image = record.image()
-            except RecordingError as exc:
-                self.error = exc
-                self.truncated = True
-                log.error("%s; the frames before it were read", exc)
-                self._closed = True
-                return None
+            record = next(self._records, None)
             if record is None:
                 if self.loop and self.frame_count:
-                    self._records = self._reader.records()
+                    self._records = self._reader.records(None, self._on_damage if not self._pass else _ignore)
                     self._pass += 1
                     continue
                 return None
+            try:
+                image = record.image()
+            except RecordingError as exc:
+                (_ignore if self._pass else self._on_damage)(exc, record.end)
+                continue
             frame_id = record.frame_id + self._pass * self._id_span
             self._next_id = frame_id + 1
             return frame_id, record.t_src_ns + self._pass * self._t_span, image
         return None
 
+    def _on_damage(self, exc: RecordingError, _resumes_at: Optional[int]) -> None:
+        if exc.kind not in self.damaged:
+            log.error("%s; the record is skipped (further damage of this kind is counted)", exc)
+        self.damaged[exc.kind] = self.damaged.get(exc.kind, 0) + 1
+        self.error = self.error or exc
+        self.truncated = True
+
     def close(self) -> None:
         self._closed = True
         self._reader.close()
+
+
+def _ignore(_exc: RecordingError, _resumes_at: Optional[int]) -> None:
+    """Damage met again on a later loop pass: counted on the first."""
 
 
 def _rate(index: RecordingIndex) -> Optional[float]:

@@ -124,24 +124,30 @@ def _read_sidecar(reader: RecordingReader, path: Path) -> Optional[np.ndarray]:
 
 
 def _scan(reader: RecordingReader, offset: int, previous: Optional[int]) -> Tuple[list, int, bool]:
-    """Index entries from ``offset`` on, by record headers (the CRC is checked when records are read)."""
+    """Index entries from ``offset`` on, by record headers (the CRC is checked when records are
+    read), skipping damaged stretches to the next intact record; ``complete`` is False if any."""
     size = reader.file_size
     found = []
+    complete = True
     while True:
         try:
             header = reader.read_header_at(offset, previous)
+            if header is not None and offset + RECORD_PREFIX.size + header[0] > size:
+                raise RecordingError(reader.path, offset, "record cut short", "cut_short")
         except RecordingError as exc:
-            log.debug("indexing stopped: %s", exc)
-            return found, offset, False
+            # A record still being appended looks like this too: the next scan extends from here.
+            resume = reader.find_record(offset + 1, previous)
+            log.debug("indexing skips damage: %s; %s", exc, "nothing intact after it" if resume is None else f"resumes at {resume}")
+            complete = False
+            if resume is None:
+                return found, offset, False
+            offset = resume
+            continue
         if header is None:
-            return found, offset, True
+            return found, offset, complete
         body_len, _crc, fields = header
-        end = offset + RECORD_PREFIX.size + body_len
-        if end > size:
-            log.debug("indexing stopped at the record cut short at byte offset %d", offset)
-            return found, offset, False
         found.append((fields[0], fields[1], offset))
-        previous, offset = fields[0], end
+        previous, offset = fields[0], offset + RECORD_PREFIX.size + body_len
 
 
 def _persist_index(reader: RecordingReader, path: Path, entries: np.ndarray) -> None:

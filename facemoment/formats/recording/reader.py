@@ -7,11 +7,14 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterator, Optional, Tuple, Union
+
+import numpy as np
 
 from facemoment.formats.closing import Closing
 from facemoment.formats.recording.codec import (
     CRC,
+    ENCODING_NAMES,
     FILE_HEADER,
     MAGIC,
     MAX_METADATA_BYTES,
@@ -26,6 +29,26 @@ from facemoment.formats.recording.codec import (
 from facemoment.formats.recording.index import RecordingIndex, load_index
 
 log = logging.getLogger(__name__)
+
+OnDamage = Callable[[RecordingError, Optional[int]], None]
+
+SCAN_CHUNK = 1 << 20  # bytes screened at a time when looking for the next intact record
+
+
+def _plausible_headers(chunk: bytes) -> Iterator[int]:
+    """Positions in ``chunk`` where a record header could start: channels 1 or 3, a known
+    encoding, width and height below 2^16 (a cheap screen; read_at decides)."""
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    n = len(data) - RECORD_HEADER_SIZE + 1
+    if n <= 0:
+        return
+    fields = RECORD_PREFIX.size  # the record's fields start after length and CRC
+    width, height = fields + 16, fields + 20
+    channels, encoding = data[fields + 24 : fields + 24 + n], data[fields + 25 : fields + 25 + n]
+    mask = ((channels == 1) | (channels == 3)) & (encoding <= max(ENCODING_NAMES))
+    for at in (width, width + 1, height, height + 1):
+        mask &= data[at : at + n] == 0
+    yield from np.flatnonzero(mask).tolist()
 
 
 class RecordingReader(Closing):
@@ -71,6 +94,10 @@ class RecordingReader(Closing):
     def file_size(self) -> int:
         return os.fstat(self._file.fileno()).st_size
 
+    def tell(self) -> int:
+        """The byte offset reading has reached."""
+        return self._file.tell()
+
     # -------------------------------------------------------------- records
 
     def read_header_at(
@@ -83,11 +110,11 @@ class RecordingReader(Closing):
             return None
         if len(head) < RECORD_HEADER_SIZE:
             raise RecordingError(
-                self.path, offset, f"record cut short: {len(head)} of its {RECORD_HEADER_SIZE} header bytes"
+                self.path, offset, f"record cut short: {len(head)} of its {RECORD_HEADER_SIZE} header bytes", "cut_short"
             )
         body_len, crc = RECORD_PREFIX.unpack_from(head)
         if body_len < RECORD_FIELDS.size:
-            raise RecordingError(self.path, offset, f"bad record header: length {body_len}")
+            raise RecordingError(self.path, offset, f"bad record header: length {body_len}", "bad_header")
         fields = RECORD_FIELDS.unpack_from(head, RECORD_PREFIX.size)
         _check_fields(str(self.path), offset, body_len, fields, previous_id)
         return body_len, crc, fields
@@ -103,10 +130,10 @@ class RecordingReader(Closing):
         got = self._file.readinto(body)
         if got < body_len:
             raise RecordingError(
-                self.path, offset, f"record of frame {fields[0]} cut short: {got} of its {body_len} bytes"
+                self.path, offset, f"record of frame {fields[0]} cut short: {got} of its {body_len} bytes", "cut_short"
             )
         if zlib.crc32(body) != crc:
-            raise RecordingError(self.path, offset, f"CRC mismatch in the record of frame {fields[0]}")
+            raise RecordingError(self.path, offset, f"CRC mismatch in the record of frame {fields[0]}", "crc")
         frame_id, t_ns, width, height, channels, encoding = fields
         return Record(
             offset=offset,
@@ -121,19 +148,49 @@ class RecordingReader(Closing):
             path=str(self.path),
         )
 
-    def records(self, start_offset: Optional[int] = None) -> Iterator[Record]:
-        """Every record from ``start_offset`` (default: the first) to the end or the damage.
+    def records(self, start_offset: Optional[int] = None, on_damage: Optional[OnDamage] = None) -> Iterator[Record]:
+        """Every record from ``start_offset`` (default: the first) to the end.
 
-        Damage raises :class:`RecordingError` after the records before it were yielded.
+        Without ``on_damage``, damage raises :class:`RecordingError` after the
+        records before it were yielded. With it, each damaged stretch is handed to
+        ``on_damage`` (the error and the offset reading goes on from, None when no
+        intact record follows) and reading goes on at the next intact record.
         """
         offset = self.data_offset if start_offset is None else start_offset
         previous: Optional[int] = None
         while True:
-            record = self.read_at(offset, previous)
+            try:
+                record = self.read_at(offset, previous)
+            except RecordingError as exc:
+                if on_damage is None:
+                    raise
+                found = self.find_record(offset + 1, previous)
+                on_damage(exc, found)
+                if found is None:
+                    return
+                offset = found
+                continue
             if record is None:
                 return
             yield record
             previous, offset = record.frame_id, record.end
+
+    def find_record(self, offset: int, previous_id: Optional[int] = None) -> Optional[int]:
+        """Offset of the first intact record at or after ``offset`` (CRC checked, id after
+        ``previous_id``); None when none is left. Positions are screened by their
+        header bytes in bulk, so skipping a damaged stretch costs little per byte."""
+        size = self.file_size
+        while offset + RECORD_HEADER_SIZE <= size:
+            self._file.seek(offset)
+            chunk = self._file.read(SCAN_CHUNK + RECORD_HEADER_SIZE)
+            for candidate in _plausible_headers(chunk):
+                try:
+                    if self.read_at(offset + candidate, previous_id) is not None:
+                        return offset + candidate
+                except RecordingError:
+                    continue
+            offset += SCAN_CHUNK
+        return None
 
     # -------------------------------------------------------------- index
 
