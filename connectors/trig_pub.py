@@ -5,6 +5,10 @@ one TRIG text through the transport its address names (connectors.text_transport
 ``tcp://``/``ipc://`` as the 2-part message [topic, text], ``unix:///path`` as one
 datagram). The partition remembers the keys of recent triggers it sent, and with a
 ledger file across restarts, so a resumed run does not ask for the same clip twice.
+A key goes into the ledger once its TRIG was handed to the socket, and the
+snapshot carries the TRIG texts still queued, so a run killed between taking a
+trigger and sending it sends it after the restart (nothing lost; a kill in the
+microseconds between a send and its ledger line is the only way to send twice).
 
 Bytewax builds a sink partition when its first item arrives, so the socket is bound
 just before the first TRIG. Sends happen on a thread of their own, so the dataflow
@@ -23,7 +27,7 @@ import threading
 import time
 from collections import Counter, deque
 from pathlib import Path
-from typing import Deque, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
@@ -53,13 +57,16 @@ _PART = "trig_pub"
 
 TrigBindError = BindError
 
+# The partition's state: the keys sent or queued, and the queued TRIG texts by key.
+TrigState = Dict[str, Any]
 
-class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
+
+class _TrigPubPartition(StatefulSinkPartition[Trigger, TrigState]):
     def __init__(
         self,
         address: str,
         topic: bytes,
-        resume_state: Optional[List[str]],
+        resume_state: Optional[TrigState],
         subscriber_wait_s: float = SUBSCRIBER_WAIT_S,
         ledger: Optional[Path] = None,
         sends: Optional[Path] = None,
@@ -67,15 +74,18 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
         self._subscriber_wait_s = subscriber_wait_s
         self.transport = open_text_transport(address, topic, subscriber_wait_s, "TRIG")
         self.endpoint: str = self.transport.endpoint
-        # The ledger records each key before its TRIG is sent, so a restart that
-        # replays past the last snapshot does not send it again.
+        # The ledger records each key once its TRIG went to the socket, so a restart
+        # that replays past the last snapshot does not send it again.
         self._ledger = None
         self._sends = None
-        known = list(resume_state or ())
+        state = resume_state or {}
+        known = list(state.get("keys", ()))
+        done = set()
         if ledger is not None:
             ledger.parent.mkdir(parents=True, exist_ok=True)
             if ledger.exists():
-                known += [line for line in ledger.read_text().splitlines() if line]
+                done = {line for line in ledger.read_text().splitlines() if line}
+                known += sorted(done - set(known))
             self._ledger = open(ledger, "a")
         if sends is not None:
             sends.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +102,12 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
         self._handled = threading.Condition()
         self._queued_count = 0
         self._handled_count = 0
+        self._queued: Dict[str, str] = {}  # key -> TRIG text, not yet handed to the socket (guarded by _handled)
         self._sender = threading.Thread(target=self._send_loop, name="trig-pub", daemon=True)
         self._sender.start()
+        for key, text in state.get("queued", ()):  # taken before the stop, never sent
+            if key not in done:
+                self._enqueue(key, text)
 
     @property
     def subscriptions(self) -> int:
@@ -123,11 +137,13 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
                 log.error("TRIG not sent for %s: %s", key, exc)
                 continue
             self._remember(key)
-            if self._ledger is not None:
-                self._ledger.write(key + "\n")
-                self._ledger.flush()
+            self._enqueue(key, text)
+
+    def _enqueue(self, key: str, text: str) -> None:
+        with self._handled:
+            self._queued[key] = text
             self._queued_count += 1
-            self._outbox.put((key, text))
+        self._outbox.put((key, text))
 
     def _send_loop(self) -> None:
         while True:
@@ -150,11 +166,15 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
                     log.warning("TRIG sent with nobody listening at %s: %s", self.endpoint, text)
                 else:
                     log.info("sent %s", text)
+            if self._ledger is not None:
+                self._ledger.write(key + "\n")
+                self._ledger.flush()
             if self._sends is not None:
                 row = {"key": key, "to": self.endpoint, "status": status, "sent_at_ns": time.time_ns()}
                 self._sends.write(json.dumps(row) + "\n")
                 self._sends.flush()
             with self._handled:
+                self._queued.pop(key, None)
                 self._handled_count += 1
                 self._handled.notify_all()
 
@@ -163,20 +183,22 @@ class _TrigPubPartition(StatefulSinkPartition[Trigger, List[str]]):
         with self._handled:
             return self._handled.wait_for(lambda: self._handled_count >= self._queued_count, timeout_s)
 
-    def snapshot(self) -> List[str]:
-        return list(self._sent)
+    def snapshot(self) -> TrigState:
+        with self._handled:
+            queued = [[key, text] for key, text in self._queued.items()]
+        return {"keys": list(self._sent), "queued": queued}
 
     def close(self) -> None:
-        if self._ledger is not None:
-            self._ledger.close()
         self._outbox.put(None)
         self._sender.join(timeout=self._subscriber_wait_s + 10)
+        if self._ledger is not None:  # after the sender: it writes a key once its TRIG went out
+            self._ledger.close()
         self.transport.close()
         if self._sends is not None:
             self._sends.close()
 
 
-class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
+class TrigPubSink(FixedPartitionedSink[Trigger, TrigState]):
     """Send `(stream_id, Trigger)` items as TRIG text to `address`.
 
     `address` is a ZeroMQ address to bind a PUB at (a wildcard port,
@@ -209,7 +231,7 @@ class TrigPubSink(FixedPartitionedSink[Trigger, List[str]]):
         return 0
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: Optional[List[str]]
+        self, step_id: str, for_part: str, resume_state: Optional[TrigState]
     ) -> _TrigPubPartition:
         return _TrigPubPartition(
             self._address, self._topic, resume_state, self._subscriber_wait_s, self._ledger, self._sends

@@ -178,16 +178,17 @@ def test_pub_resume_state_skips_triggers_already_sent():
     part = sink.build_part("trig", "trig_pub", None)
     a, b = make_trigger(3.0), make_trigger(8.0)
     part.write_batch([a, b])
+    assert part.flush()
     state = part.snapshot()
     part.close()
-    assert state == [a.key, b.key]
+    assert state == {"keys": [a.key, b.key], "queued": []}
     resumed = sink.build_part("trig", "trig_pub", state)
     try:
         c = make_trigger(13.0)
         resumed.write_batch([b, c])
         assert resumed.flush()
         assert (resumed.sent_count, resumed.skipped_count) == (1, 1)
-        assert resumed.snapshot() == [a.key, b.key, c.key]
+        assert resumed.snapshot()["keys"] == [a.key, b.key, c.key]
     finally:
         resumed.close()
 
@@ -197,7 +198,7 @@ def test_pub_remembers_a_bounded_number_of_keys(monkeypatch):
     part = TrigPubSink("tcp://127.0.0.1:*", subscriber_wait_s=0).build_part("trig", "trig_pub", None)
     try:
         part.write_batch([make_trigger(s) for s in range(5)])
-        assert part.snapshot() == [make_trigger(s).key for s in (2, 3, 4)]
+        assert part.snapshot()["keys"] == [make_trigger(s).key for s in (2, 3, 4)]
     finally:
         part.close()
 

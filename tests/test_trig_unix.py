@@ -185,3 +185,41 @@ def test_the_run_summary_counts_trig_sends(tmp_path: Path) -> None:
     (tmp_path / "trig_sends.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = summarize(tmp_path, tmp_path / "trace.jsonl")
     assert "TRIG sends: dropped 1, sent 1, unheard 2" in text
+
+
+def test_a_trig_taken_but_not_yet_sent_is_sent_after_a_restart(short_dir: Path) -> None:
+    """Killed between taking a trigger and sending it: the snapshot carries the TRIG text
+    and the ledger does not name it yet, so the restarted sink sends it once."""
+    import threading
+
+    receiver = DatagramReceiver(short_dir / "k.sock")
+    ledger = short_dir / "trig_sent.keys"
+    sink = TrigPubSink(f"unix://{short_dir}/k.sock", ledger=ledger)
+    stuck = sink.build_part("trig", "trig_pub", None)
+    entered, release = threading.Event(), threading.Event()
+
+    def never_sends(_text: str) -> str:  # the process dies before this send happens
+        entered.set()
+        release.wait(10)
+        return DROPPED
+
+    stuck.transport.send = never_sends  # type: ignore[method-assign]
+    pending = make_trigger(3.0)
+    stuck.write_batch([pending])
+    assert entered.wait(5)
+    state = stuck.snapshot()
+    assert state["queued"] == [[pending.key, format_trigger(pending)]]
+    assert not ledger.exists() or pending.key not in ledger.read_text().split()
+    resumed = sink.build_part("trig", "trig_pub", state)
+    try:
+        assert resumed.flush()
+        assert receiver.recv() == format_trigger(pending)
+        resumed.write_batch([pending])  # replayed by the dataflow too: not sent again
+        assert resumed.flush() and resumed.skipped_count == 1
+        assert receiver.recv(timeout=0.2) is None
+        assert pending.key in ledger.read_text().split()
+    finally:
+        release.set()
+        stuck.close()
+        resumed.close()
+        receiver.close()
