@@ -765,6 +765,19 @@ def test_chaos_triggers_are_matched_moved_lost_and_doubled_against_the_offline_r
     assert got["trig_missing"] == 3  # live keys never received as TRIG: 5.4 s, 30 s wave, 40 s
 
 
+def test_a_lost_trigger_is_put_down_to_counted_drops_only_when_its_frames_went_unseen():
+    s = 10**9
+    offline = [_trigger_row(5 * s), _trigger_row(9 * s)]
+    sent = [i * s // 10 for i in range(120)]  # 12 s at 10 fps
+    seen = set(sent) - {int(4.9 * s)}  # one frame of the 5 s trigger's span fused without face
+    got = chaos.compare_triggers([], offline, [], blind=[], sent_t=sent, seen_t=seen, drops_counted=1)
+    assert (got["lost"], got["lost_to_counted_drops"], got["lost_unexplained"]) == (2, 1, 1)
+    assert [x["frames_unseen"] for x in got["lost_detail"]] == [1, 0]
+    # the same unseen frame with no drop in the trace: nothing said it, so it was silent
+    silent = chaos.compare_triggers([], offline, [], blind=[], sent_t=sent, seen_t=seen, drops_counted=0)
+    assert (silent["lost_to_counted_drops"], silent["lost_unexplained"]) == (0, 2)
+
+
 @pytest.mark.slow
 def test_the_chaos_soak_runs_its_faults_and_reports_at_a_tiny_scale(tmp_path):
     from facemoment.formats.sample import render_frame

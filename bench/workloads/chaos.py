@@ -18,11 +18,15 @@ Afterwards the same frames (ids, timestamps, images: everything the publisher se
 in order) go losslessly into a fresh dataflow without faults. Its triggers are the
 reference: a live trigger matches an offline one by key (stream, event time,
 reason) or, moved by frames the live run lost, by reason within a second. Offline
-triggers the live run lacks are ``lost``: those overlapping a stretch in which the
-live dataflow could not receive (down after a kill, a publisher reconnecting) are
-explained, the rest count against the target. A key written twice to
-triggers.jsonl or received twice as TRIG is ``doubled``. RSS is sampled every
-0.5 s per incarnation of the dataflow.
+triggers the live run lacks are ``lost``, and each is put down to what the live run
+said about it: a stretch in which the live dataflow could not receive (down after a
+kill, a publisher reconnecting: ``while_blind``), or frames of its span (from its
+clip start to a second after its event) that the live run fused without a face
+result while its trace counted frames dropped (``to_counted_drops``; the live run
+writes observations.jsonl, so which frames it fused with a face result is known).
+A trigger lost otherwise was lost silently and counts against the target. A key
+written twice to triggers.jsonl or received twice as TRIG is ``doubled``. RSS is
+sampled every 0.5 s per incarnation of the dataflow.
 """
 
 from __future__ import annotations
@@ -180,7 +184,7 @@ def _resize(images: Sequence[np.ndarray], size: Tuple[int, int]) -> List[np.ndar
     return [cv2.resize(i, size, interpolation=cv2.INTER_AREA) if (i.shape[1], i.shape[0]) != size else i for i in images]
 
 
-def _flow_env(out_dir: Path, frames_address: str, trig_address: str) -> Dict[str, str]:
+def _flow_env(out_dir: Path, frames_address: str, trig_address: str, observations: bool = False) -> Dict[str, str]:
     return flow_env(
         {
             "FACEMOMENT_SOURCE": frames_address,
@@ -188,6 +192,7 @@ def _flow_env(out_dir: Path, frames_address: str, trig_address: str) -> Dict[str
             "FACEMOMENT_TRIG_ADDRESS": trig_address,
             "FACEMOMENT_TRACE": "normal",
             "FACEMOMENT__OUTPUT__CLIPS": "false",
+            "FACEMOMENT__OUTPUT__OBSERVATIONS": "true" if observations else "false",
             "FACEMOMENT__EXTRACT__EXTRACTORS": CHAOS_EXTRACTORS,
             "FACEMOMENT_OUTPUT_DIR": str(out_dir),
         }
@@ -222,7 +227,7 @@ def run_live(
     receiver = StallingTrigReceiver(trig_path)
     receiver.start()
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    live = _Live(_flow_env(out_dir, address, f"unix://{trig_path}"),
+    live = _Live(_flow_env(out_dir, address, f"unix://{trig_path}", observations=True),
                  [sys.executable, "-m", "bytewax.run", "dataflows.facemoment", "-r", str(rec_dir), "-s", "1", "-b", "0"],
                  work / "logs" / "chaos-live.log")
     faults = chaos_schedule(seed, seconds)
@@ -362,9 +367,25 @@ def run_offline(images: Sequence[np.ndarray], sent: Sequence[Tuple[int, int, int
     return out_dir
 
 
+def face_times(out_dir: Path) -> set:
+    """Event times of the frames the live run fused with a face result (observations.jsonl)."""
+    path = out_dir / "observations.jsonl"
+    if not path.exists():
+        return set()
+    return {r["t_ns"] for r in read_jsonl(path) if r.get("source") == "face" and "t_ns" in r}
+
+
 def compare_triggers(live_rows: Sequence[Dict[str, Any]], offline_rows: Sequence[Dict[str, Any]],
-                     trig_texts: Sequence[str], blind: Sequence[Sequence[int]]) -> Dict[str, Any]:
-    """Live triggers against the offline reference, and TRIG received against triggers.jsonl."""
+                     trig_texts: Sequence[str], blind: Sequence[Sequence[int]],
+                     sent_t: Sequence[int] = (), seen_t: Optional[set] = None, drops_counted: int = 0) -> Dict[str, Any]:
+    """Live triggers against the offline reference, and TRIG received against triggers.jsonl.
+
+    `sent_t`: event times of every frame sent; `seen_t`: those the live run fused
+    with a face result (None: not known); `drops_counted`: frames its trace counted
+    as dropped.
+    """
+    from bisect import bisect_left, bisect_right
+
     from facemoment.formats.wire import WireError, parse_trig
 
     live_keys = Counter(r["key"] for r in live_rows)
@@ -372,6 +393,7 @@ def compare_triggers(live_rows: Sequence[Dict[str, Any]], offline_rows: Sequence
     unmatched_live = {r["key"]: r for r in live_rows}
     matched = shifted = 0
     lost: List[Dict[str, Any]] = []
+    sent_sorted = sorted(sent_t)
     for key, row in offline_by_key.items():
         if key in unmatched_live:
             matched += 1
@@ -384,7 +406,10 @@ def compare_triggers(live_rows: Sequence[Dict[str, Any]], offline_rows: Sequence
             del unmatched_live[near[0]]
             continue
         overlaps = any(row["t_start_ns"] <= b and a <= row["t_end_ns"] for a, b in blind)
-        lost.append({"key": key, "while_blind": overlaps})
+        span = sent_sorted[bisect_left(sent_sorted, row["t_start_ns"]):bisect_right(sent_sorted, row["event_t_ns"] + MATCH_WINDOW_NS)]
+        unseen = sum(1 for t in span if t not in seen_t) if seen_t is not None else 0
+        lost.append({"key": key, "while_blind": overlaps, "frames_unseen": unseen,
+                     "to_counted_drops": not overlaps and unseen > 0 and drops_counted > 0})
     by_span = {(r["reason"], r["t_start_ns"], r["t_end_ns"]): r["key"] for r in live_rows}
     received: Counter = Counter()
     unknown = 0
@@ -406,8 +431,9 @@ def compare_triggers(live_rows: Sequence[Dict[str, Any]], offline_rows: Sequence
         "matched_shifted": shifted,
         "lost": len(lost),
         "lost_while_blind": sum(1 for x in lost if x["while_blind"]),
-        "lost_unexplained": sum(1 for x in lost if not x["while_blind"]),
-        "lost_keys": [x["key"] for x in lost],
+        "lost_to_counted_drops": sum(1 for x in lost if x["to_counted_drops"]),
+        "lost_unexplained": sum(1 for x in lost if not x["while_blind"] and not x["to_counted_drops"]),
+        "lost_detail": lost,
         "extra_live": len(unmatched_live),
         "doubled_in_triggers_jsonl": sum(n - 1 for n in live_keys.values() if n > 1),
         "trig_received": sum(received.values()),
@@ -462,7 +488,13 @@ def measure_chaos(images: Sequence[np.ndarray], seconds: float, work: Path, log:
     offline_dir = run_offline(images, live["sent"], work, log)
     live_rows = read_jsonl(live["out_dir"] / "triggers.jsonl") if (live["out_dir"] / "triggers.jsonl").exists() else []
     offline_rows = read_jsonl(offline_dir / "triggers.jsonl") if (offline_dir / "triggers.jsonl").exists() else []
-    comparison = compare_triggers(live_rows, offline_rows, live["trig_received"], live["blind"])
+    trace = _trace_summary(live["out_dir"])
+    sent_t = [t for _id, t, _index in live["sent"]]
+    seen_t = face_times(live["out_dir"])
+    comparison = compare_triggers(live_rows, offline_rows, live["trig_received"], live["blind"],
+                                  sent_t, seen_t, sum(trace["frames_dropped"].values()))
+    blind_t = [t for t in sent_t if any(a <= t <= b for a, b in live["blind"])]
+    frames_unseen = len(set(sent_t) - seen_t - set(blind_t))
     sends = Counter()
     sends_path = live["out_dir"] / "trig_sends.jsonl"
     if sends_path.exists():
@@ -483,7 +515,10 @@ def measure_chaos(images: Sequence[np.ndarray], seconds: float, work: Path, log:
         "exit_codes": [i["exit"] for i in live["incarnations"]],
         "triggers": comparison,
         "trig_sends": dict(sends),
-        "live_trace": _trace_summary(live["out_dir"]),
+        "live_trace": trace,
+        # Frames sent while the dataflow could receive that it fused without a face result,
+        # against the frames its trace counted as dropped (every reason).
+        "frames_unseen_live": frames_unseen,
         "rss_by_incarnation": rss,
         "rss_max_mb": round(max(all_mb), 1) if all_mb else None,
         "load_before": live["load_before"],
@@ -523,7 +558,8 @@ def chaos_rows(chaos: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("stretches the live dataflow could not receive (s)", chaos["blind_spans_s"]),
         ("triggers offline / live", f"{t['offline_triggers']} / {t['live_triggers']}"),
         ("matched by key / moved by lost frames", f"{t['matched']} / {t['matched_shifted']}"),
-        ("lost: while blind / otherwise", f"{t['lost_while_blind']} / {t['lost_unexplained']}"),
+        ("lost: while blind / to counted frame drops / silently",
+         f"{t['lost_while_blind']} / {t.get('lost_to_counted_drops', 0)} / {t['lost_unexplained']}"),
         ("extra live triggers", t["extra_live"]),
         ("doubled: triggers.jsonl / TRIG", f"{t['doubled_in_triggers_jsonl']} / {t['trig_doubled']}"),
         ("TRIG received / sends by status", f"{t['trig_received']} / {chaos['trig_sends']}"),
@@ -531,6 +567,7 @@ def chaos_rows(chaos: Dict[str, Any]) -> List[Tuple[str, Any]]:
          f"{sum(chaos['hostile_sent'].values())} / {sum(trace['malformed_counted'].values())} in {trace['malformed_records']} records"
          f" / {sum((trace.get('malformed_in_summary') or {}).values()) if 'malformed_in_summary' in trace else '–'}"),
         ("frames the live dataflow dropped, by reason (trace)", trace.get("frames_dropped")),
+        ("frames sent while it could receive and fused without a face result", chaos.get("frames_unseen_live", "–")),
         ("trace: degraded records, records lost to the full disk", f"{trace['trace_degraded_records']}, {trace['trace_lost_records']}"),
         ("exit codes by incarnation", chaos["exit_codes"]),
         ("RSS max (MB); slope after warm-up per incarnation (MB/min)",
