@@ -13,7 +13,7 @@ from facemoment.core.records import CameraRates
 from facemoment.core.types import Frame, FrameObservations, FramePresence, Observation
 from operators.align import FrameGrouper
 from operators.extraction.budget import Budget
-from operators.extraction.orchestrator import Orchestrator
+from operators.extraction.orchestrator import Orchestrator, process_budget
 from operators.fusion_step import Fuser
 
 ALL = ("face", "pose", "gesture", "quality")
@@ -196,3 +196,29 @@ def test_bad_budget_settings_are_refused(key, value):
     section, name = key.split(".")
     with pytest.raises(ConfigError):
         load_config(env={f"FACEMOMENT__{section.upper()}__{name.upper()}": value})
+
+
+def test_a_camera_table_sets_its_own_budget_and_the_others_keep_the_section(tmp_path):
+    toml = tmp_path / "park.toml"
+    toml.write_text(
+        '[budget]\nmode = "on"\nstill_fps = 2.0\n'
+        '[cameras.gate]\nsource = "sample"\nstill_fps = 5.0\nfloor_fps = ["face=15"]\n'
+        '[cameras.pit]\nsource = "sample"\n'
+    )
+    cfg = load_config(env={}, path=toml)
+    budget = process_budget(cfg, live=False)
+    assert budget is not None
+    # Nobody and no motion on either: each looks at its own still rate.
+    gate = _run(budget, [_frame(i, "gate") for i in range(60)])
+    pit = _run(budget, [_frame(i, "pit") for i in range(60)])
+    assert sum(1 for c in gate.values() if c) == 10  # 5 fps over 2 s
+    assert sum(1 for c in pit.values() if c) == 4  # the section's 2 fps
+    assert budget.settings.floor_fps == BudgetConfig().floor_fps
+
+
+@pytest.mark.parametrize("entry", ['still_fps = 0', 'idle_fps = nan', 'floor_fps = ["face"]', 'motion_threshold = 300'])
+def test_a_bad_camera_budget_setting_names_the_camera(tmp_path, entry):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(f'[cameras.gate]\nsource = "sample"\n{entry}\n')
+    with pytest.raises(ConfigError, match=r"cameras\.gate\." + entry.split(" ")[0]):
+        load_config(env={}, path=toml)

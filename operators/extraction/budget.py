@@ -17,6 +17,9 @@ run. The budget knows every camera of the process:
   `budget.relax_s` it raises them a level again. Load is judged on the wall clock,
   so it acts on live sources only; files keep their rates.
 
+A camera of a `[cameras.NAME]` table can set its own idle and still rates, motion
+and occupancy settings and floors; the load level is one for the whole process.
+
 Periods are in event time (the frames' own timestamps), so a camera analysed at
 30, 15 or 10 fps gets the same schedule in seconds. A frame's presence names the
 extractors scheduled on it, so alignment expects exactly those and fusion carries
@@ -82,10 +85,13 @@ class Budget:
         extractors: Sequence[str],
         live: bool,
         clock: Callable[[], float] = time.monotonic,
+        per_camera: Optional[Mapping[str, BudgetConfig]] = None,
     ):
         self.settings = settings
         self.extractors = tuple(extractors)
         self.floors = parse_floors(settings.floor_fps)
+        # stream id -> (its settings, its floors), for cameras with settings of their own
+        self._own = {sid: (own, parse_floors(own.floor_fps)) for sid, own in (per_camera or {}).items()}
         self.load_control = live
         self._clock = clock
         self._lock = threading.Lock()
@@ -101,11 +107,12 @@ class Budget:
         with self._lock:
             self._adjust_level(depth)
             cam = self._cameras.setdefault(frame.stream_id, _Camera())
+            settings, floors = self._own.get(frame.stream_id, (self.settings, self.floors))
             t = frame.t_src_ns
             self._note_interval(cam, t)
-            self._note_motion(cam, frame, t)
+            self._note_motion(cam, frame, t, settings)
             occupied = cam.occupied_until_ns is not None and t <= cam.occupied_until_ns
-            periods = self._periods(cam, occupied, t)
+            periods = self._periods(cam, occupied, t, settings, floors)
             chosen = tuple(
                 name for name in candidates
                 if name in periods and self._due(cam, name, periods[name], t)
@@ -123,13 +130,15 @@ class Budget:
             return
         with self._lock:
             cam = self._cameras.setdefault(stream_id, _Camera())
-            until = t_ns + int(self.settings.occupied_hold_s * 1e9)
+            settings = self._own.get(stream_id, (self.settings,))[0]
+            until = t_ns + int(settings.occupied_hold_s * 1e9)
             if cam.occupied_until_ns is None or until > cam.occupied_until_ns:
                 cam.occupied_until_ns = until
 
-    def _periods(self, cam: _Camera, occupied: bool, t: int) -> Dict[str, float]:
+    def _periods(
+        self, cam: _Camera, occupied: bool, t: int, s: BudgetConfig, floors: Mapping[str, float]
+    ) -> Dict[str, float]:
         """Each extractor's period on this camera now, in event-time ns (absent: not run)."""
-        s = self.settings
         if not occupied:
             moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
             fps = s.idle_fps if moving else s.still_fps
@@ -137,7 +146,7 @@ class Budget:
         periods = {}
         for name in self.extractors:
             period = self.level * cam.interval_ns
-            floor = self.floors.get(name)
+            floor = floors.get(name)
             if floor:
                 period = min(period, 1e9 / floor)
             periods[name] = period
@@ -154,11 +163,12 @@ class Budget:
             cam.interval_ns += (min(t - cam.last_t_ns, 1_000_000_000) - cam.interval_ns) / 8
         cam.last_t_ns = t
 
-    def _note_motion(self, cam: _Camera, frame: Frame, t: int) -> None:
+    @staticmethod
+    def _note_motion(cam: _Camera, frame: Frame, t: int, s: BudgetConfig) -> None:
         small = cv2.resize(frame.image, THUMB, interpolation=cv2.INTER_AREA)
         thumb = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        if cam.thumb is not None and float(cv2.absdiff(thumb, cam.thumb).mean()) >= self.settings.motion_threshold:
-            cam.motion_until_ns = t + int(self.settings.motion_hold_s * 1e9)
+        if cam.thumb is not None and float(cv2.absdiff(thumb, cam.thumb).mean()) >= s.motion_threshold:
+            cam.motion_until_ns = t + int(s.motion_hold_s * 1e9)
         cam.thumb = thumb
 
     # ---------------------------------------------------------------------- load

@@ -8,6 +8,7 @@ settings follow the `extract` section. For compatibility `source.source` (as
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -15,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from facemoment.core.config.errors import ConfigError
 from facemoment.core.config.rates import Rate, every_rates, extractor_rates
 from facemoment.core.config.rules import STREAM_ID, STREAM_ID_GRAMMAR, STREAM_ID_MAX
-from facemoment.core.config.sections import Config
+from facemoment.core.config.sections import BUDGET_PER_CAMERA, BudgetConfig, CameraConfig, Config
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Camera:
     detect: Optional[str] = None
     detect_width: int = 0
     every: Tuple[str, ...] = ()
+    # The budget section with this camera's own settings in place (None: the section as it is).
+    budget: Optional[BudgetConfig] = field(default=None, compare=False, hash=False)
 
     @property
     def analysed(self) -> str:
@@ -43,6 +46,12 @@ def check_stream_id(stream_id: str, where: str) -> None:
     # Stream ids name Bytewax steps and partitions (rules.py, STREAM_ID).
     if not stream_id or len(stream_id) > STREAM_ID_MAX or not re.fullmatch(STREAM_ID, stream_id):
         raise ConfigError(f"{where} = {stream_id[:80]!r} must be {STREAM_ID_GRAMMAR} (at most {STREAM_ID_MAX})")
+
+
+def camera_budget(section: BudgetConfig, cam: CameraConfig) -> Optional[BudgetConfig]:
+    """The budget section with the camera's own settings in place; None when it sets none."""
+    own = {name: getattr(cam, name) for name in BUDGET_PER_CAMERA if getattr(cam, name) is not None}
+    return dataclasses.replace(section, **own) if own else None
 
 
 def cameras(cfg: Config) -> List[Camera]:
@@ -63,6 +72,7 @@ def cameras(cfg: Config) -> List[Camera]:
                 detect=cam.detect.strip() if cam.detect else None,
                 detect_width=ext.detect_width if cam.detect_width is None else cam.detect_width,
                 every=tuple(ext.every if cam.every is None else cam.every),
+                budget=camera_budget(cfg.budget, cam),
             )
         )
     if not out:

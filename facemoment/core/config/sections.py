@@ -130,6 +130,7 @@ class ExtractConfig:
 BUDGET_MODES = ("auto", "on", "off")
 # An extractor's floor under load: "NAME=FPS".
 FLOOR_GRAMMAR = "NAME=FPS with NAME one of face, pose, gesture, quality"
+FLOOR_PATTERN = r"(face|pose|gesture|quality)=(\d+(\.\d*)?|\.\d+)"
 
 
 @dataclass
@@ -156,7 +157,7 @@ class BudgetConfig:
     # No extractor of an occupied camera goes below its floor.
     floor_fps: List[str] = setting(
         factory=lambda: ["face=10", "pose=5", "gesture=5", "quality=5"],
-        pattern=r"(face|pose|gesture|quality)=(\d+(\.\d*)?|\.\d+)",
+        pattern=FLOOR_PATTERN,
         grammar=FLOOR_GRAMMAR,
         max_len=64,
     )
@@ -299,6 +300,17 @@ class CameraConfig:
     # This camera's extract.detect_width and extract.every (unset: the extract section's).
     detect_width: Optional[int] = setting(None, low=0, high=16384)
     every: Optional[List[str]] = setting(None, max_len=64)
+    # This camera's budget settings (unset: the budget section's; BUDGET_PER_CAMERA).
+    idle_fps: Optional[float] = setting(None, low=0, low_open=True, high=1000)
+    still_fps: Optional[float] = setting(None, low=0, low_open=True, high=1000)
+    motion_threshold: Optional[float] = setting(None, low=0, high=255)
+    motion_hold_s: Optional[float] = setting(None, low=0, high=3600)
+    occupied_hold_s: Optional[float] = setting(None, low=0, high=3600)
+    floor_fps: Optional[List[str]] = setting(None, pattern=FLOOR_PATTERN, grammar=FLOOR_GRAMMAR, max_len=64)
+
+
+# Budget settings a camera can set for itself; the load settings stay one per process.
+BUDGET_PER_CAMERA = ("idle_fps", "still_fps", "motion_threshold", "motion_hold_s", "occupied_hold_s", "floor_fps")
 
 
 @dataclass
