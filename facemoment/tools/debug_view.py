@@ -17,7 +17,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -183,27 +184,39 @@ class _Annotator:
         self._fps = fps
         self._max_frames = max_frames
         self._images: Dict[int, np.ndarray] = {}
+        self._fused: Deque[Tuple[FrameObservations, Outcome, Optional[Trigger]]] = deque()
         self._writer: Optional[cv2.VideoWriter] = None
         self._banner: Optional[Trigger] = None
         self.done = False
 
+    # The two taps sit on different steps, so either may see a frame first: a fused
+    # frame waits for its image, and frames are drawn in the order they were fused.
     def on_frame(self, frame: Frame) -> None:
         if not self.done:
             self._images[frame.frame_id] = frame.image
+            self._draw_ready()
 
     def on_fused(self, fo: FrameObservations, fusion: FusionState, trigger: Optional[Trigger]) -> None:
-        image = self._images.pop(fo.frame_id, None)
-        for stale in [i for i in self._images if i < fo.frame_id]:
-            del self._images[stale]  # frames that never reached fusion
-        if self.done or image is None:
-            return
+        if not self.done:
+            self._fused.append((fo, Outcome(*fusion.outcome), trigger))
+            self._draw_ready()
+
+    def _draw_ready(self) -> None:
+        while self._fused and not self.done and self._fused[0][0].frame_id in self._images:
+            fo, outcome, trigger = self._fused.popleft()
+            image = self._images.pop(fo.frame_id)
+            for stale in [i for i in self._images if i < fo.frame_id]:
+                del self._images[stale]  # frames that never reached fusion
+            self._draw(image, fo, outcome, trigger)
+
+    def _draw(self, image: np.ndarray, fo: FrameObservations, outcome: Outcome, trigger: Optional[Trigger]) -> None:
         if trigger is not None:
             self.result.triggers.append(trigger)
             self._banner = trigger
             print(f"frame {fo.frame_id} t={fo.t_ns / 1e9:.2f}s: TRIGGER {trigger.reason} score {trigger.score:.2f}", flush=True)
         if self._banner is not None and fo.t_ns - self._banner.t_ns > BANNER_NS:
             self._banner = None
-        drawn = annotate(image, fo, Outcome(*fusion.outcome), self._banner, len(self.result.triggers))
+        drawn = annotate(image, fo, outcome, self._banner, len(self.result.triggers))
         self._write(drawn)
         self.result.size = (drawn.shape[1], drawn.shape[0])
         self.result.frames += 1
@@ -231,6 +244,7 @@ class _Annotator:
 
         self.done = True
         self._images.clear()
+        self._fused.clear()
         shutdown.STOP.set()
 
     def close(self) -> None:
