@@ -829,3 +829,13 @@ def test_a_raw_burst_waits_for_room_instead_of_being_shed_and_needs_a_subscriber
         sub.close(linger=0)
         ctx.term()
     assert all(sent) and got == [str(i).encode() for i in range(3000)]
+
+
+def test_compare_trees_reports_each_trees_mean_and_range():
+    from bench import compare_trees
+
+    runs = [{"complete_fps": 20.0, "fused_fps": 30.0, "timeouts": 10, "shed": 0},
+            {"complete_fps": 24.0, "fused_fps": 29.0, "timeouts": 30, "shed": 2}]
+    got = compare_trees.summary(runs)
+    assert got["complete_fps"] == {"mean": 22.0, "min": 20.0, "max": 24.0}
+    assert got["timeouts"] == {"mean": 20, "min": 10, "max": 30} and got["shed"]["max"] == 2

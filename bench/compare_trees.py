@@ -1,0 +1,87 @@
+"""The live latency run (5.) of two source trees, interleaved on this machine.
+
+    .venv/bin/python bench/compare_trees.py BASELINE_TREE [--rounds 5] [--seconds 30]
+
+BASELINE_TREE is a checkout of another commit (``git worktree add /tmp/base COMMIT``).
+Each round runs this tree's and the baseline's latency measurement one after the
+other (the order alternates), so slow and fast spells of the machine fall on both;
+each run is a fresh process started in its tree, the benchmark code included. Prints
+a table per run and the mean and spread of each tree's figures, and writes them as
+JSON with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+HERE = Path(__file__).resolve().parents[1]
+
+# Run inside a tree: its own bench package measures its own dataflow.
+RUN_ONE = r"""
+import dataclasses, json, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, ".")
+from bench.plan import Plan, Progress
+from bench.workloads.inputs import prepare_inputs
+from bench.workloads.live import measure_latency
+plan = dataclasses.replace(Plan.for_mode(True), live_preset=sys.argv[2], latency_s=float(sys.argv[1]))
+with tempfile.TemporaryDirectory() as tmp:
+    log = Progress()
+    r = measure_latency(prepare_inputs(plan, Path(tmp), log), plan, Path(tmp), log)
+acc = r["accounting"]
+print("RESULT " + json.dumps({"complete_fps": r["complete_fps"], "fused_fps": r["fused_fps"],
+      "timeouts": sum(acc["timeouts_by_extractor"].values()), "shed": sum(acc["dropped_by_reason"].values())}))
+"""
+
+FIGURES = ("complete_fps", "fused_fps", "timeouts", "shed")
+
+
+def run_one(tree: Path, seconds: float, preset: str) -> Dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run([sys.executable, "-c", RUN_ONE, str(seconds), preset], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=seconds + 600)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"the run in {tree} printed no result:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+
+def summary(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
+    return {k: {"mean": round(statistics.mean(r[k] for r in runs), 2),
+                "min": min(r[k] for r in runs), "max": max(r[k] for r in runs)} for k in FIGURES}
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("baseline", type=Path, help="a checkout of the commit to compare with")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=30.0, help="stream length of each run")
+    parser.add_argument("--preset", default="realtime,lean")
+    parser.add_argument("--out", type=Path, help="write the runs and their summary as JSON here")
+    args = parser.parse_args(argv)
+    trees = {"this tree": HERE, "baseline": args.baseline.resolve()}
+    runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in trees}
+    for round_no in range(args.rounds):
+        order = list(trees) if round_no % 2 == 0 else list(reversed(trees))
+        for name in order:
+            result = run_one(trees[name], args.seconds, args.preset)
+            runs[name].append(result)
+            print(f"round {round_no + 1} {name:9s} " + "  ".join(f"{k} {result[k]}" for k in FIGURES), flush=True)
+    result = {"preset": args.preset, "seconds": args.seconds, "trees": {k: str(v) for k, v in trees.items()},
+              "runs": runs, "summary": {name: summary(r) for name, r in runs.items()}}
+    for name, figures in result["summary"].items():
+        print(f"{name:9s} " + "  ".join(f"{k} {v['mean']} ({v['min']}-{v['max']})" for k, v in figures.items()))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
