@@ -11,11 +11,13 @@ run. The budget knows every camera of the process:
   grey thumbnail) saw motion within `budget.motion_hold_s`, at `budget.still_fps`
   otherwise; pose and hands wait until face finds someone.
 - **load**: when the lanes fall behind (a lane's queue reaches `budget.high_water`
-  jobs) the budget lowers the rates of occupied cameras one level at a time (each
-  level adds one frame interval to every extractor's period) down to each
-  extractor's floor (`budget.floor_fps`); once the queues stay short for
-  `budget.relax_s` it raises them a level again. Load is judged on the wall clock,
-  so it acts on live sources only; files keep their rates.
+  jobs) the budget lowers the rates of occupied cameras one level at a time (at
+  level N an extractor runs on one frame in N+1) down to each extractor's floor
+  (`budget.floor_fps`): first those of `budget.lower_first` (pose and hands, the
+  costly ones), the others only once those are at their floors, so face and quality,
+  which most moments and the gate read, keep their rate longest. Once the queues
+  stay short for `budget.relax_s` it raises them a level again. Load is judged on
+  the wall clock, so it acts on live sources only; files keep their rates.
 
 A camera of a `[cameras.NAME]` table can set its own idle and still rates, motion
 and occupancy settings and floors; the load level is one for the whole process.
@@ -143,13 +145,13 @@ class Budget:
             moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
             fps = s.idle_fps if moving else s.still_fps
             return {name: 1e9 / fps for name in LOOKOUT if name in self.extractors}
+        first = [name for name in self.extractors if name in self.settings.lower_first]
+        # The levels the first-lowered extractors take before they reach their floors.
+        spent = max((_levels_to_floor(floors.get(name), cam.interval_ns, self.settings.max_level) for name in first), default=0)
         periods = {}
         for name in self.extractors:
-            period = self.level * cam.interval_ns
-            floor = floors.get(name)
-            if floor:
-                period = min(period, 1e9 / floor)
-            periods[name] = period
+            level = self.level if name in first else max(0, self.level - spent)
+            periods[name] = _lowered(level, floors.get(name), cam.interval_ns)
         return periods
 
     @staticmethod
@@ -218,6 +220,23 @@ class Budget:
                 runs=dict(cam.runs),
             )
         ]
+
+
+def _lowered(level: int, floor_fps: Optional[float], interval_ns: float) -> float:
+    """An occupied camera's period for an extractor at a load level: level N runs it
+    on one frame in N+1, never less often than its floor."""
+    if level <= 0:
+        return 0.0
+    period = (level + 1) * interval_ns
+    return min(period, 1e9 / floor_fps) if floor_fps else period
+
+
+def _levels_to_floor(floor_fps: Optional[float], interval_ns: float, max_level: int) -> int:
+    """How many load levels lower an extractor before its floor stops them (all of
+    them without a floor)."""
+    if not floor_fps:
+        return max_level
+    return max(0, round(1e9 / floor_fps / interval_ns) - 1)
 
 
 def _fps(period_ns: Optional[float], interval_ns: float) -> float:
