@@ -59,6 +59,17 @@ def test_motion_raises_an_empty_camera_to_the_idle_rate():
     assert 18 <= sum(1 for chosen in plans.values() if chosen) <= 21  # about 10 fps over 2 s
 
 
+def test_slow_change_that_no_two_neighbouring_frames_show_still_counts_as_motion():
+    # Someone walking in at 30 fps changes the picture little from one frame to the next.
+    frames = [Frame("cam0", i, i * FRAME_NS, np.full((36, 64, 3), 40 + i // 2, np.uint8)) for i in range(60)]
+    budget = Budget(BudgetConfig(still_fps=1.0, idle_fps=10.0, motion_threshold=2.0), ALL, live=False)
+    plans = _run(budget, frames)
+    assert sum(1 for chosen in plans.values() if chosen) >= 15  # about 10 fps once the change adds up
+    steady = [Frame("cam0", i, i * FRAME_NS, np.full((36, 64, 3), 40, np.uint8)) for i in range(60)]
+    budget = Budget(BudgetConfig(still_fps=1.0, idle_fps=10.0, motion_threshold=2.0), ALL, live=False)
+    assert sum(1 for chosen in _run(budget, steady).values() if chosen) == 2  # 1 fps over 2 s
+
+
 def test_someone_found_gives_the_camera_every_extractor_until_the_hold_passes():
     settings = BudgetConfig(still_fps=2.0, idle_fps=10.0, occupied_hold_s=1.0)
     budget = Budget(settings, ALL, live=False)

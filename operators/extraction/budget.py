@@ -8,8 +8,8 @@ run. The budget knows every camera of the process:
   rates (`extract.every`; every frame by default).
 - **empty cameras only look for someone**: face and quality run, at
   `budget.idle_fps` while a cheap motion check (the mean difference of a 32x18
-  grey thumbnail) saw motion within `budget.motion_hold_s`, at `budget.still_fps`
-  otherwise; pose and hands wait until face finds someone.
+  grey thumbnail from the camera's thumbnail of up to half a second before) saw
+  motion within `budget.motion_hold_s`, at `budget.still_fps` otherwise; pose and hands wait until face finds someone.
 - **load**: when the lanes fall behind (a lane's queue reaches `budget.high_water`
   jobs) the budget lowers the rates of occupied cameras one level at a time (at
   level N an extractor runs on one frame in N+1) down to each extractor's floor
@@ -47,6 +47,8 @@ from facemoment.core.types import Frame
 # whether the picture is good enough once they are.
 LOOKOUT = ("face", "quality")
 THUMB = (32, 18)
+# The motion check compares a frame with the camera's picture of up to this long ago.
+MOTION_SPAN_NS = 500_000_000
 # Cumulative counts go into a camera_rates record at least this often (event time).
 REPORT_EVERY_NS = 5_000_000_000
 # Before a camera's frame interval is measured, assume 30 fps.
@@ -68,7 +70,8 @@ class _Camera:
     interval_ns: float = DEFAULT_INTERVAL_NS
     occupied_until_ns: Optional[int] = None
     motion_until_ns: Optional[int] = None
-    thumb: Optional[np.ndarray] = None
+    thumb: Optional[np.ndarray] = None  # the motion check's reference picture
+    thumb_t_ns: int = 0
     last_run_ns: Dict[str, int] = field(default_factory=dict)
     # What the last camera_rates record said, to report changes only.
     reported: Optional[Tuple[bool, bool, int, Tuple[Tuple[str, float], ...]]] = None
@@ -171,7 +174,10 @@ class Budget:
         thumb = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         if cam.thumb is not None and float(cv2.absdiff(thumb, cam.thumb).mean()) >= s.motion_threshold:
             cam.motion_until_ns = t + int(s.motion_hold_s * 1e9)
-        cam.thumb = thumb
+        # Against a picture up to MOTION_SPAN_NS old, not the previous frame: someone
+        # walking in changes little from one frame to the next at 30 fps.
+        if cam.thumb is None or not 0 <= t - cam.thumb_t_ns < MOTION_SPAN_NS:
+            cam.thumb, cam.thumb_t_ns = thumb, t
 
     # ---------------------------------------------------------------------- load
     def _adjust_level(self, depth: int) -> None:
