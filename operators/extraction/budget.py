@@ -9,8 +9,7 @@ run. The budget knows every camera of the process:
 - **empty cameras only look for someone**: face and quality run, at
   `budget.idle_fps` while a cheap motion check (the mean difference of a 32x18
   grey thumbnail from the camera's thumbnail of up to half a second before) saw
-  motion within `budget.motion_hold_s`, at `budget.still_fps` otherwise; pose and
-  hands wait until face finds someone.
+  motion within `budget.motion_hold_s`, at `budget.still_fps` otherwise; pose and hands wait until face finds someone.
 - **load**: when the lanes fall behind (a lane's queue reaches `budget.high_water`
   jobs) the budget lowers the rates of occupied cameras one level at a time (at
   level N an extractor runs on one frame in N+1) down to each extractor's floor
@@ -96,7 +95,6 @@ class Budget:
         self.settings = settings
         self.extractors = tuple(extractors)
         self.floors = parse_floors(settings.floor_fps)
-        self._first = tuple(name for name in self.extractors if name in settings.lower_first)
         # stream id -> (its settings, its floors), for cameras with settings of their own
         self._own = {sid: (own, parse_floors(own.floor_fps)) for sid, own in (per_camera or {}).items()}
         self.load_control = live
@@ -150,15 +148,14 @@ class Budget:
             moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
             fps = s.idle_fps if moving else s.still_fps
             return {name: 1e9 / fps for name in LOOKOUT if name in self.extractors}
-        if self.level == 0:
-            return {name: 0.0 for name in self.extractors}
+        first = [name for name in self.extractors if name in self.settings.lower_first]
         # The levels the first-lowered extractors take before they reach their floors.
-        max_level = self.settings.max_level
-        spent = max((_levels_to_floor(floors.get(n), cam.interval_ns, max_level) for n in self._first), default=0)
-        return {
-            name: _lowered(self.level if name in self._first else self.level - spent, floors.get(name), cam.interval_ns)
-            for name in self.extractors
-        }
+        spent = max((_levels_to_floor(floors.get(name), cam.interval_ns, self.settings.max_level) for name in first), default=0)
+        periods = {}
+        for name in self.extractors:
+            level = self.level if name in first else max(0, self.level - spent)
+            periods[name] = _lowered(level, floors.get(name), cam.interval_ns)
+        return periods
 
     @staticmethod
     def _due(cam: _Camera, name: str, period_ns: float, t: int) -> bool:

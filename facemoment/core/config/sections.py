@@ -148,8 +148,8 @@ class BudgetConfig:
     motion_hold_s: float = setting(1.0, low=0, high=3600)
     # A camera stays occupied this long (event time) after face last found someone.
     occupied_hold_s: float = setting(2.0, low=0, high=3600)
-    # Load: a lane queue this deep raises the level (at level N an occupied camera's
-    # extractor runs on one frame in N+1) at most every step_s; queues short for relax_s lower it.
+    # Load: a lane queue this deep raises the level (one more frame interval on
+    # occupied cameras' periods) at most every step_s; queues short for relax_s lower it.
     high_water: int = setting(4, low=1, high=100_000)
     step_s: float = setting(0.5, low=0, high=3600)
     relax_s: float = setting(3.0, low=0, high=3600)
