@@ -59,17 +59,6 @@ def test_motion_raises_an_empty_camera_to_the_idle_rate():
     assert 18 <= sum(1 for chosen in plans.values() if chosen) <= 21  # about 10 fps over 2 s
 
 
-def test_slow_change_that_no_two_neighbouring_frames_show_still_counts_as_motion():
-    # Someone walking in at 30 fps changes the picture little from one frame to the next.
-    frames = [Frame("cam0", i, i * FRAME_NS, np.full((36, 64, 3), 40 + i // 2, np.uint8)) for i in range(60)]
-    budget = Budget(BudgetConfig(still_fps=1.0, idle_fps=10.0, motion_threshold=2.0), ALL, live=False)
-    plans = _run(budget, frames)
-    assert sum(1 for chosen in plans.values() if chosen) >= 15  # about 10 fps once the change adds up
-    steady = [Frame("cam0", i, i * FRAME_NS, np.full((36, 64, 3), 40, np.uint8)) for i in range(60)]
-    budget = Budget(BudgetConfig(still_fps=1.0, idle_fps=10.0, motion_threshold=2.0), ALL, live=False)
-    assert sum(1 for chosen in _run(budget, steady).values() if chosen) == 2  # 1 fps over 2 s
-
-
 def test_someone_found_gives_the_camera_every_extractor_until_the_hold_passes():
     settings = BudgetConfig(still_fps=2.0, idle_fps=10.0, occupied_hold_s=1.0)
     budget = Budget(settings, ALL, live=False)
@@ -233,50 +222,3 @@ def test_a_bad_camera_budget_setting_names_the_camera(tmp_path, entry):
     toml.write_text(f'[cameras.gate]\nsource = "sample"\n{entry}\n')
     with pytest.raises(ConfigError, match=r"cameras\.gate\." + entry.split(" ")[0]):
         load_config(env={}, path=toml)
-
-
-def _rates_at_level(level: int, **settings) -> Dict[str, int]:
-    """How many of 60 frames (2 s at 30 fps) each extractor runs on at a held load level."""
-    clock = _Clock()
-    budget = Budget(BudgetConfig(**settings), ALL, live=True, clock=clock)
-    budget.saw_face("cam0", 10_000_000_000, True)  # occupied throughout
-    budget.level = level
-    budget._level_changed = clock.now  # no step during the run
-    runs = {name: 0 for name in ALL}
-    for i in range(60):
-        chosen, _ = budget.plan(_frame(i), ALL, depth=2)
-        for name in chosen:
-            runs[name] += 1
-    assert budget.level == level
-    return runs
-
-
-def test_load_lowers_pose_and_hands_to_their_floors_before_face_and_quality_lose_a_frame():
-    floors = ["face=10", "pose=5", "gesture=5", "quality=5"]
-    assert _rates_at_level(0, floor_fps=floors) == {name: 60 for name in ALL}
-    at_1 = _rates_at_level(1, floor_fps=floors)  # one frame in two
-    assert at_1["face"] == at_1["quality"] == 60 and at_1["pose"] == at_1["gesture"] == 30
-    at_5 = _rates_at_level(5, floor_fps=floors)  # pose and hands at their 5 fps floor
-    assert at_5["face"] == at_5["quality"] == 60 and at_5["pose"] == at_5["gesture"] == 10
-    at_6 = _rates_at_level(6, floor_fps=floors)  # only now face and quality halve
-    assert at_6["face"] == at_6["quality"] == 30 and at_6["pose"] == 10
-    at_12 = _rates_at_level(12, floor_fps=floors)  # everything at its floor
-    assert at_12 == {"face": 20, "pose": 10, "gesture": 10, "quality": 10}
-
-
-def test_without_a_lower_first_order_load_lowers_every_extractor_alike():
-    runs = _rates_at_level(2, floor_fps=["face=10", "pose=5", "gesture=5", "quality=5"], lower_first=[])
-    assert runs == {name: 20 for name in ALL}  # one frame in three
-
-
-def test_a_lower_first_extractor_without_a_floor_takes_every_level():
-    runs = _rates_at_level(12, floor_fps=["face=10"], lower_first=["pose"])
-    assert runs["face"] == runs["quality"] == runs["gesture"] == 60 and runs["pose"] == 5
-
-
-@pytest.mark.parametrize("value", ['["face", "eyes"]', '["Pose"]'])
-def test_lower_first_names_only_extractors(tmp_path, value):
-    path = tmp_path / "facemoment.toml"
-    path.write_text(f"[budget]\nlower_first = {value}\n")
-    with pytest.raises(ConfigError, match="lower_first"):
-        load_config(env={}, path=path)

@@ -8,16 +8,14 @@ run. The budget knows every camera of the process:
   rates (`extract.every`; every frame by default).
 - **empty cameras only look for someone**: face and quality run, at
   `budget.idle_fps` while a cheap motion check (the mean difference of a 32x18
-  grey thumbnail from the camera's thumbnail of up to half a second before) saw
-  motion within `budget.motion_hold_s`, at `budget.still_fps` otherwise; pose and hands wait until face finds someone.
+  grey thumbnail) saw motion within `budget.motion_hold_s`, at `budget.still_fps`
+  otherwise; pose and hands wait until face finds someone.
 - **load**: when the lanes fall behind (a lane's queue reaches `budget.high_water`
-  jobs) the budget lowers the rates of occupied cameras one level at a time (at
-  level N an extractor runs on one frame in N+1) down to each extractor's floor
-  (`budget.floor_fps`): first those of `budget.lower_first` (pose and hands, the
-  costly ones), the others only once those are at their floors, so face and quality,
-  which most moments and the gate read, keep their rate longest. Once the queues
-  stay short for `budget.relax_s` it raises them a level again. Load is judged on
-  the wall clock, so it acts on live sources only; files keep their rates.
+  jobs) the budget lowers the rates of occupied cameras one level at a time (each
+  level adds one frame interval to every extractor's period) down to each
+  extractor's floor (`budget.floor_fps`); once the queues stay short for
+  `budget.relax_s` it raises them a level again. Load is judged on the wall clock,
+  so it acts on live sources only; files keep their rates.
 
 A camera of a `[cameras.NAME]` table can set its own idle and still rates, motion
 and occupancy settings and floors; the load level is one for the whole process.
@@ -47,8 +45,6 @@ from facemoment.core.types import Frame
 # whether the picture is good enough once they are.
 LOOKOUT = ("face", "quality")
 THUMB = (32, 18)
-# The motion check compares a frame with the camera's picture of up to this long ago.
-MOTION_SPAN_NS = 500_000_000
 # Cumulative counts go into a camera_rates record at least this often (event time).
 REPORT_EVERY_NS = 5_000_000_000
 # Before a camera's frame interval is measured, assume 30 fps.
@@ -70,8 +66,7 @@ class _Camera:
     interval_ns: float = DEFAULT_INTERVAL_NS
     occupied_until_ns: Optional[int] = None
     motion_until_ns: Optional[int] = None
-    thumb: Optional[np.ndarray] = None  # the motion check's reference picture
-    thumb_t_ns: int = 0
+    thumb: Optional[np.ndarray] = None
     last_run_ns: Dict[str, int] = field(default_factory=dict)
     # What the last camera_rates record said, to report changes only.
     reported: Optional[Tuple[bool, bool, int, Tuple[Tuple[str, float], ...]]] = None
@@ -148,13 +143,13 @@ class Budget:
             moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
             fps = s.idle_fps if moving else s.still_fps
             return {name: 1e9 / fps for name in LOOKOUT if name in self.extractors}
-        first = [name for name in self.extractors if name in self.settings.lower_first]
-        # The levels the first-lowered extractors take before they reach their floors.
-        spent = max((_levels_to_floor(floors.get(name), cam.interval_ns, self.settings.max_level) for name in first), default=0)
         periods = {}
         for name in self.extractors:
-            level = self.level if name in first else max(0, self.level - spent)
-            periods[name] = _lowered(level, floors.get(name), cam.interval_ns)
+            period = self.level * cam.interval_ns
+            floor = floors.get(name)
+            if floor:
+                period = min(period, 1e9 / floor)
+            periods[name] = period
         return periods
 
     @staticmethod
@@ -174,10 +169,7 @@ class Budget:
         thumb = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         if cam.thumb is not None and float(cv2.absdiff(thumb, cam.thumb).mean()) >= s.motion_threshold:
             cam.motion_until_ns = t + int(s.motion_hold_s * 1e9)
-        # Against a picture up to MOTION_SPAN_NS old, not the previous frame: someone
-        # walking in changes little from one frame to the next at 30 fps.
-        if cam.thumb is None or not 0 <= t - cam.thumb_t_ns < MOTION_SPAN_NS:
-            cam.thumb, cam.thumb_t_ns = thumb, t
+        cam.thumb = thumb
 
     # ---------------------------------------------------------------------- load
     def _adjust_level(self, depth: int) -> None:
@@ -226,23 +218,6 @@ class Budget:
                 runs=dict(cam.runs),
             )
         ]
-
-
-def _lowered(level: int, floor_fps: Optional[float], interval_ns: float) -> float:
-    """An occupied camera's period for an extractor at a load level: level N runs it
-    on one frame in N+1, never less often than its floor."""
-    if level <= 0:
-        return 0.0
-    period = (level + 1) * interval_ns
-    return min(period, 1e9 / floor_fps) if floor_fps else period
-
-
-def _levels_to_floor(floor_fps: Optional[float], interval_ns: float, max_level: int) -> int:
-    """How many load levels lower an extractor before its floor stops them (all of
-    them without a floor)."""
-    if not floor_fps:
-        return max_level
-    return max(0, round(1e9 / floor_fps / interval_ns) - 1)
 
 
 def _fps(period_ns: Optional[float], interval_ns: float) -> float:

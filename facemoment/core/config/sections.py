@@ -148,15 +148,12 @@ class BudgetConfig:
     motion_hold_s: float = setting(1.0, low=0, high=3600)
     # A camera stays occupied this long (event time) after face last found someone.
     occupied_hold_s: float = setting(2.0, low=0, high=3600)
-    # Load: a lane queue this deep raises the level (one more frame interval on
-    # occupied cameras' periods) at most every step_s; queues short for relax_s lower it.
+    # Load: a lane queue this deep raises the level (one more frame interval on every
+    # occupied camera's periods) at most every step_s; queues short for relax_s lower it.
     high_water: int = setting(4, low=1, high=100_000)
     step_s: float = setting(0.5, low=0, high=3600)
     relax_s: float = setting(3.0, low=0, high=3600)
-    max_level: int = setting(12, low=0, high=1000)
-    # Load lowers these first, down to their floors, and the others only after: most
-    # moments and the gate come from face and quality, and pose and hands cost the most.
-    lower_first: List[str] = setting(factory=lambda: ["pose", "gesture"], choices=KNOWN_EXTRACTORS)
+    max_level: int = setting(8, low=0, high=1000)
     # No extractor of an occupied camera goes below its floor.
     floor_fps: List[str] = setting(
         factory=lambda: ["face=10", "pose=5", "gesture=5", "quality=5"],
