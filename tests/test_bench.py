@@ -839,3 +839,59 @@ def test_compare_trees_reports_each_trees_mean_and_range():
     got = compare_trees.summary(runs)
     assert got["complete_fps"] == {"mean": 22.0, "min": 20.0, "max": 24.0}
     assert got["timeouts"] == {"mean": 20, "min": 10, "max": 30} and got["shed"]["max"] == 2
+
+
+def test_a_kill_may_also_lose_the_frames_since_the_last_snapshot():
+    s = 10**9
+    spans = chaos.missed_spans([[10 * s, 12 * s], [20 * s, 20 * s + 100]], ["kill", "publisher_restart"])
+    assert spans == [(10 * s, 12 * s, 10 * s - chaos.SNAPSHOT_S * s), (20 * s, 20 * s + 100, 20 * s)]
+
+
+def test_a_lost_trigger_is_replayed_against_the_latest_missed_span_before_it():
+    s = 10**9
+    spans = [(5 * s, 7 * s, 5 * s), (10 * s, 12 * s, 9 * s), (30 * s, 31 * s, 30 * s)]
+    assert chaos.replay_span(_trigger_row(15 * s), spans) == (10 * s, 12 * s, 9 * s)
+    assert chaos.replay_span(_trigger_row(4 * s), spans) is None  # nothing missed before it
+    far = 12 * s + chaos.REPLAY_AFTER_NS + 1000
+    assert chaos.replay_span(_trigger_row(far), spans[:2]) is None  # too long after
+
+
+def test_a_replay_names_the_keys_the_gap_loses():
+    s = 10**9
+    # a cooldown chain: whole fires at 9, 11, 13 s; the gapped run starts late and fires at 9.5 and 11.4 s
+    whole = [_trigger_row(t * s, "camera_gaze") for t in (9, 11, 13)]
+    gapped = [_trigger_row(int(9.5 * s), "camera_gaze"), _trigger_row(int(11.4 * s), "camera_gaze")]
+    assert chaos.lost_in_replay(whole, gapped) == {whole[2]["key"]}
+    assert chaos.lost_in_replay(whole, gapped + [_trigger_row(int(13.3 * s), "camera_gaze")]) == set()
+
+
+def test_a_trigger_replayed_as_lost_after_a_blind_stretch_is_not_counted_silent():
+    lost = [{"key": "a", "while_blind": False, "to_counted_drops": False, "after_blind": True},
+            {"key": "b", "while_blind": False, "to_counted_drops": False, "after_blind": False}]
+    got = chaos.lost_counts(lost)
+    assert (got["lost"], got["lost_after_blind"], got["lost_unexplained"]) == (2, 1, 1)
+
+
+@pytest.mark.slow
+def test_a_blind_stretch_that_moves_a_cooldown_chain_explains_the_trigger_it_drops(tmp_path, monkeypatch):
+    """The sample held gazing fires camera_gaze every cooldown; two seconds missed move the
+    chain, and its cooldown swallows a trigger the whole run fires (the soak's case)."""
+    from bench.workloads.inputs import decode_video
+    from facemoment.formats.sample import ensure_sample_video, frame_t_ns
+
+    monkeypatch.setattr(chaos, "REPLAY_WARMUP_NS", 15 * 10**9)
+    images = chaos._resize([f.image for f in decode_video(ensure_sample_video())], chaos.CHAOS_SIZE)
+    sent = [(i, frame_t_ns(i), i % len(images)) for i in range(int(1090 * 30), int(1120 * 30))]
+    s = 10**9
+    spans = chaos.missed_spans([[int(1107.1 * s), int(1109.3 * s)]], ["kill"])
+    whole_rows = chaos._triggers(chaos._run_recorded(images, sent, tmp_path, "whole"))
+    lost_key = next(r["key"] for r in whole_rows if abs(r["event_t_ns"] - 1112.87 * s) < 0.05 * s)
+    later_key = next(r["key"] for r in whole_rows if abs(r["event_t_ns"] - 1118.2 * s) < 0.05 * s)
+    lost = [{"key": k, "while_blind": False, "to_counted_drops": False, "frames_unseen": 0} for k in (lost_key, later_key)]
+    chaos.explain_after_blind(images, sent, spans, lost, whole_rows, tmp_path, lambda _line: None)
+    assert [x["after_blind"] for x in lost] == [True, False]  # the chain lost one trigger, not two
+    # a trigger well before the stretch has no stretch to be replayed against
+    early = next(r["key"] for r in whole_rows if r["event_t_ns"] < 1105 * s)
+    lost = [{"key": early, "while_blind": False, "to_counted_drops": False, "frames_unseen": 0}]
+    chaos.explain_after_blind(images, sent, spans, lost, whole_rows, tmp_path, lambda _line: None)
+    assert not lost[0]["after_blind"]

@@ -24,7 +24,12 @@ kill, a publisher reconnecting: ``while_blind``), or frames of its span (from it
 clip start to a second after its event) that the live run fused without a face
 result while its trace counted frames dropped (``to_counted_drops``; the live run
 writes observations.jsonl, so which frames it fused with a face result is known).
-A trigger lost otherwise was lost silently and counts against the target. A key
+A lost trigger may also follow a blind stretch: the stretch moved an earlier trigger,
+whose cooldown then covers this one. Such a trigger is replayed (``after_blind``):
+the frames around it run offline twice, once whole and once without what the live
+run missed (the blind stretch and, after a kill, the frames since the last snapshot,
+whose state the restart lost); if the gapped replay loses it too, the blind stretch
+explains it. A trigger lost otherwise was lost silently and counts against the target. A key
 written twice to triggers.jsonl or received twice as TRIG is ``doubled``. RSS is
 sampled every 0.5 s per incarnation of the dataflow.
 """
@@ -59,6 +64,9 @@ CHAOS_EXTRACTORS = "face,quality"
 IDLE_TIMEOUT_S = 8.0
 SUBSCRIBE_TIMEOUT_S = 300.0
 MATCH_WINDOW_NS = 1_000_000_000  # a trigger moved by lost frames still matches within this
+SNAPSHOT_S = 1  # the live dataflow's recovery snapshots (-s): a kill loses at most this much state
+REPLAY_WARMUP_NS = 60_000_000_000  # a replay starts this long before the blind stretch it tests
+REPLAY_AFTER_NS = 60_000_000_000  # blind stretches ending this long before a lost trigger are replayed
 DISK_MARGIN_BYTES = 256 * 1024  # the full disk leaves this much room above the largest output
 
 
@@ -236,6 +244,7 @@ def run_live(
     period_ns = int(round(1e9 / LIVE_FPS))
     sent: List[Tuple[int, int, int]] = []  # (frame id, t_ns, sample index) of every frame sent
     blind: List[List[int]] = []  # [first t_ns, last t_ns] the live dataflow could not receive
+    blind_causes: List[str] = []  # why each stretch began: kill | publisher_restart | unsubscribed
     events: List[Dict[str, Any]] = []
     hostile: Counter = Counter()
     publisher = _bind_publisher(address)
@@ -254,6 +263,7 @@ def run_live(
         shift_ns = 0  # schedule time spent re-binding (not streamed)
         pending = list(faults)
         blind_from: Optional[int] = None
+        blind_cause = ""
         seen_zero = True  # a blind stretch ends with a subscription made after the fault
         i = -1
         heard_since = 0  # frames sent since the current dataflow last (re)subscribed
@@ -277,7 +287,8 @@ def run_live(
                 log(f"chaos: {fault.kind} at {now_s:.1f} s")
                 if fault.kind == "kill":
                     live.kill()
-                    blind_from, seen_zero = t_ns, False
+                    blind_from = t_ns if blind_from is None else blind_from
+                    blind_cause, seen_zero = "kill", False
                     limit = None
                     if fault.disk_full:
                         limit = _largest_output(out_dir, rec_dir) + DISK_MARGIN_BYTES
@@ -287,7 +298,9 @@ def run_live(
                     publisher.close(flush_ms=0)
                     publisher = _bind_publisher(address)
                     id_base = i
-                    blind_from, seen_zero = t_ns, False
+                    if blind_from is None:
+                        blind_from, blind_cause = t_ns, "publisher_restart"
+                    seen_zero = False
                     shift_ns += int((time.monotonic() - began) * 1e9)
                 elif fault.kind == "malformed_burst":
                     for _ in range(fault.count):
@@ -307,9 +320,10 @@ def run_live(
             heard_since = heard_since + 1 if subscribed else 0
             if blind_from is not None and subscribed and seen_zero:
                 blind.append([blind_from, t_ns])
+                blind_causes.append(blind_cause)
                 blind_from, heard_since = None, 1
             elif blind_from is None and not subscribed:
-                blind_from, seen_zero = t_ns, True
+                blind_from, blind_cause, seen_zero = t_ns, "unsubscribed", True
             sent.append((frame_id, t_ns, i % len(images)))
         stream_s = time.monotonic() - start
         receiver.stalled.clear()
@@ -326,6 +340,7 @@ def run_live(
         "out_dir": out_dir,
         "sent": sent,
         "blind": blind,
+        "blind_causes": blind_causes,
         "events": events,
         "hostile": dict(hostile),
         "incarnations": live.incarnations,
@@ -338,9 +353,9 @@ def run_live(
     }
 
 
-def run_offline(images: Sequence[np.ndarray], sent: Sequence[Tuple[int, int, int]], work: Path,
-                log: Callable[[str], None]) -> Path:
-    """The same frames into a fresh dataflow without faults, from a lossless (PNG) recording.
+def _run_recorded(images: Sequence[np.ndarray], frames: Sequence[Tuple[int, int, int]], work: Path,
+                  name: str) -> Path:
+    """`frames` (id, t_ns, image index) from a lossless (PNG) recording into a fresh dataflow.
 
     A recording is read at the dataflow's pace, so nothing is shed. Its ids must
     increase, so the frames are numbered by their place in the stream; triggers are
@@ -349,22 +364,95 @@ def run_offline(images: Sequence[np.ndarray], sent: Sequence[Tuple[int, int, int
     from facemoment.formats.recording import RECORDING_SUFFIX, RecordingWriter
     from facemoment.formats.recording.codec import encode_image
 
-    out_dir = work / "chaos-offline"
-    path = work / f"chaos-frames{RECORDING_SUFFIX}"
-    payloads = [encode_image(image, "png") for image in images]
+    out_dir = work / name
+    path = work / f"{name}-frames{RECORDING_SUFFIX}"
+    payloads: Dict[int, bytes] = {}
     height, width = images[0].shape[:2]
     with RecordingWriter(path, {"stream": STREAM_ID}) as writer:
-        for n, (_frame_id, t_ns, index) in enumerate(sent):
+        for n, (_frame_id, t_ns, index) in enumerate(frames):
+            if index not in payloads:
+                payloads[index] = encode_image(images[index], "png")
             writer.append(n, t_ns, width, height, 3, "png", payloads[index])
-    log_path = work / "logs" / "chaos-offline.log"
-    log(f"chaos: offline run of the same {len(sent)} frames from {path.name}")
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    log_path = work / "logs" / f"{name}.log"
     with open(log_path, "wb") as handle:
         code = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.facemoment"],
                               env=_flow_env(out_dir, str(path), "none"), cwd=REPO, stdout=handle,
                               stderr=subprocess.STDOUT, timeout=6 * 3600).returncode
+    path.unlink(missing_ok=True)
     if code != 0:
-        raise RuntimeError(f"chaos offline: the dataflow exited with {code}:\n{log_tail(log_path)}")
+        raise RuntimeError(f"chaos {name}: the dataflow exited with {code}:\n{log_tail(log_path)}")
     return out_dir
+
+
+def run_offline(images: Sequence[np.ndarray], sent: Sequence[Tuple[int, int, int]], work: Path,
+                log: Callable[[str], None]) -> Path:
+    """The same frames into a fresh dataflow without faults: the reference."""
+    log(f"chaos: offline run of the same {len(sent)} frames")
+    return _run_recorded(images, sent, work, "chaos-offline")
+
+
+def _triggers(out_dir: Path) -> List[Dict[str, Any]]:
+    path = out_dir / "triggers.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
+def missed_spans(blind: Sequence[Sequence[int]], causes: Sequence[str]) -> List[Tuple[int, int, int]]:
+    """(first, last, earliest first) t_ns of what the live state never kept, per blind stretch:
+    after a kill the restart also lost the frames since the last snapshot before it, up to
+    SNAPSHOT_S; which of them it lost depends on when that snapshot was taken."""
+    spans = []
+    for (first, last), cause in zip(blind, causes):
+        spans.append((first, last, first - (SNAPSHOT_S * 1_000_000_000 if cause == "kill" else 0)))
+    return spans
+
+
+def replay_span(row: Dict[str, Any], spans: Sequence[Tuple[int, int, int]]) -> Optional[Tuple[int, int, int]]:
+    """The latest missed span ending before `row`'s clip starts, if near enough to replay."""
+    before = [sp for sp in spans if sp[1] < row["t_start_ns"] and row["t_start_ns"] - sp[1] <= REPLAY_AFTER_NS]
+    return max(before, key=lambda sp: sp[1]) if before else None
+
+
+def lost_in_replay(whole_rows: Sequence[Dict[str, Any]], gapped_rows: Sequence[Dict[str, Any]]) -> set:
+    """Keys the whole replay fires that the gapped one lacks, matched as the soak matches."""
+    return {x["key"] for x in compare_triggers(gapped_rows, whole_rows, [], blind=[])["lost_detail"]}
+
+
+def explain_after_blind(images: Sequence[np.ndarray], sent: Sequence[Tuple[int, int, int]],
+                        spans: Sequence[Tuple[int, int, int]], lost: List[Dict[str, Any]],
+                        offline_rows: Sequence[Dict[str, Any]], work: Path, log: Callable[[str], None]) -> None:
+    """Sets ``after_blind`` on lost triggers not yet explained, by replaying (module doc).
+
+    The lost triggers after one missed span are replayed together, from the span's start
+    less a warm-up to a second after the last of them: whole, and without the missed
+    frames; after a kill twice, without the blind stretch alone and without the stretch
+    and a whole snapshot interval before it, the two ends of what the restart can have
+    lost. A trigger the whole replay fires and a gapped one loses is explained.
+    """
+    rows = {r["key"]: r for r in offline_rows}
+    by_span: Dict[Tuple[int, int, int], List[Dict[str, Any]]] = {}
+    for item in lost:
+        item["after_blind"] = False
+        if item["while_blind"] or item["to_counted_drops"]:
+            continue
+        span = replay_span(rows[item["key"]], spans)
+        if span is not None:
+            by_span.setdefault(span, []).append(item)
+    for n, ((gap_first, gap_last, gap_earliest), items) in enumerate(sorted(by_span.items())):
+        first = gap_earliest - REPLAY_WARMUP_NS
+        last = max(rows[x["key"]]["event_t_ns"] for x in items) + MATCH_WINDOW_NS
+        whole = [f for f in sent if first <= f[1] <= last]
+        log(f"chaos: replaying {len(items)} lost trigger(s) after the blind stretch at {gap_first / 1e9:.2f} s "
+            f"({len(whole)} frames)")
+        whole_rows = _triggers(_run_recorded(images, whole, work, f"chaos-replay{n}-whole"))
+        keys = {x["key"] for x in items} & {r["key"] for r in whole_rows}  # reproduced by the whole replay
+        explained: set = set()
+        for m, gap_start in enumerate(sorted({gap_first, gap_earliest})):
+            gapped = [f for f in whole if not gap_start <= f[1] <= gap_last]
+            gapped_rows = _triggers(_run_recorded(images, gapped, work, f"chaos-replay{n}-gapped{m}"))
+            explained |= keys & lost_in_replay(whole_rows, gapped_rows)
+        for item in items:
+            item["after_blind"] = item["key"] in explained
 
 
 def face_times(out_dir: Path) -> set:
@@ -373,6 +461,19 @@ def face_times(out_dir: Path) -> set:
     if not path.exists():
         return set()
     return {r["t_ns"] for r in read_jsonl(path) if r.get("source") == "face" and "t_ns" in r}
+
+
+def lost_counts(lost: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Lost triggers by what explains them; ``lost_unexplained`` were lost silently."""
+    explained = ("while_blind", "to_counted_drops", "after_blind")
+    return {
+        "lost": len(lost),
+        "lost_while_blind": sum(1 for x in lost if x["while_blind"]),
+        "lost_to_counted_drops": sum(1 for x in lost if x["to_counted_drops"]),
+        "lost_after_blind": sum(1 for x in lost if x.get("after_blind")),
+        "lost_unexplained": sum(1 for x in lost if not any(x.get(k) for k in explained)),
+        "lost_detail": list(lost),
+    }
 
 
 def compare_triggers(live_rows: Sequence[Dict[str, Any]], offline_rows: Sequence[Dict[str, Any]],
@@ -409,7 +510,7 @@ def compare_triggers(live_rows: Sequence[Dict[str, Any]], offline_rows: Sequence
         span = sent_sorted[bisect_left(sent_sorted, row["t_start_ns"]):bisect_right(sent_sorted, row["event_t_ns"] + MATCH_WINDOW_NS)]
         unseen = sum(1 for t in span if t not in seen_t) if seen_t is not None else 0
         lost.append({"key": key, "while_blind": overlaps, "frames_unseen": unseen,
-                     "to_counted_drops": not overlaps and unseen > 0 and drops_counted > 0})
+                     "to_counted_drops": not overlaps and unseen > 0 and drops_counted > 0, "after_blind": False})
     by_span = {(r["reason"], r["t_start_ns"], r["t_end_ns"]): r["key"] for r in live_rows}
     received: Counter = Counter()
     unknown = 0
@@ -429,11 +530,7 @@ def compare_triggers(live_rows: Sequence[Dict[str, Any]], offline_rows: Sequence
         "live_triggers": sum(live_keys.values()),
         "matched": matched,
         "matched_shifted": shifted,
-        "lost": len(lost),
-        "lost_while_blind": sum(1 for x in lost if x["while_blind"]),
-        "lost_to_counted_drops": sum(1 for x in lost if x["to_counted_drops"]),
-        "lost_unexplained": sum(1 for x in lost if not x["while_blind"] and not x["to_counted_drops"]),
-        "lost_detail": lost,
+        **lost_counts(lost),
         "extra_live": len(unmatched_live),
         "doubled_in_triggers_jsonl": sum(n - 1 for n in live_keys.values() if n > 1),
         "trig_received": sum(received.values()),
@@ -486,13 +583,15 @@ def measure_chaos(images: Sequence[np.ndarray], seconds: float, work: Path, log:
     images = _resize(images, size)
     live = run_live(images, seconds, seed, work, log)
     offline_dir = run_offline(images, live["sent"], work, log)
-    live_rows = read_jsonl(live["out_dir"] / "triggers.jsonl") if (live["out_dir"] / "triggers.jsonl").exists() else []
-    offline_rows = read_jsonl(offline_dir / "triggers.jsonl") if (offline_dir / "triggers.jsonl").exists() else []
+    live_rows, offline_rows = _triggers(live["out_dir"]), _triggers(offline_dir)
     trace = _trace_summary(live["out_dir"])
     sent_t = [t for _id, t, _index in live["sent"]]
     seen_t = face_times(live["out_dir"])
     comparison = compare_triggers(live_rows, offline_rows, live["trig_received"], live["blind"],
                                   sent_t, seen_t, sum(trace["frames_dropped"].values()))
+    spans = missed_spans(live["blind"], live["blind_causes"])
+    explain_after_blind(images, live["sent"], spans, comparison["lost_detail"], offline_rows, work, log)
+    comparison.update(lost_counts(comparison["lost_detail"]))
     blind_t = [t for t in sent_t if any(a <= t <= b for a, b in live["blind"])]
     frames_unseen = len(set(sent_t) - seen_t - set(blind_t))
     sends = Counter()
@@ -511,6 +610,7 @@ def measure_chaos(images: Sequence[np.ndarray], seconds: float, work: Path, log:
         "faults": live["events"],
         "hostile_sent": live["hostile"],
         "blind_spans_s": [round((b - a) / 1e9, 2) for a, b in live["blind"]],
+        "blind_causes": live["blind_causes"],
         "incarnations": live["incarnations"],
         "exit_codes": [i["exit"] for i in live["incarnations"]],
         "triggers": comparison,
@@ -526,7 +626,8 @@ def measure_chaos(images: Sequence[np.ndarray], seconds: float, work: Path, log:
     }
     t = comparison
     log(f"chaos: {t['live_triggers']} live / {t['offline_triggers']} offline triggers; matched {t['matched']} "
-        f"(+{t['matched_shifted']} moved), lost {t['lost']} ({t['lost_while_blind']} while blind), doubled "
+        f"(+{t['matched_shifted']} moved), lost {t['lost']} ({t['lost_while_blind']} while blind, "
+        f"{t['lost_after_blind']} after a blind stretch, {t['lost_unexplained']} silently), doubled "
         f"{t['doubled_in_triggers_jsonl']} + TRIG {t['trig_doubled']}; RSS max {result['rss_max_mb']} MB")
     return result
 
@@ -555,11 +656,12 @@ def chaos_rows(chaos: Dict[str, Any]) -> List[Tuple[str, Any]]:
         ("duration streamed (s), frames sent", f"{chaos['stream_s']}, {chaos['frames_sent']} ({chaos['frame_size']}, {chaos['extractors']})"),
         ("load average before / after", f"{chaos['load_before']} / {chaos['load_after']}"),
         ("faults (seed %d)" % chaos["seed"], ", ".join(f"{k} {n}" for k, n in sorted(faults.items()))),
-        ("stretches the live dataflow could not receive (s)", chaos["blind_spans_s"]),
+        ("stretches the live dataflow could not receive (s, cause)",
+         ", ".join(f"{sp} {cause}".strip() for sp, cause in zip(chaos["blind_spans_s"], chaos.get("blind_causes") or [""] * len(chaos["blind_spans_s"])))),
         ("triggers offline / live", f"{t['offline_triggers']} / {t['live_triggers']}"),
         ("matched by key / moved by lost frames", f"{t['matched']} / {t['matched_shifted']}"),
-        ("lost: while blind / to counted frame drops / silently",
-         f"{t['lost_while_blind']} / {t.get('lost_to_counted_drops', 0)} / {t['lost_unexplained']}"),
+        ("lost: while blind / after a blind stretch (replayed) / to counted frame drops / silently",
+         f"{t['lost_while_blind']} / {t.get('lost_after_blind', 0)} / {t.get('lost_to_counted_drops', 0)} / {t['lost_unexplained']}"),
         ("extra live triggers", t["extra_live"]),
         ("doubled: triggers.jsonl / TRIG", f"{t['doubled_in_triggers_jsonl']} / {t['trig_doubled']}"),
         ("TRIG received / sends by status", f"{t['trig_received']} / {chaos['trig_sends']}"),
