@@ -136,7 +136,8 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
             f"{span}; against the offline run of the same frames: {t['offline_triggers']} offline, "
             f"{t['matched']} matched by key, {t['matched_shifted']} moved by frames lost live, "
             f"{t['lost_while_blind']} lost while the dataflow was down or reconnecting, "
-            f"{t.get('lost_after_blind', 0)} after such a stretch (a replay without the frames it missed loses them too)")
+            f"{t.get('lost_after_blind', 0)} after such a stretch (a replay without the frames it missed loses them too), "
+            f"{t.get('lost_to_counted_drops', 0)} to frames of its span the trace counted as dropped")
         add("chaos soak: no trigger doubled (triggers.jsonl and TRIG)", "0 doubled",
             t["doubled_in_triggers_jsonl"] + t["trig_doubled"], v["none_doubled"],
             None if v["none_doubled"] else f"{t['doubled_in_triggers_jsonl'] + t['trig_doubled']} doubled",
