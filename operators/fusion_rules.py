@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from facemoment.core.config import FusionConfig, GateConfig
 from facemoment.core.records import (
@@ -40,6 +40,11 @@ GESTURE_REASONS = {
     "ok_sign": "gesture_ok",
     "open_palm": "gesture_openpalm",
 }
+
+# The extractor whose result each reason's signal is read from.
+FACE_REASONS = frozenset({"expression_spike", "head_turn", "camera_gaze", "passenger_interaction"})
+POSE_REASONS = frozenset({"hand_wave"})
+GESTURE_REASON_SET = frozenset(GESTURE_REASONS.values())
 
 # Score normalisers from moments.md: they shape scores, never whether a candidate exists.
 SPIKE_FULL_Z = 4.0
@@ -96,6 +101,30 @@ def _usable(fo: FrameObservations, source: str) -> Optional[Observation]:
     if obs is None or obs.error is not None:
         return None
     return obs
+
+
+def _unknown_reasons(fo: FrameObservations, faces: Optional[List[Face]]) -> FrozenSet[str]:
+    """Reasons this frame cannot see, present or not: their extractor's result is
+    missing (deadline, dropped, not carried), failed, or unusable."""
+    unknown: FrozenSet[str] = frozenset()
+    if faces is None:
+        unknown |= FACE_REASONS
+    if _blind(fo, "pose"):
+        unknown |= POSE_REASONS
+    if _blind(fo, "gesture"):
+        unknown |= GESTURE_REASON_SET
+    return unknown
+
+
+def _blind(fo: FrameObservations, source: str) -> bool:
+    # An extractor the flow does not run at all is neither listed as missing nor observed.
+    obs = fo.observations.get(source)
+    return source in fo.missing or (obs is not None and obs.error is not None)
+
+
+def _unknown_of(entry: Tuple[Any, ...]) -> FrozenSet[str]:
+    # Look-back entries from a snapshot taken before they held the unknown reasons.
+    return entry[2] if len(entry) > 2 else frozenset()
 
 
 def _face_problem(face: Face) -> Optional[str]:
@@ -285,29 +314,47 @@ class FusionRules:
         return found
 
     def _event_start(self, state: FusionState, reason: str) -> int:
-        """Event time of the first frame of the signal's current run (look-back)."""
+        """Event time of the first frame of the signal's current run (look-back).
+
+        A frame that could not tell whether the signal was there (its extractor's
+        result missing) neither breaks the run nor starts it: a live frame whose face
+        result missed its deadline must not move the start later than the offline run."""
         frames = list(state.lookback)  # oldest first; the last one is the current frame
         if reason != "head_turn":
-            for i in range(len(frames) - 1, -1, -1):
-                if reason not in frames[i][1]:
-                    if i + 1 < len(frames):
-                        return frames[i + 1][0]
+            run_start: Optional[int] = None
+            for entry in reversed(frames):
+                if reason in _unknown_of(entry):
+                    continue
+                if reason not in entry[1]:
+                    if run_start is not None:
+                        return run_start
                     break
+                run_start = entry[0]
         # A head turn has no clean onset, and a signal present through the whole
         # look-back has none in view: lookback_default_sec before this frame (not
         # before the oldest frame kept). A time, not a frame: any analysis rate
         # gives the same start. A frame within SNAP_NS of it lends its own time, so
         # clocks that round frame periods (33_333_333 ns) still start on a frame.
         start = max(frames[-1][0] - self._default_back_ns, frames[0][0])
-        nearest = min((t for t, _reasons in frames), key=lambda t: abs(t - start))
+        nearest = min((entry[0] for entry in frames), key=lambda t: abs(t - start))
         return nearest if abs(nearest - start) <= SNAP_NS else start
 
     @staticmethod
     def _hold(
-        state: FusionState, winner: Optional[str], candidates: Dict[str, float], t_ns: int, previous_t_ns: Optional[int]
+        state: FusionState,
+        winner: Optional[str],
+        candidates: Dict[str, float],
+        t_ns: int,
+        previous_t_ns: Optional[int],
+        unknown: FrozenSet[str] = frozenset(),
     ) -> None:
-        """Confirmation: how long the frame's winner has been winning (moments.md step 4)."""
+        """Confirmation: how long the frame's winner has been winning (moments.md step 4).
+
+        A frame that cannot see the pending reason's signal (its extractor's result
+        missing) leaves the count standing: unknown is not absent."""
         if winner is None:
+            if state.pending_reason is not None and state.pending_reason in unknown:
+                return
             state.reset_pending()
         elif winner == state.pending_reason and state.pending_since_ns is not None:
             state.pending_count += 1
@@ -386,7 +433,8 @@ class FusionRules:
             )
 
         candidates = self._candidates(state, fo, faces)
-        state.lookback.append((t_ns, frozenset(candidates)))
+        unknown = _unknown_reasons(fo, faces)
+        state.lookback.append((t_ns, frozenset(candidates), unknown))
         while t_ns - state.lookback[0][0] > self._horizon_ns:
             state.lookback.popleft()
 
@@ -402,13 +450,14 @@ class FusionRules:
             # on the first frame after it, whatever the frame rate: a count restarted
             # after the cooldown would put every repeat a frame period later.
             decision = "blocked_cooldown"
-            self._hold(state, winner, candidates, t_ns, previous_t_ns)
+            self._hold(state, winner, candidates, t_ns, previous_t_ns, unknown)
         elif not state.gate.is_open:
             decision = "blocked_gate"
             state.reset_pending()
         elif winner is None:
-            decision = "no_trigger"
-            state.reset_pending()
+            held = state.pending_reason is not None and state.pending_reason in unknown
+            decision = "consecutive_pending" if held else "no_trigger"
+            self._hold(state, winner, candidates, t_ns, previous_t_ns, unknown)
         else:
             self._hold(state, winner, candidates, t_ns, previous_t_ns)
             if t_ns - state.pending_since_ns >= self._confirm_ns:

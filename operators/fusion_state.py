@@ -97,8 +97,9 @@ class FusionState:
     # (each frame stands for the time since the one before), or that win itself on a
     # stream's first frame.
     pending_since_ns: Optional[int] = None
-    # Per frame within the look-back horizon: (t_ns, reasons whose signal was present).
-    lookback: Deque[Tuple[int, FrozenSet[str]]] = field(default_factory=deque)
+    # Per frame within the look-back horizon: (t_ns, reasons whose signal was present,
+    # reasons the frame could not see because their extractor's result was missing).
+    lookback: Deque[Tuple[int, FrozenSet[str], FrozenSet[str]]] = field(default_factory=deque)
     frames: int = 0
     out_of_order: int = 0
     invalid_observations: int = 0

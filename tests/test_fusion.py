@@ -80,8 +80,10 @@ def frame(
     poses: Optional[List[Pose]] = None,
     hands: Optional[List[Hand]] = None,
     stream: str = STREAM,
+    blind: Tuple[str, ...] = (),
 ) -> FrameObservations:
-    """One frame; faces=None or quality=None leave that observation out (listed as missing)."""
+    """One frame; faces=None or quality=None leave that observation out (listed as missing);
+    `blind` lists further extractors whose result is missing (a deadline, say)."""
     t_ns = t_at(t0, i)
     obs: Dict[str, Observation] = {}
     missing: List[str] = []
@@ -103,6 +105,7 @@ def frame(
         add("pose", poses=poses)
     if hands is not None:
         add("gesture", hands=hands)
+    missing.extend(blind)
     return FrameObservations(stream_id=stream, frame_id=i, t_ns=t_ns, observations=obs, missing=tuple(missing))
 
 
@@ -762,6 +765,45 @@ def test_event_start_is_the_first_frame_of_the_signal(t0: int) -> None:
     assert run.triggers[fired_at].event_t_ns == run.t(10)
     fire = run.of_type("trigger_fire")[0]
     assert fire["event_t_ns"] == run.t(10) and fire["frame_id"] == fired_at
+
+
+def test_a_frame_without_a_face_result_neither_breaks_nor_starts_the_look_back_run() -> None:
+    # A gaze from frame 10; frames 14 and 15 lost their face result (a live deadline).
+    # The offline run, which has every result, starts the event at frame 10: so must this one.
+    gaze = dict(yaw=0.0, pitch=0.0)
+    full, gappy = Run(), Run()
+    for run in (full, gappy):
+        run.steps(10)
+    full.steps(20, faces=[face(**gaze)])
+    for i in range(10, 30):
+        gappy.step(faces=None if i in (14, 15) else [face(**gaze)])
+    assert list(full.triggers) == list(gappy.triggers) == [OPEN_FRAME + 1]
+    assert gappy.triggers[OPEN_FRAME + 1].event_t_ns == full.triggers[OPEN_FRAME + 1].event_t_ns == full.t(10)
+
+
+def test_a_frame_where_the_signal_was_seen_absent_still_breaks_the_run() -> None:
+    gaze = dict(yaw=0.0, pitch=0.0)
+    run = Run()
+    run.steps(10)
+    for i in range(10, 30):
+        run.step(faces=[face(**(QUIET if i == 15 else gaze))])
+    (fired_at,) = run.triggers
+    assert run.triggers[fired_at].event_t_ns == run.t(16)
+
+
+def test_a_frame_without_the_pending_reasons_result_leaves_the_count_standing() -> None:
+    # Gesture pending on one frame, then a frame whose gesture result is missing, then
+    # the gesture again: confirmed, as with every frame seen (test_no_candidate_restarts_the_count
+    # shows a frame that saw no gesture restarting it).
+    run = Run()
+    run.open_gate()
+    run.step(hands=[hand("v_sign")])
+    run.step(blind=("gesture",))
+    assert run.decisions()[run.i - 1] == "consecutive_pending" and not run.triggers
+    run.step(hands=[hand("v_sign")])
+    assert len(run.triggers) == 1
+    decision = run.of_type("trigger_decision")[-1]
+    assert decision["consecutive_count"] == 2
 
 
 def test_event_start_defaults_when_the_signal_fills_the_look_back() -> None:
