@@ -130,6 +130,11 @@ class Fuser:
                 # Not due by its declared rate: a result from within the rate.
                 every = rate.every
                 fresh = last is not None and 0 < fo.frame_id - last.frame_id < every
+                if not fresh and self.budgeted:
+                    # The budget, lowering rates under load, also skipped the frame the
+                    # declared rate was due on: a result from within budget.max_carry_s.
+                    every = 0
+                    fresh = last is not None and 0 < fo.t_ns - last.t_ns <= self.max_carry_ns
             else:
                 # The budget did not run it: a result from within budget.max_carry_s.
                 every = 0

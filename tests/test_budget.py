@@ -115,6 +115,26 @@ def test_load_lowers_occupied_rates_one_level_at_a_time_down_to_the_floors_and_b
     assert budget.level < top
 
 
+def test_a_missed_deadline_raises_the_level_though_the_queues_look_short():
+    # The lanes can miss a frame's deadline with fewer jobs queued than high_water.
+    clock = _Clock()
+    budget = Budget(BudgetConfig(high_water=4, step_s=0.5, relax_s=2.0), ALL, live=True, clock=clock)
+    budget.saw_face("cam0", 10_000_000_000, True)
+    for i in range(10):
+        clock.now = i * 0.1
+        budget.plan(_frame(i), ALL, depth=2)
+    assert budget.level == 0
+    budget.missed_deadline()
+    clock.now = 1.0
+    budget.plan(_frame(10), ALL, depth=2)
+    assert budget.level == 1
+    # Once: the miss is spent, and short queues later bring the level back.
+    for i in range(11, 60):
+        clock.now = 1.0 + (i - 10) * 0.1
+        budget.plan(_frame(i), ALL, depth=0)
+    assert budget.level == 0
+
+
 def test_files_are_not_load_controlled():
     clock = _Clock()
     budget = Budget(BudgetConfig(), ALL, live=False, clock=clock)
@@ -189,6 +209,31 @@ def test_alignment_expects_what_ran_and_fusion_carries_the_rest_within_max_carry
     late = FrameObservations("cam0", 30, 30 * FRAME_NS, {}, not_due=ALL)
     fuser(state, late)
     assert set(late.missing) == set(ALL)  # 1 s later: too old to carry
+
+
+def test_a_declared_rate_frame_carries_within_max_carry_when_the_budget_skipped_the_due_one():
+    # pose declared every 2nd frame; under load the budget skipped it on frame 2 too, so
+    # on frame 3 the last pose result is from frame 0, three frames back: carried, not missing.
+    cfg = load_config(env={"FACEMOMENT__EXTRACT__EVERY": "pose=2"})
+    cfg.budget.mode = "on"
+    cfg.budget.max_carry_s = 0.5
+    fuser = Fuser(cfg)
+    pose = Observation("pose", "cam0", 0, 0)
+    first = FrameObservations("cam0", 0, 0, {"pose": pose})
+    state, _ = fuser(None, first)
+    skipped = FrameObservations("cam0", 2, 2 * FRAME_NS, {}, not_due=("pose",))
+    state, _ = fuser(state, skipped)
+    off_rate = FrameObservations("cam0", 3, 3 * FRAME_NS, {}, not_due=("pose",))
+    state, records = fuser(state, off_rate)
+    assert off_rate.missing == () and off_rate.observations["pose"].frame_id == 3
+    late = FrameObservations("cam0", 31, 31 * FRAME_NS, {}, not_due=("pose",))
+    fuser(state, late)
+    assert late.missing == ("pose",)  # a second later: too old to carry
+    unbudgeted = Fuser(load_config(env={"FACEMOMENT__EXTRACT__EVERY": "pose=2"}))
+    state, _ = unbudgeted(None, FrameObservations("cam0", 0, 0, {"pose": pose}))
+    off_rate = FrameObservations("cam0", 3, 3 * FRAME_NS, {}, not_due=("pose",))
+    unbudgeted(state, off_rate)
+    assert off_rate.missing == ("pose",)  # without a budget the declared rate alone decides
 
 
 @pytest.mark.parametrize("key,value", [("budget.mode", "sometimes"), ("budget.idle_fps", "0"), ("budget.floor_fps", "face=fast")])

@@ -11,7 +11,7 @@ run. The budget knows every camera of the process:
   grey thumbnail) saw motion within `budget.motion_hold_s`, at `budget.still_fps`
   otherwise; pose and hands wait until face finds someone.
 - **load**: when the lanes fall behind (a lane's queue reaches `budget.high_water`
-  jobs) the budget lowers the rates of occupied cameras one level at a time (each
+  jobs, or a frame's extractor missed the extraction deadline) the budget lowers the rates of occupied cameras one level at a time (each
   level adds one frame interval to every extractor's period) down to each
   extractor's floor (`budget.floor_fps`); once the queues stay short for
   `budget.relax_s` it raises them a level again. Load is judged on the wall clock,
@@ -99,6 +99,8 @@ class Budget:
         self.level = 0
         self._level_changed = float("-inf")  # the first overload is answered at once
         self._short_since: Optional[float] = None
+        # A deadline missed since the last plan: the lanes are behind whatever their depth.
+        self._missed = False
 
     # ------------------------------------------------------------------ schedule
     def plan(self, frame: Frame, candidates: Sequence[str], depth: int) -> Tuple[Tuple[str, ...], List[CameraRates]]:
@@ -124,6 +126,11 @@ class Budget:
             cam.occupied_frames += int(occupied)
             return chosen, self._report(frame, cam, occupied, periods)
 
+    def missed_deadline(self) -> None:
+        """An extractor's result missed the frame's deadline: overload, as a deep queue."""
+        with self._lock:
+            self._missed = True
+
     def saw_face(self, stream_id: str, t_ns: int, found: bool) -> None:
         """Face's result on a frame: someone there keeps the camera occupied."""
         if not found:
@@ -145,7 +152,8 @@ class Budget:
             return {name: 1e9 / fps for name in LOOKOUT if name in self.extractors}
         periods = {}
         for name in self.extractors:
-            period = self.level * cam.interval_ns
+            # Level 0: every frame; each level one frame interval more (1: 15 fps at 30).
+            period = (self.level + 1) * cam.interval_ns
             floor = floors.get(name)
             if floor:
                 period = min(period, 1e9 / floor)
@@ -177,7 +185,8 @@ class Budget:
             return
         now = self._clock()
         s = self.settings
-        if depth >= s.high_water:
+        missed, self._missed = self._missed, False
+        if depth >= s.high_water or missed:
             self._short_since = None
             if self.level < s.max_level and now - self._level_changed >= s.step_s:
                 self.level += 1

@@ -228,6 +228,8 @@ class Orchestrator:
                     out.append(_frame_extract(obs))
             elapsed_ms = (time.perf_counter_ns() - start) / 1e6
             if missed:
+                if self.budget is not None:
+                    self.budget.missed_deadline()
                 out.append(
                     FrameDrop(
                         frame_id=frame.frame_id,
