@@ -36,8 +36,12 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     },
     # Several cameras on one box: the CPU budget on (empty cameras only look for
     # someone; under load, rates drop to their floors before a frame goes unanalysed).
+    # The budget keeps each camera's extraction within its deadline, so a camera whose
+    # items stop for half a second has stopped sending: its last window closes then,
+    # and a moment on its last frames is decided within a second.
     "park": {
         "budget": {"mode": "on"},
+        "align": {"idle_flush_ms": 500.0},
     },
     "high_sensitivity": {
         "fusion": {
