@@ -10,7 +10,7 @@ import pytest
 
 from facemoment.core.config import BudgetConfig, Config, ConfigError, load_config
 from facemoment.core.records import CameraRates
-from facemoment.core.types import Frame, FrameObservations, FramePresence, Observation
+from facemoment.core.types import Face, Frame, FrameObservations, FramePresence, Observation
 from operators.align import FrameGrouper
 from operators.extraction.budget import Budget
 from operators.extraction.orchestrator import Orchestrator, process_budget
@@ -186,6 +186,35 @@ def test_the_orchestrator_runs_what_the_budget_chose_and_the_presence_says_so():
     sources = {(o.frame_id, o.source) for o in out if isinstance(o, Observation)}
     assert sources == {(ran[0].frame_id, "face"), (ran[0].frame_id, "quality")}
     assert any(isinstance(o, CameraRates) for o in out)
+
+
+class _Faces:
+    """A face extractor that finds the given faces on every frame."""
+
+    def __init__(self, name: str, faces: List[Face]):
+        self.name = name
+        self.faces = faces
+
+    def extract(self, frame: Frame) -> Observation:
+        faces = self.faces if self.name == "face" else []
+        return Observation(self.name, frame.stream_id, frame.frame_id, frame.t_src_ns, faces=list(faces))
+
+
+@pytest.mark.parametrize("face,occupied", [
+    (Face(0, 0.9, (0.4, 0.3, 0.2, 0.25), area_ratio=0.05), True),
+    (Face(0, 0.65, (0.4, 0.3, 0.2, 0.25), area_ratio=0.05), False),  # below gate.min_confidence (0.7)
+    (Face(0, 0.9, (0.1, 0.4, 0.08, 0.1), area_ratio=0.008), False),  # below gate.min_area_ratio (0.01)
+])
+def test_only_a_face_that_could_open_the_gate_occupies_a_camera(face, occupied):
+    cfg = load_config(env={})
+    budget = Budget(BudgetConfig(still_fps=30.0), cfg.extract.extractors, False)
+    orch = Orchestrator(cfg, lambda name, _c: _Faces(name, [face]), budget)
+    try:
+        out = [o for i in range(10) for o in orch.run([_frame(i)])]  # face's result is in before the next frame
+    finally:
+        orch.close()
+    ran = {o.source for o in out if isinstance(o, Observation)}
+    assert ("pose" in ran) is occupied and "face" in ran
 
 
 def test_alignment_expects_what_ran_and_fusion_carries_the_rest_within_max_carry():

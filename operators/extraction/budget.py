@@ -4,7 +4,10 @@ The extract stage asks the budget, for every frame it submits, which extractors 
 run. The budget knows every camera of the process:
 
 - **occupancy**: a camera is occupied while face found someone within
-  `budget.occupied_hold_s` of event time. An occupied camera gets the declared
+  `budget.occupied_hold_s` of event time: a face confident and large enough to pass
+  the trigger gate (`fusion.gate.min_confidence`, `min_area_ratio`). Every reason
+  fires only with the gate open, so a smaller or doubtful detection (a shape in an
+  empty scene) does not start pose and hands. An occupied camera gets the declared
   rates (`extract.every`; every frame by default).
 - **empty cameras only look for someone**: face and quality run, at
   `budget.idle_fps` while a cheap motion check (the mean difference of a 32x18
@@ -37,9 +40,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from facemoment.core.config import BudgetConfig
+from facemoment.core.config import BudgetConfig, GateConfig
 from facemoment.core.records import CameraRates
-from facemoment.core.types import Frame
+from facemoment.core.types import Face, Frame
 
 # Extractors an empty camera still runs: they decide whether someone is there and
 # whether the picture is good enough once they are.
@@ -49,6 +52,11 @@ THUMB = (32, 18)
 REPORT_EVERY_NS = 5_000_000_000
 # Before a camera's frame interval is measured, assume 30 fps.
 DEFAULT_INTERVAL_NS = 33_333_333
+
+
+def someone_there(faces: Sequence[Face], gate: GateConfig) -> bool:
+    """Whether face found someone who could open the trigger gate."""
+    return any(f.confidence >= gate.min_confidence and f.area_ratio >= gate.min_area_ratio for f in faces)
 
 
 def parse_floors(entries: Sequence[str]) -> Dict[str, float]:

@@ -41,7 +41,7 @@ from facemoment.core.records import CameraRates, FrameDrop, FrameExtract, FrameS
 from facemoment.core.streams import ItemsAndRecords, split_records
 from facemoment.core.types import Extracted, Frame, FramePresence, Observation, TraceRecord
 from facemoment.runtime import readiness
-from operators.extraction.budget import Budget
+from operators.extraction.budget import Budget, someone_there
 from operators.extraction.lanes import Job, Lane
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class Orchestrator:
     def _tell_budget(self, frame: Frame, face: Future) -> None:
         obs = face.result() if not face.cancelled() and face.exception() is None else None
         if obs is not None and self.budget is not None:
-            self.budget.saw_face(frame.stream_id, frame.t_src_ns, bool(obs.faces))
+            self.budget.saw_face(frame.stream_id, frame.t_src_ns, someone_there(obs.faces, self.cfg.fusion.gate))
 
     def _after_face(self, held: Dict[str, Job], face: Future) -> None:
         """The cascade: run the held extractors unless face found nobody on the frame."""
