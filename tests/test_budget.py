@@ -135,6 +135,41 @@ def test_a_missed_deadline_raises_the_level_though_the_queues_look_short():
     assert budget.level == 0
 
 
+def test_load_is_lane_busy_time_so_several_cameras_frames_at_once_are_no_overload():
+    clock = _Clock()
+    budget = Budget(BudgetConfig(high_water=4, busy_high=0.9, busy_low=0.7, step_s=0.5, relax_s=2.0), ALL,
+                    live=True, clock=clock)
+    cams = ["cam0", "cam1", "cam2", "cam3"]
+    for cam in cams:
+        budget.saw_face(cam, 100_000_000_000, True)
+    for i in range(20):
+        clock.now = i * 0.1
+        for cam in cams:
+            budget.plan(_frame(i, cam), ALL, depth=4, busy=0.6)  # four frames queued, the lane keeps up
+    assert budget.level == 0
+    clock.now = 2.0
+    budget.plan(_frame(20, "cam0"), ALL, depth=1, busy=0.95)  # a lane busy all the time
+    assert budget.level == 1
+    for i in range(21, 40):
+        clock.now = 2.0 + (i - 20) * 0.1
+        budget.plan(_frame(i, "cam0"), ALL, depth=1, busy=0.8)  # neither overloaded nor calm
+    assert budget.level == 1
+    for i in range(40, 70):
+        clock.now = 4.0 + (i - 40) * 0.1
+        budget.plan(_frame(i, "cam0"), ALL, depth=0, busy=0.5)
+    assert budget.level == 0
+
+
+def test_under_load_an_empty_camera_keeps_its_idle_rate():
+    # A rider coming in must be found within one idle period, whatever the load.
+    def runs(level: int) -> int:
+        budget = Budget(BudgetConfig(idle_fps=15.0, still_fps=2.0), ALL, live=False)
+        budget.level = level
+        return sum("face" in budget.plan(_frame(i, moving=True), ALL, 0)[0] for i in range(90))
+
+    assert 40 <= runs(0) <= 47 and runs(8) == runs(0)  # 15 fps over 3 s
+
+
 def test_files_are_not_load_controlled():
     clock = _Clock()
     budget = Budget(BudgetConfig(), ALL, live=False, clock=clock)
@@ -296,3 +331,22 @@ def test_a_bad_camera_budget_setting_names_the_camera(tmp_path, entry):
     toml.write_text(f'[cameras.gate]\nsource = "sample"\n{entry}\n')
     with pytest.raises(ConfigError, match=r"cameras\.gate\." + entry.split(" ")[0]):
         load_config(env={}, path=toml)
+
+
+def test_lane_load_is_the_busiest_lanes_share_of_each_half_second():
+    from types import SimpleNamespace
+
+    from operators.extraction.lanes import LaneLoad
+
+    now = [0]
+    face, pose = SimpleNamespace(busy_ns=0), SimpleNamespace(busy_ns=0)
+    load = LaneLoad({"face": face, "pose": pose}, span_s=0.5, clock=lambda: now[0])
+    face.busy_ns, pose.busy_ns = 100_000_000, 450_000_000
+    now[0] = 200_000_000
+    assert load.sample() == 0.0  # not half a second yet: the last figure stands
+    now[0] = 500_000_000
+    assert load.sample() == pytest.approx(0.9)
+    face.busy_ns, pose.busy_ns = 300_000_000, 550_000_000
+    now[0] = 1_000_000_000
+    assert load.sample() == pytest.approx(0.4)
+

@@ -13,8 +13,9 @@ run. The budget knows every camera of the process:
   `budget.idle_fps` while a cheap motion check (the mean difference of a 32x18
   grey thumbnail) saw motion within `budget.motion_hold_s`, at `budget.still_fps`
   otherwise; pose and hands wait until face finds someone.
-- **load**: when the lanes fall behind (a lane's queue reaches `budget.high_water`
-  jobs, or a frame's extractor missed the extraction deadline) the budget lowers the rates of occupied cameras one level at a time (each
+- **load**: when the lanes fall behind (an extractor's lane busy `budget.busy_high`
+  of the wall clock, its queue `budget.high_water` jobs per camera deep, or a frame's
+  extractor missed the extraction deadline) the budget lowers the rates of occupied cameras one level at a time (each
   level adds one frame interval to every extractor's period) down to each
   extractor's floor (`budget.floor_fps`); once the queues stay short for
   `budget.relax_s` it raises them a level again. Load is judged on the wall clock,
@@ -111,11 +112,15 @@ class Budget:
         self._missed = False
 
     # ------------------------------------------------------------------ schedule
-    def plan(self, frame: Frame, candidates: Sequence[str], depth: int) -> Tuple[Tuple[str, ...], List[CameraRates]]:
+    def plan(
+        self, frame: Frame, candidates: Sequence[str], depth: int, busy: float = 0.0
+    ) -> Tuple[Tuple[str, ...], List[CameraRates]]:
         """The extractors to run on `frame` among `candidates` (those due by their
-        declared rate), given the deepest lane queue; and the records of any change."""
+        declared rate), given the deepest lane queue (jobs) and the busiest lane's
+        share of the wall clock; and the records of any change."""
         with self._lock:
-            self._adjust_level(depth)
+            self._cameras.setdefault(frame.stream_id, _Camera())
+            self._adjust_level(depth, busy)
             cam = self._cameras.setdefault(frame.stream_id, _Camera())
             settings, floors = self._own.get(frame.stream_id, (self.settings, self.floors))
             t = frame.t_src_ns
@@ -156,6 +161,8 @@ class Budget:
         """Each extractor's period on this camera now, in event-time ns (absent: not run)."""
         if not occupied:
             moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
+            # Not lowered under load: a rider coming in is found within one idle period,
+            # and her first moments start from that frame.
             fps = s.idle_fps if moving else s.still_fps
             return {name: 1e9 / fps for name in LOOKOUT if name in self.extractors}
         periods = {}
@@ -188,19 +195,19 @@ class Budget:
         cam.thumb = thumb
 
     # ---------------------------------------------------------------------- load
-    def _adjust_level(self, depth: int) -> None:
+    def _adjust_level(self, depth: int, busy: float) -> None:
         if not self.load_control:
             return
         now = self._clock()
         s = self.settings
         missed, self._missed = self._missed, False
-        if depth >= s.high_water or missed:
+        if missed or busy >= s.busy_high or depth >= s.high_water * len(self._cameras):
             self._short_since = None
             if self.level < s.max_level and now - self._level_changed >= s.step_s:
                 self.level += 1
                 self._level_changed = now
             return
-        if depth <= 1:
+        if busy <= s.busy_low and depth <= len(self._cameras):
             if self._short_since is None:
                 self._short_since = now
             if self.level > 0 and now - self._short_since >= s.relax_s and now - self._level_changed >= s.relax_s:

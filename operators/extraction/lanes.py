@@ -40,6 +40,7 @@ class Lane:
         self._lock = threading.Lock()
         self.ready = threading.Event()
         self._typical_ns = 0
+        self._busy_ns = 0
         # Results that arrived after their deadline, reported on the next batch.
         self.late: List[Job] = []
         self._thread = threading.Thread(target=self._run, name=f"extract-{name}", daemon=True)
@@ -49,6 +50,12 @@ class Lane:
     def depth(self) -> int:
         with self._lock:
             return self._pending
+
+    @property
+    def busy_ns(self) -> int:
+        """Wall time spent extracting so far (finished jobs)."""
+        with self._lock:
+            return self._busy_ns
 
     def submit(self, job: Job) -> Job:
         with self._lock:
@@ -105,6 +112,8 @@ class Lane:
                 job.future.set_result(extractor.extract(job.frame))  # type: ignore[union-attr]
                 spent = time.perf_counter_ns() - job.started_ns
                 self._typical_ns += (spent - self._typical_ns) // 8  # EWMA of the cost
+                with self._lock:
+                    self._busy_ns += spent
             except Exception as exc:  # a bad frame must not stop the lane
                 job.future.set_exception(exc)
             finally:
@@ -116,3 +125,29 @@ class Lane:
         close = getattr(extractor, "close", None)
         if close is not None:
             close()
+
+
+class LaneLoad:
+    """The busiest lane's share of the wall clock spent extracting, over `span_s`.
+
+    A lane busy all the time is at its capacity: more jobs only queue. Several
+    cameras submit frames at once, so queue depth alone would call that overload."""
+
+    def __init__(self, lanes: "dict[str, Lane]", span_s: float = 0.5, clock: Callable[[], int] = time.perf_counter_ns):
+        self._lanes = lanes
+        self._span_ns = int(span_s * 1e9)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since = clock()
+        self._busy_at = {name: lane.busy_ns for name, lane in lanes.items()}
+        self.busiest = 0.0
+
+    def sample(self) -> float:
+        with self._lock:
+            now = self._clock()
+            elapsed = now - self._since
+            if elapsed >= self._span_ns:
+                busy = {name: lane.busy_ns for name, lane in self._lanes.items()}
+                self.busiest = max(((busy[n] - self._busy_at[n]) / elapsed for n in busy), default=0.0)
+                self._since, self._busy_at = now, busy
+            return self.busiest

@@ -42,7 +42,7 @@ from facemoment.core.streams import ItemsAndRecords, split_records
 from facemoment.core.types import Extracted, Frame, FramePresence, Observation, TraceRecord
 from facemoment.runtime import readiness
 from operators.extraction.budget import Budget, someone_there
-from operators.extraction.lanes import Job, Lane
+from operators.extraction.lanes import Job, Lane, LaneLoad
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class Orchestrator:
         }
         for lane in self.lanes.values():
             lane.ready.wait()
+        self.load = LaneLoad(self.lanes)
         # Every model is loaded: tell a waiting parent (ready file) and the trace (first batch).
         ready = readiness.announce(cfg.output.ready_file, list(self.lanes))
         self._ready_record: Optional[ModelsReady] = ready if ready.wanted_at(Level.parse(cfg.output.trace)) else None
@@ -128,7 +129,7 @@ class Orchestrator:
         depths = {name: lane.depth for name, lane in self.lanes.items()}
         names = [name for name in self.lanes if is_due(frame.frame_id, self.rates.get(frame.stream_id, name))]
         if self.budget is not None:
-            planned, records = self.budget.plan(frame, names, max(depths.values(), default=0))
+            planned, records = self.budget.plan(frame, names, max(depths.values(), default=0), self.load.sample())
             names = list(planned)
             if records:
                 with self._prefetch_lock:

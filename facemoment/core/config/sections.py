@@ -148,9 +148,13 @@ class BudgetConfig:
     motion_hold_s: float = setting(1.0, low=0, high=3600)
     # A camera stays occupied this long (event time) after face last found someone.
     occupied_hold_s: float = setting(2.0, low=0, high=3600)
-    # Load: a lane queue this deep raises the level (one more frame interval on every
-    # occupied camera's periods) at most every step_s; queues short for relax_s lower it.
+    # Load: an extractor lane busy busy_high of the wall clock (over half a second), a
+    # lane queue of high_water jobs per camera, or a missed deadline raises the level
+    # (one more frame interval on every camera's periods) at most every step_s; lanes
+    # at most busy_low busy for relax_s lower it.
     high_water: int = setting(4, low=1, high=100_000)
+    busy_high: float = setting(0.9, low=0, low_open=True, high=1)
+    busy_low: float = setting(0.7, low=0, high=1)
     step_s: float = setting(0.5, low=0, high=3600)
     relax_s: float = setting(3.0, low=0, high=3600)
     max_level: int = setting(8, low=0, high=1000)
