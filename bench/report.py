@@ -273,6 +273,9 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
                              f"{_cell(m.get('lowered_by_load'))}")
             for e in c["triggers"].get("extra_triggers") or []:
                 lines.append(f"  - {stream} extra {e['reason']} at {e['t_start_s']} s")
+    if cams.get("empty_camera_alone_cores") is not None:
+        lines.append(f"- an empty camera alone (the flow process with one empty camera, all its costs): "
+                     f"{cams['empty_camera_alone_cores']} cores")
     if cams.get("empty_camera_by_difference_cores") is not None:
         lines.append(f"- an empty camera by difference (2 cameras minus 1): {cams['empty_camera_by_difference_cores']} cores")
     seed = cams.get("seed_thread_pool")

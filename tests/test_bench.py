@@ -696,6 +696,11 @@ def test_camera_targets_and_their_section_in_results_md():
     eight = rows["8 cameras: nothing lost silently"]
     assert eight["met"] is False and eight["shortfall"].startswith("1 of 2 missed")
     assert rows["an empty camera's CPU"]["measured"] == 0.08 and rows["an empty camera's CPU"]["met"] is False
+    # Measured alone, the empty camera's whole process counts when it is the worse figure.
+    alone = dict(cams, empty_camera_alone_cores=0.11)
+    rows_alone = {t["name"]: t for t in verdicts.evaluate_targets({"machine": {"cores": 2}, "cameras": alone})}
+    assert rows_alone["an empty camera's CPU"]["measured"] == 0.11
+    assert "alone (the flow process with one empty camera): 0.11" in rows_alone["an empty camera's CPU"]["why"]
     assert rows["a camera with riders, CPU"]["met"] is True
     assert rows["the seed's thread-pool loop on the 4 cameras (baseline)"]["met"] is None
     text = report.render_markdown({"date": "d", "command": "c", "machine": {}, "cameras": cams,
