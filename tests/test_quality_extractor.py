@@ -144,3 +144,17 @@ def test_build_extractor_names():
     assert isinstance(build_extractor("gesture", cfg), GestureExtractor)
     with pytest.raises(ConfigError, match="unknown extractor 'ocr'"):
         build_extractor("ocr", cfg)
+
+
+def test_quality_metrics_are_numpys_float64_variance_and_deviation():
+    from operators.extraction.quality import quality_metrics
+
+    rng = np.random.default_rng(7)
+    for grey in (rng.integers(0, 256, (48, 64), dtype=np.uint8), np.full((20, 30), 200, np.uint8),
+                 np.tile(np.arange(256, dtype=np.uint8), (8, 1))):
+        laplacian = cv2.Laplacian(grey, cv2.CV_64F)
+        got = quality_metrics(grey)
+        assert got["blur"] == pytest.approx(float(laplacian.var()), rel=1e-9, abs=1e-9)
+        assert got["brightness"] == pytest.approx(float(grey.mean()), rel=1e-12)
+        assert got["contrast"] == pytest.approx(float(grey.std()), rel=1e-9, abs=1e-9)
+
