@@ -4,7 +4,10 @@ Layouts (camera kinds from bench/workloads/camera_corpus.py):
 
 - 1 camera at raw 1920x1080 (the rider scaled up), clips on: their size and length are checked;
 - 1, 2, 4 and 8 cameras at 30 fps 640x480: 1 = rider; 2 = rider + empty;
-  4 = rider, rider_shifted, empty, empty; 8 = those four twice.
+  4 = rider, rider_shifted, empty, empty; 8 = those four twice; and 1 empty camera alone.
+
+Each camera streams 390 frames (13 s: the sample's 12 s and a second of its loop,
+CAMERA_FRAMES).
 
 Each camera is one publisher process (bench/workloads/camera_publisher.py) sending its
 video's decoded frames at 30 fps; all cameras of a layout go into ONE
@@ -51,6 +54,13 @@ QUICK_LAYOUTS = ("1 camera", "2 cameras")
 CPU_PERIOD_S = 0.25
 # The seed's loop runs on this many frames of each camera (5 s: the first trigger of each rider).
 BASELINE_FRAMES = 150
+# Each camera streams the sample's 12 s and one more second of its loop. A camera that
+# stops sending has its last window closed by the idle flush (align.idle_flush_ms), so
+# a moment decided on a stream's very last frame measures how a stream ends, not how
+# a live camera runs; the sample's moments come every 2 s of cooldown, and the offline
+# reference fires its last one on frame 359. With the extra second none falls on the
+# last frame.
+CAMERA_FRAMES = SAMPLE_FRAMES + 30
 
 
 @dataclass
@@ -273,7 +283,7 @@ def seed_baseline(cameras: Sequence[Camera], references: Mapping[str, List[Dict[
 
 
 def measure_cameras(layouts: Sequence[str], preset: str, work: Path, log: Progress,
-                    frames: int = SAMPLE_FRAMES, baseline: bool = True) -> Dict[str, Any]:
+                    frames: int = CAMERA_FRAMES, baseline: bool = True) -> Dict[str, Any]:
     kinds = sorted({k for name in layouts for k in LAYOUTS[name]} | (set(FOUR) if baseline else set()))
     log(f"cameras: corpus {', '.join(kinds)} ({frames} frames each)")
     references = {k: offline_reference(camera_video(k, frames), log) for k in kinds}
