@@ -122,6 +122,11 @@ def _blind(fo: FrameObservations, source: str) -> bool:
     return source in fo.missing or (obs is not None and obs.error is not None)
 
 
+def _unseen(state: FusionState, unknown: FrozenSet[str]) -> bool:
+    """Whether this frame cannot see the pending reason's signal."""
+    return state.pending_reason is not None and state.pending_reason in unknown
+
+
 def _unknown_of(entry: Tuple[Any, ...]) -> FrozenSet[str]:
     # Look-back entries from a snapshot taken before they held the unknown reasons.
     return entry[2] if len(entry) > 2 else frozenset()
@@ -353,7 +358,7 @@ class FusionRules:
         A frame that cannot see the pending reason's signal (its extractor's result
         missing) leaves the count standing: unknown is not absent."""
         if winner is None:
-            if state.pending_reason is not None and state.pending_reason in unknown:
+            if _unseen(state, unknown):
                 return
             state.reset_pending()
         elif winner == state.pending_reason and state.pending_since_ns is not None:
@@ -455,8 +460,7 @@ class FusionRules:
             decision = "blocked_gate"
             state.reset_pending()
         elif winner is None:
-            held = state.pending_reason is not None and state.pending_reason in unknown
-            decision = "consecutive_pending" if held else "no_trigger"
+            decision = "consecutive_pending" if _unseen(state, unknown) else "no_trigger"
             self._hold(state, winner, candidates, t_ns, previous_t_ns, unknown)
         else:
             self._hold(state, winner, candidates, t_ns, previous_t_ns)

@@ -126,18 +126,13 @@ class Fuser:
         for name in fo.not_due:
             rate = rates.get(name)
             last = state.last_fresh.get(name)
-            if rate is not None and not rate.due(fo.frame_id):
-                # Not due by its declared rate: a result from within the rate.
-                every = rate.every
-                fresh = last is not None and 0 < fo.frame_id - last.frame_id < every
-                if not fresh and self.budgeted:
-                    # The budget, lowering rates under load, also skipped the frame the
-                    # declared rate was due on: a result from within budget.max_carry_s.
-                    every = 0
-                    fresh = last is not None and 0 < fo.t_ns - last.t_ns <= self.max_carry_ns
-            else:
-                # The budget did not run it: a result from within budget.max_carry_s.
-                every = 0
+            # Not due by its declared rate: a result from within the rate.
+            skipped_by_rate = rate is not None and not rate.due(fo.frame_id)
+            fresh = skipped_by_rate and last is not None and 0 < fo.frame_id - last.frame_id < rate.every
+            every = rate.every if fresh or (skipped_by_rate and not self.budgeted) else 0
+            if every == 0:
+                # The budget did not run it, or under load also skipped the frame the
+                # declared rate was due on: a result from within budget.max_carry_s.
                 fresh = last is not None and 0 < fo.t_ns - last.t_ns <= self.max_carry_ns
             if fresh:
                 fo.observations[name] = dataclasses.replace(last, frame_id=fo.frame_id, t_ns=fo.t_ns)

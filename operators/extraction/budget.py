@@ -15,10 +15,12 @@ run. The budget knows every camera of the process:
   otherwise; pose and hands wait until face finds someone.
 - **load**: when the lanes fall behind (an extractor's lane busy `budget.busy_high`
   of the wall clock, its queue `budget.high_water` jobs per camera deep, or a frame's
-  extractor missed the extraction deadline) the budget lowers the rates of occupied cameras one level at a time (each
-  level adds one frame interval to every extractor's period) down to each
-  extractor's floor (`budget.floor_fps`); once the queues stay short for
-  `budget.relax_s` it raises them a level again. Load is judged on the wall clock,
+  extractor missed the extraction deadline) the budget lowers the rates of occupied
+  cameras one level at a time (each level adds one frame interval to every
+  extractor's period) down to each extractor's floor (`budget.floor_fps`); once every
+  lane stays at most `budget.busy_low` busy for `budget.relax_s` it raises them a
+  level again. Busy time, not queue depth, because several cameras submit frames at
+  once: four frames queued in the face lane are no overload while the lane keeps up. Load is judged on the wall clock,
   so it acts on live sources only; files keep their rates.
 
 A camera of a `[cameras.NAME]` table can set its own idle and still rates, motion
@@ -119,9 +121,8 @@ class Budget:
         declared rate), given the deepest lane queue (jobs) and the busiest lane's
         share of the wall clock; and the records of any change."""
         with self._lock:
-            self._cameras.setdefault(frame.stream_id, _Camera())
-            self._adjust_level(depth, busy)
             cam = self._cameras.setdefault(frame.stream_id, _Camera())
+            self._adjust_level(depth, busy)
             settings, floors = self._own.get(frame.stream_id, (self.settings, self.floors))
             t = frame.t_src_ns
             self._note_interval(cam, t)

@@ -150,7 +150,7 @@ class BudgetConfig:
     occupied_hold_s: float = setting(2.0, low=0, high=3600)
     # Load: an extractor lane busy busy_high of the wall clock (over half a second), a
     # lane queue of high_water jobs per camera, or a missed deadline raises the level
-    # (one more frame interval on every camera's periods) at most every step_s; lanes
+    # (one more frame interval on every occupied camera's periods) at most every step_s; lanes
     # at most busy_low busy for relax_s lower it.
     high_water: int = setting(4, low=1, high=100_000)
     busy_high: float = setting(0.9, low=0, low_open=True, high=1)
