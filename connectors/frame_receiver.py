@@ -1,7 +1,8 @@
 """Frames of a visualbase publisher, received into a :class:`FrameBuffer`.
 
-A :class:`SubReceiver` thread owns the SUB socket (receive high-water mark 2,
-subscribed to ``frame``, as visualbase subscribers are). Every message it reads is
+A :class:`SubReceiver` thread owns the SUB socket (subscribed to ``frame``, as
+visualbase subscribers are, with a receive high-water mark of 8 frames rather than
+their 2: see :data:`RECEIVE_HWM`). Every message it reads is
 checked here (header, event time, share) and told to the :class:`FrameAccounting`;
 this share's frames go to the buffer. One lock guards the buffer and the accounting,
 so a batch drained from the buffer and the accounting's resume point agree.
@@ -19,7 +20,7 @@ from connectors.shares import in_share
 from facemoment.core.types import Frame
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
-RECEIVE_HWM = 2
+RECEIVE_HWM = 8
 RECEIVE_TIMEOUT_MS = 1000
 # How long the receive thread waits on the socket before re-checking for stop.
 POLL_INTERVAL_MS = 50
