@@ -1,7 +1,7 @@
 """Frames of a visualbase publisher, received into a :class:`FrameBuffer`.
 
 A :class:`SubReceiver` thread owns the SUB socket (subscribed to ``frame``, as
-visualbase subscribers are, with a receive high-water mark of 8 frames rather than
+visualbase subscribers are, with a receive high-water mark of 16 frames rather than
 their 2: see :data:`RECEIVE_HWM`). Every message it reads is
 checked here (header, event time, share) and told to the :class:`FrameAccounting`;
 this share's frames go to the buffer. One lock guards the buffer and the accounting,
@@ -20,7 +20,13 @@ from connectors.shares import in_share
 from facemoment.core.types import Frame
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
 
-RECEIVE_HWM = 8
+# The daemon's send high-water mark is 2 and its sends never wait, so a frame this
+# socket cannot take is lost on the wire. On a busy 2-core box the receive thread is
+# now and then held back for several frame periods (a full collection, cores taken),
+# and the kernel buffers little of a 6 MB raw 1080p frame: 16 frames (half a second)
+# ride that out. The bounded FrameBuffer behind this socket still sheds by its own
+# policy, with a record, when the flow is truly behind.
+RECEIVE_HWM = 16
 RECEIVE_TIMEOUT_MS = 1000
 # How long the receive thread waits on the socket before re-checking for stop.
 POLL_INTERVAL_MS = 50
