@@ -233,7 +233,9 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
         "for pose and hands, which the budget does not run while the camera is empty; shed: backpressure "
         "drops at the source buffer; lost on the wire: frames the publisher's ZMQ queue gave up on (a gap in frame "
         "ids); triggers: matched / offline (+ extra), same reason and t_start within 100 ms; decision p99: from the "
-        "frame's send to the TRIG decision (trig_release); CPU: cores per camera-second",
+        "frame's send to the TRIG decision (trig_release); CPU: cores per camera-second; deferred runs: due extractor "
+        "runs the budget left off a frame because the lane could not finish them before the deadline (their last "
+        "result carried)",
         "",
     ]
     rows = []
@@ -245,9 +247,10 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
                          c["dropped_by_reason"].get("queue_full", 0),
                          c["late_frames_not_fused"], c["unaccounted"], f"{t['matched']}/{t['offline']}", t["missed"],
                          t["extra"], c["decision_p99_ms"], c.get("cpu_cores"),
-                         f"{c['budget']['occupied_frames']}/{c['budget']['frames']}", c["budget"]["max_level"]))
+                         f"{c['budget']['occupied_frames']}/{c['budget']['frames']}", c["budget"]["max_level"],
+                         sum((c["budget"].get("deferred") or {}).values())))
     lines += _table(["layout", "camera", "kind", "complete", "shed", "lost on the wire", "late", "unaccounted", "triggers", "missed",
-                     "extra", "decision p99 ms", "CPU cores", "occupied frames", "budget max level"], rows)
+                     "extra", "decision p99 ms", "CPU cores", "occupied frames", "budget max level", "deferred runs"], rows)
     lines.append("")
     for name, layout in (cams.get("layouts") or {}).items():
         lines.append(f"- {name}: {layout['stream_seconds']} s, the process {layout['process_cpu_cores']} cores "

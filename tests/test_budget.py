@@ -350,3 +350,115 @@ def test_lane_load_is_the_busiest_lanes_share_of_each_half_second():
     now[0] = 1_000_000_000
     assert load.sample() == pytest.approx(0.4)
 
+
+
+def _occupied_budget(live: bool, **settings) -> Budget:
+    budget = Budget(BudgetConfig(**settings), ALL, live=live, clock=_Clock())
+    budget.saw_face("cam0", 0, True)
+    budget.saw_face("cam0", 100_000_000_000, True)  # occupied throughout
+    return budget
+
+
+def test_a_lane_behind_defers_its_extractor_down_to_its_floor_and_counts_it():
+    # Pose's lane could not finish a job before the deadline on any frame: pose runs at
+    # its floor (5 fps: every 6th frame at 30 fps) and fusion carries it between.
+    budget = _occupied_budget(True, floor_fps=["face=10", "pose=5", "gesture=5", "quality=5"], step_s=3600)
+    pose_ran = [i for i in range(30) if "pose" in budget.plan(_frame(i), ALL, 0, behind=("pose",))[0]]
+    assert pose_ran == [0, 6, 12, 18, 24]  # 1 s at 5 fps: the floor, no lower
+    cam = budget._cameras["cam0"]
+    # Every frame pose was due on but not run: all but its 5 runs and the frames right
+    # after them once level 1 (a period of 2 frames) was in force (7, 13, 19, 25).
+    assert cam.deferred == {"pose": 30 - 5 - 4}
+    # A lane behind is overload: the level rose (once: step_s is long), and the others
+    # run at its rate, not deferred: frames 0 and 1, then every 2nd frame.
+    assert budget.level == 1 and cam.runs["face"] == cam.runs["gesture"] == 2 + 14
+
+
+def test_deferral_keeps_a_result_within_max_carry_when_the_extractor_has_no_floor():
+    budget = _occupied_budget(True, floor_fps=["face=10"], max_carry_s=0.5, step_s=3600)
+    pose_ran = [i for i in range(60) if "pose" in budget.plan(_frame(i), ALL, 0, behind=("pose",))[0]]
+    gaps = [b - a for a, b in zip(pose_ran, pose_ran[1:])]
+    assert pose_ran[0] == 0 and gaps and max(gaps) <= 15  # 0.5 s at 30 fps
+
+
+def test_the_deferred_runs_are_in_the_camera_rates_records():
+    budget = _occupied_budget(True, step_s=3600)
+    records: List[CameraRates] = []
+    for i in range(200):  # past the 5 s report period
+        records.extend(budget.plan(_frame(i), ALL, 0, behind=("gesture",) if i < 20 else ())[1])
+    last = records[-1]
+    assert last.deferred.get("gesture", 0) > 0 and "pose" not in last.deferred
+    assert last.deferred["gesture"] + last.runs["gesture"] >= 20
+
+
+def test_files_and_empty_cameras_never_defer():
+    # A file keeps every extractor (no load control), whatever the lanes say.
+    budget = _occupied_budget(False)
+    assert all("pose" in budget.plan(_frame(i), ALL, 0, behind=("pose",))[0] for i in range(30))
+    # An empty camera's lookout is how a rider is found: face runs at the idle rate.
+    empty = Budget(BudgetConfig(still_fps=10.0, idle_fps=10.0), ALL, live=True, clock=_Clock())
+    face_ran = sum("face" in empty.plan(_frame(i), ALL, 0, behind=("face",))[0] for i in range(30))
+    assert face_ran >= 9
+
+
+def test_a_lanes_expected_wait_counts_the_running_job_and_the_queue():
+    import threading
+
+    from operators.extraction.lanes import Job, Lane
+
+    release = threading.Event()
+    started = threading.Event()
+
+    class Slow:
+        def extract(self, frame):
+            started.set()
+            release.wait(10)
+            return frame.frame_id
+
+    lane = Lane("slow", Slow)
+    try:
+        lane.ready.wait(10)
+        # Nothing run yet: no cost known, no wait.
+        assert lane.expected_wait_ns(0) == 0
+        # One run teaches the lane its cost.
+        release.set()
+        done = lane.submit(Job(_frame(0), None))
+        assert done.future.result(10) == 0
+        import time as _time
+
+        cost = lane._last_ns
+        assert cost > 0 and lane.expected_wait_ns(_time.perf_counter_ns()) == cost
+        # A running job and one queued behind it: a new job waits for both.
+        release.clear()
+        started.clear()
+        running = lane.submit(Job(_frame(1), None))
+        assert started.wait(10)
+        queued = lane.submit(Job(_frame(2), None))
+        now = _time.perf_counter_ns()
+        wait = lane.expected_wait_ns(now)
+        assert wait >= 2 * cost
+        # A job running far longer than the usual cost makes the lane look that slow.
+        later = now + 100 * cost + 1_000_000_000
+        assert lane.expected_wait_ns(later) >= 2 * (later - lane._running_since)
+        release.set()
+        assert running.future.result(10) == 1 and queued.future.result(10) == 2
+    finally:
+        release.set()
+        lane.close()
+
+
+def test_a_settling_frame_interval_is_no_new_schedule_each_frame():
+    # Three frames lost on the wire: the measured interval jumps, then settles back over
+    # the next frames. The effective rates move a little on each; one record says so.
+    budget = _occupied_budget(True, step_s=3600)
+    for i in range(10):
+        budget.plan(_frame(i), ALL, 0)
+    budget.level = 1
+    records: List[CameraRates] = []
+    for i in list(range(10, 20)) + list(range(23, 60)):
+        records.extend(budget.plan(_frame(i), ALL, 0)[1])
+    # The rates settle over about 30 frames (a record on each before): a record per
+    # move of over a tenth.
+    assert 2 <= len(records) <= 5
+    assert all(r.level == 1 for r in records)
+    assert records[-1].rates_fps["pose"] >= 0.9 * 15

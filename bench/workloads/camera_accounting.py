@@ -212,6 +212,7 @@ def camera_summary(
             "frames": last.get("frames"),
             "occupied_frames": last.get("occupied_frames"),
             "runs": last.get("runs"),
+            "deferred": last.get("deferred") or {},
             "lowered_by_load": [h for h in history if (h.get("level") or 0) > 0][:MAX_LISTED],
         },
     }

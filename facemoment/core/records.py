@@ -455,7 +455,8 @@ class FrameSkip(Record):
 class CameraRates(Record):
     """A camera's schedule changed (or 5 s passed): whether someone is there, the
     budget's load level, each extractor's effective rate, and cumulative counts of
-    frames, occupied frames and extractor runs (operators/extraction/budget.py)."""
+    frames, occupied frames, extractor runs and deferred runs
+    (operators/extraction/budget.py)."""
 
     TYPE: ClassVar[str] = "camera_rates"
     LEVEL: ClassVar[Level] = Level.MINIMAL
@@ -471,6 +472,8 @@ class CameraRates(Record):
     frames: int
     occupied_frames: int
     runs: Dict[str, int]
+    # Due runs left off a frame because the extractor's lane was behind (its result carried).
+    deferred: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --- start-up and resilience records -----------------------------------------------

@@ -22,6 +22,11 @@ run. The budget knows every camera of the process:
   level again. Busy time, not queue depth, because several cameras submit frames at
   once: four frames queued in the face lane are no overload while the lane keeps up. Load is judged on the wall clock,
   so it acts on live sources only; files keep their rates.
+- **a lane behind defers**: the level moves every half second at most, a frame's
+  deadline is shorter. An occupied camera's due extractor whose lane could not finish
+  a job before the deadline (`Lane.expected_wait_ns`) is left off the frame, and
+  fusion carries its last result, down to its floor and within `budget.max_carry_s`;
+  that counts as overload, and as `deferred` in the camera_rates records.
 
 A camera of a `[cameras.NAME]` table can set its own idle and still rates, motion
 and occupancy settings and floors; the load level is one for the whole process.
@@ -38,7 +43,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -53,6 +58,8 @@ LOOKOUT = ("face", "quality")
 THUMB = (32, 18)
 # Cumulative counts go into a camera_rates record at least this often (event time).
 REPORT_EVERY_NS = 5_000_000_000
+# A rate that moved by more than this share of the reported one is a change of schedule.
+RATE_CHANGE = 0.1
 # Before a camera's frame interval is measured, assume 30 fps.
 DEFAULT_INTERVAL_NS = 33_333_333
 
@@ -85,6 +92,7 @@ class _Camera:
     frames: int = 0
     occupied_frames: int = 0
     runs: Dict[str, int] = field(default_factory=dict)
+    deferred: Dict[str, int] = field(default_factory=dict)
 
 
 class Budget:
@@ -115,11 +123,13 @@ class Budget:
 
     # ------------------------------------------------------------------ schedule
     def plan(
-        self, frame: Frame, candidates: Sequence[str], depth: int, busy: float = 0.0
+        self, frame: Frame, candidates: Sequence[str], depth: int, busy: float = 0.0,
+        behind: Collection[str] = (),
     ) -> Tuple[Tuple[str, ...], List[CameraRates]]:
         """The extractors to run on `frame` among `candidates` (those due by their
-        declared rate), given the deepest lane queue (jobs) and the busiest lane's
-        share of the wall clock; and the records of any change."""
+        declared rate), given the deepest lane queue (jobs), the busiest lane's share
+        of the wall clock and the lanes `behind` (a job submitted now would miss the
+        frame's deadline); and the records of any change."""
         with self._lock:
             cam = self._cameras.setdefault(frame.stream_id, _Camera())
             self._adjust_level(depth, busy)
@@ -129,9 +139,10 @@ class Budget:
             self._note_motion(cam, frame, t, settings)
             occupied = cam.occupied_until_ns is not None and t <= cam.occupied_until_ns
             periods = self._periods(cam, occupied, t, settings, floors)
+            due = [name for name in candidates if name in periods and self._due(cam, name, periods[name], t)]
             chosen = tuple(
-                name for name in candidates
-                if name in periods and self._due(cam, name, periods[name], t)
+                name for name in due
+                if not (occupied and name in behind and self._defer(cam, name, t, settings, floors))
             )
             for name in chosen:
                 cam.last_run_ns[name] = t
@@ -139,6 +150,23 @@ class Budget:
             cam.frames += 1
             cam.occupied_frames += int(occupied)
             return chosen, self._report(frame, cam, occupied, periods)
+
+    def _defer(self, cam: _Camera, name: str, t: int, s: BudgetConfig, floors: Mapping[str, float]) -> bool:
+        """Whether to leave a due extractor whose lane is behind off this frame of an
+        occupied camera: its job would miss the deadline, and fusion carries its last
+        result instead, so the frame stays complete. Not when that would take the
+        extractor below its floor or its last result past `max_carry_s`. A lane behind
+        is overload, as a missed deadline."""
+        if not self.load_control:
+            return False
+        last = cam.last_run_ns.get(name)
+        floor = floors.get(name)
+        longest = min(1e9 / floor if floor else float("inf"), s.max_carry_s * 1e9)
+        if last is None or t < last or t - last >= longest - cam.interval_ns / 2:
+            return False
+        cam.deferred[name] = cam.deferred.get(name, 0) + 1
+        self._missed = True
+        return True
 
     def missed_deadline(self) -> None:
         """An extractor's result missed the frame's deadline: overload, as a deep queue."""
@@ -228,7 +256,7 @@ class Budget:
         moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
         rates = tuple(sorted((name, _fps(periods.get(name), cam.interval_ns)) for name in self.extractors))
         state = (occupied, moving, self.level, rates)
-        if state == cam.reported and t - cam.reported_at_ns < REPORT_EVERY_NS:
+        if _same_schedule(state, cam.reported) and t - cam.reported_at_ns < REPORT_EVERY_NS:
             return []
         reason = "load" if occupied and self.level else ("occupied" if occupied else ("motion" if moving else "empty"))
         cam.reported, cam.reported_at_ns = state, t
@@ -245,8 +273,23 @@ class Budget:
                 frames=cam.frames,
                 occupied_frames=cam.occupied_frames,
                 runs=dict(cam.runs),
+                deferred=dict(cam.deferred),
             )
         ]
+
+
+def _same_schedule(state: Tuple, reported: Optional[Tuple]) -> bool:
+    """Whether `state` says what the last record said: the same occupancy, motion and
+    level, and every rate within RATE_CHANGE of the reported one. A frame interval
+    that settles after a gap moves the effective rates a little on every frame; that
+    is no change of schedule worth a record each."""
+    if reported is None or state[:3] != reported[:3]:
+        return False
+    new, old = dict(state[3]), dict(reported[3])
+    return new.keys() == old.keys() and all(
+        (new[name] == 0) == (old[name] == 0) and abs(new[name] - old[name]) <= RATE_CHANGE * old[name]
+        for name in new
+    )
 
 
 def _fps(period_ns: Optional[float], interval_ns: float) -> float:

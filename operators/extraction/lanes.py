@@ -40,6 +40,8 @@ class Lane:
         self._lock = threading.Lock()
         self.ready = threading.Event()
         self._typical_ns = 0
+        self._last_ns = 0  # the last run's cost
+        self._running_since = 0  # perf_counter_ns the running job started; 0: none
         self._busy_ns = 0
         # Results that arrived after their deadline, reported on the next batch.
         self.late: List[Job] = []
@@ -56,6 +58,28 @@ class Lane:
         """Wall time spent extracting so far (finished jobs)."""
         with self._lock:
             return self._busy_ns
+
+    def expected_wait_ns(self, now: int) -> int:
+        """How long a job submitted at `now` (perf_counter_ns) would take to finish, by
+        this lane's recent costs: what is left of the running job, the jobs queued
+        before it, and the job itself.
+
+        A cost is the larger of the usual one and the last: the first runs on a new
+        scene (a rider arriving) cost more than the blank warm-up, and the usual cost
+        follows them only slowly. A job running longer than that is running slow, and
+        the jobs after it are judged as slow.
+        """
+        with self._lock:
+            cost = max(self._typical_ns, self._last_ns)
+            queued = self._pending
+            since = self._running_since
+        left = 0
+        if since:
+            queued -= 1
+            elapsed = max(0, now - since)
+            cost = max(cost, elapsed)
+            left = cost - elapsed
+        return left + max(queued, 0) * cost + cost
 
     def submit(self, job: Job) -> Job:
         with self._lock:
@@ -107,6 +131,8 @@ class Lane:
                     self._typical_ns -= self._typical_ns // 8
                     continue
                 job.started_ns = time.perf_counter_ns()
+                with self._lock:
+                    self._running_since = job.started_ns
                 if load_error is not None:
                     raise RuntimeError(load_error)
                 job.future.set_result(extractor.extract(job.frame))  # type: ignore[union-attr]
@@ -114,11 +140,13 @@ class Lane:
                 self._typical_ns += (spent - self._typical_ns) // 8  # EWMA of the cost
                 with self._lock:
                     self._busy_ns += spent
+                    self._last_ns = spent
             except Exception as exc:  # a bad frame must not stop the lane
                 job.future.set_exception(exc)
             finally:
                 with self._lock:
                     self._pending -= 1
+                    self._running_since = 0
                     if job.timed_out and job.future.done() and job.future.exception() is None \
                             and job.future.result() is not None:
                         self.late.append(job)

@@ -129,7 +129,12 @@ class Orchestrator:
         depths = {name: lane.depth for name, lane in self.lanes.items()}
         names = [name for name in self.lanes if is_due(frame.frame_id, self.rates.get(frame.stream_id, name))]
         if self.budget is not None:
-            planned, records = self.budget.plan(frame, names, max(depths.values(), default=0), self.load.sample())
+            behind = () if deadline is None else tuple(
+                name for name in names if self.lanes[name].expected_wait_ns(start) > self.deadline_ns
+            )
+            planned, records = self.budget.plan(
+                frame, names, max(depths.values(), default=0), self.load.sample(), behind
+            )
             names = list(planned)
             if records:
                 with self._prefetch_lock:
