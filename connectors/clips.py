@@ -84,8 +84,10 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         self._pending: List[Trigger] = []
         self._in_flight: Dict[str, Tuple[Trigger, Future]] = {}
         self._claimed: Set[str] = set()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"clips-{stream_id}")
         self._encoding = media.Background()  # idle priority until the input ends
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"clips-{stream_id}", initializer=self._encoding.take_thread
+        )
         self.results: List[ClipResult] = []
         for trigger in state.pending:
             self._on_trigger(trigger)

@@ -407,3 +407,19 @@ def _run_or_error(media, encoding, tmp_path) -> str:
     except media.MediaError as exc:
         return str(exc)
     return ""
+
+
+def test_a_live_streams_clip_writing_thread_runs_in_the_background_until_the_input_ends(tmp_path):
+    """Writing a clip also feeds the encoder and decodes the clip again for its best
+    still: the writing thread, and what it starts, runs at idle priority too."""
+    import os
+
+    part = live_part(tmp_path / "out")
+    try:
+        policy = part._pool.submit(lambda: os.sched_getscheduler(0)).result(30)
+        assert policy == os.SCHED_IDLE
+        if os.geteuid() == 0:  # raising a thread out of SCHED_IDLE needs the privilege to
+            part._encoding.lift()
+            assert part._pool.submit(lambda: os.sched_getscheduler(0)).result(30) == os.SCHED_OTHER
+    finally:
+        part.close()

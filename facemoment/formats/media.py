@@ -73,6 +73,13 @@ class Background:
         for pid in pids:
             _normal_priority(pid)
 
+    def take_thread(self) -> None:
+        """Run the calling thread, and what it starts, at the encodes' priority: a clip's
+        writing thread also feeds the encoder and decodes the clip again to score its
+        best still, which at 1080p costs as much CPU as a second of frames arriving."""
+        _lower_priority()
+        self.started(threading.get_native_id())  # a thread id is a pid to the scheduler
+
     def started(self, pid: int) -> None:
         with self._lock:
             self._pids.add(pid)
