@@ -403,6 +403,7 @@ def test_files_and_empty_cameras_never_defer():
 
 def test_a_lanes_expected_wait_counts_the_running_job_and_the_queue():
     import threading
+    import time
 
     from operators.extraction.lanes import Job, Lane
 
@@ -424,17 +425,15 @@ def test_a_lanes_expected_wait_counts_the_running_job_and_the_queue():
         release.set()
         done = lane.submit(Job(_frame(0), None))
         assert done.future.result(10) == 0
-        import time as _time
-
         cost = lane._last_ns
-        assert cost > 0 and lane.expected_wait_ns(_time.perf_counter_ns()) == cost
+        assert cost > 0 and lane.expected_wait_ns(time.perf_counter_ns()) == cost
         # A running job and one queued behind it: a new job waits for both.
         release.clear()
         started.clear()
         running = lane.submit(Job(_frame(1), None))
         assert started.wait(10)
         queued = lane.submit(Job(_frame(2), None))
-        now = _time.perf_counter_ns()
+        now = time.perf_counter_ns()
         wait = lane.expected_wait_ns(now)
         assert wait >= 2 * cost
         # A job running far longer than the usual cost makes the lane look that slow.

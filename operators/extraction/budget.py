@@ -159,10 +159,9 @@ class Budget:
         is overload, as a missed deadline."""
         if not self.load_control:
             return False
-        last = cam.last_run_ns.get(name)
         floor = floors.get(name)
         longest = min(1e9 / floor if floor else float("inf"), s.max_carry_s * 1e9)
-        if last is None or t < last or t - last >= longest - cam.interval_ns / 2:
+        if self._due(cam, name, longest, t):  # due even at its floor or the carry's limit
             return False
         cam.deferred[name] = cam.deferred.get(name, 0) + 1
         self._missed = True
