@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 
 from facemoment.core.config import BudgetConfig, GateConfig
+from facemoment.core.config.floors import carry_limit_ns, parse_floors
 from facemoment.core.records import CameraRates
 from facemoment.core.types import Face, Frame
 
@@ -67,15 +68,6 @@ DEFAULT_INTERVAL_NS = 33_333_333
 def someone_there(faces: Sequence[Face], gate: GateConfig) -> bool:
     """Whether face found someone who could open the trigger gate."""
     return any(f.confidence >= gate.min_confidence and f.area_ratio >= gate.min_area_ratio for f in faces)
-
-
-def parse_floors(entries: Sequence[str]) -> Dict[str, float]:
-    """`budget.floor_fps` entries (`NAME=FPS`) as {extractor: fps}."""
-    floors: Dict[str, float] = {}
-    for entry in entries:
-        name, _sep, value = str(entry).partition("=")
-        floors[name.strip()] = float(value)
-    return floors
 
 
 @dataclass
@@ -159,9 +151,7 @@ class Budget:
         is overload, as a missed deadline."""
         if not self.load_control:
             return False
-        floor = floors.get(name)
-        longest = min(1e9 / floor if floor else float("inf"), s.max_carry_s * 1e9)
-        if self._due(cam, name, longest, t):  # due even at its floor or the carry's limit
+        if self._due(cam, name, carry_limit_ns(s, floors, name), t):  # due even at its floor or the carry's limit
             return False
         cam.deferred[name] = cam.deferred.get(name, 0) + 1
         self._missed = True

@@ -35,7 +35,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from facemoment.core.config import Config
-from facemoment.core.config.cameras import cameras, stream_rates
+from facemoment.core.config.cameras import stream_rates
+from facemoment.core.config.floors import camera_budgets
 from facemoment.core.config.rates import is_due
 from facemoment.core.records import CameraRates, FrameDrop, FrameExtract, FrameSkip, Level, ModelsReady, Timing
 from facemoment.core.streams import ItemsAndRecords, split_records
@@ -314,8 +315,7 @@ def process_budget(cfg: Config, live: bool) -> Optional[Budget]:
     mode = cfg.budget.mode
     if mode == "off" or (mode == "auto" and not live):
         return None
-    own = {c.stream_id: c.budget for c in cameras(cfg) if c.budget is not None} if cfg.cameras else {}
-    return Budget(cfg.budget, cfg.extract.extractors, live, per_camera=own)
+    return Budget(cfg.budget, cfg.extract.extractors, live, per_camera=camera_budgets(cfg))
 
 
 class SharedOrchestrator:
