@@ -358,7 +358,8 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
             f"{clips.get('clips')} full size {clips.get('full_size')}, full length {clips.get('full_length')}",
             met, None if met else "; ".join(short),
             f"frames scaled to extract.detect_width once read, clips cut from the full frames; preset {raw['preset']}; "
-            f"not carried by extractor {c['not_carried_by_extractor']}, timeouts {c['partial_frames_timeout']}, "
+            f"not carried by extractor {c['not_carried_by_extractor']}, timeouts {c['partial_frames_timeout']} "
+            f"({c.get('timeout_frames_carried', 0)} of them carried within the floor), "
             f"late {c['late_frames_not_fused']}; process {raw['process_cpu_cores']} cores"
             + (f"; {_why_missed(raw['per_camera'])}" if missed or c["triggers"]["extra"] else ""))
     four = layouts.get("4 cameras")

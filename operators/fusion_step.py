@@ -13,6 +13,7 @@ from bytewax.operators import KeyedStream
 
 from facemoment.core.config import Config
 from facemoment.core.config.cameras import stream_rates
+from facemoment.core.config.floors import CarryLimits
 from facemoment.core.records import FpsSummary, FrameCarry, Timing
 from facemoment.core.streams import ItemsAndRecords, split_keyed_records
 from facemoment.core.types import FrameObservations, Observation, TraceRecord, Trigger
@@ -61,6 +62,8 @@ class Fuser:
         # With a budget, any extractor may skip a frame: its last result is kept for carrying.
         self.budgeted = cfg.budget.mode != "off"
         self.max_carry_ns = int(cfg.budget.max_carry_s * 1e9)
+        # ...and one whose result missed the deadline, within its floor period.
+        self.carry_limits = CarryLimits(cfg) if self.budgeted else None
 
     def __call__(
         self, state: Optional[StreamState], fo: FrameObservations
@@ -122,7 +125,7 @@ class Fuser:
             if name in rates or self.budgeted:
                 state.last_fresh[name] = obs
         records: List[FrameCarry] = []
-        missing = list(fo.missing)
+        missing = self._carry_missed(state, fo, records)
         for name in fo.not_due:
             rate = rates.get(name)
             last = state.last_fresh.get(name)
@@ -142,6 +145,24 @@ class Fuser:
                 records.append(FrameCarry(fo.stream_id, fo.frame_id, name, None, every))
         fo.missing = tuple(missing)
         return records
+
+    def _carry_missed(self, state: StreamState, fo: FrameObservations, records: List[FrameCarry]) -> List[str]:
+        """Under the budget, an extractor scheduled on this frame whose result missed
+        the deadline is filled in as if the budget had deferred it: from its last
+        result, if that keeps it at its floor (`budget.floor_fps`, at most
+        `budget.max_carry_s`). The rules then see pose or hands a frame or two old,
+        not gone for a frame. The extractors it cannot fill in stay missing."""
+        if self.carry_limits is None:
+            return list(fo.missing)
+        missing = []
+        for name in fo.missing:
+            last = state.last_fresh.get(name)
+            if last is not None and 0 < fo.t_ns - last.t_ns <= self.carry_limits.ns(fo.stream_id, name):
+                fo.observations[name] = dataclasses.replace(last, frame_id=fo.frame_id, t_ns=fo.t_ns)
+                records.append(FrameCarry(fo.stream_id, fo.frame_id, name, last.frame_id, 0, missed=True))
+            else:
+                missing.append(name)  # its frame_drop record says so
+        return missing
 
     @staticmethod
     def _fps_summary(state: StreamState, fo: FrameObservations) -> FpsSummary:

@@ -490,6 +490,28 @@ def test_a_carried_frame_counts_as_complete_and_one_with_nothing_to_carry_does_n
     assert acc["carried_by_extractor"] == {"pose": 1} and acc["not_carried_by_extractor"] == {"pose": 1}
 
 
+def test_a_timed_out_extractor_carried_within_its_floor_leaves_the_frame_complete():
+    from bench.workloads import accounting as acc_mod
+
+    fused = [{"record_type": "timing", "component": "fusion_process", "stream": "c", "frame_id": i} for i in range(3)]
+    records = fused + [
+        # Frame 1: pose and face missed the deadline; fusion carried both.
+        {"record_type": "frame_drop", "stream": "c", "frame_id": 1, "reason": "timeout", "extractors": ["pose", "face"]},
+        {"record_type": "frame_carry", "stream": "c", "frame_id": 1, "source": "pose", "from_frame_id": 0, "every": 0,
+         "missed": True},
+        {"record_type": "frame_carry", "stream": "c", "frame_id": 1, "source": "face", "from_frame_id": 0, "every": 0,
+         "missed": True},
+        # Frame 2: pose and face missed it; only pose could be carried.
+        {"record_type": "frame_drop", "stream": "c", "frame_id": 2, "reason": "timeout", "extractors": ["pose", "face"]},
+        {"record_type": "frame_carry", "stream": "c", "frame_id": 2, "source": "pose", "from_frame_id": 1, "every": 0,
+         "missed": True},
+    ]
+    acc = acc_mod.drop_accounting(records, frames_attempted=3)
+    assert acc["fused_complete"] == 2 and acc["partial_frames_timeout"] == 2 and acc["timeout_frames_carried"] == 1
+    assert acc["timeouts_by_extractor"] == {"face": 2, "pose": 2} and acc["not_carried_by_extractor"] == {}
+    assert camera_accounting.complete_frames(records) == {"complete": 2, "unscheduled_empty": 0, "incomplete": 1}
+
+
 def test_release_latencies_time_the_decision_and_the_send_from_trig_release_records():
     send = {10: 1_000_000_000, 20: 2_000_000_000}
     rows = [{"key": "cam0:1:a", "frame_id": 10}, {"key": "cam0:2:b", "frame_id": 20}]

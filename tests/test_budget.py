@@ -461,3 +461,46 @@ def test_a_settling_frame_interval_is_no_new_schedule_each_frame():
     assert 2 <= len(records) <= 5
     assert all(r.level == 1 for r in records)
     assert records[-1].rates_fps["pose"] >= 0.9 * 15
+
+
+def test_a_missed_deadline_is_carried_within_the_floor_under_the_budget():
+    # Pose was scheduled on frames 2 and 9 but missed the deadline: on frame 2 its result
+    # from frame 0 (67 ms) keeps it at its 5 fps floor, so fusion fills it in and says so;
+    # on frame 9 the last result is 300 ms old, past the floor: pose stays missing.
+    cfg = Config()
+    cfg.budget.mode = "on"
+    cfg.budget.floor_fps = ["pose=5"]
+    fuser = Fuser(cfg)
+    pose = Observation("pose", "cam0", 0, 0)
+    state, _ = fuser(None, FrameObservations("cam0", 0, 0, {"pose": pose}))
+    missed = FrameObservations("cam0", 2, 2 * FRAME_NS, {}, missing=("pose",))
+    state, records = fuser(state, missed)
+    assert missed.missing == () and missed.observations["pose"].frame_id == 2
+    carries = [r for r in records if r.TYPE == "frame_carry"]
+    assert [(r.source, r.from_frame_id, r.missed) for r in carries] == [("pose", 0, True)]
+    too_old = FrameObservations("cam0", 9, 9 * FRAME_NS, {}, missing=("pose",))
+    state, records = fuser(state, too_old)
+    assert too_old.missing == ("pose",) and "pose" not in too_old.observations
+    assert not [r for r in records if r.TYPE == "frame_carry"]  # its frame_drop record says it
+    # Without a budget a missed deadline is a gap, as before.
+    plain = Fuser(Config())
+    state, _ = plain(None, FrameObservations("cam0", 0, 0, {"pose": pose}))
+    missed = FrameObservations("cam0", 2, 2 * FRAME_NS, {}, missing=("pose",))
+    plain(state, missed)
+    assert missed.missing == ("pose",)
+
+
+def test_a_missed_deadline_is_carried_within_a_cameras_own_floor(tmp_path):
+    path = tmp_path / "cameras.toml"
+    path.write_text('[budget]\nmode = "on"\nfloor_fps = ["pose=5"]\n'
+                    '[cameras.slow]\nsource = "sample"\nfloor_fps = ["pose=2"]\n'
+                    '[cameras.fast]\nsource = "sample"\n')
+    fuser = Fuser(load_config(env={}, path=path))
+    results = {}
+    for stream in ("slow", "fast"):
+        state, _ = fuser(None, FrameObservations(stream, 0, 0, {"pose": Observation("pose", stream, 0, 0)}))
+        missed = FrameObservations(stream, 12, 12 * FRAME_NS, {}, missing=("pose",))  # 400 ms on
+        fuser(state, missed)
+        results[stream] = missed.missing
+    assert results == {"slow": (), "fast": ("pose",)}
+

@@ -115,12 +115,16 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
     extraction because its whole frame arrived after its window closed (a late
     `sync_delay` for `frame`). `timeout` drops are different: the frame is still
     fused, without the extractors that missed the deadline; they are counted per
-    extractor and as partial frames.
+    extractor, and the frame as partial unless fusion carried every one of them
+    (a `frame_carry` record with `missed`, under the budget).
     """
     fused: set = set()
     drops: Counter = Counter()
     timeout_by_extractor: Counter = Counter()
     partial: set = set()
+    # Frames whose timed-out extractors fusion filled in from a result within the floor.
+    timed_out: Dict[Any, set] = {}
+    carried_missed: Dict[Any, set] = {}
     late_frames: set = set()
     uncarried: set = set()  # a declared rate's frame with nothing within the rate to carry
     carried_by_extractor: Counter = Counter()
@@ -135,7 +139,7 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
         elif kind == "frame_drop":
             reason = str(r.get("reason"))
             if reason == "timeout":
-                partial.add(r.get("frame_id"))
+                timed_out.setdefault(r.get("frame_id"), set()).update(r.get("extractors") or [])
                 timeout_by_extractor.update(r.get("extractors") or [])
             else:
                 drops[reason] += _dropped_count(r)
@@ -145,7 +149,10 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
             elif not r.get("late"):
                 waiting.update(r.get("waiting_for") or [])
         elif kind == "frame_carry":
-            if r.get("from_frame_id") is None:
+            if r.get("missed"):
+                if r.get("from_frame_id") is not None:
+                    carried_missed.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
+            elif r.get("from_frame_id") is None:
                 uncarried.add(r.get("frame_id"))
                 uncarried_by_extractor[str(r.get("source"))] += 1
             else:
@@ -154,18 +161,21 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
             out_of_order += 1
         elif kind == "source_summary":
             summary = r
+    partial = {f for f, names in timed_out.items() if not names <= carried_missed.get(f, set())}
     late_unfused = late_frames - fused
     accounted = len(fused) + sum(drops.values()) + len(late_unfused)
     return {
         "frames_attempted": frames_attempted,
         "publisher_dropped": publisher_dropped,
         "fused": len(fused),
-        # Every extractor's result, fresh or carried within its declared rate.
+        # Every extractor's result, fresh or carried within its declared rate (or,
+        # under the budget, over a missed deadline within its floor).
         "fused_complete": len(fused - partial - uncarried),
         "carried_by_extractor": dict(sorted(carried_by_extractor.items())),
         "not_carried_by_extractor": dict(sorted(uncarried_by_extractor.items())),
         "dropped_by_reason": dict(sorted(drops.items())),
-        "partial_frames_timeout": len(partial),
+        "partial_frames_timeout": len(timed_out),
+        "timeout_frames_carried": len(set(timed_out) - partial),
         "timeouts_by_extractor": dict(sorted(timeout_by_extractor.items())),
         "missing_at_fusion_by_extractor": dict(sorted(waiting.items())),
         "late_frames_not_fused": len(late_unfused),

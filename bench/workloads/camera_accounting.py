@@ -133,17 +133,26 @@ def complete_frames(records: Sequence[Record]) -> Dict[str, int]:
     """One camera's fused frames by how complete they are.
 
     `complete`: every extractor's result fresh or carried within its rate, no deadline
-    missed. `unscheduled_empty`: otherwise complete, but an extractor the budget does not
+    missed but one fusion carried over within the extractor's floor. `unscheduled_empty`: otherwise complete, but an extractor the budget does not
     run on an empty camera (rate 0 in the camera_rates record in force: pose and hands
     while nobody is there) had nothing to carry. `incomplete`: the rest.
     """
     fused = {r.get("frame_id") for r in records
              if r.get("record_type") == "timing" and r.get("component") == "fusion_process"}
-    partial = {r.get("frame_id") for r in records if r.get("record_type") == "frame_drop" and r.get("reason") == "timeout"}
+    timed_out: Dict[Any, set] = {}
+    carried_missed: Dict[Any, set] = {}
     uncarried: Dict[Any, set] = {}
     for r in records:
-        if r.get("record_type") == "frame_carry" and r.get("from_frame_id") is None:
+        kind = r.get("record_type")
+        if kind == "frame_drop" and r.get("reason") == "timeout":
+            timed_out.setdefault(r.get("frame_id"), set()).update(r.get("extractors") or [])
+        elif kind == "frame_carry" and r.get("missed"):
+            if r.get("from_frame_id") is not None:
+                carried_missed.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
+        elif kind == "frame_carry" and r.get("from_frame_id") is None:
             uncarried.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
+    # A missed deadline fusion carried over within the extractor's floor is no gap.
+    partial = {f for f, names in timed_out.items() if not names <= carried_missed.get(f, set())}
     rates = sorted(((int(r["frame_id"]), r.get("rates_fps") or {}) for r in records
                     if r.get("record_type") == "camera_rates"), key=lambda x: x[0])
     counts = {"complete": 0, "unscheduled_empty": 0, "incomplete": 0}
@@ -199,6 +208,7 @@ def camera_summary(
         "dropped_by_reason": acc["dropped_by_reason"],
         "late_frames_not_fused": acc["late_frames_not_fused"],
         "partial_frames_timeout": acc["partial_frames_timeout"],
+        "timeout_frames_carried": acc["timeout_frames_carried"],
         "not_carried_by_extractor": acc["not_carried_by_extractor"],
         "unaccounted": acc["unaccounted"],
         "publisher_dropped": acc["publisher_dropped"],

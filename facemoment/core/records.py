@@ -423,7 +423,8 @@ class ModelsReady(Record):
 @dataclasses.dataclass
 class FrameCarry(Record):
     """An extractor that does not run on this frame (its declared rate): fusion used
-    its result from `from_frame_id`, or nothing when none was within the rate."""
+    its result from `from_frame_id`, or nothing when none was within the rate.
+    `missed`: it was scheduled on this frame, but its result missed the deadline."""
 
     TYPE: ClassVar[str] = "frame_carry"
     LEVEL: ClassVar[Level] = Level.NORMAL
@@ -433,6 +434,7 @@ class FrameCarry(Record):
     source: str
     from_frame_id: Optional[int]
     every: int
+    missed: bool = False
 
 
 @register
