@@ -504,3 +504,26 @@ def test_a_missed_deadline_is_carried_within_a_cameras_own_floor(tmp_path):
         results[stream] = missed.missing
     assert results == {"slow": (), "fast": ("pose",)}
 
+
+def test_a_cameras_first_occupied_frame_runs_what_its_declared_rate_skips_if_nothing_is_carried():
+    # Pose is declared on even frames. The camera becomes occupied on frame 5 (odd): pose
+    # has no result to carry there, so it runs; from then on its declared rate decides.
+    budget = Budget(BudgetConfig(still_fps=30.0, idle_fps=30.0), ALL, live=False)
+    plans = {}
+    for i in range(12):
+        frame = _frame(i)
+        declared = tuple(n for n in ALL if n != "pose" or i % 2 == 0)
+        skipped = tuple(n for n in ALL if n not in declared)
+        plans[i] = budget.plan(frame, declared, 0, skipped=skipped)[0]
+        if "face" in plans[i]:
+            budget.saw_face("cam0", frame.t_src_ns, i >= 4)
+    assert [i for i in range(12) if "pose" in plans[i]] == [5, 6, 8, 10]
+    # Occupied again within the floor's period of its last pose run: carried, not run.
+    budget.saw_face("cam0", 0, False)
+    cam = budget._cameras["cam0"]
+    cam.occupied_until_ns, cam.was_occupied = None, False
+    quiet = budget.plan(_frame(12), ("face", "gesture", "quality"), 0, skipped=("pose",))[0]
+    assert "pose" not in quiet  # empty: pose does not run at all
+    budget.saw_face("cam0", 12 * FRAME_NS, True)
+    back = budget.plan(_frame(13), ("face", "gesture", "quality"), 0, skipped=("pose",))[0]
+    assert "pose" not in back  # its frame-10 result is 100 ms old: within its 5 fps floor

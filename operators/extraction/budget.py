@@ -75,6 +75,7 @@ class _Camera:
     last_t_ns: Optional[int] = None
     interval_ns: float = DEFAULT_INTERVAL_NS
     occupied_until_ns: Optional[int] = None
+    was_occupied: bool = False  # on the frame before
     motion_until_ns: Optional[int] = None
     thumb: Optional[np.ndarray] = None
     last_run_ns: Dict[str, int] = field(default_factory=dict)
@@ -116,12 +117,14 @@ class Budget:
     # ------------------------------------------------------------------ schedule
     def plan(
         self, frame: Frame, candidates: Sequence[str], depth: int, busy: float = 0.0,
-        behind: Collection[str] = (),
+        behind: Collection[str] = (), skipped: Sequence[str] = (),
     ) -> Tuple[Tuple[str, ...], List[CameraRates]]:
         """The extractors to run on `frame` among `candidates` (those due by their
         declared rate), given the deepest lane queue (jobs), the busiest lane's share
         of the wall clock and the lanes `behind` (a job submitted now would miss the
-        frame's deadline); and the records of any change."""
+        frame's deadline); and the records of any change. On a camera's first
+        occupied frame, an extractor its declared rate skips (`skipped`) runs too if
+        fusion would have nothing to carry for it."""
         with self._lock:
             cam = self._cameras.setdefault(frame.stream_id, _Camera())
             self._adjust_level(depth, busy)
@@ -132,6 +135,10 @@ class Budget:
             occupied = cam.occupied_until_ns is not None and t <= cam.occupied_until_ns
             periods = self._periods(cam, occupied, t, settings, floors)
             due = [name for name in candidates if name in periods and self._due(cam, name, periods[name], t)]
+            if occupied and not cam.was_occupied:
+                due += [name for name in skipped if name in periods
+                        and self._due(cam, name, carry_limit_ns(settings, floors, name), t)]
+            cam.was_occupied = occupied
             chosen = tuple(
                 name for name in due
                 if not (occupied and name in behind and self._defer(cam, name, t, settings, floors))

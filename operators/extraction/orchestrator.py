@@ -133,8 +133,9 @@ class Orchestrator:
             behind = () if deadline is None else tuple(
                 name for name in names if self.lanes[name].expected_wait_ns(start) > self.deadline_ns
             )
+            skipped = [name for name in self.lanes if name not in names]
             planned, records = self.budget.plan(
-                frame, names, max(depths.values(), default=0), self.load.sample(), behind
+                frame, names, max(depths.values(), default=0), self.load.sample(), behind, skipped
             )
             names = list(planned)
             if records:
