@@ -221,7 +221,7 @@ def test_the_configuration_modules_import_one_way():
 
     import facemoment.core.config as package
 
-    order = ["errors", "rules", "sections", "rates", "cameras", "validation", "aliases", "assign", "presets", "loading", "writing"]
+    order = ["errors", "rules", "sections", "rates", "cameras", "floors", "validation", "aliases", "assign", "presets", "loading", "writing"]
     folder = Path(package.__file__).parent
     assert sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__") == sorted(order)
     for index, name in enumerate(order):
