@@ -106,6 +106,21 @@ def _dropped_count(record: Record) -> int:
     return len(record.get("dropped_frame_ids") or [])
 
 
+def timeouts(records: Iterable[Record]) -> Tuple[Dict[Any, set], set]:
+    """The frames with a `timeout` drop (frame id -> the extractors that missed), and
+    those of them still partial: fusion did not carry every one of those extractors
+    (a `frame_carry` record with `missed` names the result it used, under the budget)."""
+    timed_out: Dict[Any, set] = {}
+    carried: Dict[Any, set] = {}
+    for r in records:
+        kind = r.get("record_type")
+        if kind == "frame_drop" and r.get("reason") == "timeout":
+            timed_out.setdefault(r.get("frame_id"), set()).update(r.get("extractors") or [])
+        elif kind == "frame_carry" and r.get("missed") and r.get("from_frame_id") is not None:
+            carried.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
+    return timed_out, {f for f, names in timed_out.items() if not names <= carried.get(f, set())}
+
+
 def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_dropped: int = 0) -> Dict[str, Any]:
     """Where every published frame went, from a normal-level trace.
 
@@ -118,13 +133,11 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
     extractor, and the frame as partial unless fusion carried every one of them
     (a `frame_carry` record with `missed`, under the budget).
     """
+    records = list(records)
+    timed_out, partial = timeouts(records)
     fused: set = set()
     drops: Counter = Counter()
     timeout_by_extractor: Counter = Counter()
-    partial: set = set()
-    # Frames whose timed-out extractors fusion filled in from a result within the floor.
-    timed_out: Dict[Any, set] = {}
-    carried_missed: Dict[Any, set] = {}
     late_frames: set = set()
     uncarried: set = set()  # a declared rate's frame with nothing within the rate to carry
     carried_by_extractor: Counter = Counter()
@@ -139,7 +152,6 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
         elif kind == "frame_drop":
             reason = str(r.get("reason"))
             if reason == "timeout":
-                timed_out.setdefault(r.get("frame_id"), set()).update(r.get("extractors") or [])
                 timeout_by_extractor.update(r.get("extractors") or [])
             else:
                 drops[reason] += _dropped_count(r)
@@ -148,11 +160,8 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
                 late_frames.add(r.get("frame_id"))
             elif not r.get("late"):
                 waiting.update(r.get("waiting_for") or [])
-        elif kind == "frame_carry":
-            if r.get("missed"):
-                if r.get("from_frame_id") is not None:
-                    carried_missed.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
-            elif r.get("from_frame_id") is None:
+        elif kind == "frame_carry" and not r.get("missed"):  # a missed deadline's carry: see `timeouts`
+            if r.get("from_frame_id") is None:
                 uncarried.add(r.get("frame_id"))
                 uncarried_by_extractor[str(r.get("source"))] += 1
             else:
@@ -161,7 +170,6 @@ def drop_accounting(records: Iterable[Record], frames_attempted: int, publisher_
             out_of_order += 1
         elif kind == "source_summary":
             summary = r
-    partial = {f for f, names in timed_out.items() if not names <= carried_missed.get(f, set())}
     late_unfused = late_frames - fused
     accounted = len(fused) + sum(drops.values()) + len(late_unfused)
     return {

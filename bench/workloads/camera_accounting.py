@@ -6,7 +6,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from bench.meters import rounded
 from bench.plan import Record
-from bench.workloads.accounting import drop_accounting, release_latencies
+from bench.workloads.accounting import drop_accounting, release_latencies, timeouts
 
 # A live trigger matches an offline one with the same reason starting within this of it.
 MATCH_TOLERANCE_NS = 100_000_000
@@ -133,26 +133,18 @@ def complete_frames(records: Sequence[Record]) -> Dict[str, int]:
     """One camera's fused frames by how complete they are.
 
     `complete`: every extractor's result fresh or carried within its rate, no deadline
-    missed but one fusion carried over within the extractor's floor. `unscheduled_empty`: otherwise complete, but an extractor the budget does not
+    missed but one fusion carried over within the extractor's floor.
+    `unscheduled_empty`: otherwise complete, but an extractor the budget does not
     run on an empty camera (rate 0 in the camera_rates record in force: pose and hands
     while nobody is there) had nothing to carry. `incomplete`: the rest.
     """
     fused = {r.get("frame_id") for r in records
              if r.get("record_type") == "timing" and r.get("component") == "fusion_process"}
-    timed_out: Dict[Any, set] = {}
-    carried_missed: Dict[Any, set] = {}
+    _timed_out, partial = timeouts(records)
     uncarried: Dict[Any, set] = {}
     for r in records:
-        kind = r.get("record_type")
-        if kind == "frame_drop" and r.get("reason") == "timeout":
-            timed_out.setdefault(r.get("frame_id"), set()).update(r.get("extractors") or [])
-        elif kind == "frame_carry" and r.get("missed"):
-            if r.get("from_frame_id") is not None:
-                carried_missed.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
-        elif kind == "frame_carry" and r.get("from_frame_id") is None:
+        if r.get("record_type") == "frame_carry" and not r.get("missed") and r.get("from_frame_id") is None:
             uncarried.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
-    # A missed deadline fusion carried over within the extractor's floor is no gap.
-    partial = {f for f, names in timed_out.items() if not names <= carried_missed.get(f, set())}
     rates = sorted(((int(r["frame_id"]), r.get("rates_fps") or {}) for r in records
                     if r.get("record_type") == "camera_rates"), key=lambda x: x[0])
     counts = {"complete": 0, "unscheduled_empty": 0, "incomplete": 0}
