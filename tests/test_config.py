@@ -139,6 +139,15 @@ def test_every_preset_applies_cleanly():
     assert isinstance(Config(), Config)
 
 
+def test_a_files_preset_string_is_comma_separated_as_the_environments(tmp_path):
+    path = tmp_path / "fm.toml"
+    path.write_text('preset = "realtime, lean,park"\n')
+    assert load_config(env={}, path=path).preset == ["realtime", "lean", "park"]
+    path.write_text('preset = "realtime,parks"\n')
+    with pytest.raises(ConfigError, match="unknown preset 'parks'"):
+        load_config(env={}, path=path)
+
+
 @pytest.mark.parametrize(
     "var, value, setting",
     [

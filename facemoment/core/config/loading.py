@@ -92,7 +92,8 @@ def load_config(
     if file_preset:
         if not isinstance(file_preset, (str, list)):
             raise ConfigError(f"configuration file {path}: preset must be a name or a list of names")
-        names += [file_preset] if isinstance(file_preset, str) else [str(p) for p in file_preset]
+        # A string is comma separated, as FACEMOMENT_PRESET.
+        names += file_preset.split(",") if isinstance(file_preset, str) else [str(p) for p in file_preset]
     if env.get("FACEMOMENT_PRESET"):
         names += env["FACEMOMENT_PRESET"].split(",")
     names += presets or []
