@@ -272,8 +272,8 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
                              f"{m.get('fired_s')} s): budget level then "
                              f"{force.get('level')} ({force.get('reason')}), rates {_cell(force.get('rates_fps'))}; "
                              f"schedule changes from 2 s before its start to its firing: {m.get('changes')}, load "
-                             f"level up to {m.get('max_level')}, lowered by load: "
-                             f"{_cell(m.get('lowered_by_load'))}")
+                             f"level up to {m.get('max_level')}, lowered by the budget: "
+                             f"{_cell(m.get('lowered_by_budget'))}")
             for e in c["triggers"].get("extra_triggers") or []:
                 lines.append(f"  - {stream} extra {e['reason']} at {e['t_start_s']} s")
     if cams.get("empty_camera_alone_cores") is not None:

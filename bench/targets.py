@@ -389,7 +389,7 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
     if eight:
         pc = eight["per_camera"]
         missed = [m for c in pc.values() for m in c.get("missed_explained") or []]
-        explained = [m for m in missed if m.get("lowered_by_load")]
+        explained = [m for m in missed if m.get("lowered_by_budget")]
         unaccounted = _sum(pc, "unaccounted")
         met = len(explained) == len(missed) and unaccounted == 0
         short = []
@@ -400,7 +400,7 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
             short.append(f"{unaccounted} frames unaccounted")
         lowered = {s: c["budget"]["max_level"] for s, c in pc.items()}
         add("8 cameras: nothing lost silently", "each missed offline trigger counted and explained by the budget",
-            f"missed {len(missed)} (explained by load {len(explained)}), extra {_triggers(pc, 'extra')}, shed "
+            f"missed {len(missed)} (explained by the budget {len(explained)}), extra {_triggers(pc, 'extra')}, shed "
             f"{_sum(pc, 'shed')}, unaccounted frames {unaccounted}", met, None if met else "; ".join(short),
             f"budget's highest level per camera {lowered}; {eight['process_cpu_cores']} cores busy"
             + (f"; {_why_missed(pc)}" if missed else ""))

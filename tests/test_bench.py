@@ -590,10 +590,10 @@ def test_camera_summary_counts_one_stream_and_explains_a_missed_trigger_by_the_b
     assert (cam0["fused_complete_or_empty"], cam0["unscheduled_empty"]) == (9, 0)
     assert cam0["triggers"]["matched"] == 1 and cam0["triggers"]["missed"] == 1
     (explained,) = cam0["missed_explained"]
-    assert explained["lowered_by_load"] and explained["max_level"] == 2
+    assert explained["lowered_by_budget"] and explained["max_level"] == 2
     # In force when the offline run fired it (frame 45: 1.5 s), not at its start.
     assert explained["fired_s"] == 1.5 and explained["in_force"]["t_s"] == 0.8
-    assert cam1["missed_explained"][0]["lowered_by_load"] is False
+    assert cam1["missed_explained"][0]["lowered_by_budget"] is False
     assert cam1["decision_p99_ms"] == pytest.approx(250.0 - 2 / 1e6, abs=0.01)
     assert cam0["decision_count"] == 0
     assert cam0["budget"]["max_level"] == 2 and cam0["budget"]["frames"] == 25
@@ -682,13 +682,13 @@ def _camera(kind, occupied, complete=360, shed=0, matched=2, offline=2, extra=0,
                          "extra": extra, "max_diff_ms": 10.0, "missed_triggers": [], "extra_triggers": []},
             "missed_explained": list(missed), "decision_p99_ms": p99, "decision_count": matched,
             "cpu_cores": cpu, "budget": {"changes": 3, "max_level": 1 if missed else 0, "frames": 360,
-                                         "occupied_frames": 200 if occupied else 0, "runs": {}, "lowered_by_load": []}}
+                                         "occupied_frames": 200 if occupied else 0, "runs": {}, "lowered_by_budget": []}}
 
 
 def test_camera_targets_and_their_section_in_results_md():
     explained = {"reason": "head_turn", "t_start_s": 3.0, "t_end_s": 6.0, "in_force": {"level": 2, "reason": "load",
-                 "rates_fps": {"face": 10.0}}, "changes": 0, "lowered_by_load": True, "max_level": 2}
-    unexplained = dict(explained, lowered_by_load=False, max_level=0)
+                 "rates_fps": {"face": 10.0}}, "changes": 0, "lowered_by_budget": True, "max_level": 2}
+    unexplained = dict(explained, lowered_by_budget=False, max_level=0)
     layout = lambda cams, **kw: {"cameras": len(cams), "preset": "realtime,lean,park", "frame_size": "640x480",  # noqa: E731
                                  "stream_seconds": 12.0, "process_cpu_cores": 1.5, "fixed_share": 0.2,
                                  "trig_received": 4, "per_camera": {f"cam{i}": c for i, c in enumerate(cams)}, **kw}

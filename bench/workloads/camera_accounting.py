@@ -84,7 +84,8 @@ def explain_missed(missed: Sequence[Mapping[str, Any]], history: Sequence[Mappin
     The schedule in force when the offline run fired it (the last camera_rates record
     at or before its firing frame; its start without one) and every change from
     `look_back_s` before its start to its firing: which rates the budget lowered
-    (level > 0) and when. `lowered_by_load` says whether load lowered them meanwhile.
+    (level > 0) and when. `lowered_by_budget` says whether the budget lowered them meanwhile
+    (load, or the camera's allowance: the `reason` of each record).
     """
     out = []
     for trig in missed:
@@ -96,7 +97,7 @@ def explain_missed(missed: Sequence[Mapping[str, Any]], history: Sequence[Mappin
         window = ([in_force] if in_force and in_force not in around else []) + around
         lowered = [h for h in window if (h.get("level") or 0) > 0]
         out.append({**trig, "in_force": in_force, "changes": len(around), "first_changes": around[:MAX_LISTED],
-                    "lowered_by_load": bool(lowered),
+                    "lowered_by_budget": bool(lowered),
                     "max_level": max((h.get("level") or 0 for h in window), default=0)})
     return out
 
@@ -215,6 +216,6 @@ def camera_summary(
             "occupied_frames": last.get("occupied_frames"),
             "runs": last.get("runs"),
             "deferred": last.get("deferred") or {},
-            "lowered_by_load": [h for h in history if (h.get("level") or 0) > 0][:MAX_LISTED],
+            "lowered_by_budget": [h for h in history if (h.get("level") or 0) > 0][:MAX_LISTED],
         },
     }

@@ -455,8 +455,9 @@ class FrameSkip(Record):
 @register
 @dataclasses.dataclass
 class CameraRates(Record):
-    """A camera's schedule changed (or 5 s passed): whether someone is there, the
-    budget's load level, each extractor's effective rate, and cumulative counts of
+    """A camera's schedule changed (or 5 s passed): whether someone is there, its
+    level (the process's load level, or higher by the camera's allowance), each
+    extractor's effective rate, and cumulative counts of
     frames, occupied frames, extractor runs and deferred runs
     (operators/extraction/budget.py)."""
 
@@ -469,7 +470,7 @@ class CameraRates(Record):
     occupied: bool
     motion: bool
     level: int
-    reason: str  # occupied | load | motion | empty
+    reason: str  # occupied | load | allowance | motion | empty
     rates_fps: Dict[str, float]
     frames: int
     occupied_frames: int

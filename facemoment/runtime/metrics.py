@@ -83,7 +83,7 @@ def _build() -> _Metrics:
             "facemoment_camera_occupied", "1 while the CPU budget counts the camera as occupied", ["stream"], registry=registry
         ),
         budget_level=Gauge(
-            "facemoment_budget_level", "The CPU budget's load level (0: the declared rates)", ["stream"], registry=registry
+            "facemoment_budget_level", "A camera's level under the CPU budget, by load or its allowance (0: the declared rates)", ["stream"], registry=registry
         ),
         extractor_rate=Gauge(
             "facemoment_extractor_rate_fps",
@@ -281,7 +281,7 @@ def _observe(record: Record) -> None:
 
 
 def camera_rates(record: CameraRates) -> None:
-    """A camera's schedule under the CPU budget: occupancy, load level, effective rates."""
+    """A camera's schedule under the CPU budget: occupancy, level, effective rates."""
     m = _active
     if m is None:
         return

@@ -28,8 +28,18 @@ run. The budget knows every camera of the process:
   fusion carries its last result, down to its floor and within `budget.max_carry_s`;
   that counts as overload, and as `deferred` in the camera_rates records.
 
+- **each camera's allowance**: with `budget.camera_cores` set, an occupied camera's
+  extraction is held to that many cores (seconds of extractor work per second of its
+  stream). The budget predicts a schedule's cost from each lane's recent cost per run
+  and the declared rates, and runs the camera at the lowest level (the same levels
+  as load's) whose cost fits, down to the floors. Predicted, not measured afterwards:
+  a rider's first frames already run at the rates the box can give her, so two riders
+  arriving at once do not overload the lanes first. A box's capacity in cameras is
+  then known in advance; the free CPU stays with the other cameras and the process.
+  Like load, it acts on live sources only.
+
 A camera of a `[cameras.NAME]` table can set its own idle and still rates, motion
-and occupancy settings and floors; the load level is one for the whole process.
+and occupancy settings, floors and allowance; the load level is one for the whole process.
 
 Periods are in event time (the frames' own timestamps), so a camera analysed at
 30, 15 or 10 fps gets the same schedule in seconds. A frame's presence names the
@@ -40,10 +50,11 @@ a camera's schedule is a `camera_rates` record (with its cumulative counts).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -63,6 +74,9 @@ REPORT_EVERY_NS = 5_000_000_000
 RATE_CHANGE = 0.1
 # Before a camera's frame interval is measured, assume 30 fps.
 DEFAULT_INTERVAL_NS = 33_333_333
+# A camera held back by its allowance steps down a level only once the level below
+# costs at most this share of it: the lanes' costs per run wander from frame to frame.
+ALLOWANCE_SLACK = 0.85
 
 
 def someone_there(faces: Sequence[Face], gate: GateConfig) -> bool:
@@ -76,6 +90,11 @@ class _Camera:
     interval_ns: float = DEFAULT_INTERVAL_NS
     occupied_until_ns: Optional[int] = None
     was_occupied: bool = False  # on the frame before
+    own_level: int = 0  # the level its allowance (`camera_cores`) asks for
+    # Lookout runs of an empty camera that missed the deadline: run again on its next
+    # frame (once; `redone_ns` is the frame time of each redo).
+    redo: Set[str] = field(default_factory=set)
+    redone_ns: Dict[str, int] = field(default_factory=dict)
     motion_until_ns: Optional[int] = None
     thumb: Optional[np.ndarray] = None
     last_run_ns: Dict[str, int] = field(default_factory=dict)
@@ -98,6 +117,7 @@ class Budget:
         live: bool,
         clock: Callable[[], float] = time.monotonic,
         per_camera: Optional[Mapping[str, BudgetConfig]] = None,
+        declared: Optional[Callable[[str, str], int]] = None,
     ):
         self.settings = settings
         self.extractors = tuple(extractors)
@@ -105,6 +125,8 @@ class Budget:
         # stream id -> (its settings, its floors), for cameras with settings of their own
         self._own = {sid: (own, parse_floors(own.floor_fps)) for sid, own in (per_camera or {}).items()}
         self.load_control = live
+        # A camera's declared rate of an extractor: it runs on one frame in this many.
+        self._declared = declared or (lambda stream_id, name: 1)
         self._clock = clock
         self._lock = threading.Lock()
         self._cameras: Dict[str, _Camera] = {}
@@ -118,13 +140,15 @@ class Budget:
     def plan(
         self, frame: Frame, candidates: Sequence[str], depth: int, busy: float = 0.0,
         behind: Collection[str] = (), skipped: Sequence[str] = (),
+        costs: Mapping[str, float] = {},
     ) -> Tuple[Tuple[str, ...], List[CameraRates]]:
         """The extractors to run on `frame` among `candidates` (those due by their
         declared rate), given the deepest lane queue (jobs), the busiest lane's share
-        of the wall clock and the lanes `behind` (a job submitted now would miss the
-        frame's deadline); and the records of any change. On a camera's first
-        occupied frame, an extractor its declared rate skips (`skipped`) runs too if
-        fusion would have nothing to carry for it."""
+        of the wall clock, the lanes `behind` (a job submitted now would miss the
+        frame's deadline) and each lane's recent cost per run (seconds); and the
+        records of any change. On a camera's first occupied frame, an extractor its
+        declared rate skips (`skipped`) runs too if fusion would have nothing to
+        carry for it."""
         with self._lock:
             cam = self._cameras.setdefault(frame.stream_id, _Camera())
             self._adjust_level(depth, busy)
@@ -133,11 +157,19 @@ class Budget:
             self._note_interval(cam, t)
             self._note_motion(cam, frame, t, settings)
             occupied = cam.occupied_until_ns is not None and t <= cam.occupied_until_ns
+            if occupied:
+                cam.own_level = self._allowance_level(cam, frame.stream_id, settings, floors, costs)
             periods = self._periods(cam, occupied, t, settings, floors)
             due = [name for name in candidates if name in periods and self._due(cam, name, periods[name], t)]
             if occupied and not cam.was_occupied:
                 due += [name for name in skipped if name in periods
                         and self._due(cam, name, carry_limit_ns(settings, floors, name), t)]
+            if not occupied:
+                for name in sorted(cam.redo - set(due)):
+                    if name in periods:
+                        due.append(name)
+                        cam.redone_ns[name] = t
+            cam.redo.clear()
             cam.was_occupied = occupied
             chosen = tuple(
                 name for name in due
@@ -164,10 +196,18 @@ class Budget:
         self._missed = True
         return True
 
-    def missed_deadline(self) -> None:
-        """An extractor's result missed the frame's deadline: overload, as a deep queue."""
+    def missed_deadline(self, stream_id: Optional[str] = None, t_ns: int = 0, names: Collection[str] = ()) -> None:
+        """Extractors' results (`names`) on a camera's frame at `t_ns` missed the
+        frame's deadline: overload, as a deep queue. On an empty camera a missed lookout
+        run is done again on the next frame (not again if that one misses too): at the
+        still rate the next run would be half a second away, and fusion has nothing
+        to carry meanwhile."""
         with self._lock:
             self._missed = True
+            cam = self._cameras.get(stream_id) if stream_id is not None else None
+            if cam is None or cam.was_occupied:
+                return
+            cam.redo.update(name for name in names if name in LOOKOUT and cam.redone_ns.get(name) != t_ns)
 
     def saw_face(self, stream_id: str, t_ns: int, found: bool) -> None:
         """Face's result on a frame: someone there keeps the camera occupied."""
@@ -190,15 +230,49 @@ class Budget:
             # and her first moments start from that frame.
             fps = s.idle_fps if moving else s.still_fps
             return {name: 1e9 / fps for name in LOOKOUT if name in self.extractors}
-        periods = {}
+        level = max(self.level, cam.own_level)
+        return {name: self._period(cam, level, name, floors) for name in self.extractors}
+
+    @staticmethod
+    def _period(cam: _Camera, level: int, name: str, floors: Mapping[str, float]) -> float:
+        # Level 0: every frame; each level one frame interval more (1: 15 fps at 30).
+        period = (level + 1) * cam.interval_ns
+        floor = floors.get(name)
+        return min(period, 1e9 / floor) if floor else period
+
+    def _allowance_level(
+        self, cam: _Camera, stream_id: str, s: BudgetConfig, floors: Mapping[str, float], costs: Mapping[str, float]
+    ) -> int:
+        """The lowest level whose predicted cost fits the camera's allowance, moving
+        down only with slack; 0 without an allowance, a cost known, or live input."""
+        if not s.camera_cores or not self.load_control or not any(costs.values()):
+            return 0
+        level = cam.own_level
+        cost = self._cost(cam, stream_id, level, floors, costs)
+        while level < s.max_level and cost > s.camera_cores:
+            lower = self._cost(cam, stream_id, level + 1, floors, costs)
+            if lower >= cost:  # every extractor at its floor: nothing more to take
+                break
+            level, cost = level + 1, lower
+        while level > 0 and self._cost(cam, stream_id, level - 1, floors, costs) <= s.camera_cores * ALLOWANCE_SLACK:
+            level -= 1
+        return level
+
+    def _cost(self, cam: _Camera, stream_id: str, level: int, floors: Mapping[str, float],
+              costs: Mapping[str, float]) -> float:
+        """Cores a level's schedule takes on this camera: each extractor's cost per run
+        times its runs per second (due half a frame early, on the frames its declared
+        rate allows)."""
+        total = 0.0
         for name in self.extractors:
-            # Level 0: every frame; each level one frame interval more (1: 15 fps at 30).
-            period = (self.level + 1) * cam.interval_ns
-            floor = floors.get(name)
-            if floor:
-                period = min(period, 1e9 / floor)
-            periods[name] = period
-        return periods
+            cost = costs.get(name)
+            if not cost:
+                continue
+            every = max(1, self._declared(stream_id, name))
+            frames = self._period(cam, level, name, floors) / cam.interval_ns
+            gap = max(every, math.ceil((frames - 0.5) / every) * every)
+            total += cost * 1e9 / (gap * cam.interval_ns)
+        return total
 
     @staticmethod
     def _due(cam: _Camera, name: str, period_ns: float, t: int) -> bool:
@@ -251,10 +325,14 @@ class Budget:
         t = frame.t_src_ns
         moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
         rates = tuple(sorted((name, _fps(periods.get(name), cam.interval_ns)) for name in self.extractors))
-        state = (occupied, moving, self.level, rates)
+        level = max(self.level, cam.own_level) if occupied else self.level
+        state = (occupied, moving, level, rates)
         if _same_schedule(state, cam.reported) and t - cam.reported_at_ns < REPORT_EVERY_NS:
             return []
-        reason = "load" if occupied and self.level else ("occupied" if occupied else ("motion" if moving else "empty"))
+        if occupied and level:
+            reason = "load" if self.level >= cam.own_level else "allowance"
+        else:
+            reason = "occupied" if occupied else ("motion" if moving else "empty")
         cam.reported, cam.reported_at_ns = state, t
         return [
             CameraRates(
@@ -263,7 +341,7 @@ class Budget:
                 t_ns=t,
                 occupied=occupied,
                 motion=moving,
-                level=self.level,
+                level=level,
                 reason=reason,
                 rates_fps=dict(rates),
                 frames=cam.frames,

@@ -59,6 +59,11 @@ class Lane:
         with self._lock:
             return self._busy_ns
 
+    @property
+    def typical_ns(self) -> int:
+        """The usual cost of one run (a moving average; 0 before the first run)."""
+        return self._typical_ns
+
     def expected_wait_ns(self, now: int) -> int:
         """How long a job submitted at `now` (perf_counter_ns) would take to finish, by
         this lane's recent costs: what is left of the running job, the jobs queued

@@ -134,8 +134,9 @@ class Orchestrator:
                 name for name in names if self.lanes[name].expected_wait_ns(start) > self.deadline_ns
             )
             skipped = [name for name in self.lanes if name not in names]
+            costs = {name: lane.typical_ns / 1e9 for name, lane in self.lanes.items()}
             planned, records = self.budget.plan(
-                frame, names, max(depths.values(), default=0), self.load.sample(), behind, skipped
+                frame, names, max(depths.values(), default=0), self.load.sample(), behind, skipped, costs
             )
             names = list(planned)
             if records:
@@ -237,7 +238,7 @@ class Orchestrator:
             elapsed_ms = (time.perf_counter_ns() - start) / 1e6
             if missed:
                 if self.budget is not None:
-                    self.budget.missed_deadline()
+                    self.budget.missed_deadline(frame.stream_id, frame.t_src_ns, missed)
                 out.append(
                     FrameDrop(
                         frame_id=frame.frame_id,
@@ -316,7 +317,13 @@ def process_budget(cfg: Config, live: bool) -> Optional[Budget]:
     mode = cfg.budget.mode
     if mode == "off" or (mode == "auto" and not live):
         return None
-    return Budget(cfg.budget, cfg.extract.extractors, live, per_camera=camera_budgets(cfg))
+    rates = stream_rates(cfg)
+
+    def declared(stream_id: str, name: str) -> int:
+        rate = rates.get(stream_id, name)
+        return rate.every if rate is not None else 1
+
+    return Budget(cfg.budget, cfg.extract.extractors, live, per_camera=camera_budgets(cfg), declared=declared)
 
 
 class SharedOrchestrator:

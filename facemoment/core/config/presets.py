@@ -39,8 +39,10 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # The budget keeps each camera's extraction within its deadline, so a camera whose
     # items stop for half a second has stopped sending: its last window closes then,
     # and a moment on its last frames is decided within a second.
+    # Each camera with riders within 0.4 cores of extraction: with what every camera's
+    # frames cost before a model runs, under half a core.
     "park": {
-        "budget": {"mode": "on"},
+        "budget": {"mode": "on", "camera_cores": 0.4},
         "align": {"idle_flush_ms": 500.0},
     },
     "high_sensitivity": {

@@ -167,6 +167,9 @@ class BudgetConfig:
     )
     # Fusion carries a result the budget did not renew for at most this long (event time).
     max_carry_s: float = setting(1.0, low=0, high=60)
+    # An occupied camera's extraction is held to this many cores (extractor seconds per
+    # second of its stream) by the same levels as load, down to the floors; 0: no limit.
+    camera_cores: float = setting(0.0, low=0, high=1024)
 
 
 @dataclass
@@ -311,10 +314,13 @@ class CameraConfig:
     motion_hold_s: Optional[float] = setting(None, low=0, high=3600)
     occupied_hold_s: Optional[float] = setting(None, low=0, high=3600)
     floor_fps: Optional[List[str]] = setting(None, pattern=FLOOR_PATTERN, grammar=FLOOR_GRAMMAR, max_len=64)
+    camera_cores: Optional[float] = setting(None, low=0, high=1024)
 
 
 # Budget settings a camera can set for itself; the load settings stay one per process.
-BUDGET_PER_CAMERA = ("idle_fps", "still_fps", "motion_threshold", "motion_hold_s", "occupied_hold_s", "floor_fps")
+BUDGET_PER_CAMERA = (
+    "idle_fps", "still_fps", "motion_threshold", "motion_hold_s", "occupied_hold_s", "floor_fps", "camera_cores",
+)
 
 
 @dataclass
