@@ -32,7 +32,8 @@ run. The budget knows every camera of the process:
   extraction is held to that many cores (seconds of extractor work per second of its
   stream). The budget predicts a schedule's cost from each lane's recent cost per run
   and the declared rates, and runs the camera at the lowest level (the same levels
-  as load's) whose cost fits, down to the floors. Predicted, not measured afterwards:
+  as load's) whose cost fits, down to the floors (an extractor that has not run yet
+  counts as free until its first run). Predicted, not measured afterwards:
   a rider's first frames already run at the rates the box can give her, so two riders
   arriving at once do not overload the lanes first. A box's capacity in cameras is
   then known in advance; the free CPU stays with the other cameras and the process.
