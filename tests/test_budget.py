@@ -581,13 +581,17 @@ def test_the_allowance_is_in_the_camera_rates_records_and_leaves_files_and_empty
         records += budget.plan(_frame(i), ALL, 0, costs=COSTS)[1]
     assert records[-1].reason == "allowance" and records[-1].level == 2
     assert records[-1].rates_fps["face"] == 10.0
+    # The record says what the schedule costs: face and quality at 10 fps, pose and hands at 7.5.
+    assert records[-1].cores == pytest.approx(10 * 0.011 + 7.5 * 0.037, abs=0.002)
     # A file keeps every declared run (no wall clock to hold it to).
     replay = _occupied_runs(_lean_budget(BudgetConfig(camera_cores=0.4), live=False), range(60))
     assert replay["face"] == 60
     # An empty camera's lookout is not held back: a rider coming in is found as fast.
     empty = Budget(BudgetConfig(camera_cores=0.01, idle_fps=15.0), ALL, live=True, clock=_Clock())
-    looks = sum("face" in empty.plan(_frame(i, "gate", moving=True), ALL, 0, costs=COSTS)[0] for i in range(90))
-    assert 40 <= looks <= 47
+    plans = [empty.plan(_frame(i, "gate", moving=True), ALL, 0, costs=COSTS) for i in range(90)]
+    assert 40 <= sum("face" in chosen for chosen, _ in plans) <= 47
+    gate = [record for _, records in plans for record in records]
+    assert gate[-1].cores == pytest.approx(15 * 0.011, abs=0.002)  # face and quality at the idle rate
 
 
 def test_a_cameras_own_allowance_and_the_park_preset(tmp_path):

@@ -477,6 +477,9 @@ class CameraRates(Record):
     runs: Dict[str, int]
     # Due runs left off a frame because the extractor's lane was behind (its result carried).
     deferred: Dict[str, int] = dataclasses.field(default_factory=dict)
+    # What the schedule costs: cores of extraction by the lanes' recent costs per run
+    # (None before any has run); an allowance (`budget.camera_cores`) holds it down.
+    cores: Optional[float] = None
 
 
 # --- start-up and resilience records -----------------------------------------------

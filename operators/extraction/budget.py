@@ -92,6 +92,7 @@ class _Camera:
     occupied_until_ns: Optional[int] = None
     was_occupied: bool = False  # on the frame before
     own_level: int = 0  # the level its allowance (`camera_cores`) asks for
+    cores: Optional[float] = None  # what its schedule costs, by the lanes' recent costs
     # Lookout runs of an empty camera that missed the deadline: run again on its next
     # frame (once; `redone_ns` is the frame time of each redo).
     redo: Set[str] = field(default_factory=set)
@@ -161,6 +162,7 @@ class Budget:
             if occupied:
                 cam.own_level = self._allowance_level(cam, frame.stream_id, settings, floors, costs)
             periods = self._periods(cam, occupied, t, settings, floors)
+            cam.cores = self._schedule_cost(cam, frame.stream_id, occupied, periods, costs)
             due = [name for name in candidates if name in periods and self._due(cam, name, periods[name], t)]
             if occupied and not cam.was_occupied:
                 due += [name for name in skipped if name in periods
@@ -261,16 +263,29 @@ class Budget:
 
     def _cost(self, cam: _Camera, stream_id: str, level: int, floors: Mapping[str, float],
               costs: Mapping[str, float]) -> float:
-        """Cores a level's schedule takes on this camera: each extractor's cost per run
-        times its runs per second (due half a frame early, on the frames its declared
-        rate allows)."""
+        """Cores a level's schedule takes on this camera."""
+        periods = {name: self._period(cam, level, name, floors) for name in self.extractors}
+        return self._periods_cost(cam, stream_id, periods, costs, declared=True)
+
+    def _schedule_cost(self, cam: _Camera, stream_id: str, occupied: bool, periods: Mapping[str, float],
+                       costs: Mapping[str, float]) -> Optional[float]:
+        """Cores the camera's schedule now takes (None before any lane has run)."""
+        if not any(costs.values()):
+            return None
+        return round(self._periods_cost(cam, stream_id, periods, costs, declared=occupied), 3)
+
+    def _periods_cost(self, cam: _Camera, stream_id: str, periods: Mapping[str, float],
+                      costs: Mapping[str, float], declared: bool) -> float:
+        """Each extractor's cost per run times its runs per second: due half a frame
+        early, on the frames its declared rate allows (an empty camera's lookouts
+        are not rated)."""
         total = 0.0
-        for name in self.extractors:
+        for name, period in periods.items():
             cost = costs.get(name)
             if not cost:
                 continue
-            every = max(1, self._declared(stream_id, name))
-            frames = self._period(cam, level, name, floors) / cam.interval_ns
+            every = max(1, self._declared(stream_id, name)) if declared else 1
+            frames = period / cam.interval_ns
             gap = max(every, math.ceil((frames - 0.5) / every) * every)
             total += cost * 1e9 / (gap * cam.interval_ns)
         return total
@@ -349,6 +364,7 @@ class Budget:
                 occupied_frames=cam.occupied_frames,
                 runs=dict(cam.runs),
                 deferred=dict(cam.deferred),
+                cores=cam.cores,
             )
         ]
 
