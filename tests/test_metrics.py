@@ -184,9 +184,10 @@ def test_the_budgets_camera_schedule_feeds_the_metrics():
         metrics.observe_record(
             CameraRates(stream="cam1", frame_id=9, t_ns=0, occupied=occupied, motion=False, level=level,
                         reason="load" if level else "empty", rates_fps={"face": 30.0, "pose": pose},
-                        frames=10, occupied_frames=5, runs={"face": 10})
+                        frames=10, occupied_frames=5, runs={"face": 10}, cores=0.05 + level / 10)
         )
     assert value("facemoment_camera_occupied", stream="cam1") == 1.0
     assert value("facemoment_budget_level", stream="cam1") == 2.0
+    assert value("facemoment_camera_cores", stream="cam1") == pytest.approx(0.25)
     assert value("facemoment_extractor_rate_fps", stream="cam1", extractor="pose") == 10.0
     assert value("facemoment_extractor_rate_fps", stream="cam1", extractor="face") == 30.0

@@ -46,6 +46,7 @@ class _Metrics:
     camera_occupied: Gauge
     budget_level: Gauge
     extractor_rate: Gauge
+    camera_cores: Gauge
 
 
 def _build() -> _Metrics:
@@ -89,6 +90,12 @@ def _build() -> _Metrics:
             "facemoment_extractor_rate_fps",
             "Each extractor's effective rate on a camera under the CPU budget (0: not run)",
             ["stream", "extractor"],
+            registry=registry,
+        ),
+        camera_cores=Gauge(
+            "facemoment_camera_cores",
+            "What a camera's schedule under the CPU budget costs, in cores of extraction (budget.camera_cores holds it)",
+            ["stream"],
             registry=registry,
         ),
     )
@@ -289,3 +296,5 @@ def camera_rates(record: CameraRates) -> None:
     m.budget_level.labels(record.stream).set(float(record.level))
     for extractor, fps in record.rates_fps.items():
         m.extractor_rate.labels(record.stream, extractor).set(float(fps))
+    if record.cores is not None:
+        m.camera_cores.labels(record.stream).set(float(record.cores))
