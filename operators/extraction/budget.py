@@ -92,7 +92,6 @@ class _Camera:
     occupied_until_ns: Optional[int] = None
     was_occupied: bool = False  # on the frame before
     own_level: int = 0  # the level its allowance (`camera_cores`) asks for
-    cores: Optional[float] = None  # what its schedule costs, by the lanes' recent costs
     # Lookout runs of an empty camera that missed the deadline: run again on its next
     # frame (once; `redone_ns` is the frame time of each redo).
     redo: Set[str] = field(default_factory=set)
@@ -162,7 +161,6 @@ class Budget:
             if occupied:
                 cam.own_level = self._allowance_level(cam, frame.stream_id, settings, floors, costs)
             periods = self._periods(cam, occupied, t, settings, floors)
-            cam.cores = self._schedule_cost(cam, frame.stream_id, occupied, periods, costs)
             due = [name for name in candidates if name in periods and self._due(cam, name, periods[name], t)]
             if occupied and not cam.was_occupied:
                 due += [name for name in skipped if name in periods
@@ -183,7 +181,7 @@ class Budget:
                 cam.runs[name] = cam.runs.get(name, 0) + 1
             cam.frames += 1
             cam.occupied_frames += int(occupied)
-            return chosen, self._report(frame, cam, occupied, periods)
+            return chosen, self._report(frame, cam, occupied, periods, costs)
 
     def _defer(self, cam: _Camera, name: str, t: int, s: BudgetConfig, floors: Mapping[str, float]) -> bool:
         """Whether to leave a due extractor whose lane is behind off this frame of an
@@ -337,7 +335,9 @@ class Budget:
             self._short_since = None
 
     # ------------------------------------------------------------------- records
-    def _report(self, frame: Frame, cam: _Camera, occupied: bool, periods: Mapping[str, float]) -> List[CameraRates]:
+    def _report(
+        self, frame: Frame, cam: _Camera, occupied: bool, periods: Mapping[str, float], costs: Mapping[str, float]
+    ) -> List[CameraRates]:
         t = frame.t_src_ns
         moving = cam.motion_until_ns is not None and t <= cam.motion_until_ns
         rates = tuple(sorted((name, _fps(periods.get(name), cam.interval_ns)) for name in self.extractors))
@@ -364,7 +364,7 @@ class Budget:
                 occupied_frames=cam.occupied_frames,
                 runs=dict(cam.runs),
                 deferred=dict(cam.deferred),
-                cores=cam.cores,
+                cores=self._schedule_cost(cam, frame.stream_id, occupied, periods, costs),
             )
         ]
 
