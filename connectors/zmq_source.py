@@ -99,6 +99,12 @@ class _ZmqFramePartition(StatefulSourcePartition[SourceItem, Dict[str, Any]]):
     def next_awake(self) -> Optional[datetime]:
         return datetime.now(timezone.utc) + IDLE_WAKE if self._empty else None
 
+    def wait_for_items(self, timeout_s: float) -> bool:
+        """Block until the receive thread handled a message, at most `timeout_s`;
+        whether it did. A reader on its own thread (the extract stage's read-ahead)
+        waits here rather than polling."""
+        return self._receiver.wait(timeout_s)
+
     @override
     def snapshot(self) -> Dict[str, Any]:
         with self._receiver.lock:

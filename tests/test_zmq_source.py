@@ -452,6 +452,21 @@ def test_a_frame_id_near_2_64_is_one_id_jump_not_lost_frames(context: zmq.Contex
         pub.close()
 
 
+def test_a_reader_waits_on_the_partitions_arrival_signal(context: zmq.Context) -> None:
+    pub = TestPublisher(context)
+    part = ZmqFrameSource(pub.endpoint, "cam0", SourceConfig(buffer_frames=0)).build_part("in", "cam0", None)
+    try:
+        pub.wait_subscribed()
+        assert not part.wait_for_items(0.05)  # nothing arrived: the wait times out
+        pub.send(frame_parts(0, 1_000_000))
+        assert part.wait_for_items(10.0)  # woken by the frame, which the next batch holds
+        assert [x.frame_id for x in part.next_batch() if isinstance(x, Frame)] == [0]
+        assert not part.wait_for_items(0.05)  # the signal was taken with it
+    finally:
+        part.close()
+        pub.close()
+
+
 def test_every_share_validates_the_headers_it_reads(context: zmq.Context) -> None:
     """Malformed headers carrying ids of the other share cost that share nothing."""
     pub = TestPublisher(context)

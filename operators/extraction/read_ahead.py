@@ -97,13 +97,23 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
                     self._take_in(items)
                     awake = None if items else self._inner.next_awake()
                 if not items:
-                    self._closing.wait(_seconds_until(awake))
+                    self._wait_for_source(awake)
         except BaseException as exc:  # handed to the worker, which fails the dataflow with it
             log.exception("reading %s failed", self._name)
             with self._state:
                 self._error = exc
         with self._state:
             self._inner_done = True
+
+    def _wait_for_source(self, awake: Optional[datetime]) -> None:
+        """Wait for a source that had nothing: on its arrival signal when it has one
+        (`wait_for_items`, e.g. a ZeroMQ receiver), else until the time it named."""
+        wait_for_items = getattr(self._inner, "wait_for_items", None)
+        if wait_for_items is None:
+            self._closing.wait(_seconds_until(awake))
+        elif not self._closing.is_set():
+            # Bounded, so a stop or the source's own end (idle timeout) is seen soon.
+            wait_for_items(FEEDER_WAIT_S)
 
     def _wait_for_room(self) -> bool:
         """Block while `depth` frames are in flight; False once the partition closes."""
