@@ -279,6 +279,9 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
     if cams.get("empty_camera_alone_cores") is not None:
         lines.append(f"- an empty camera alone (the flow process with one empty camera, all its costs): "
                      f"{cams['empty_camera_alone_cores']} cores")
+    if cams.get("empty_camera_added_cores") is not None:
+        lines.append("- what an empty camera adds to a process (3 empty cameras minus 1, halved): "
+                     f"{cams['empty_camera_added_cores']} cores")
     if cams.get("empty_camera_by_difference_cores") is not None:
         lines.append(f"- an empty camera by difference (2 cameras minus 1): {cams['empty_camera_by_difference_cores']} cores")
     seed = cams.get("seed_thread_pool")

@@ -411,6 +411,7 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
         riders = [c["cpu_cores"] for c in pc.values() if c["occupied_kind"] and c.get("cpu_cores") is not None]
         diff = cams.get("empty_camera_by_difference_cores")
         alone = cams.get("empty_camera_alone_cores")
+        added = cams.get("empty_camera_added_cores")
         label = f"{cost_from['cameras']}-camera run"
         if empty:
             # The worst of the split and the direct figure; the difference of two budgeted
@@ -420,6 +421,7 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
             add("an empty camera's CPU", f"<= {EMPTY_CAMERA_GOAL_CORES:.2f} core", worst, met,
                 None if met else f"{worst - EMPTY_CAMERA_GOAL_CORES:.3f} core over",
                 f"split in the {label}: {empty}; alone (the flow process with one empty camera): {alone}; "
+                f"added to a process (3 empty cameras minus 1, halved): {added}; "
                 f"by difference (2 cameras minus 1): {diff}; {cams.get('cpu_method')}")
         if riders:
             worst = max(riders)

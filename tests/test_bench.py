@@ -723,6 +723,11 @@ def test_camera_targets_and_their_section_in_results_md():
     rows_alone = {t["name"]: t for t in verdicts.evaluate_targets({"machine": {"cores": 2}, "cameras": alone})}
     assert rows_alone["an empty camera's CPU"]["measured"] == 0.11
     assert "alone (the flow process with one empty camera): 0.11" in rows_alone["an empty camera's CPU"]["why"]
+    added = dict(alone, empty_camera_added_cores=0.045)
+    rows_added = {t["name"]: t for t in verdicts.evaluate_targets({"machine": {"cores": 2}, "cameras": added})}
+    assert "added to a process (3 empty cameras minus 1, halved): 0.045" in rows_added["an empty camera's CPU"]["why"]
+    assert "what an empty camera adds to a process (3 empty cameras minus 1, halved): 0.045 cores" in \
+        report.render_markdown({"date": "d", "command": "c", "machine": {}, "cameras": added, "targets": []})
     assert rows["a camera with riders, CPU"]["met"] is True
     assert rows["the seed's thread-pool loop on the 4 cameras (baseline)"]["met"] is None
     text = report.render_markdown({"date": "d", "command": "c", "machine": {}, "cameras": cams,

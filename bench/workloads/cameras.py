@@ -4,7 +4,8 @@ Layouts (camera kinds from bench/workloads/camera_corpus.py):
 
 - 1 camera at raw 1920x1080 (the rider scaled up), clips on: their size and length are checked;
 - 1, 2, 4 and 8 cameras at 30 fps 640x480: 1 = rider; 2 = rider + empty;
-  4 = rider, rider_shifted, empty, empty; 8 = those four twice; and 1 empty camera alone.
+  4 = rider, rider_shifted, empty, empty; 8 = those four twice; and 1 and 3 empty cameras
+  alone (what an empty camera costs, with and without the process's fixed costs).
 
 Each camera streams 390 frames (13 s: the sample's 12 s and a second of its loop,
 CAMERA_FRAMES).
@@ -46,6 +47,8 @@ LAYOUTS: Dict[str, Tuple[str, ...]] = {
     "1 camera": ("rider",),
     # An empty camera's cost measured directly: the flow process with it alone.
     "1 empty camera": ("empty",),
+    # ... and with two more: what each empty camera adds to a process, its fixed costs apart.
+    "3 empty cameras": ("empty", "empty", "empty"),
     "2 cameras": ("rider", "empty"),
     "4 cameras": FOUR,
     "8 cameras": FOUR + FOUR,
@@ -306,6 +309,10 @@ def measure_cameras(layouts: Sequence[str], preset: str, work: Path, log: Progre
     alone = results["layouts"].get("1 empty camera")
     if alone and alone.get("process_cpu_cores") is not None:
         results["empty_camera_alone_cores"] = alone["process_cpu_cores"]
+        three = results["layouts"].get("3 empty cameras")
+        if three and three.get("process_cpu_cores") is not None:
+            # What each empty camera adds to a process: no rider whose rates the budget changes.
+            results["empty_camera_added_cores"] = rounded((three["process_cpu_cores"] - alone["process_cpu_cores"]) / 2, 3)
     if baseline:
         results["seed_thread_pool"] = seed_baseline(cameras_of(FOUR, frames), references, log)
     results["cpu_method"] = (
@@ -314,6 +321,7 @@ def measure_cameras(layouts: Sequence[str], preset: str, work: Path, log: Progre
         "time (fixed_share: reading, scaling, the motion check, Bytewax, alignment, fusion) by frames, the rest by each "
         "camera's summed frame_extract processing time; divided by the stream's seconds. The empty camera's cost is "
         "also measured directly: the flow process with one empty camera alone (everything it costs, Bytewax's loop "
-        "included); the 2-camera run (rider + empty) minus the 1-camera run (rider) is shown too, though the budget "
-        "runs the rider at other rates in each.")
+        "included), and what each empty camera adds to a process (3 empty cameras minus 1, halved: the process's "
+        "fixed costs apart); the 2-camera run (rider + empty) minus the 1-camera run (rider) is shown too, though "
+        "the budget runs the rider at other rates in each.")
     return results
