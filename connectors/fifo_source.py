@@ -104,8 +104,18 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
         self._last_receive = self._started
         self._receiver_error: Optional[str] = None
         self._stop = threading.Event()
+        # Set whenever a read brought frames or records: a reader waits on it instead of polling.
+        self._arrived = threading.Event()
         self._thread = threading.Thread(target=self._receive_loop, name=f"fifo-frames-{self._stream_id}", daemon=True)
         self._thread.start()
+
+    def wait_for_items(self, timeout_s: float) -> bool:
+        """Block until a read brought frames or records, at most `timeout_s`; whether one
+        did. A reader on its own thread (the extract stage's read-ahead) waits here."""
+        if self._arrived.wait(timeout_s):
+            self._arrived.clear()  # before the batch that follows: nothing read later is missed
+            return True
+        return False
 
     # ------------------------------------------------------------ receive thread
 
@@ -175,12 +185,15 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
             if not data:
                 break  # the writer closed its end
             got_bytes = True
-            for item in self._parser.feed(data):
+            items = self._parser.feed(data)
+            for item in items:
                 if isinstance(item, WireError):
                     with self._lock:
                         self._note_malformed(item)
                 else:
                     self._handle(*item)
+            if items:
+                self._arrived.set()
         if self._parser.pending_bytes:
             with self._lock:
                 self._note_malformed(WireError("truncated", f"the writer went away {self._parser.pending_bytes} bytes into a frame"))

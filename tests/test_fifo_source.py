@@ -201,6 +201,21 @@ def test_the_source_waits_for_the_fifo_to_appear(short_dir: Path) -> None:
     assert [x.frame_id for x in got if isinstance(x, Frame)] == [0, 3] and writer.error is None
 
 
+def test_a_reader_waits_on_the_partitions_arrival_signal(short_dir: Path) -> None:
+    path = short_dir / "w.mjpg"
+    source = FifoFrameSource(str(path), "cam0", SourceConfig(idle_timeout_s=5.0, buffer_frames=0))
+    part = source.build_part("in", "cam0", None)
+    writer = Writer(path, [frame_bytes(0)])
+    try:
+        assert not part.wait_for_items(0.05)  # no writer yet: the wait times out
+        writer.start()
+        assert part.wait_for_items(10.0)  # woken by the frame, which the next batch holds
+        assert [x.frame_id for x in part.next_batch() if isinstance(x, Frame)] == [0]
+    finally:
+        part.close()
+    writer.join(10)
+
+
 # ---------------------------------------------------------------- start-up checks
 
 
