@@ -120,8 +120,8 @@ def evaluate_targets(results: Mapping[str, Any]) -> List[Dict[str, Any]]:
         met = fps is not None and fps >= 60
         add("ZMQ ingest of raw 1080p frames", ">= 60 fps", fps, met,
             None if met or fps is None else f"{60 - fps:.0f} fps short",
-            f"the pipe alone (plain SUB) carries {ingest['raw_pipe']['fps']} fps; the source copies each "
-            f"{ingest['mb_per_frame']} MB frame once out of the ZMQ buffer")
+            f"the pipe alone (plain SUB) carries {ingest['raw_pipe']['fps']} fps; the source reads each "
+            f"{ingest['mb_per_frame']} MB frame as a view over its ZMQ message (no copy)")
     cams = results.get("cameras")
     if cams:
         camera_targets(add, cams)
