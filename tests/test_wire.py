@@ -105,13 +105,9 @@ def test_unpack_names_each_defect(parts: list, kind: str) -> None:
 # ---------------------------------------------- through a real subscriber dataflow
 
 
-def test_zmq_source_frames_keep_their_pixels_while_later_messages_arrive() -> None:
-    """Frames are views over ZeroMQ's own message buffers (no copy per frame); frames
-    large enough for ZeroMQ to hand over without copying keep their pixels while the
-    frames after them arrive, as long as anything holds them."""
-    rng = np.random.default_rng(11)
-    sent = [(i, 1_700_000_000_000_000_000 + i * 33_333_333, rng.integers(0, 256, (240, 320, 3), np.uint8))
-            for i in range(40)]
+def _through_the_source(sent: List[Any]) -> List[Any]:
+    """What a ZmqFrameSource in a dataflow emits for `sent` (frame_id, t_ns, image),
+    published one at a time by a spec publisher."""
     context = zmq.Context()
     pub = context.socket(zmq.XPUB)
     pub.setsockopt(zmq.LINGER, 0)
@@ -132,7 +128,17 @@ def test_zmq_source_frames_keep_their_pixels_while_later_messages_arrive() -> No
     finally:
         pub.close(linger=0)
         context.term()
-    frames = [x for x in out if isinstance(x, Frame)]
+    return out
+
+
+def test_zmq_source_frames_keep_their_pixels_while_later_messages_arrive() -> None:
+    """Frames are views over ZeroMQ's own message buffers (no copy per frame); frames
+    large enough for ZeroMQ to hand over without copying keep their pixels while the
+    frames after them arrive, as long as anything holds them."""
+    rng = np.random.default_rng(11)
+    sent = [(i, 1_700_000_000_000_000_000 + i * 33_333_333, rng.integers(0, 256, (240, 320, 3), np.uint8))
+            for i in range(40)]
+    frames = [x for x in _through_the_source(sent) if isinstance(x, Frame)]
     assert [f.frame_id for f in frames] == [i for i, _, _ in sent]
     for frame, (_, _, image) in zip(frames, sent):
         assert not frame.image.flags.owndata and not frame.image.flags.writeable
@@ -145,27 +151,7 @@ def test_zmq_source_decodes_spec_frames_bit_exactly() -> None:
     for i in range(12):
         shape = (6, 8) if i % 2 else (6, 8, 3)
         sent.append((i * 3 + 5, 1_700_000_000_000_000_000 + i * 33_333_333, rng.integers(0, 256, shape, np.uint8)))
-
-    context = zmq.Context()
-    pub = context.socket(zmq.XPUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind("tcp://127.0.0.1:*")
-    endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
-    out: List[Any] = []
-
-    def publish() -> None:
-        assert pub.poll(10_000), "the source never subscribed"
-        assert pub.recv() == b"\x01frame"
-        for n, (frame_id, t_ns, image) in enumerate(sent, start=1):
-            pub.send_multipart(spec_parts(frame_id, t_ns, image))
-            assert wait_until(lambda: sum(isinstance(x, Frame) for x in out) >= n)
-
-    source = ZmqFrameSource(endpoint, "camX", SourceConfig(idle_timeout_s=1.0, buffer_frames=0))
-    try:
-        run_source(source, publish, out)
-    finally:
-        pub.close(linger=0)
-        context.term()
+    out = _through_the_source(sent)
     frames = [x for x in out if isinstance(x, Frame)]
     assert len(frames) == len(sent)
     for frame, (frame_id, t_ns, image) in zip(frames, sent):
