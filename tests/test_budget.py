@@ -611,6 +611,13 @@ def test_a_cameras_own_allowance_and_the_park_preset(tmp_path):
     assert _cores(pit, 2.0) <= 0.4 < _cores(gate, 2.0)
 
 
+def test_in_the_park_preset_an_empty_camera_looks_at_5_fps_while_something_moves():
+    cfg = load_config(env={}, presets=["realtime", "lean", "park"])
+    budget = Budget(cfg.budget, ALL, live=False)
+    runs = sum("face" in budget.plan(_frame(i, moving=True), ALL, 0)[0] for i in range(90))
+    assert 14 <= runs <= 16  # 5 fps over 3 s (15 at the section's default rate)
+
+
 def test_an_empty_cameras_missed_lookout_runs_again_on_the_next_frame_once():
     budget = Budget(BudgetConfig(still_fps=2.0), ALL, live=True, clock=_Clock())
     first = budget.plan(_frame(0), ALL, 0)[0]

@@ -42,7 +42,9 @@ PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {
     # Each camera with riders within 0.4 cores of extraction: with what every camera's
     # frames cost before a model runs, under half a core.
     "park": {
-        "budget": {"mode": "on", "camera_cores": 0.4},
+        # Many cameras, mostly empty: an empty camera looks for a rider at 5 fps while
+        # something moves (found within 0.2 s), as NVRs analyse their detect streams.
+        "budget": {"mode": "on", "camera_cores": 0.4, "idle_fps": 5.0},
         "align": {"idle_flush_ms": 500.0},
     },
     "high_sensitivity": {
