@@ -50,7 +50,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.frame_accounting import SourceStats  # the counters every frame source reports
 from connectors.frame_buffer import FrameBuffer, ShedFrames, TimeJumpGuard
-from connectors.receiver import ReceivedBatches, stop_receiver
+from connectors.receiver import ArrivalSignal, ReceivedBatches, stop_receiver
 from connectors.id_steps import IdStep
 from connectors.malformed_tally import MalformedTally
 from facemoment.core.config import SourceConfig
@@ -104,18 +104,14 @@ class _FifoPartition(ReceivedBatches, StatefulSourcePartition[SourceItem, Dict[s
         self._last_receive = self._started
         self._receiver_error: Optional[str] = None
         self._stop = threading.Event()
-        # Set whenever a read brought frames or records: a reader waits on it instead of polling.
-        self._arrived = threading.Event()
+        self._arrived = ArrivalSignal()  # set whenever a read brought frames or records
         self._thread = threading.Thread(target=self._receive_loop, name=f"fifo-frames-{self._stream_id}", daemon=True)
         self._thread.start()
 
     def wait_for_items(self, timeout_s: float) -> bool:
         """Block until a read brought frames or records, at most `timeout_s`; whether one
         did. A reader on its own thread (the extract stage's read-ahead) waits here."""
-        if self._arrived.wait(timeout_s):
-            self._arrived.clear()  # before the batch that follows: nothing read later is missed
-            return True
-        return False
+        return self._arrived.wait(timeout_s)
 
     # ------------------------------------------------------------ receive thread
 

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Tuple
 
 from connectors.frame_accounting import FrameAccounting
 from connectors.frame_buffer import FrameBuffer, TimeJumpGuard
-from connectors.receiver import SubReceiver
+from connectors.receiver import ArrivalSignal, SubReceiver
 from connectors.shares import in_share
 from facemoment.core.types import Frame
 from facemoment.formats.wire import FRAME_TOPIC, WireError, unpack_frame, unpack_header
@@ -52,9 +52,7 @@ class FrameReceiver:
         max_time_jump_s: Optional[float] = None,
     ) -> None:
         self.lock = threading.Lock()
-        # Set whenever the receive thread handled a message: a reader waits on it
-        # instead of asking again every few milliseconds.
-        self._arrived = threading.Event()
+        self._arrived = ArrivalSignal()  # set for every message handled
         self._stream_id = stream_id
         self._buffer = buffer
         self._accounting = accounting
@@ -92,10 +90,7 @@ class FrameReceiver:
     def wait(self, timeout_s: float) -> bool:
         """Block until a message was handled since the last wait, at most `timeout_s`;
         whether one was (what it brought is for `take`)."""
-        if self._arrived.wait(timeout_s):
-            self._arrived.clear()  # before the `take` that follows: nothing handled later is missed
-            return True
-        return False
+        return self._arrived.wait(timeout_s)
 
     def stop(self) -> None:
         self._sub.stop()

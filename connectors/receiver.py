@@ -54,6 +54,24 @@ def drain(sock: zmq.Socket, stop: threading.Event, handle: Callable[[List[Any]],
         handle(parts)
 
 
+class ArrivalSignal:
+    """What a receive thread sets whenever it handled something, for a reader on its own
+    thread to wait on instead of polling."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until set since the last wait, at most `timeout_s`; whether it was."""
+        if self._event.wait(timeout_s):
+            self._event.clear()  # before the batch that follows: nothing handled later is missed
+            return True
+        return False
+
+
 def stop_receiver(stop: threading.Event, thread: threading.Thread, timeout_s: float = 5.0) -> None:
     """Ask the receive thread to stop and wait for it (unless called from it)."""
     stop.set()

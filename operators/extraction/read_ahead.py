@@ -56,6 +56,8 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
         detect_width: int,
     ):
         self._inner = inner
+        # A source with an arrival signal is waited on; others are asked again when they say.
+        self._wait_for_items = getattr(inner, "wait_for_items", None)
         self._detect_width = detect_width
         self._rereads = rereads
         self._shared = shared
@@ -108,12 +110,11 @@ class _ReadAheadPartition(StatefulSourcePartition[Any, Any]):
     def _wait_for_source(self, awake: Optional[datetime]) -> None:
         """Wait for a source that had nothing: on its arrival signal when it has one
         (`wait_for_items`, e.g. a ZeroMQ receiver), else until the time it named."""
-        wait_for_items = getattr(self._inner, "wait_for_items", None)
-        if wait_for_items is None:
+        if self._wait_for_items is None:
             self._closing.wait(_seconds_until(awake))
         elif not self._closing.is_set():
             # Bounded, so a stop or the source's own end (idle timeout) is seen soon.
-            wait_for_items(FEEDER_WAIT_S)
+            self._wait_for_items(FEEDER_WAIT_S)
 
     def _wait_for_room(self) -> bool:
         """Block while `depth` frames are in flight; False once the partition closes."""
