@@ -1,12 +1,13 @@
 """Clips for triggers: cut from the source file, or encoded from a ring buffer of frames.
 
 Items are `(stream_id, ClipItem)`: triggers, and for live streams the stream's frames
-as JPEGs (`EncodedFrame`). One partition per stream.
+as JPEGs (`EncodedFrame`, or a `PendingFrame` still being compressed: it joins the ring
+once done, in arrival order). One partition per stream.
 
 - File source: on a trigger, `ffmpeg -ss START -i SRC -t DURATION -c copy` (as
   visualbase does), then the real duration is probed.
 - Live source: a ring buffer bounded in age and bytes; a trigger waits until a frame
-  at or past its end arrives, then its span is written at a constant frame rate,
+  at or past its end is in it (waiting for compressions already under way), then its span is written at a constant frame rate,
   every output slot filled with the latest frame at or before it.
 
 Encoding runs on one background thread per partition, so a clip never stalls the
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple, Union
 from zlib import adler32
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -43,6 +45,7 @@ from facemoment.formats.clip_files import (
     clip_source,
 )
 from facemoment.formats.frame_ring import EncodedFrame, FrameRing, recorded_frames
+from facemoment.formats.ring_encoder import PendingFrame
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ log = logging.getLogger(__name__)
 RECENT_DONE_KEYS = 1024
 
 
-ClipItem = Union[Trigger, EncodedFrame]
+ClipItem = Union[Trigger, EncodedFrame, PendingFrame]
+RingFrame = Union[EncodedFrame, PendingFrame]
 
 
 @dataclass
@@ -82,6 +86,9 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         self._done: List[str] = list(state.done)[-RECENT_DONE_KEYS:]
         self._done_set: Set[str] = self.manifest.ok_keys() | set(state.done)
         self._pending: List[Trigger] = []
+        # Frames not yet in the ring: compressing, or behind one that is.
+        self._compressing: Deque[RingFrame] = deque()
+        self.frames_not_compressed = 0
         self._in_flight: Dict[str, Tuple[Trigger, Future]] = {}
         self._claimed: Set[str] = set()
         self._encoding = media.Background()  # idle priority until the input ends
@@ -97,19 +104,50 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
     def write_batch(self, values: List[ClipItem]) -> None:
         self._harvest()
         for item in values:
-            if isinstance(item, EncodedFrame):
+            if isinstance(item, (EncodedFrame, PendingFrame)):
                 self._on_frame(item)
             elif isinstance(item, Trigger):
                 self._on_trigger(item)
             else:
                 log.warning("clips: ignoring an item of type %s", type(item).__name__)
+        self._settle()
 
-    def _on_frame(self, frame: EncodedFrame) -> None:
+    def _on_frame(self, frame: RingFrame) -> None:
         if self.source.is_file or frame.stream_id != self.stream_id:
             return  # a file source cuts its clips from the file
-        self.ring.add(frame)
-        if self._pending and frame.t_ns >= min(t.t_end_ns for t in self._pending):
-            self._submit_ready(frame.t_ns)
+        self._compressing.append(frame)
+
+    def _settle(self, wait: bool = False) -> None:
+        """Move compressed frames into the ring, in arrival order, and submit the
+        triggers whose end the ring now reaches. Waits for a compression only when a
+        pending trigger needs that frame (or `wait`): a clip starts as soon as it could."""
+        queue = self._compressing
+        while queue:
+            head = queue[0]
+            if not (wait or isinstance(head, EncodedFrame) or head.done() or self._needed()):
+                break
+            queue.popleft()
+            try:
+                encoded = head if isinstance(head, EncodedFrame) else head.result()
+            except Exception as exc:  # the frame is missing from clips, which fill its slot
+                self.frames_not_compressed += 1
+                log.warning("clips: frame %s of %s was not compressed: %s", head.frame_id, self.stream_id, exc)
+                continue
+            self.ring.add(encoded)
+        newest = self.ring.newest_t_ns
+        if self._pending and newest is not None and newest >= min(t.t_end_ns for t in self._pending):
+            self._submit_ready(newest)
+
+    def _needed(self) -> bool:
+        # A pending trigger ends at or before a frame already queued, and the ring does
+        # not reach that end yet: the frames up to it are as good as here.
+        if not self._pending:
+            return False
+        end = min(t.t_end_ns for t in self._pending)
+        newest = self.ring.newest_t_ns
+        if newest is not None and newest >= end:
+            return False
+        return any(f.t_ns >= end for f in self._compressing)
 
     def _on_trigger(self, trigger: Trigger) -> None:
         key = trigger.key
@@ -207,6 +245,7 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         # machine must not hold the end of the run), and pending triggers get whatever
         # the buffer holds.
         self._encoding.lift()
+        self._settle(wait=True)
         pending, self._pending = self._pending, []
         for trigger in pending:
             self._submit(trigger, self._from_ring(trigger), ring=True)

@@ -24,7 +24,7 @@ from connectors.triggers_jsonl import TriggersJsonlSink
 from facemoment.core.config import Config
 from facemoment.core.records import Level, Record
 from facemoment.core.types import Extracted, Frame, Observation, Trigger
-from facemoment.formats.frame_ring import encode_frame
+from facemoment.formats.ring_encoder import encode_later
 from facemoment.runtime import cluster, startup
 
 
@@ -76,7 +76,8 @@ def write_clips(
     else:
         live_frames = recorded
     if live_frames is not None:
-        encoded = op.map("encode", live_frames, functools.partial(encode_frame, quality=cfg.output.jpeg_quality))
+        # Compressed on the frame's worker, off its thread (facemoment.formats.ring_encoder).
+        encoded = op.map("encode", live_frames, functools.partial(encode_later, quality=cfg.output.jpeg_quality))
         items.append(op.key_on("key_encoded", encoded, lambda e: e.stream_id))
     sink = ClipSink(
         Path(cfg.output.output_dir),

@@ -423,3 +423,133 @@ def test_a_live_streams_clip_writing_thread_runs_in_the_background_until_the_inp
             assert part._pool.submit(lambda: os.sched_getscheduler(0)).result(30) == os.SCHED_OTHER
     finally:
         part.close()
+
+
+# ------------------------------------------------------------------ compressing off the worker's thread
+
+
+def _pending(i: int, future=None):
+    from concurrent.futures import Future
+
+    from facemoment.formats.ring_encoder import PendingFrame
+
+    e = encoded(i)
+    if future is None:
+        future = Future()
+        future.set_result(e)
+    return PendingFrame(e.stream_id, e.frame_id, e.t_ns, future), e
+
+
+def test_frames_being_compressed_join_the_ring_once_done_and_in_arrival_order(tmp_path):
+    from concurrent.futures import Future
+
+    part = live_part(tmp_path / "out")
+    slow = Future()
+    first, first_encoded = _pending(0, slow)
+    second, _ = _pending(1)
+    part.write_batch([first, second])
+    assert len(part.ring) == 0  # the second waits behind the first
+    slow.set_result(first_encoded)
+    part.write_batch([])
+    assert [f.frame_id for f in part.ring.frames()] == [0, 1]
+    part.close()
+
+
+def test_a_frame_that_failed_to_compress_is_left_out_and_counted(tmp_path):
+    from concurrent.futures import Future
+
+    part = live_part(tmp_path / "out")
+    broken = Future()
+    broken.set_exception(ValueError("cannot JPEG-encode"))
+    bad, _ = _pending(0, broken)
+    good, _ = _pending(1)
+    part.write_batch([bad, good])
+    assert [f.frame_id for f in part.ring.frames()] == [1]
+    assert part.frames_not_compressed == 1
+    part.close()
+
+
+def test_a_trigger_waits_for_the_compressions_its_clip_needs_and_no_others(tmp_path):
+    import threading
+
+    from facemoment.formats.ring_encoder import JpegEncoder
+
+    gate = threading.Event()
+
+    def encode(frame, quality):
+        if frame.frame_id >= 180:  # 6.0 s on: held until the gate opens
+            assert gate.wait(30)
+        return encode_frame(frame, quality)
+
+    encoder = JpegEncoder(threads=2, max_pending=400, encode=encode)
+    part = live_part(tmp_path / "out")
+    frames = [encoder.submit(Frame("cam0", i, int(round(i * FRAME_NS)), frame_image(i)), 80) for i in range(186)]
+
+    # No trigger needs the held frames: the batch does not wait for them.
+    plain = threading.Thread(target=part.write_batch, args=(frames,))
+    plain.start()
+    plain.join(30)
+    assert not plain.is_alive()
+
+    # A trigger ending at 6.0 s needs frame 180: its batch waits for that compression.
+    trigger = make_trigger(4.0)
+    waiting = threading.Thread(target=part.write_batch, args=([trigger],))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()
+    assert part.drain() == []
+    gate.set()
+    waiting.join(30)
+    assert not waiting.is_alive()
+    (result,) = part.drain()  # submitted in that same batch
+    assert result.status == "ok", result.error
+    part.close()
+
+
+def test_the_encoder_holds_at_most_its_pending_frames_and_then_waits():
+    import threading
+
+    from facemoment.formats.ring_encoder import JpegEncoder
+
+    gate = threading.Event()
+
+    def encode(frame, quality):
+        assert gate.wait(30)
+        return encode_frame(frame, quality)
+
+    encoder = JpegEncoder(threads=1, max_pending=2, encode=encode)
+    frame = lambda i: Frame("cam0", i, int(i * FRAME_NS), frame_image(i))  # noqa: E731
+    held = [encoder.submit(frame(0)), encoder.submit(frame(1))]
+    third = []
+    blocked = threading.Thread(target=lambda: third.append(encoder.submit(frame(2))))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive() and not third
+    gate.set()
+    blocked.join(30)
+    assert not blocked.is_alive()
+    assert [p.result().frame_id for p in held + third] == [0, 1, 2]
+
+
+def test_compression_runs_on_a_lower_priority_thread_and_gives_the_same_jpeg():
+    import os
+    import pickle
+    import threading
+
+    from facemoment.formats.ring_encoder import JpegEncoder
+
+    where = {}
+
+    def encode(frame, quality):
+        tid = threading.get_native_id()
+        where["tid"], where["nice"] = tid, os.getpriority(os.PRIO_PROCESS, tid)
+        return encode_frame(frame, quality)
+
+    frame = Frame("cam0", 7, 233, frame_image(7))
+    pending = JpegEncoder(encode=encode).submit(frame, 80)
+    result = pending.result()
+    assert result == encode_frame(frame, 80)
+    assert where["tid"] != threading.get_native_id()
+    assert where["nice"] > os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    # Crossing to another process it travels as the compressed frame.
+    assert pickle.loads(pickle.dumps(pending)) == result
