@@ -175,3 +175,52 @@ def test_a_camera_analysed_on_its_detect_stream_gets_clips_from_its_full_stream(
         ok, image = capture.read()
         capture.release()
         assert ok and image.shape[:2] == (720, 1280)  # cut from the full stream
+
+
+def test_a_live_camera_read_in_shares_by_two_processes_gets_its_clips(module_flow_env, tmp_path):
+    """Each process reads a share of the camera and compresses its frames for the clip
+    ring where it read them; the ring's partition lives in one process, so the other's
+    frames cross to it (as the JPEGs they become) and every trigger gets its clip."""
+    import subprocess
+
+    from conftest import finish, free_port
+
+    video = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    for index in range(60, 270):
+        writer.write(render_frame(index))
+    writer.release()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in module_flow_env.items() if not k.startswith("FACEMOMENT")}
+    daemon = subprocess.Popen(
+        [PYTHON, "-m", "facemoment", "daemon", str(video), "--pub", address, "--fps", "15",
+         "--wait-subscribers", "2", "--lossless"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    out = tmp_path / "out"
+    config = tmp_path / "camera.toml"
+    config.write_text(
+        "\n".join([
+            'preset = "batch"',
+            "[extract]",
+            'extractors = ["face", "quality"]',
+            "[source]",
+            "idle_timeout_s = 3.0",
+            "[output]",
+            f"output_dir = {json.dumps(str(out))}",
+            'trig_address = "none"',
+            "[cameras.gate]",
+            f"source = {json.dumps(address)}",
+        ]) + "\n"
+    )
+    try:
+        flow_output = run_flows(
+            [[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], {**env, "FACEMOMENT_CONFIG": str(config)}
+        )[0]
+    finally:
+        finish([daemon], timeout=60)
+    triggers = [json.loads(line) for line in (out / "triggers.jsonl").read_text().splitlines()]
+    assert triggers, flow_output[-3000:]
+    clips = [json.loads(line) for line in (out / "clips" / "clips.jsonl").read_text().splitlines()]
+    written = [c for c in clips if c.get("status") == "ok"]
+    assert len(written) == len(triggers), clips
