@@ -49,7 +49,8 @@ PYTHON = sys.executable
 
 def finish(procs: List[Any], timeout: float = 300) -> List[str]:
     """Each process's output once it ends; any still running when waiting fails is
-    killed, and each must have exited 0."""
+    killed (with what it started, when it leads its own process group), and each must
+    have exited 0."""
     outputs = []
     try:
         for proc in procs:
@@ -57,10 +58,24 @@ def finish(procs: List[Any], timeout: float = 300) -> List[str]:
     finally:
         for proc in procs:
             if proc.poll() is None:
-                proc.kill()
+                kill_tree(proc)
     for proc, output in zip(procs, outputs):
         assert proc.returncode == 0, output[-4000:]
     return outputs
+
+
+def kill_tree(proc: Any) -> None:
+    """Kill `proc`, and its process group when it leads one: `bytewax.testing -p N`
+    starts its processes as children, which would outlive it and hold the cores."""
+    import signal
+
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.kill()
+    proc.wait()
 
 
 def run_flows(cmds: List[List[str]], env: Dict[str, str], timeout: float = 300) -> List[str]:
@@ -68,7 +83,9 @@ def run_flows(cmds: List[List[str]], env: Dict[str, str], timeout: float = 300) 
     import subprocess
 
     procs = [
-        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         for cmd in cmds
     ]
     return finish(procs, timeout)
