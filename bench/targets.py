@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -340,7 +341,11 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
                and bool(clips.get("full_size")) and bool(clips.get("full_length")))
         short = []
         if share is None or share < RAW_COMPLETE_GOAL:
-            short.append(f"{percent_text(share)} fused with every extractor, {(RAW_COMPLETE_GOAL - (share or 0)) * 100:.1f} points short")
+            done, sent = c["fused_complete_or_empty"], c["frames_sent"]
+            lacking = max(1, math.ceil(RAW_COMPLETE_GOAL * sent - 1e-9) - done)
+            short.append(f"{(share or 0) * 100:.2f}% fused with every extractor, {(RAW_COMPLETE_GOAL - (share or 0)) * 100:.2f} "
+                         f"points short: {lacking} frame{'' if lacking == 1 else 's'} of {sent} "
+                         f"(lost on the wire {c['dropped_by_reason'].get('queue_full', 0)}, late {c['late_frames_not_fused']})")
         if c["shed"]:
             short.append(f"{c['shed']} shed")
         if missed:
