@@ -8,7 +8,7 @@ import json
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import cv2
 import pytest
@@ -56,6 +56,43 @@ def cameras_toml(files: Dict[str, Path], out: Path) -> str:
     for name, path in files.items():
         lines += [f"[cameras.{name}]", f"source = {json.dumps(str(path))}"]
     return "\n".join(lines) + "\n"
+
+
+def write_gate_video(path: Path, size: Tuple[int, int]) -> Path:
+    """The sample's frames 60..269 (the face comes and goes) at `size`."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, size)
+    for index in range(60, 270):
+        image = render_frame(index)
+        writer.write(image if size == (640, 480) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR))
+    writer.release()
+    return path
+
+
+def start_daemon(video: Path, env: Dict[str, str], *args: str) -> Any:
+    """`facemoment daemon` publishing `video` at 15 fps, lossless, with `args` (addresses, waits)."""
+    import subprocess
+
+    return subprocess.Popen(
+        [PYTHON, "-m", "facemoment", "daemon", str(video), "--fps", "15", "--lossless", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def live_gate_config(path: Path, out: Path, **camera: str) -> Path:
+    """A config with one live camera `gate` (`camera`: its source and detect addresses), face and quality."""
+    lines = [
+        'preset = "batch"',
+        "[extract]",
+        'extractors = ["face", "quality"]',
+        "[source]",
+        "idle_timeout_s = 3.0",
+        "[output]",
+        f"output_dir = {json.dumps(str(out))}",
+        'trig_address = "none"',
+        "[cameras.gate]",
+    ] + [f"{key} = {json.dumps(value)}" for key, value in camera.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def test_with_more_cameras_than_workers_each_camera_is_read_whole_on_one_worker(four_cameras, tmp_path):
@@ -123,39 +160,15 @@ def test_four_cameras_fire_the_same_triggers_on_one_worker_two_workers_and_two_p
 
 
 def test_a_camera_analysed_on_its_detect_stream_gets_clips_from_its_full_stream(module_flow_env, tmp_path):
-    import subprocess
-
     from conftest import finish, free_port
 
-    full = tmp_path / "full.avi"
-    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 30, (1280, 720))
-    for index in range(60, 270):
-        writer.write(cv2.resize(render_frame(index), (1280, 720), interpolation=cv2.INTER_LINEAR))
-    writer.release()
+    full = write_gate_video(tmp_path / "full.avi", (1280, 720))
     full_address, detect_address = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     env = {k: v for k, v in module_flow_env.items() if not k.startswith("FACEMOMENT")}
-    daemon = subprocess.Popen(
-        [PYTHON, "-m", "facemoment", "daemon", str(full), "--pub", full_address, "--detect", detect_address,
-         "--detect-width", "640", "--fps", "15", "--wait-subscribers", "1", "--lossless"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    daemon = start_daemon(full, env, "--pub", full_address, "--detect", detect_address, "--detect-width", "640",
+                          "--wait-subscribers", "1")
     out = tmp_path / "out"
-    config = tmp_path / "camera.toml"
-    config.write_text(
-        "\n".join([
-            'preset = "batch"',
-            "[extract]",
-            'extractors = ["face", "quality"]',
-            "[source]",
-            "idle_timeout_s = 3.0",
-            "[output]",
-            f"output_dir = {json.dumps(str(out))}",
-            'trig_address = "none"',
-            "[cameras.gate]",
-            f"source = {json.dumps(full_address)}",
-            f"detect = {json.dumps(detect_address)}",
-        ]) + "\n"
-    )
+    config = live_gate_config(tmp_path / "camera.toml", out, source=full_address, detect=detect_address)
     try:
         flow_output = run_flows([[PYTHON, "-m", "bytewax.run", "dataflows.facemoment"]], {**env, "FACEMOMENT_CONFIG": str(config)})[0]
     finally:
@@ -181,38 +194,14 @@ def test_a_live_camera_read_in_shares_by_two_processes_gets_its_clips(module_flo
     """Each process reads a share of the camera and compresses its frames for the clip
     ring where it read them; the ring's partition lives in one process, so the other's
     frames cross to it (as the JPEGs they become) and every trigger gets its clip."""
-    import subprocess
-
     from conftest import finish, free_port
 
-    video = tmp_path / "camera.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
-    for index in range(60, 270):
-        writer.write(render_frame(index))
-    writer.release()
+    video = write_gate_video(tmp_path / "camera.avi", (640, 480))
     address = f"tcp://127.0.0.1:{free_port()}"
     env = {k: v for k, v in module_flow_env.items() if not k.startswith("FACEMOMENT")}
-    daemon = subprocess.Popen(
-        [PYTHON, "-m", "facemoment", "daemon", str(video), "--pub", address, "--fps", "15",
-         "--wait-subscribers", "2", "--lossless"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    daemon = start_daemon(video, env, "--pub", address, "--wait-subscribers", "2")
     out = tmp_path / "out"
-    config = tmp_path / "camera.toml"
-    config.write_text(
-        "\n".join([
-            'preset = "batch"',
-            "[extract]",
-            'extractors = ["face", "quality"]',
-            "[source]",
-            "idle_timeout_s = 3.0",
-            "[output]",
-            f"output_dir = {json.dumps(str(out))}",
-            'trig_address = "none"',
-            "[cameras.gate]",
-            f"source = {json.dumps(address)}",
-        ]) + "\n"
-    )
+    config = live_gate_config(tmp_path / "camera.toml", out, source=address)
     try:
         flow_output = run_flows(
             [[PYTHON, "-m", "bytewax.testing", "dataflows.facemoment", "-p", "2"]], {**env, "FACEMOMENT_CONFIG": str(config)}
