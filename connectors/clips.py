@@ -7,8 +7,9 @@ once done, in arrival order). One partition per stream.
 - File source: on a trigger, `ffmpeg -ss START -i SRC -t DURATION -c copy` (as
   visualbase does), then the real duration is probed.
 - Live source: a ring buffer bounded in age and bytes; a trigger waits until a frame
-  at or past its end is in it (waiting for compressions already under way), then its span is written at a constant frame rate,
-  every output slot filled with the latest frame at or before it.
+  at or past its end is in it (waiting for compressions already under way), then its
+  span is written at a constant frame rate, every output slot filled with the latest
+  frame at or before it.
 
 Encoding runs on one background thread per partition, so a clip never stalls the
 dataflow. `clips/clips.jsonl` records every clip (ok or failed); a trigger whose key
@@ -122,9 +123,15 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
         triggers whose end the ring now reaches. Waits for a compression only when a
         pending trigger needs that frame (or `wait`): a clip starts as soon as it could."""
         queue = self._compressing
+        end = min((t.t_end_ns for t in self._pending), default=None)
+        # A pending trigger ends at or before a frame already queued: the frames up to it
+        # are as good as here, so they are waited for until the ring reaches that end.
+        reach = end if end is not None and any(f.t_ns >= end for f in queue) else None
         while queue:
             head = queue[0]
-            if not (wait or isinstance(head, EncodedFrame) or head.done() or self._needed()):
+            newest = self.ring.newest_t_ns
+            needed = reach is not None and (newest is None or newest < reach)
+            if not (wait or needed or isinstance(head, EncodedFrame) or head.done()):
                 break
             queue.popleft()
             try:
@@ -135,19 +142,8 @@ class _ClipPartition(StatefulSinkPartition[ClipItem, ClipState]):
                 continue
             self.ring.add(encoded)
         newest = self.ring.newest_t_ns
-        if self._pending and newest is not None and newest >= min(t.t_end_ns for t in self._pending):
+        if end is not None and newest is not None and newest >= end:
             self._submit_ready(newest)
-
-    def _needed(self) -> bool:
-        # A pending trigger ends at or before a frame already queued, and the ring does
-        # not reach that end yet: the frames up to it are as good as here.
-        if not self._pending:
-            return False
-        end = min(t.t_end_ns for t in self._pending)
-        newest = self.ring.newest_t_ns
-        if newest is not None and newest >= end:
-            return False
-        return any(f.t_ns >= end for f in self._compressing)
 
     def _on_trigger(self, trigger: Trigger) -> None:
         key = trigger.key
