@@ -604,6 +604,24 @@ def test_camera_summary_counts_one_stream_and_explains_a_missed_trigger_by_the_b
     assert split["cam0"] > split["cam1"] > 2.5
 
 
+def test_wire_losses_say_where_in_the_stream_and_under_which_schedule():
+    records = [
+        dict(_rates("c", 0.0, 0, False, 1), frame_id=0),
+        {"record_type": "frame_drop", "stream": "c", "frame_id": 23, "reason": "queue_full",
+         "dropped_range": [7, 22], "dropped_count": 16},
+        dict(_rates("c", 2.2, 1, True, 67), frame_id=67),
+        {"record_type": "frame_drop", "stream": "c", "frame_id": 102, "reason": "queue_full",
+         "dropped_range": [101, 101], "dropped_count": 1},
+        {"record_type": "frame_drop", "stream": "c", "frame_id": 5, "reason": "timeout"},  # not on the wire
+    ]
+    losses = camera_accounting.wire_losses(records)
+    assert [(g["first"], g["last"], g["count"], g["occupied"], g["level"]) for g in losses] == [
+        (7, 22, 16, False, 0), (101, 101, 1, True, 1)]
+    assert camera_accounting.describe_wire_losses(losses) == (
+        "frames 7-22 at 0.23 s (empty, level 0); frame 101 at 3.37 s (occupied, level 1)")
+    assert camera_accounting.describe_wire_losses(losses, limit=1).endswith("; 1 more")
+
+
 def test_complete_frames_count_pose_and_hands_not_scheduled_on_an_empty_camera():
     records = [{"record_type": "timing", "component": "fusion_process", "stream": "c", "frame_id": i} for i in range(4)]
     records += [
@@ -696,7 +714,9 @@ def test_camera_targets_and_their_section_in_results_md():
         "preset": "realtime,lean,park", "frames_per_camera": 360, "references": {"rider": 2, "empty": 0},
         "empty_camera_by_difference_cores": 0.04, "cpu_method": "split",
         "layouts": {
-            "1 camera 1920x1080": layout([_camera("rider_1080", True, complete=350)], clips={
+            "1 camera 1920x1080": layout([dict(_camera("rider_1080", True, complete=350), publisher_max_lag_ms=12.5,
+                                               wire_losses=[{"first": 3, "last": 11, "count": 9, "t_s": 0.1,
+                                                             "occupied": False, "level": 0}])], clips={
                 "clips": 2, "triggers": 2, "full_size": True, "full_length": True, "clip_seconds": [3.0, 3.0],
                 "trigger_spans_s": [3.0, 3.0], "files": [{"file": "a.mp4", "size": "1920x1080", "seconds": 3.0}]}),
             "4 cameras": layout([_camera("rider", True), _camera("rider_shifted", True, p99=1200.0),
@@ -714,6 +734,8 @@ def test_camera_targets_and_their_section_in_results_md():
     raw = rows["1 camera, raw 1920x1080 at 30 fps"]
     # 350/360 = 97.2%; 99.5% of 360 frames needs 359.
     assert raw["met"] is False and "97.22% fused with every extractor, 2.28 points short: 9 frames of 360" in raw["shortfall"]
+    assert "lost on the wire at frames 3-11 at 0.1 s (empty, level 0); the publisher was at most 12.5 ms behind" in \
+        raw["shortfall"]
     four = rows["4 cameras at 30 fps 640x480 (two riders, two empty)"]
     assert four["met"] is False and "200 ms over" in four["shortfall"]
     eight = rows["8 cameras: nothing lost silently"]

@@ -102,6 +102,44 @@ def explain_missed(missed: Sequence[Mapping[str, Any]], history: Sequence[Mappin
     return out
 
 
+def wire_losses(records: Sequence[Record]) -> List[Dict[str, Any]]:
+    """Each run of frames lost on the wire (a `queue_full` gap): its frame ids, when in the
+    stream (the cameras' 30 fps time base) and the budget's schedule in force then
+    (occupied, level), so a reader sees whether losses fall at the stream's start, where a
+    rider enters, or anywhere."""
+    rates = sorted(((int(r["frame_id"]), r) for r in records
+                    if r.get("record_type") == "camera_rates" and r.get("frame_id") is not None), key=lambda x: x[0])
+    out = []
+    for r in records:
+        if r.get("record_type") != "frame_drop" or r.get("reason") != "queue_full":
+            continue
+        first, last = (r.get("dropped_range") or [r.get("frame_id"), r.get("frame_id")])[:2]
+        if first is None:
+            continue
+        in_force: Mapping[str, Any] = {}
+        for fid, rate in rates:
+            if fid > int(first):
+                break
+            in_force = rate
+        out.append({"first": int(first), "last": int(last), "count": int(r.get("dropped_count") or 1),
+                    "t_s": round(int(first) / FPS, 2), "occupied": in_force.get("occupied"),
+                    "level": in_force.get("level")})
+    return sorted(out, key=lambda x: x["first"])
+
+
+def describe_wire_losses(losses: Sequence[Mapping[str, Any]], limit: int = MAX_LISTED) -> str:
+    """`frames 7-22 at 0.23 s (empty, level 0); ...` for the first `limit` runs of losses."""
+    parts = []
+    for gap in losses[:limit]:
+        ids = str(gap["first"]) if gap["first"] == gap["last"] else f"{gap['first']}-{gap['last']}"
+        state = "no schedule yet" if gap["occupied"] is None else (
+            f"{'occupied' if gap['occupied'] else 'empty'}, level {gap['level']}")
+        parts.append(f"frame{'' if gap['first'] == gap['last'] else 's'} {ids} at {gap['t_s']} s ({state})")
+    if len(losses) > limit:
+        parts.append(f"{len(losses) - limit} more")
+    return "; ".join(parts)
+
+
 def extraction_ms(records: Iterable[Record]) -> Dict[str, float]:
     """Summed extractor processing time (frame_extract records) per stream."""
     out: Dict[str, float] = {}
@@ -205,6 +243,9 @@ def camera_summary(
         "not_carried_by_extractor": acc["not_carried_by_extractor"],
         "unaccounted": acc["unaccounted"],
         "publisher_dropped": acc["publisher_dropped"],
+        "wire_losses": wire_losses(mine),
+        # How late the publisher itself sent against its 30 fps schedule (a late publisher sends in bursts).
+        "publisher_max_lag_ms": publisher.get("max_schedule_lag_ms"),
         "triggers": match,
         "missed_explained": explain_missed(match["missed_triggers"], history),
         "decision_p99_ms": release["decision"]["p99_ms"],
