@@ -1,0 +1,64 @@
+"""The allocator settings a run applies: frames at the analysis size reuse heap memory,
+raw full-resolution frames are mapped per frame and returned on free."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import PYTHON, REPO
+
+# In a fresh interpreter: mallopt changes the whole process. Counts the mmapped blocks
+# glibc holds (mallinfo2's hblks) while one array of each size is alive.
+PROBE = textwrap.dedent(
+    """
+    import ctypes, ctypes.util, json, sys
+    import numpy as np
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+            "keepcost")]
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = MallInfo2
+    if sys.argv[1] == "apply":
+        from facemoment.runtime import memory
+        assert memory.keep_frame_memory_flat()
+
+    def mapped_while_alive(shape):
+        before = libc.mallinfo2().hblks
+        frame = np.ones(shape, np.uint8)
+        during = libc.mallinfo2().hblks
+        del frame
+        return during - before
+
+    analysis = [mapped_while_alive((480, 640, 3)) for _ in range(5)]
+    raw = [mapped_while_alive((1080, 1920, 3)) for _ in range(5)]
+    print(json.dumps({"analysis": analysis, "raw": raw}))
+    """
+)
+
+
+def _probe(mode: str) -> dict:
+    out = subprocess.run([PYTHON, "-c", PROBE, mode], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_frames_at_the_analysis_size_come_from_the_heap_and_raw_frames_are_mapped():
+    applied = _probe("apply")
+    assert applied["analysis"] == [0] * 5  # 640x480 frames: heap memory, reused
+    assert applied["raw"] == [1] * 5  # 1080p frames: mapped each time, returned on free
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_without_the_pinned_threshold_glibc_moves_raw_frames_into_its_heaps():
+    # What pinning prevents: after the first raw frame is freed, glibc raises its
+    # threshold and later raw frames come from the heaps, where they fragment.
+    assert _probe("default")["raw"][1:] == [0] * 4
