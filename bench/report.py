@@ -277,8 +277,8 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
             for e in c["triggers"].get("extra_triggers") or []:
                 lines.append(f"  - {stream} extra {e['reason']} at {e['t_start_s']} s")
     if cams.get("empty_camera_alone_cores") is not None:
-        lines.append(f"- an empty camera alone (the flow process with one empty camera, all its costs): "
-                     f"{cams['empty_camera_alone_cores']} cores")
+        lines.append(f"- an empty camera alone (the flow process with one empty camera, all its costs, the process's "
+                     f"own included): {cams['empty_camera_alone_cores']} cores")
     if cams.get("empty_camera_added_cores") is not None:
         lines.append("- what an empty camera adds to a process (3 empty cameras minus 1, halved): "
                      f"{cams['empty_camera_added_cores']} cores")

@@ -423,14 +423,19 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
         added = cams.get("empty_camera_added_cores")
         label = f"{cost_from['cameras']}-camera run"
         if empty:
-            # The worst of the split and the direct figure; the difference of two budgeted
-            # runs is shown, not counted (the budget runs the rider differently in each).
-            worst = max(empty + ([alone] if alone is not None else []))
+            # Per camera: the worst of its CPU per camera-second (the split) and what an empty
+            # camera adds to a process. The process's own cost (the one-empty-camera process
+            # minus that: Bytewax's worker loop, the models' idle threads) is paid once per
+            # process, however many cameras it runs, and is shown, not counted; so is the
+            # difference of two budgeted runs (the budget runs the rider differently in each).
+            worst = max(empty + ([added] if added is not None else []))
             met = worst <= EMPTY_CAMERA_GOAL_CORES
+            fixed = rounded(alone - added, 3) if alone is not None and added is not None else None
             add("an empty camera's CPU", f"<= {EMPTY_CAMERA_GOAL_CORES:.2f} core", worst, met,
                 None if met else f"{worst - EMPTY_CAMERA_GOAL_CORES:.3f} core over",
-                f"split in the {label}: {empty}; alone (the flow process with one empty camera): {alone}; "
-                f"added to a process (3 empty cameras minus 1, halved): {added}; "
+                f"split in the {label}: {empty}; added to a process (3 empty cameras minus 1, halved): {added}; "
+                f"alone (the flow process with one empty camera, the process's own cost included): {alone}, so the "
+                f"process's own cost is about {fixed} (not a camera's); "
                 f"by difference (2 cameras minus 1): {diff}; {cams.get('cpu_method')}")
         if riders:
             worst = max(riders)

@@ -741,14 +741,20 @@ def test_camera_targets_and_their_section_in_results_md():
     eight = rows["8 cameras: nothing lost silently"]
     assert eight["met"] is False and eight["shortfall"].startswith("1 of 2 missed")
     assert rows["an empty camera's CPU"]["measured"] == 0.08 and rows["an empty camera's CPU"]["met"] is False
-    # Measured alone, the empty camera's whole process counts when it is the worse figure.
-    alone = dict(cams, empty_camera_alone_cores=0.11)
-    rows_alone = {t["name"]: t for t in verdicts.evaluate_targets({"machine": {"cores": 2}, "cameras": alone})}
-    assert rows_alone["an empty camera's CPU"]["measured"] == 0.11
-    assert "alone (the flow process with one empty camera): 0.11" in rows_alone["an empty camera's CPU"]["why"]
-    added = dict(alone, empty_camera_added_cores=0.045)
+    # What an empty camera adds to a process counts when it is the worse per-camera figure;
+    # the process's own cost (alone minus added) is shown, not counted as a camera's.
+    split_ok = dict(cams, layouts=dict(cams["layouts"], **{"4 cameras": layout([
+        _camera("rider", True), _camera("empty", False, offline=0, matched=0, p99=None, cpu=0.03)])}))
+    added = dict(split_ok, empty_camera_alone_cores=0.11, empty_camera_added_cores=0.045)
     rows_added = {t["name"]: t for t in verdicts.evaluate_targets({"machine": {"cores": 2}, "cameras": added})}
-    assert "added to a process (3 empty cameras minus 1, halved): 0.045" in rows_added["an empty camera's CPU"]["why"]
+    empty_row = rows_added["an empty camera's CPU"]
+    assert empty_row["measured"] == 0.045 and empty_row["met"] is True
+    assert "added to a process (3 empty cameras minus 1, halved): 0.045" in empty_row["why"]
+    assert "one empty camera, the process's own cost included): 0.11, so the process's own cost is about 0.065" in \
+        empty_row["why"]
+    more = dict(added, empty_camera_added_cores=0.06)
+    rows_more = {t["name"]: t for t in verdicts.evaluate_targets({"machine": {"cores": 2}, "cameras": more})}
+    assert rows_more["an empty camera's CPU"]["measured"] == 0.06 and rows_more["an empty camera's CPU"]["met"] is False
     assert "what an empty camera adds to a process (3 empty cameras minus 1, halved): 0.045 cores" in \
         report.render_markdown({"date": "d", "command": "c", "machine": {}, "cameras": added, "targets": []})
     assert rows["a camera with riders, CPU"]["met"] is True
