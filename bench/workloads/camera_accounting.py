@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from bench.meters import rounded
@@ -102,13 +103,28 @@ def explain_missed(missed: Sequence[Mapping[str, Any]], history: Sequence[Mappin
     return out
 
 
+class _Schedule:
+    """One camera's camera_rates records by frame: the one in force at any frame (the
+    last at or before it; {} before the first)."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        rates = sorted(((int(r["frame_id"]), r) for r in records
+                        if r.get("record_type") == "camera_rates" and r.get("frame_id") is not None),
+                       key=lambda x: x[0])
+        self._ids = [fid for fid, _ in rates]
+        self._records = [r for _, r in rates]
+
+    def at(self, frame_id: int) -> Mapping[str, Any]:
+        i = bisect.bisect_right(self._ids, frame_id)
+        return self._records[i - 1] if i else {}
+
+
 def wire_losses(records: Sequence[Record]) -> List[Dict[str, Any]]:
     """Each run of frames lost on the wire (a `queue_full` gap): its frame ids, when in the
     stream (the cameras' 30 fps time base) and the budget's schedule in force then
     (occupied, level), so a reader sees whether losses fall at the stream's start, where a
     rider enters, or anywhere."""
-    rates = sorted(((int(r["frame_id"]), r) for r in records
-                    if r.get("record_type") == "camera_rates" and r.get("frame_id") is not None), key=lambda x: x[0])
+    schedule = _Schedule(records)
     out = []
     for r in records:
         if r.get("record_type") != "frame_drop" or r.get("reason") != "queue_full":
@@ -116,11 +132,7 @@ def wire_losses(records: Sequence[Record]) -> List[Dict[str, Any]]:
         first, last = (r.get("dropped_range") or [r.get("frame_id"), r.get("frame_id")])[:2]
         if first is None:
             continue
-        in_force: Mapping[str, Any] = {}
-        for fid, rate in rates:
-            if fid > int(first):
-                break
-            in_force = rate
+        in_force = schedule.at(int(first))
         out.append({"first": int(first), "last": int(last), "count": int(r.get("dropped_count") or 1),
                     "t_s": round(int(first) / FPS, 2), "occupied": in_force.get("occupied"),
                     "level": in_force.get("level")})
@@ -184,8 +196,7 @@ def complete_frames(records: Sequence[Record]) -> Dict[str, int]:
     for r in records:
         if r.get("record_type") == "frame_carry" and not r.get("missed") and r.get("from_frame_id") is None:
             uncarried.setdefault(r.get("frame_id"), set()).add(str(r.get("source")))
-    rates = sorted(((int(r["frame_id"]), r.get("rates_fps") or {}) for r in records
-                    if r.get("record_type") == "camera_rates"), key=lambda x: x[0])
+    schedule = _Schedule(records)
     counts = {"complete": 0, "unscheduled_empty": 0, "incomplete": 0}
     for frame_id in fused:
         missing = uncarried.get(frame_id, set())
@@ -194,11 +205,7 @@ def complete_frames(records: Sequence[Record]) -> Dict[str, int]:
         elif not missing:
             counts["complete"] += 1
         else:
-            in_force: Mapping[str, Any] = {}
-            for fid, r in rates:
-                if fid > frame_id:
-                    break
-                in_force = r
+            in_force = schedule.at(frame_id).get("rates_fps") or {}
             if in_force and all(in_force.get(name, 1) == 0 for name in missing):
                 counts["unscheduled_empty"] += 1
             else:
