@@ -88,6 +88,38 @@ def system_cpu_jiffies() -> Tuple[int, int]:
     return user + nice + system + irq + softirq, steal
 
 
+def interrupt_cpu_jiffies() -> int:
+    """irq + softirq jiffies of all cores since boot (a loopback stream's packets are handled there)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields] + [0] * 8
+    return values[5] + values[6]
+
+
+def process_tree_cpu_seconds(pid: int) -> Optional[float]:
+    """CPU seconds of a live process, its children already waited for and its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: Dict[int, int] = {}
+    cpu: Dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = text[text.rindex(")") + 2:].split()
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = sum(int(v) for v in fields[11:15]) / tick
+    if pid not in cpu:
+        return None
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += cpu.get(current, 0.0)
+        stack.extend(child for child, parent in parents.items() if parent == current)
+    return total
+
+
 def own_cpu_seconds() -> float:
     """CPU seconds of this process and of its children that have been waited for."""
     own = resource.getrusage(resource.RUSAGE_SELF)

@@ -8,6 +8,7 @@ from typing import Any, Iterable, List, Mapping, Sequence, Tuple
 
 from bench.plan import RSS_PERIOD_S
 from bench.targets import percent_text, share_of
+from bench.workloads.camera_accounting import describe_others
 
 
 def _cell(value: Any) -> str:
@@ -254,7 +255,8 @@ def render_cameras(cams: Mapping[str, Any]) -> List[str]:
     lines.append("")
     for name, layout in (cams.get("layouts") or {}).items():
         lines.append(f"- {name}: {layout['stream_seconds']} s, the process {layout['process_cpu_cores']} cores "
-                     f"(fixed share {layout['fixed_share']}), {layout['trig_received']} TRIG received")
+                     f"(fixed share {layout['fixed_share']}), {layout['trig_received']} TRIG received"
+                     f"{describe_others(layout.get('others'))}")
         emitted = {s: c["fused"] + c["late_frames_not_fused"] for s, c in layout["per_camera"].items()}
         if len(emitted) > 1 and max(emitted.values()) >= 4 * max(1, min(emitted.values())):
             lines.append("  - uneven: frames that got past the source per camera "

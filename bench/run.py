@@ -154,7 +154,8 @@ def measure_cameras_section(plan: Plan, layouts: List[str], preset: str, log: Pr
     wait_for_quiet(log, plan.quiet_wait_s)
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="facemoment-bench-cameras-") as tmp, CpuMeter() as meter:
-        section = measure_cameras(layouts, preset, Path(tmp), log, baseline=not plan.quick or "4 cameras" in layouts)
+        section = measure_cameras(layouts, preset, Path(tmp), log, baseline=not plan.quick or "4 cameras" in layouts,
+                                  quiet_wait_s=plan.quiet_wait_s)
     section["load_before"] = load
     section["load_after"] = load_average()
     results.setdefault("cpu", {})["cameras"] = meter.result

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from bench.meters import rounded
 from bench.plan import FOREIGN_LOAD_NOTE, LIVE_FPS, MEMORY_SLOPE_LIMIT
 from bench.workloads.accounting import kept_up
-from bench.workloads.camera_accounting import describe_wire_losses
+from bench.workloads.camera_accounting import describe_others, describe_wire_losses
 
 
 def percent_text(value: Optional[float]) -> str:
@@ -349,7 +349,7 @@ def camera_targets(add: Any, cams: Mapping[str, Any]) -> None:
                          f"(lost on the wire {c['dropped_by_reason'].get('queue_full', 0)}, late {c['late_frames_not_fused']})")
             if c.get("wire_losses"):
                 short.append(f"lost on the wire at {describe_wire_losses(c['wire_losses'])}; the publisher was at most "
-                             f"{c.get('publisher_max_lag_ms')} ms behind its schedule")
+                             f"{c.get('publisher_max_lag_ms')} ms behind its schedule{describe_others(raw.get('others'))}")
         if c["shed"]:
             short.append(f"{c['shed']} shed")
         if missed:

@@ -65,6 +65,25 @@ def test_process_cpu_seconds_reads_a_live_process_and_none_for_a_gone_one():
     assert meters.process_cpu_seconds(2**22 + 12345) is None
 
 
+def test_process_tree_cpu_counts_a_live_grandchild():
+    import subprocess
+    import sys
+
+    # A shell whose child burns CPU, then waits to be killed: the CPU is the child's, not the shell's.
+    burn = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.3: pass'); print('burnt', flush=True); time.sleep(60)"
+    shell = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{burn}"; true'], stdout=subprocess.PIPE, text=True)
+    try:
+        assert shell.stdout.readline().strip() == "burnt"
+        assert meters.process_cpu_seconds(shell.pid) < 0.2
+        assert meters.process_tree_cpu_seconds(shell.pid) >= 0.3
+    finally:
+        for line in subprocess.run(["pgrep", "-P", str(shell.pid)], capture_output=True, text=True).stdout.split():
+            os.kill(int(line), 9)
+        shell.kill()
+        shell.wait()
+    assert meters.process_tree_cpu_seconds(2**22 + 12345) is None
+
+
 # ------------------------------------------------------------------ trigger latency
 
 
@@ -622,6 +641,27 @@ def test_wire_losses_say_where_in_the_stream_and_under_which_schedule():
     assert camera_accounting.describe_wire_losses(losses, limit=1).endswith("; 1 more")
 
 
+def test_what_others_took_from_the_cores_during_a_layout():
+    from bench.workloads.cameras import others_load
+
+    second = 1_000_000_000
+    quarter = second // 4
+    # Cumulative others' CPU: 0.1 cores for 2 s, 1.5 cores for the next second, 0.1 after; steal 0.02 throughout.
+    samples, cpu, steal = [], 0.0, 0.0
+    for i in range(17):
+        samples.append((i * quarter, cpu, steal))
+        cpu += (1.5 if 8 <= i < 12 else 0.1) / 4
+        steal += 0.02 / 4
+    load = others_load(samples)
+    assert load["busiest_second_cores"] == pytest.approx(1.5) and load["busiest_second_at_s"] == 2.0
+    assert load["mean_cores"] == pytest.approx((0.1 * 3 + 1.5) / 4, abs=1e-3)
+    assert load["steal_cores"] == pytest.approx(0.02, abs=1e-3)
+    assert others_load(samples[:1]) is None
+    text = camera_accounting.describe_others(load)
+    assert text == "; other processes took 0.45 cores on average (1.5 in the second from 2.0 s), steal 0.02"
+    assert camera_accounting.describe_others(None) == ""
+
+
 def test_complete_frames_count_pose_and_hands_not_scheduled_on_an_empty_camera():
     records = [{"record_type": "timing", "component": "fusion_process", "stream": "c", "frame_id": i} for i in range(4)]
     records += [
@@ -716,7 +756,9 @@ def test_camera_targets_and_their_section_in_results_md():
         "layouts": {
             "1 camera 1920x1080": layout([dict(_camera("rider_1080", True, complete=350), publisher_max_lag_ms=12.5,
                                                wire_losses=[{"first": 3, "last": 11, "count": 9, "t_s": 0.1,
-                                                             "occupied": False, "level": 0}])], clips={
+                                                             "occupied": False, "level": 0}])],
+                                        others={"mean_cores": 0.2, "steal_cores": 0.0, "busiest_second_cores": 0.9,
+                                                "busiest_second_at_s": 0.5}, clips={
                 "clips": 2, "triggers": 2, "full_size": True, "full_length": True, "clip_seconds": [3.0, 3.0],
                 "trigger_spans_s": [3.0, 3.0], "files": [{"file": "a.mp4", "size": "1920x1080", "seconds": 3.0}]}),
             "4 cameras": layout([_camera("rider", True), _camera("rider_shifted", True, p99=1200.0),
@@ -735,6 +777,8 @@ def test_camera_targets_and_their_section_in_results_md():
     # 350/360 = 97.2%; 99.5% of 360 frames needs 359.
     assert raw["met"] is False and "97.22% fused with every extractor, 2.28 points short: 9 frames of 360" in raw["shortfall"]
     assert "lost on the wire at frames 3-11 at 0.1 s (empty, level 0); the publisher was at most 12.5 ms behind" in \
+        raw["shortfall"]
+    assert "behind its schedule; other processes took 0.2 cores on average (0.9 in the second from 0.5 s)" in \
         raw["shortfall"]
     four = rows["4 cameras at 30 fps 640x480 (two riders, two empty)"]
     assert four["met"] is False and "200 ms over" in four["shortfall"]
@@ -777,14 +821,15 @@ def test_only_cameras_keeps_the_other_sections_figures(tmp_path, monkeypatch):
     (tmp_path / "results.json").write_text(json.dumps(previous))
     seen = {}
 
-    def fake_measure(layouts, preset, work, log, baseline=True):
-        seen.update(layouts=layouts, preset=preset, baseline=baseline)
+    def fake_measure(layouts, preset, work, log, baseline=True, quiet_wait_s=0.0):
+        seen.update(layouts=layouts, preset=preset, baseline=baseline, quiet_wait_s=quiet_wait_s)
         return {"preset": preset, "frames_per_camera": 360, "layouts": {}, "references": {}, "cpu_method": "m"}
 
     monkeypatch.setattr(run, "measure_cameras", fake_measure)
     monkeypatch.setattr(run, "wait_for_quiet", lambda *a, **k: 0.0)
     assert run.main(["--only", "cameras", "--quick", "--out", str(tmp_path)]) == 0
-    assert seen == {"layouts": ["1 camera", "2 cameras"], "preset": "realtime,lean,park", "baseline": False}
+    assert seen == {"layouts": ["1 camera", "2 cameras"], "preset": "realtime,lean,park", "baseline": False,
+                    "quiet_wait_s": 10.0}  # each layout waits for a quiet machine, as the section does
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["date"] == "before" and written["ingest"] == previous["ingest"]
     assert written["cameras"]["preset"] == "realtime,lean,park" and "load_before" in written["cameras"]

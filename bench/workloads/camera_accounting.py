@@ -152,6 +152,14 @@ def describe_wire_losses(losses: Sequence[Mapping[str, Any]], limit: int = MAX_L
     return "; ".join(parts)
 
 
+def describe_others(others: Optional[Mapping[str, Any]]) -> str:
+    """`; other processes took 0.05 cores on average (0.6 in the second from 0.25 s), steal 0.01`, or ''."""
+    if not others:
+        return ""
+    return (f"; other processes took {others['mean_cores']} cores on average ({others['busiest_second_cores']} in "
+            f"the second from {others['busiest_second_at_s']} s), steal {others['steal_cores']}")
+
+
 def extraction_ms(records: Iterable[Record]) -> Dict[str, float]:
     """Summed extractor processing time (frame_extract records) per stream."""
     out: Dict[str, float] = {}

@@ -23,6 +23,7 @@ The seed's thread-pool loop runs on the 4-camera layout's frames as the baseline
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from bench.meters import percentile, process_cpu_seconds, rounded
+from bench.meters import (interrupt_cpu_jiffies, own_process_cpu_seconds, percentile, process_cpu_seconds,
+                          process_tree_cpu_seconds, rounded, system_cpu_jiffies, wait_for_quiet)
 from bench.plan import LIVE_FPS, REPO, SAMPLE_FRAMES, Progress
 from bench.workloads.camera_accounting import camera_summary, extraction_ms, match_triggers, split_cpu
 from bench.workloads.camera_corpus import OCCUPIED_KINDS, camera_size, camera_video, offline_reference
@@ -74,20 +76,38 @@ class Camera:
 
 
 class _CpuSampler(threading.Thread):
-    """(wall ns, CPU seconds) of one process every CPU_PERIOD_S until it exits."""
+    """Every CPU_PERIOD_S until the flow exits: the flow's CPU seconds, and what the
+    machine's cores did beside the flow (with its children), its publishers, this process
+    and interrupt handling (others), and the hypervisor's steal."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, publishers: Sequence[int] = ()) -> None:
         super().__init__(name="bench-cpu", daemon=True)
         self.pid = pid
+        self.publishers = list(publishers)
         self.samples: List[Tuple[int, float]] = []
+        # (wall ns, others' CPU seconds, steal seconds), cumulative.
+        self.machine: List[Tuple[int, float, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        last_seen = {pid: 0.0 for pid in self.publishers}  # a publisher that exited keeps its last value
+        tree = 0.0
         while not self.stop.is_set():
             value = process_cpu_seconds(self.pid)
             if value is None:
                 break
-            self.samples.append((time.time_ns(), value))
+            # The flow's own children (clip encoders) are the run's too.
+            tree = process_tree_cpu_seconds(self.pid) or tree
+            for pid in self.publishers:
+                seen = process_cpu_seconds(pid)
+                if seen is not None:
+                    last_seen[pid] = seen
+            busy, steal = system_cpu_jiffies()
+            now = time.time_ns()
+            self.samples.append((now, value))
+            others = (busy - interrupt_cpu_jiffies()) / tick - tree - sum(last_seen.values()) - own_process_cpu_seconds()
+            self.machine.append((now, others, steal / tick))
             self.stop.wait(CPU_PERIOD_S)
 
     def between(self, start_ns: int, end_ns: int) -> Optional[float]:
@@ -95,6 +115,35 @@ class _CpuSampler(threading.Thread):
         if len(inside) < 2:
             return None
         return inside[-1][1] - inside[0][1]
+
+    def others(self, start_ns: int, end_ns: int) -> Optional[Dict[str, Any]]:
+        """Cores used beside the run between two wall times: the mean, and the busiest second."""
+        return others_load([m for m in self.machine if start_ns <= m[0] <= end_ns])
+
+
+def others_load(samples: Sequence[Tuple[int, float, float]], window_ns: int = 1_000_000_000) -> Optional[Dict[str, Any]]:
+    """From cumulative (wall ns, others' CPU s, steal s) samples: mean cores of others and of
+    steal, and the busiest `window_ns` of others with the second of the stream it began in."""
+    if len(samples) < 2:
+        return None
+    seconds = (samples[-1][0] - samples[0][0]) / 1e9
+    busiest, at = 0.0, 0.0
+    j = 0
+    for i, (t, cpu, _steal) in enumerate(samples):
+        while j < len(samples) - 1 and samples[j][0] - t < window_ns:
+            j += 1
+        span = (samples[j][0] - t) / 1e9
+        if span <= 0 or samples[j][0] - t < window_ns * 0.9:
+            break
+        cores = (samples[j][1] - cpu) / span
+        if cores > busiest:
+            busiest, at = cores, (t - samples[0][0]) / 1e9
+    return {
+        "mean_cores": rounded(max(0.0, (samples[-1][1] - samples[0][1]) / seconds), 3) if seconds > 0 else None,
+        "steal_cores": rounded(max(0.0, (samples[-1][2] - samples[0][2]) / seconds), 3) if seconds > 0 else None,
+        "busiest_second_cores": rounded(max(0.0, busiest), 3),
+        "busiest_second_at_s": round(at, 2),
+    }
 
 
 def cameras_of(layout: Sequence[str], frames: int) -> List[Camera]:
@@ -136,7 +185,7 @@ def run_layout(name: str, cameras: Sequence[Camera], preset: str, work: Path, lo
     flow_log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.facemoment"],
                             env=env, cwd=REPO, stdout=flow_log, stderr=subprocess.STDOUT)
-    sampler = _CpuSampler(proc.pid)
+    sampler = _CpuSampler(proc.pid, [pub.pid for pub, _ in publishers])
     sampler.start()
     log(f"cameras {name}: {len(cameras)} publishers and the flow started (preset {preset})")
     try:
@@ -167,6 +216,8 @@ def run_layout(name: str, cameras: Sequence[Camera], preset: str, work: Path, lo
         "publishers": sent,
         "stream_seconds": (end - start) / 1e9,
         "cpu_s": sampler.between(start, end),
+        # What other processes and the hypervisor took from the cores meanwhile.
+        "others": sampler.others(start, end),
         "received": len(listener.received),
     }
 
@@ -223,6 +274,7 @@ def summarize_layout(name: str, cameras: Sequence[Camera], raw: Mapping[str, Any
         "process_cpu_cores": rounded(cpu_s / seconds, 3) if cpu_s else None,
         "fixed_share": round(fixed, 3),
         "trig_received": raw["received"],
+        "others": raw.get("others"),
         "per_camera": per_camera,
     }
     if name.endswith("1920x1080"):
@@ -286,7 +338,7 @@ def seed_baseline(cameras: Sequence[Camera], references: Mapping[str, List[Dict[
 
 
 def measure_cameras(layouts: Sequence[str], preset: str, work: Path, log: Progress,
-                    frames: int = CAMERA_FRAMES, baseline: bool = True) -> Dict[str, Any]:
+                    frames: int = CAMERA_FRAMES, baseline: bool = True, quiet_wait_s: float = 0.0) -> Dict[str, Any]:
     kinds = sorted({k for name in layouts for k in LAYOUTS[name]} | (set(FOUR) if baseline else set()))
     log(f"cameras: corpus {', '.join(kinds)} ({frames} frames each)")
     references = {k: offline_reference(camera_video(k, frames), log) for k in kinds}
@@ -294,6 +346,9 @@ def measure_cameras(layouts: Sequence[str], preset: str, work: Path, log: Progre
                                "references": {k: len(v) for k, v in references.items()}}
     for name in layouts:
         cams = cameras_of(LAYOUTS[name], frames)
+        if quiet_wait_s > 0:
+            # What the run before left behind (an offline run's files being written back...) settles first.
+            wait_for_quiet(log, quiet_wait_s)
         raw = run_layout(name, cams, preset, work, log, clips=name.endswith("1920x1080"))
         summary = summarize_layout(name, cams, raw, references, preset)
         results["layouts"][name] = summary
