@@ -4,6 +4,7 @@ baselines' collection and the raw frame publisher."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from concurrent.futures import Future
@@ -945,6 +946,30 @@ def test_compare_trees_reports_each_trees_mean_and_range():
     got = compare_trees.summary(runs)
     assert got["complete_fps"] == {"mean": 22.0, "min": 20.0, "max": 24.0}
     assert got["timeouts"] == {"mean": 20, "min": 10, "max": 30} and got["shed"]["max"] == 2
+
+
+def test_compare_trees_compares_camera_layouts_round_by_round(tmp_path, monkeypatch):
+    from bench import compare_trees
+
+    calls = []
+
+    def fake_run(tree, seconds, preset, cameras=""):
+        calls.append((tree, cameras))
+        one = 0.06 if tree == compare_trees.HERE else 0.08
+        return {"1 empty camera": one, "3 empty cameras": one + 0.08, "each further empty camera": 0.04}
+
+    monkeypatch.setattr(compare_trees, "run_one", fake_run)
+    out = tmp_path / "ab.json"
+    assert compare_trees.main([str(tmp_path), "--rounds", "2", "--cameras", "1 empty camera,3 empty cameras",
+                               "--out", str(out)]) == 0
+    # The order alternates: this tree first in round 1, the baseline first in round 2.
+    assert [c[0] == compare_trees.HERE for c in calls] == [True, False, False, True]
+    assert all(c[1] == "1 empty camera,3 empty cameras" for c in calls)
+    result = json.loads(out.read_text())
+    assert result["summary"]["this tree"]["1 empty camera"]["mean"] == 0.06
+    assert result["summary"]["baseline"]["3 empty cameras"]["max"] == pytest.approx(0.16)
+    with pytest.raises(SystemExit):
+        compare_trees.main([str(tmp_path), "--cameras", "5 cameras"])
 
 
 def test_a_kill_may_also_lose_the_frames_since_the_last_snapshot():
