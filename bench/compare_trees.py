@@ -92,6 +92,8 @@ def main(argv: List[str] | None = None) -> int:
                         "instead of the latency run: the flow process's cores per layout")
     args = parser.parse_args(argv)
     if args.cameras:
+        if str(HERE) not in sys.path:  # run as a script: the bench package is this tree's
+            sys.path.insert(0, str(HERE))
         from bench.workloads.cameras import LAYOUTS
 
         unknown = [x for x in args.cameras.split(",") if x not in LAYOUTS]
