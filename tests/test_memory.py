@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -44,8 +45,9 @@ PROBE = textwrap.dedent(
 )
 
 
-def _probe(mode: str) -> dict:
-    out = subprocess.run([PYTHON, "-c", PROBE, mode], cwd=REPO, capture_output=True, text=True, timeout=120)
+def _probe(mode: str, probe: str = PROBE) -> Any:
+    """What `probe` prints, run in a fresh interpreter with `mode` as its argument."""
+    out = subprocess.run([PYTHON, "-c", probe, mode], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -99,19 +101,13 @@ REUSE_PROBE = textwrap.dedent(
 )
 
 
-def _reuse_probe(mode: str) -> list:
-    out = subprocess.run([PYTHON, "-c", REUSE_PROBE, mode], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_frames_freed_on_another_thread_are_refilled_without_fresh_pages():
     # Eight frames are about 1,800 pages; a round refilling freed heap memory faults (almost) none.
-    assert max(_reuse_probe("apply")) < 50
+    assert max(_probe("apply", REUSE_PROBE)) < 50
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_with_glibcs_trim_threshold_the_receiving_heap_is_trimmed_every_round():
     # Why the trim threshold is raised: glibc's 128 KiB gives freed frames back at once.
-    assert min(_reuse_probe("pin")) > 100
+    assert min(_probe("pin", REUSE_PROBE)) > 100
