@@ -111,8 +111,8 @@ def main(argv: List[str] | None = None) -> int:
     result = {"preset": args.preset, "seconds": args.seconds, "cameras": args.cameras,
               "trees": {k: str(v) for k, v in trees.items()},
               "runs": runs, "summary": {name: summary(r, figures) for name, r in runs.items()}}
-    for name, figures in result["summary"].items():
-        print(f"{name:9s} " + "  ".join(f"{k} {v['mean']} ({v['min']}-{v['max']})" for k, v in figures.items()))
+    for name, means in result["summary"].items():
+        print(f"{name:9s} " + "  ".join(f"{k} {v['mean']} ({v['min']}-{v['max']})" for k, v in means.items()))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     return 0

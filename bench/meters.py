@@ -80,19 +80,20 @@ def read_rss_mb(pid: int) -> Optional[float]:
     return None
 
 
-def system_cpu_jiffies() -> Tuple[int, int]:
-    """(busy, steal) jiffies of all cores since boot, from /proc/stat's first line."""
+def cpu_jiffies() -> Tuple[int, int, int]:
+    """(busy, interrupt, steal) jiffies of all cores since boot, from /proc/stat's first line;
+    busy counts irq and softirq, interrupt is those two alone (a loopback stream's packets
+    are handled there)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     values = [int(v) for v in fields] + [0] * 8
     user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return user + nice + system + irq + softirq, steal
+    return user + nice + system + irq + softirq, irq + softirq, steal
 
 
-def interrupt_cpu_jiffies() -> int:
-    """irq + softirq jiffies of all cores since boot (a loopback stream's packets are handled there)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in fields] + [0] * 8
-    return values[5] + values[6]
+def system_cpu_jiffies() -> Tuple[int, int]:
+    """(busy, steal) jiffies of all cores since boot (see cpu_jiffies)."""
+    busy, _interrupt, steal = cpu_jiffies()
+    return busy, steal
 
 
 def process_tree_cpu_seconds(pid: int) -> Optional[float]:

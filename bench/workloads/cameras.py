@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from bench.meters import (interrupt_cpu_jiffies, own_process_cpu_seconds, percentile, process_cpu_seconds,
-                          process_tree_cpu_seconds, rounded, system_cpu_jiffies, wait_for_quiet)
+from bench.meters import (cpu_jiffies, own_process_cpu_seconds, percentile, process_cpu_seconds,
+                          process_tree_cpu_seconds, rounded, wait_for_quiet)
 from bench.plan import LIVE_FPS, REPO, SAMPLE_FRAMES, Progress
 from bench.workloads.camera_accounting import camera_summary, extraction_ms, match_triggers, split_cpu
 from bench.workloads.camera_corpus import OCCUPIED_KINDS, camera_size, camera_video, offline_reference
@@ -103,10 +103,10 @@ class _CpuSampler(threading.Thread):
                 seen = process_cpu_seconds(pid)
                 if seen is not None:
                     last_seen[pid] = seen
-            busy, steal = system_cpu_jiffies()
+            busy, interrupt, steal = cpu_jiffies()
             now = time.time_ns()
             self.samples.append((now, value))
-            others = (busy - interrupt_cpu_jiffies()) / tick - tree - sum(last_seen.values()) - own_process_cpu_seconds()
+            others = (busy - interrupt) / tick - tree - sum(last_seen.values()) - own_process_cpu_seconds()
             self.machine.append((now, others, steal / tick))
             self.stop.wait(CPU_PERIOD_S)
 
@@ -129,7 +129,7 @@ def others_load(samples: Sequence[Tuple[int, float, float]], window_ns: int = 1_
     seconds = (samples[-1][0] - samples[0][0]) / 1e9
     busiest, at = 0.0, 0.0
     j = 0
-    for i, (t, cpu, _steal) in enumerate(samples):
+    for t, cpu, _steal in samples:
         while j < len(samples) - 1 and samples[j][0] - t < window_ns:
             j += 1
         span = (samples[j][0] - t) / 1e9
